@@ -1,0 +1,95 @@
+"""Self-checks (wslab/checks.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from wslab.checks import CheckFailed, assert_done, check, check_equal, exercise, expect
+
+
+def test_check_equal_names_what_was_wrong():
+    with pytest.raises(CheckFailed, match=r"^your accept key for 'k' was 'abc'; expected 'xyz'$"):
+        check_equal("abc", "xyz", "your accept key for 'k'")
+
+
+def test_check_equal_shortens_long_values():
+    with pytest.raises(CheckFailed) as info:
+        check_equal("a" * 500, "b", "x")
+    assert len(str(info.value)) < 200
+
+
+def test_check_passes_silently_and_fails_with_the_message():
+    check(True, "never shown")
+    with pytest.raises(CheckFailed, match="^frame too long$"):
+        check(False, "frame too long")
+
+
+def test_check_failed_renders_without_a_traceback_in_ipython():
+    assert CheckFailed("bad key")._render_traceback_() == ["\x1b[31m✗ bad key\x1b[0m"]
+
+
+def test_exercise_reports_passed(capsys):
+    with exercise("t.1"):
+        check_equal(1, 1, "one")
+    assert capsys.readouterr().out == "✓ Exercise t.1 passed\n"
+    assert_done("t.1")
+
+
+def test_exercise_with_a_stub_says_not_done_and_does_not_raise(capsys):
+    def learner():
+        raise NotImplementedError("not done yet")
+
+    with exercise("t.2"):
+        learner()
+    assert "Exercise t.2 is not done yet" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match="exercise t.2 is not done"):
+        assert_done("t.2")
+
+
+def test_exercise_failure_is_labelled():
+    with pytest.raises(CheckFailed, match=r"^Exercise t.3: x was 2; expected 3$"):
+        with exercise("t.3"):
+            check_equal(2, 3, "x")
+    with pytest.raises(CheckFailed, match="exercise t.3 is failed"):
+        assert_done("t.3")
+
+
+def test_exercise_turns_a_plain_assert_into_a_labelled_failure():
+    with pytest.raises(CheckFailed, match=r"^Exercise t.4: the port must be positive$"):
+        with exercise("t.4"):
+            raise AssertionError("the port must be positive")
+
+
+def test_exercise_lets_a_bug_in_the_learners_code_show_its_own_traceback():
+    with pytest.raises(ZeroDivisionError):
+        with exercise("t.5"):
+            1 / 0
+
+
+def test_assert_done_on_an_unchecked_exercise_fails():
+    with pytest.raises(CheckFailed, match="exercise never.1 is not checked"):
+        assert_done("never.1")
+
+
+def test_expect_shows_the_expected_error(capsys):
+    with expect(ValueError, match="port"):
+        raise ValueError("bad port")
+    assert capsys.readouterr().out == "✓ raised ValueError: bad port\n"
+
+
+def test_expect_fails_when_nothing_is_raised():
+    with pytest.raises(CheckFailed, match="expected ValueError, but nothing was raised"):
+        with expect(ValueError):
+            pass
+
+
+def test_expect_fails_when_the_message_does_not_match():
+    with pytest.raises(CheckFailed, match="does not mention 'port'"):
+        with expect(ValueError, match="port"):
+            raise ValueError("bad key")
+
+
+def test_expect_lets_another_error_through():
+    with pytest.raises(KeyError):
+        with expect(ValueError):
+            raise KeyError("x")

@@ -1,0 +1,77 @@
+"""Learner copies (wslab/exercises.py)."""
+
+from __future__ import annotations
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from wslab.__main__ import main
+from wslab.exercises import learner_copy
+
+SOLUTION = '''def accept_key(key):
+    """Compute Sec-WebSocket-Accept."""
+    # BEGIN SOLUTION
+    digest = hashlib.sha1((key + GUID).encode()).digest()
+    return base64.b64encode(digest).decode()
+    # END SOLUTION'''
+
+CHECK = '''with wslab.exercise("2.1"):
+    wslab.check_equal(accept_key(K), A, "accept key")
+### BEGIN HIDDEN TESTS
+wslab.assert_done("2.1")
+### END HIDDEN TESTS'''
+
+
+def source_notebook():
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell("# Lesson"),
+            new_code_cell(SOLUTION, metadata={"nbgrader": {"solution": True, "grade_id": "ex-2-1"}}),
+            new_code_cell(CHECK, metadata={"nbgrader": {"grade": True, "grade_id": "ex-2-1-check"}}),
+            new_markdown_cell("## Summary"),
+        ]
+    )
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="old output")]
+    nb.cells[1].execution_count = 3
+    return nb
+
+
+def test_solution_region_becomes_an_indented_stub():
+    copy = learner_copy(source_notebook(), solutions=False)
+    assert copy.cells[1].source == (
+        'def accept_key(key):\n    """Compute Sec-WebSocket-Accept."""\n'
+        '    # YOUR CODE HERE\n    raise NotImplementedError("not done yet")'
+    )
+
+
+def test_hidden_tests_outputs_and_counts_are_removed():
+    copy = learner_copy(source_notebook(), solutions=False)
+    assert copy.cells[2].source == 'with wslab.exercise("2.1"):\n    wslab.check_equal(accept_key(K), A, "accept key")'
+    assert copy.cells[1].outputs == [] and copy.cells[1].execution_count is None
+    assert copy.cells[1].metadata["nbgrader"]["grade_id"] == "ex-2-1"
+
+
+def test_self_study_copy_folds_the_solution_after_the_check_cell():
+    copy = learner_copy(source_notebook(), solutions=True)
+    kinds = [c.cell_type for c in copy.cells]
+    assert kinds == ["markdown", "code", "code", "markdown", "markdown"]
+    folded = copy.cells[3].source
+    assert folded.startswith("<details>") and "hashlib.sha1" in folded
+    assert "BEGIN SOLUTION" not in folded
+
+
+def test_learner_copy_is_deterministic():
+    source = source_notebook()
+    a = learner_copy(source, solutions=True)
+    b = learner_copy(source, solutions=True)
+    assert nbformat.writes(a) == nbformat.writes(b)
+
+
+def test_cli_writes_class_copies(tmp_path, capsys):
+    src = tmp_path / "source"
+    src.mkdir()
+    nbformat.write(source_notebook(), src / "02-lesson.ipynb")
+    assert main(["exercises", "--source", str(src), "--out", str(tmp_path / "out"), "--no-solutions"]) == 0
+    written = nbformat.read(tmp_path / "out" / "02-lesson.ipynb", as_version=4)
+    assert "hashlib" not in nbformat.writes(written)
+    assert "= wrote" in capsys.readouterr().out

@@ -1,0 +1,140 @@
+"""Every lesson runs top to bottom in a fresh kernel, and is committed clean.
+
+Two editions of each lesson run: the source in ``instructor/source/`` (with
+solutions: every exercise must pass, its hidden ``assert_done`` says so) and
+the learner copy in ``notebooks/`` (stubs: every exercise must say it is not
+done yet, and the rest of the lesson must still run).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from wslab.exercises import BEGIN_SOLUTION, END_SOLUTION, learner_copy
+
+from .conftest import seconds
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCES = sorted((ROOT / "instructor" / "source").glob("*.ipynb"))
+LESSONS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+#: Wall-clock budget for one lesson in the test suite (quick mode), seconds.
+BUDGET = 240
+
+
+def code_of(nb) -> str:
+    return "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+
+
+def test_there_is_a_source_for_every_lesson_and_a_lesson_for_every_source():
+    assert SOURCES, "no lessons found in instructor/source/"
+    assert [p.name for p in SOURCES] == [p.name for p in LESSONS]
+
+
+@pytest.mark.parametrize("path", SOURCES + LESSONS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_committed_notebook_has_no_outputs_or_execution_counts(path):
+    nb = json.loads(path.read_text())
+    dirty = [
+        i
+        for i, cell in enumerate(nb["cells"])
+        if cell["cell_type"] == "code" and (cell.get("outputs") or cell.get("execution_count"))
+    ]
+    assert dirty == [], f"{path.name}: cells {dirty} carry outputs; clear them before committing"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_lesson_in_notebooks_is_the_learner_copy_of_its_source(path):
+    expected = learner_copy(nbformat.read(path, as_version=4), solutions=True)
+    committed = nbformat.read(ROOT / "notebooks" / path.name, as_version=4)
+    assert [(c.cell_type, c.source) for c in committed.cells] == [
+        (c.cell_type, c.source) for c in expected.cells
+    ], f"notebooks/{path.name} is stale: run `python -m wslab exercises`"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_lesson_follows_the_lesson_shape(path):
+    nb = nbformat.read(path, as_version=4)
+    assert re.match(r"\d\d-[a-z0-9-]+\.ipynb$", path.name)
+    first = nb.cells[0].source.lower()
+    for part in ("what you'll do", "what you'll learn", "what you'll need", "minutes"):
+        assert part in first, f"{path.name}: the first cell should say {part!r}"
+    text = "\n".join(c.source for c in nb.cells).lower()
+    assert "exercise" in text and "summary" in text
+    assert "wslab.stop_all()" in code_of(nb) or "aclose_all()" in code_of(nb)
+    labels = re.findall(r'exercise\("([^"]+)"\)', code_of(nb))
+    assert len(labels) >= 2, f"{path.name}: lessons end with 2-4 exercises"
+    for label in labels:
+        assert f'assert_done("{label}")' in code_of(nb), f"{path.name}: no hidden assert_done for {label}"
+    solution_cells = [c for c in nb.cells if c.cell_type == "code" and BEGIN_SOLUTION in c.source]
+    for cell in solution_cells:
+        meta = cell.metadata.get("nbgrader", {})
+        assert meta.get("solution") is True and meta.get("grade_id"), cell.source[:60]
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_class_copy_contains_no_solution_code(path):
+    nb = nbformat.read(path, as_version=4)
+    copy = learner_copy(nb, solutions=False)
+    code = code_of(copy)
+    assert BEGIN_SOLUTION not in code and END_SOLUTION not in code
+    assert "HIDDEN TESTS" not in code and "assert_done" not in code
+    text = "\n".join(c.source for c in copy.cells)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and BEGIN_SOLUTION in cell.source:
+            body = cell.source.split(BEGIN_SOLUTION, 1)[1].split(END_SOLUTION, 1)[0]
+            lines = [ln.strip() for ln in body.splitlines()[1:] if ln.strip()]
+            assert lines and "\n".join(lines) not in "\n".join(
+                ln.strip() for ln in text.splitlines()
+            )
+
+
+def execute(path: Path, monkeypatch) -> nbformat.NotebookNode:
+    monkeypatch.setenv("WSLAB_QUICK", "1")
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=int(seconds(300)),
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    started = time.monotonic()
+    client.execute()
+    elapsed = time.monotonic() - started
+    assert elapsed < seconds(BUDGET), f"{path.name} took {elapsed:.0f} s (budget {BUDGET} s)"
+    return nb
+
+
+def outputs_text(nb) -> str:
+    chunks = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            chunks.append(out.get("text", ""))
+            chunks.extend(str(v) for v in out.get("data", {}).values())
+    return "\n".join(chunks)
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_solution_notebook_runs_and_passes_its_own_checks(path, monkeypatch):
+    nb = execute(path, monkeypatch)
+    labels = re.findall(r'exercise\("([^"]+)"\)', code_of(nb))
+    text = outputs_text(nb)
+    for label in labels:
+        assert f"✓ Exercise {label} passed" in text
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
+def test_learner_copy_runs_and_says_exercises_are_not_done(path, monkeypatch):
+    nb = execute(path, monkeypatch)
+    labels = re.findall(r'exercise\("([^"]+)"\)', code_of(nb))
+    text = outputs_text(nb)
+    for label in labels:
+        assert f"Exercise {label} is not done yet" in text

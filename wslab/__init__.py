@@ -1,0 +1,50 @@
+"""wslab: the engine behind the WebSocket lessons in ``notebooks/``.
+
+The lessons import what they need from here::
+
+    import wslab
+    srv = await wslab.serve(wslab.handlers.echo, name="echo")
+    wslab.status()
+    wslab.stop_all()
+"""
+
+from __future__ import annotations
+
+from . import handlers
+from .checks import CheckFailed, assert_done, check, check_equal, exercise, expect
+from .environment import environment
+from .servers import (
+    NoRunningLoopError,
+    PortInUseError,
+    Server,
+    aclose_all,
+    serve,
+    serve_in_thread,
+    status,
+    stop_all,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # Background servers (servers.py)
+    "Server",
+    "serve",
+    "serve_in_thread",
+    "status",
+    "stop_all",
+    "aclose_all",
+    "PortInUseError",
+    "NoRunningLoopError",
+    # Ready-made handlers (handlers.py)
+    "handlers",
+    # Self-checks (checks.py)
+    "CheckFailed",
+    "check",
+    "check_equal",
+    "exercise",
+    "expect",
+    "assert_done",
+    # Environment (environment.py)
+    "environment",
+]

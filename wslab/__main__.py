@@ -1,0 +1,32 @@
+"""Command line: ``python -m wslab <command>``.
+
+Commands live in the module that owns them; each registers a ``main(argv)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: command -> (module with a main(argv) function, one line of help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "exercises": ("wslab.exercises", "rebuild notebooks/ from instructor/source, or make class copies"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m wslab", description="wslab lab kit")
+    parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(
+        f"{name}: {text}" for name, (_, text) in sorted(COMMANDS.items())))
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    args, rest = parser.parse_known_args(argv[:1])
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

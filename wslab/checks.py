@@ -1,0 +1,137 @@
+"""Instant self-checks for exercises.
+
+A check says what is wrong in a sentence that names the values: "your accept
+key for 'dGhl...' was 'abc'; expected 's3pP...'", never a bare
+``AssertionError``. Three pieces:
+
+* ``check(condition, message)`` and ``check_equal(actual, expected, what)``
+  raise :class:`CheckFailed` with that sentence;
+* ``with exercise("2.1"):`` wraps an exercise's checks: it prints
+  ``✓ Exercise 2.1 passed``, or, when the learner has not written the code
+  yet (the stub raises ``NotImplementedError``), says plainly that it is not
+  done yet *without* failing, so the rest of the lesson still runs;
+* ``with expect(SomeError):`` is for cells that must fail: it shows the error
+  and fails only when nothing (or something else) was raised.
+
+``assert_done("2.1")`` fails unless the exercise passed; the lessons put it in
+nbgrader's hidden tests, so graders (and the test suite, on the solution
+notebooks) see an unsolved exercise as a failure.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from types import TracebackType
+from typing import Any
+
+__all__ = ["CheckFailed", "check", "check_equal", "exercise", "expect", "assert_done"]
+
+#: Exercise label -> "passed" | "not done" | "failed".
+results: dict[str, str] = {}
+
+
+class CheckFailed(AssertionError):
+    """A self-check failed; the message says what was wrong."""
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of a traceback: the message is the point.
+        return [f"\x1b[31m✗ {self}\x1b[0m"]
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check(condition: Any, message: str) -> None:
+    """Fail with ``message`` unless ``condition`` is true."""
+    if not condition:
+        raise CheckFailed(message)
+
+
+def check_equal(actual: Any, expected: Any, what: str) -> None:
+    """Fail unless ``actual == expected``; the message reads "<what> was X; expected Y"."""
+    if actual != expected:
+        raise CheckFailed(f"{what} was {_short(actual)}; expected {_short(expected)}")
+
+
+class exercise:
+    """Run an exercise's checks and report in one line.
+
+    >>> with exercise("2.1"):
+    ...     check_equal(my_accept_key(KEY), ACCEPT, f"your accept key for {KEY!r}")
+    """
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __enter__(self) -> exercise:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        label = self.label
+        if exc is None:
+            results[label] = "passed"
+            print(f"✓ Exercise {label} passed")
+            return False
+        if isinstance(exc, NotImplementedError):
+            results[label] = "not done"
+            print(
+                f"◻ Exercise {label} is not done yet: replace `raise NotImplementedError` "
+                f"in the exercise cell with your code, run that cell, then run this one again"
+            )
+            return True  # not done is not an error: the lesson goes on
+        results[label] = "failed"
+        if isinstance(exc, CheckFailed):
+            raise CheckFailed(f"Exercise {label}: {exc}") from None
+        if isinstance(exc, AssertionError):
+            detail = str(exc) or "an assert in the check cell failed"
+            raise CheckFailed(f"Exercise {label}: {detail}") from exc
+        return False  # a bug in the learner's code: show its traceback
+
+
+def assert_done(label: str) -> None:
+    """Fail unless exercise ``label`` passed its check in this kernel."""
+    state = results.get(label, "not checked")
+    check(state == "passed", f"exercise {label} is {state}")
+
+
+class expect:
+    """A block that must raise ``error`` (optionally with ``match`` in its message).
+
+    >>> with expect(ValueError, match="port"):
+    ...     int("port")
+    """
+
+    def __init__(self, error: type[BaseException], match: str | None = None) -> None:
+        self.error = error
+        self.match = match
+        self.caught: BaseException | None = None
+
+    def __enter__(self) -> expect:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        name = self.error.__name__
+        if exc is None:
+            raise CheckFailed(f"expected {name}, but nothing was raised")
+        if not isinstance(exc, self.error):
+            return False  # something else went wrong: let it show
+        if self.match is not None and not re.search(self.match, str(exc)):
+            raise CheckFailed(
+                f"{name} was raised, but its message {str(exc)!r} does not mention {self.match!r}"
+            ) from exc
+        self.caught = exc
+        print(f"✓ raised {type(exc).__name__}: {exc}", file=sys.stdout)
+        return True

@@ -1,0 +1,44 @@
+"""What this kernel runs on: Python and the libraries the lessons use."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+
+from .display import Table
+
+__all__ = ["environment"]
+
+#: distribution -> (oldest version the lessons were written for, why it matters)
+REQUIREMENTS: dict[str, tuple[str, str]] = {
+    "websockets": ("14.0", "the modern asyncio API: handler(connection)"),
+    "jupyterlab": ("4.0", "the lesson notebooks"),
+    "ipykernel": ("6.0", "top-level await in cells"),
+    "matplotlib": ("3.7", "the plots"),
+    "nest-asyncio2": ("1.6", "lesson 00's nested-loop demo"),
+    "tornado": ("6.2", "the HTTP side of the polling lessons"),
+    "httpx": ("0.24", "the HTTP client of the polling lessons"),
+}
+
+
+def _parse(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def environment() -> Table:
+    """A table of versions, each marked ``ok``, ``too old`` or ``missing``."""
+    rows = [["python", platform.python_version(), "3.11", "ok" if sys.version_info >= (3, 11) else "too old"]]
+    for dist, (oldest, why) in REQUIREMENTS.items():
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            rows.append([dist, "-", oldest, f"missing: pip install -r requirements.txt ({why})"])
+            continue
+        ok = _parse(version) >= _parse(oldest)
+        rows.append([dist, version, oldest, "ok" if ok else f"too old ({why})"])
+    return Table(["package", "installed", "needs at least", "status"], rows, title="Your environment")

@@ -1,0 +1,502 @@
+"""WebSocket servers that run in the background of a notebook.
+
+Design note
+-----------
+Two ways to run a server, one handle (:class:`Server`) for both:
+
+* **task mode** (``await serve(handler)``): the websockets server lives on the
+  loop that is already running, the Jupyter kernel's loop or the one
+  ``asyncio.run()`` made. It serves between cells because ipykernel keeps
+  running its loop while it waits for the next cell. Anything that blocks
+  that loop (``time.sleep``, a synchronous client) blocks this server too.
+* **thread mode** (``serve_in_thread(handler)``): a daemon thread owns a new
+  event loop and the server on it. Cells may block freely. Every call into
+  that loop goes through ``asyncio.run_coroutine_threadsafe``; the thread is
+  the only one that touches its loop's objects.
+
+What must never happen:
+
+* binding a fixed port or all interfaces by default: thirty students on one
+  hub host share one network namespace, so the default is ``127.0.0.1`` and
+  port 0 (the OS picks a free port, ``srv.port`` tells which);
+* a server a learner cannot stop: ``stop()`` / ``await aclose()`` close every
+  client with 1001 (going away) and return within ``stop_timeout`` seconds
+  even when a handler misbehaves (stragglers are aborted);
+* a handler exception that vanishes: it is printed with its traceback, kept in
+  ``srv.errors``, and the client gets close code 1011 (internal error).
+
+A registry maps names to running servers: starting a server under a name that
+is taken stops the old one first, so re-running a cell just works. At
+interpreter exit every server still running is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import errno
+import inspect
+import ipaddress
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Generator
+
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as _ws_serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+
+from .display import Table
+
+__all__ = [
+    "Server",
+    "serve",
+    "serve_in_thread",
+    "status",
+    "stop_all",
+    "aclose_all",
+    "PortInUseError",
+    "NoRunningLoopError",
+]
+
+Handler = Callable[[ServerConnection], Awaitable[None]]
+
+#: How long ``stop()`` waits for clients to finish the closing handshake
+#: before it aborts them, in seconds.
+DEFAULT_STOP_TIMEOUT = 3.0
+
+_registry: dict[str, Server] = {}
+_registry_lock = threading.Lock()
+
+
+class PortInUseError(OSError):
+    """The requested port is taken by another program."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        super().__init__(
+            errno.EADDRINUSE,
+            f"port {port} on {host} is already in use by another program; "
+            f"pass port=0 (the default) so the OS picks a free port, then read srv.port",
+        )
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+class NoRunningLoopError(RuntimeError):
+    """``wslab.serve()`` was called where no event loop runs."""
+
+
+@dataclass(eq=False)
+class Server:
+    """A handle on a WebSocket server running in the background.
+
+    Attributes: ``name``, ``host``, ``port``, ``url`` (``ws://host:port/``),
+    ``mode`` (``"task"`` or ``"thread"``), ``started`` (a ``time.time()``),
+    ``errors`` (exceptions raised by the handler, newest last).
+    """
+
+    name: str
+    host: str
+    port: int
+    mode: str
+    started: float = field(default_factory=time.time)
+    errors: list[BaseException] = field(default_factory=list)
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    _ws_server: Any = field(default=None, repr=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}/"
+
+    @property
+    def connections(self) -> int:
+        """The number of open WebSocket connections."""
+        if self._ws_server is None or self._stopped:
+            return 0
+        return len(self._ws_server.connections)
+
+    @property
+    def running(self) -> bool:
+        return not self._stopped
+
+    @property
+    def uptime(self) -> float:
+        return time.time() - self.started
+
+    # Stopping
+
+    async def _close(self) -> None:
+        """Close the server on its own loop; bounded by ``stop_timeout``."""
+        ws_server = self._ws_server
+        ws_server.close(close_connections=True)  # clients get 1001 going away
+        try:
+            async with asyncio.timeout(self.stop_timeout):
+                await ws_server.wait_closed()
+        except TimeoutError:
+            # A client that never answers the closing handshake, or a handler
+            # that ignores the closed connection: cut them loose.
+            for connection in list(ws_server.connections):
+                connection.transport.abort()
+            for task in list(ws_server.handler_tasks):
+                task.cancel()
+
+    async def aclose(self) -> None:
+        """Stop the server: close clients with 1001 and wait until it is down.
+
+        Returns within about ``stop_timeout`` seconds. Calling it twice is fine.
+        """
+        if self._mark_stopped():
+            return
+        if self.mode == "thread":
+            await asyncio.to_thread(self._stop_thread)
+        else:
+            await self._close()
+
+    def stop(self) -> None:
+        """Stop the server (see :meth:`aclose`).
+
+        In thread mode this waits until the server is down. In task mode,
+        called from a cell on the server's own loop, it closes the listening
+        socket at once and finishes closing clients as soon as the cell
+        returns; use ``await srv.aclose()`` to wait for that.
+        """
+        if self._mark_stopped():
+            return
+        if self.mode == "thread":
+            self._stop_thread()
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if _running_loop() is loop:
+            self._ws_server.close(close_connections=True)
+        elif loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(self._close(), loop)
+            future.result(self.stop_timeout + 1)
+        else:
+            # The loop is not running (interpreter exit): release the port.
+            self._ws_server.server.close()
+
+    def _mark_stopped(self) -> bool:
+        """Mark as stopped and unregister; return True if it already was."""
+        with _registry_lock:
+            if self._stopped:
+                return True
+            self._stopped = True
+            if _registry.get(self.name) is self:
+                del _registry[self.name]
+        return False
+
+    def _stop_thread(self) -> None:
+        loop, thread = self._loop, self._thread
+        assert loop is not None and thread is not None
+        if loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(self._close(), loop)
+            try:
+                future.result(self.stop_timeout + 1)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+        thread.join(self.stop_timeout + 1)
+        if not thread.is_alive():
+            loop.close()
+
+    # Display
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return (
+            f"<wslab.Server {self.name!r} {self.url} {self.mode} mode, {state}, "
+            f"{self.connections} connection(s)>"
+        )
+
+    def _report(self, exc: BaseException) -> None:
+        self.errors.append(exc)
+        lines = traceback.format_exception(exc)
+        print(
+            f"! server {self.name!r}: the handler raised {type(exc).__name__}: {exc}\n"
+            f"! the client got close code 1011 (internal error); "
+            f"the exception is kept in srv.errors\n" + "".join(lines),
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+# Starting
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _check_handler(handler: Any) -> None:
+    if not callable(handler):
+        raise TypeError(f"handler must be an async function, got {handler!r}")
+    try:
+        params = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):  # builtins, some callables
+        return
+    required = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    if len(required) >= 2:
+        names = ", ".join(p.name for p in required)
+        raise TypeError(
+            f"handler({names}) takes {len(required)} arguments, but websockets >= 13 "
+            f"calls handler(connection) with one. The legacy (websocket, path) "
+            f"signature is gone: write `async def handler(connection):` and read the "
+            f"path from connection.request.path"
+        )
+    if not (
+        inspect.iscoroutinefunction(handler)
+        or inspect.iscoroutinefunction(getattr(handler, "__call__", None))
+    ):
+        raise TypeError(
+            f"handler {getattr(handler, '__name__', handler)!r} must be an async function: "
+            f"write `async def {getattr(handler, '__name__', 'handler')}(connection): ...`"
+        )
+
+
+def _check_host(host: str, allow_network: bool) -> None:
+    if allow_network:
+        return
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(
+            f"refusing to listen on {host!r}: that lets other machines connect to a server "
+            f"in your notebook. Keep the default host='127.0.0.1', or pass "
+            f"allow_network=True if you really mean to accept connections from the network"
+        )
+
+
+def _wrap(server: Server, handler: Handler) -> Handler:
+    async def run_handler(connection: ServerConnection) -> None:
+        try:
+            await handler(connection)
+        except ConnectionClosed:
+            pass  # the client went away: not an error in the handler
+        except Exception as exc:
+            server._report(exc)
+            await connection.close(CloseCode.INTERNAL_ERROR, "internal error")
+
+    run_handler.__name__ = getattr(handler, "__name__", "handler")
+    return run_handler
+
+
+_names = iter(range(1, 1_000_000))
+
+
+def _default_name(handler: Any) -> str:
+    return getattr(handler, "__name__", None) or f"server-{next(_names)}"
+
+
+async def _start(
+    handler: Handler,
+    name: str,
+    host: str,
+    port: int,
+    mode: str,
+    stop_timeout: float,
+    kwargs: dict[str, Any],
+) -> Server:
+    server = Server(name=name, host=host, port=0, mode=mode, stop_timeout=stop_timeout)
+    kwargs.setdefault("close_timeout", min(2.0, stop_timeout))
+    try:
+        ws_server = await _ws_serve(_wrap(server, handler), host, port, **kwargs)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(host, port) from None
+        raise
+    server._ws_server = ws_server
+    server._loop = asyncio.get_running_loop()
+    server.port = ws_server.sockets[0].getsockname()[1]
+    return server
+
+
+def _register(server: Server) -> None:
+    with _registry_lock:
+        _registry[server.name] = server
+
+
+def _pop_previous(name: str) -> Server | None:
+    with _registry_lock:
+        return _registry.get(name)
+
+
+class _PendingServer:
+    """What ``wslab.serve()`` returns: something to ``await``.
+
+    It exists to turn a forgotten ``await`` into a clear message.
+    """
+
+    def __init__(self, coro: Awaitable[Server]) -> None:
+        self._coro = coro
+        self._awaited = False
+
+    def __await__(self) -> Generator[Any, None, Server]:
+        self._awaited = True
+        return self._coro.__await__()  # type: ignore[attr-defined]
+
+    def __getattr__(self, attr: str) -> Any:
+        raise AttributeError(
+            f"this is not a server yet (no attribute {attr!r}): wslab.serve() must be "
+            f"awaited. Write `srv = await wslab.serve(...)`"
+        )
+
+    def __repr__(self) -> str:
+        return "<wslab.serve(...) not awaited yet: write `srv = await wslab.serve(...)`>"
+
+    def __del__(self) -> None:
+        if not self._awaited:
+            self._coro.close()  # type: ignore[attr-defined]
+
+
+def serve(
+    handler: Handler,
+    name: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    allow_network: bool = False,
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    **kwargs: Any,
+) -> Awaitable[Server]:
+    """Start a WebSocket server on the running event loop; await the result.
+
+    ``srv = await wslab.serve(handler, name="echo")`` returns as soon as the
+    server listens; it keeps serving between notebook cells. ``handler`` is
+    ``async def handler(connection)`` (websockets' modern API). Other keyword
+    arguments go to :func:`websockets.asyncio.server.serve`
+    (``compression=None``, ``subprotocols=[...]``, ``origins=[...]``, ...).
+
+    A server already running under ``name`` is stopped first.
+
+    Raises :class:`NoRunningLoopError` outside a running loop,
+    :class:`PortInUseError` when ``port`` is taken, :class:`ValueError` for a
+    non-loopback ``host`` without ``allow_network=True``, :class:`TypeError`
+    for a handler with the legacy ``(websocket, path)`` signature.
+    """
+    _check_handler(handler)
+    _check_host(host, allow_network)
+    if _running_loop() is None:
+        raise NoRunningLoopError(
+            "wslab.serve() needs a running event loop. In a notebook write "
+            "`srv = await wslab.serve(handler)`; in a script call it inside "
+            "`async def main()` run by `asyncio.run(main())`; or use "
+            "wslab.serve_in_thread(handler), which brings its own loop"
+        )
+    name = name or _default_name(handler)
+
+    async def start() -> Server:
+        previous = _pop_previous(name)
+        if previous is not None:
+            await previous.aclose()
+        server = await _start(handler, name, host, port, "task", stop_timeout, kwargs)
+        _register(server)
+        return server
+
+    return _PendingServer(start())
+
+
+def serve_in_thread(
+    handler: Handler,
+    name: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    allow_network: bool = False,
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    **kwargs: Any,
+) -> Server:
+    """Start a WebSocket server on its own event loop in a daemon thread.
+
+    Use it when cells run blocking code (``time.sleep``, a synchronous
+    client): the server keeps answering while the notebook's loop is blocked.
+    Same arguments, errors and handle as :func:`serve`; no ``await`` needed.
+    """
+    _check_handler(handler)
+    _check_host(host, allow_network)
+    name = name or _default_name(handler)
+    previous = _pop_previous(name)
+    if previous is not None:
+        previous.stop()
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name=f"wslab-{name}", daemon=True)
+    thread.start()
+    future = asyncio.run_coroutine_threadsafe(
+        _start(handler, name, host, port, "thread", stop_timeout, kwargs), loop
+    )
+    try:
+        server = future.result(timeout=10)
+    except BaseException:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+        raise
+    server._thread = thread
+    _register(server)
+    return server
+
+
+# Looking after all servers
+
+
+def servers() -> list[Server]:
+    with _registry_lock:
+        return list(_registry.values())
+
+
+def status() -> Table:
+    """What runs: name, url, mode, connections, uptime, handler errors.
+
+    Shows as a table in Jupyter and as text elsewhere.
+    """
+    rows = [
+        [s.name, s.url, s.mode, s.connections, f"{s.uptime:.0f} s", len(s.errors)]
+        for s in servers()
+    ]
+    return Table(
+        ["name", "url", "mode", "connections", "uptime", "errors"],
+        rows,
+        empty="no wslab servers running",
+    )
+
+
+def stop_all() -> None:
+    """Stop every server wslab started (see :meth:`Server.stop`)."""
+    for server in servers():
+        server.stop()
+
+
+async def aclose_all() -> None:
+    """Stop every server wslab started and wait until all are down."""
+    await asyncio.gather(*(server.aclose() for server in servers()))
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    for server in servers():
+        try:
+            server.stop()
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
