@@ -10,6 +10,8 @@ The lessons import what they need from here::
 
 from __future__ import annotations
 
+import os
+
 from . import handlers
 from .checks import CheckFailed, assert_done, check, check_equal, exercise, expect
 from .environment import environment
@@ -25,6 +27,9 @@ from .servers import (
 )
 
 __version__ = "0.1.0"
+
+#: True when the test suite runs the lessons (WSLAB_QUICK=1): lessons measure less.
+QUICK = os.environ.get("WSLAB_QUICK") == "1"
 
 __all__ = [
     # Background servers (servers.py)
@@ -47,4 +52,5 @@ __all__ = [
     "assert_done",
     # Environment (environment.py)
     "environment",
+    "QUICK",
 ]
