@@ -77,7 +77,7 @@ def test_same_name_replaces_the_old_server():
 def test_same_name_replaces_a_thread_server():
     first = wslab.serve_in_thread(echo, name="t")
     second = wslab.serve_in_thread(echo, name="t")
-    assert not first.running and not first._thread.is_alive()
+    assert not first.running and not first._thread.thread.is_alive()
     with sync_connect(second.url, open_timeout=seconds(5)) as ws:
         ws.send("y")
         assert ws.recv(timeout=seconds(5)) == "Data received: y"
@@ -162,7 +162,7 @@ def test_nothing_left_running_after_stop_all():
 def test_sync_stop_all_from_plain_code_stops_thread_servers():
     srv = wslab.serve_in_thread(echo, name="plain")
     wslab.stop_all()
-    assert refuses(srv.port) and not srv._thread.is_alive()
+    assert refuses(srv.port) and not srv._thread.thread.is_alive()
 
 
 def test_thread_server_answers_while_the_callers_loop_is_blocked():

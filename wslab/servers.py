@@ -60,6 +60,12 @@ __all__ = [
     "aclose_all",
     "PortInUseError",
     "NoRunningLoopError",
+    "LoopThread",
+    "register",
+    "unregister",
+    "release",
+    "release_sync",
+    "servers",
 ]
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
@@ -70,6 +76,31 @@ DEFAULT_STOP_TIMEOUT = 3.0
 
 _registry: dict[str, Server] = {}
 _registry_lock = threading.Lock()
+
+
+class LoopThread:
+    """An event loop of its own, running in a daemon thread.
+
+    ``run(coro)`` runs a coroutine there and returns its result (or raises
+    its exception); ``stop()`` stops the loop, joins the thread and closes
+    the loop. Thread-mode servers (and the wiretap, the lab server) use it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=f"wslab-{name}", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Awaitable[Any], timeout: float = 10) -> Any:
+        """Run ``coro`` on this thread's loop; wait at most ``timeout`` seconds."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    def stop(self, timeout: float = 5) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout)
+        if not self.thread.is_alive() and not self.loop.is_closed():
+            self.loop.close()
 
 
 class PortInUseError(OSError):
@@ -110,7 +141,7 @@ class Server:
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     _ws_server: Any = field(default=None, repr=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
-    _thread: threading.Thread | None = field(default=None, repr=False)
+    _thread: LoopThread | None = field(default=None, repr=False)
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -193,22 +224,17 @@ class Server:
             if self._stopped:
                 return True
             self._stopped = True
-            if _registry.get(self.name) is self:
-                del _registry[self.name]
+        unregister(self)
         return False
 
     def _stop_thread(self) -> None:
-        loop, thread = self._loop, self._thread
-        assert loop is not None and thread is not None
-        if loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(self._close(), loop)
-            try:
-                future.result(self.stop_timeout + 1)
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-        thread.join(self.stop_timeout + 1)
-        if not thread.is_alive():
-            loop.close()
+        runner = self._thread
+        assert runner is not None
+        try:
+            if runner.loop.is_running():
+                runner.run(self._close(), self.stop_timeout + 1)
+        finally:
+            runner.stop(self.stop_timeout + 1)
 
     # Display
 
@@ -332,14 +358,45 @@ async def _start(
     return server
 
 
-def _register(server: Server) -> None:
+# The registry: every background thing a learner started, by name. Other
+# modules (the wiretap, the polling lab server) register their handles too; a
+# handle has name, url, mode, connections, uptime, errors, running, stop()
+# and aclose().
+
+
+def register(handle: Any) -> None:
+    """Add ``handle`` so ``status()`` shows it and ``stop_all()`` stops it.
+
+    Call :func:`release` (or :func:`release_sync`) for the name first.
+    """
     with _registry_lock:
-        _registry[server.name] = server
+        _registry[handle.name] = handle
 
 
-def _pop_previous(name: str) -> Server | None:
+def unregister(handle: Any) -> None:
+    """Forget ``handle`` (its ``stop()`` calls this)."""
+    with _registry_lock:
+        if _registry.get(handle.name) is handle:
+            del _registry[handle.name]
+
+
+def _holder(name: str) -> Any:
     with _registry_lock:
         return _registry.get(name)
+
+
+async def release(name: str) -> None:
+    """Stop whatever runs under ``name``, so a re-run cell can take the name."""
+    previous = _holder(name)
+    if previous is not None:
+        await previous.aclose()
+
+
+def release_sync(name: str) -> None:
+    """Like :func:`release`, for code that is not async."""
+    previous = _holder(name)
+    if previous is not None:
+        previous.stop()
 
 
 class _PendingServer:
@@ -407,11 +464,9 @@ def serve(
     name = name or _default_name(handler)
 
     async def start() -> Server:
-        previous = _pop_previous(name)
-        if previous is not None:
-            await previous.aclose()
+        await release(name)
         server = await _start(handler, name, host, port, "task", stop_timeout, kwargs)
-        _register(server)
+        register(server)
         return server
 
     return _PendingServer(start())
@@ -436,32 +491,22 @@ def serve_in_thread(
     _check_handler(handler)
     _check_host(host, allow_network)
     name = name or _default_name(handler)
-    previous = _pop_previous(name)
-    if previous is not None:
-        previous.stop()
-
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name=f"wslab-{name}", daemon=True)
-    thread.start()
-    future = asyncio.run_coroutine_threadsafe(
-        _start(handler, name, host, port, "thread", stop_timeout, kwargs), loop
-    )
+    release_sync(name)
+    runner = LoopThread(name)
     try:
-        server = future.result(timeout=10)
+        server = runner.run(_start(handler, name, host, port, "thread", stop_timeout, kwargs))
     except BaseException:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+        runner.stop()
         raise
-    server._thread = thread
-    _register(server)
+    server._thread = runner
+    register(server)
     return server
 
 
 # Looking after all servers
 
 
-def servers() -> list[Server]:
+def servers() -> list[Any]:
     with _registry_lock:
         return list(_registry.values())
 
