@@ -247,7 +247,9 @@ class Server:
 
     def _report(self, exc: BaseException) -> None:
         self.errors.append(exc)
-        lines = traceback.format_exception(exc)
+        # Skip wslab's own frame: the learner's handler is what matters.
+        tb = exc.__traceback__.tb_next if exc.__traceback__ else None
+        lines = traceback.format_exception(type(exc), exc, tb)
         print(
             f"! server {self.name!r}: the handler raised {type(exc).__name__}: {exc}\n"
             f"! the client got close code 1011 (internal error); "
