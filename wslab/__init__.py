@@ -26,6 +26,9 @@ from .servers import (
     stop_all,
 )
 
+# The upgrade handshake and the wiretap (handshake.py, wiretap.py)
+from .wiretap import Capture, Tap, wiretap, wiretap_in_thread
+
 __version__ = "0.1.0"
 
 #: True when the test suite runs the lessons (WSLAB_QUICK=1): lessons measure less.
@@ -53,4 +56,9 @@ __all__ = [
     # Environment (environment.py)
     "environment",
     "QUICK",
+    # The upgrade handshake and the wiretap (handshake.py, wiretap.py)
+    "wiretap",
+    "wiretap_in_thread",
+    "Tap",
+    "Capture",
 ]
