@@ -1,0 +1,561 @@
+"""The lab server: one event source, four ways to deliver it.
+
+Endpoints (``lab.http_url`` is ``http://127.0.0.1:<port>/``)::
+
+    GET /                      a short text page; sets a ``visitor`` cookie if you have none
+    GET /poll?since=N          short polling: the events after cursor N, at once (maybe none)
+    GET /longpoll?since=N      long polling: held until there is an event after N,
+        [&timeout=S]           or S seconds pass (default 20): then ``{"events": []}``
+    GET /events                server-sent events (text/event-stream): one response that
+        [?since=N][&limit=K]   never ends (or ends after K events, to watch a client
+                               reconnect), an ``id: <seq>`` line per event; a client that
+                               reconnects sends ``Last-Event-ID: <seq>`` and resumes there
+    ws://127.0.0.1:<ws_port>/?since=N
+                               WebSocket push: one JSON text message per event
+
+``/poll`` and ``/longpoll`` answer ``{"events": [...], "cursor": N}`` where
+``cursor`` is the seq of the last event in the answer (or the one sent);
+every event is ``{"seq", "created", "data"}`` (:class:`wslab.events.Event`).
+A malformed cursor, or one from the future, gets **400** and a JSON body that
+names the value and what to send (:class:`wslab.events.CursorError`); so does
+a bad ``timeout``. A WebSocket handshake with a bad cursor gets the same 400.
+
+Why tornado for the HTTP side: it ships with Jupyter already, it is
+maintained, it speaks HTTP/1.1 with keep-alive, it streams a response bit by
+bit with ``flush()`` (which is all SSE and long polling need), and it runs on
+asyncio, so it shares a loop with websockets and with the notebook. Writing
+our own HTTP parser would teach the wrong lesson. The WebSocket side is the
+websockets library on a port of its own (two listeners, one source).
+
+Design note
+-----------
+Like :mod:`wslab.servers`, a lab server runs either on the loop already
+running (task mode, ``await lab_server()``) or on a loop of its own in a
+daemon thread (thread mode, ``lab_server_in_thread()``, a
+:class:`wslab.servers.LoopThread`). Everything tornado and websockets own is
+touched only on that loop. The :class:`~wslab.events.EventSource` is the one
+shared object: ``lab.publish()`` may be called from any thread.
+
+Held requests (long polls, SSE streams, WebSocket pushes) wait on
+``source.wait_after()`` *and* on a "stopping" future, so ``stop()`` ends them
+at once: a held long poll answers ``{"events": []}``, an SSE stream ends
+its chunked body, WebSocket clients get 1001. What must never happen: a stop
+that waits for a client (every step is bounded by ``stop_timeout``, then
+connections are cut), a fixed port, a listener on anything but loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Sequence
+from urllib.parse import parse_qs, urlsplit
+
+import tornado.iostream
+import tornado.netutil
+import tornado.web
+from tornado.httpserver import HTTPServer
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from .events import CursorError, Event, EventSource
+from .servers import LoopThread, register, release, release_sync, unregister
+
+__all__ = ["LabServer", "lab_server", "lab_server_in_thread", "DEFAULT_LONGPOLL_TIMEOUT"]
+
+#: How long ``/longpoll`` holds a request when the client names no timeout, seconds.
+DEFAULT_LONGPOLL_TIMEOUT = 20.0
+#: The longest hold a client may ask for, seconds.
+MAX_LONGPOLL_TIMEOUT = 120.0
+#: An SSE stream with nothing to say sends a ``: keep-alive`` comment this often, seconds.
+SSE_KEEPALIVE = 15.0
+DEFAULT_STOP_TIMEOUT = 3.0
+
+
+class BadParameter(ValueError):
+    """A query parameter other than the cursor that is not acceptable (HTTP 400)."""
+
+    status = 400
+
+    def __init__(self, name: str, value: Any, hint: str) -> None:
+        self.name, self.value, self.hint = name, value, hint
+        super().__init__(f"bad {name} {value!r}: {hint}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": f"bad {self.name}", "value": self.value, "hint": self.hint, "message": str(self)}
+
+
+def _timeout_param(text: str | None) -> float:
+    if text is None or text == "":
+        return DEFAULT_LONGPOLL_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= MAX_LONGPOLL_TIMEOUT:  # also false for nan
+        raise BadParameter(
+            "timeout", text, f"send seconds to hold the request, from 0 to {MAX_LONGPOLL_TIMEOUT:g}"
+        )
+    return value
+
+
+def _limit_param(text: str | None) -> int | None:
+    if text is None or text == "":
+        return None
+    if not (text.isascii() and text.isdigit() and int(text) > 0):
+        raise BadParameter("limit", text, "send how many events to stream before the server ends the stream, a whole number above 0")
+    return int(text)
+
+
+@dataclass(eq=False)
+class LabServer:
+    """A handle on a running lab server (see the module doc for its endpoints).
+
+    Attributes: ``name``, ``host``, ``port`` (HTTP), ``ws_port``, ``http_url``,
+    ``ws_url``, ``url`` (= ``http_url``), ``mode`` (``"task"``/``"thread"``),
+    ``source`` (the :class:`~wslab.events.EventSource`), ``requests`` and
+    ``empty`` (:class:`collections.Counter` by endpoint: ``"poll"``,
+    ``"longpoll"``, ``"events"``, ``"ws"``, ``"index"``), ``errors``.
+    """
+
+    name: str
+    source: EventSource
+    host: str = "127.0.0.1"
+    port: int = 0
+    ws_port: int = 0
+    mode: str = "task"
+    started: float = field(default_factory=time.time)
+    errors: list[BaseException] = field(default_factory=list)
+    requests: Counter[str] = field(default_factory=Counter)
+    empty: Counter[str] = field(default_factory=Counter)
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    _http: Any = field(default=None, repr=False)
+    _ws: Any = field(default=None, repr=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    _thread: LoopThread | None = field(default=None, repr=False)
+    _stopping: asyncio.Future[None] | None = field(default=None, repr=False)
+    _stopped: bool = field(default=False, repr=False)
+    _held: int = field(default=0, repr=False)
+
+    # Addresses
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.ws_port}/"
+
+    @property
+    def url(self) -> str:
+        return self.http_url
+
+    @property
+    def running(self) -> bool:
+        return not self._stopped
+
+    @property
+    def uptime(self) -> float:
+        return time.time() - self.started
+
+    @property
+    def connections(self) -> int:
+        """Open HTTP connections plus open WebSocket connections."""
+        if self._stopped:
+            return 0
+        http = len(getattr(self._http, "_connections", ())) if self._http else 0
+        ws = len(self._ws.connections) if self._ws else 0
+        return http + ws
+
+    @property
+    def held(self) -> int:
+        """Requests held open right now (long polls, SSE streams, WebSocket pushes)."""
+        return self._held
+
+    # Events
+
+    def publish(self, payload: Any = None) -> Event:
+        """Publish an event to every transport; safe from any thread."""
+        return self.source.publish(payload)
+
+    async def run_schedule(self, gaps: Sequence[float], payloads: Sequence[Any] | None = None) -> list[Event]:
+        """Publish one event after each gap, on the caller's loop (any loop, any thread).
+
+        ``asyncio.create_task(lab.run_schedule(wslab.poisson(0.1, 20, seed=1)))``
+        runs it in the background of a notebook.
+        """
+        return await self.source.run_schedule(gaps, payloads)
+
+    # Held requests
+
+    async def hold(self, cursor: int, timeout: float | None, gone: asyncio.Future[None] | None = None) -> list[Event] | None:
+        """Wait for events after ``cursor``; ``[]`` on timeout, ``None`` when stopping or ``gone``."""
+        stopping = self._stopping
+        if stopping is None or stopping.done():
+            return None
+        self._held += 1
+        waiter = asyncio.ensure_future(self.source.wait_after(cursor, timeout))
+        try:
+            others = {stopping} if gone is None else {stopping, gone}
+            await asyncio.wait({waiter, *others}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._held -= 1
+            if not waiter.done():
+                waiter.cancel()
+        return waiter.result() if waiter.done() and not waiter.cancelled() else None
+
+    # Stopping
+
+    def _begin_close(self) -> None:
+        if self._stopping is not None and not self._stopping.done():
+            self._stopping.set_result(None)
+        if self._http is not None:
+            self._http.stop()  # stop listening
+        if self._ws is not None:
+            self._ws.close(close_connections=True)
+
+    async def _close(self) -> None:
+        self._begin_close()
+        await asyncio.sleep(0)  # let held handlers see "stopping" and finish
+        try:
+            async with asyncio.timeout(self.stop_timeout):
+                await asyncio.gather(self._http.close_all_connections(), self._ws.wait_closed())
+        except TimeoutError:
+            for conn in list(getattr(self._http, "_connections", ())):
+                conn.stream.close()
+            for conn in list(self._ws.connections):
+                conn.transport.abort()
+
+    def _mark_stopped(self) -> bool:
+        if self._stopped:
+            return True
+        self._stopped = True
+        unregister(self)
+        return False
+
+    async def aclose(self) -> None:
+        """Stop the server, ending held requests and closing every client; bounded in time."""
+        if self._mark_stopped():
+            return
+        if self.mode == "thread":
+            await asyncio.to_thread(self._stop_thread)
+        else:
+            await self._close()
+
+    def stop(self) -> None:
+        """Stop the server (see :meth:`aclose`).
+
+        In task mode, called from a cell on the server's own loop, it stops
+        listening and ends held requests at once, and finishes closing
+        connections in the background; ``await lab.aclose()`` waits for that.
+        """
+        if self._mark_stopped():
+            return
+        if self.mode == "thread":
+            self._stop_thread()
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if current is loop:
+            self._begin_close()
+            loop.create_task(self._close())
+        elif loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._close(), loop).result(self.stop_timeout + 1)
+        else:
+            for sock in getattr(self._http, "_sockets", {}).values():
+                sock.close()
+
+    def _stop_thread(self) -> None:
+        runner = self._thread
+        assert runner is not None
+        try:
+            if runner.loop.is_running():
+                runner.run(self._close(), self.stop_timeout + 1)
+        finally:
+            runner.stop(self.stop_timeout + 1)
+
+    def _report(self, exc: BaseException) -> None:
+        self.errors.append(exc)
+        print(
+            f"! lab server {self.name!r}: {type(exc).__name__}: {exc}\n"
+            f"! the client got 500; the exception is kept in lab.errors\n"
+            + "".join(traceback.format_exception(exc)),
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return (
+            f"<wslab.LabServer {self.name!r} {self.http_url} + {self.ws_url} {self.mode} mode, "
+            f"{state}, {self.source.newest} event(s), {self.connections} connection(s)>"
+        )
+
+
+# HTTP side (tornado)
+
+
+class _Handler(tornado.web.RequestHandler):
+    endpoint = "?"
+
+    def initialize(self, lab: LabServer) -> None:
+        self.lab = lab
+        self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def prepare(self) -> None:
+        self.lab.requests[self.endpoint] += 1
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+
+    def compute_etag(self) -> None:  # no Etag: every poll answer is fresh
+        return None
+
+    def on_connection_close(self) -> None:
+        if not self.gone.done():
+            self.gone.set_result(None)
+
+    def bad_request(self, exc: CursorError | BadParameter) -> None:
+        self.set_status(exc.status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(exc.to_json()))
+
+    def answer(self, events: list[Event], cursor: int) -> None:
+        if not events:
+            self.lab.empty[self.endpoint] += 1
+        self.set_header("Content-Type", "application/json")
+        last = events[-1].seq if events else cursor
+        body = {"events": [e.to_json() for e in events], "cursor": last}
+        self.finish(json.dumps(body, separators=(",", ":")))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, tornado.web.HTTPError):
+            return
+        if value is not None:
+            self.lab._report(value)
+
+
+class _Index(_Handler):
+    endpoint = "index"
+
+    def get(self) -> None:
+        visitor = self.get_cookie("visitor")
+        if visitor is None:
+            visitor = str(self.lab.requests["index"])
+            self.set_cookie("visitor", visitor)
+            greeting = f"hello, new visitor {visitor}: your browser will send this cookie back"
+        else:
+            greeting = f"welcome back, visitor {visitor}: you sent me your cookie"
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(
+            f"{greeting}\n"
+            f"{self.lab.source.newest} events so far\n"
+            "GET /poll?since=N, GET /longpoll?since=N&timeout=S, GET /events (SSE), "
+            f"WebSocket {self.lab.ws_url}?since=N\n"
+        )
+
+
+class _Poll(_Handler):
+    endpoint = "poll"
+
+    def get(self) -> None:
+        try:
+            cursor = self.lab.source.check_cursor(self.get_query_argument("since", None))
+            events = self.lab.source.since(cursor)
+        except CursorError as exc:
+            return self.bad_request(exc)
+        self.answer(events, cursor)
+
+
+class _LongPoll(_Handler):
+    endpoint = "longpoll"
+
+    async def get(self) -> None:
+        try:
+            cursor = self.lab.source.check_cursor(self.get_query_argument("since", None))
+            timeout = _timeout_param(self.get_query_argument("timeout", None))
+        except (CursorError, BadParameter) as exc:
+            return self.bad_request(exc)
+        events = await self.lab.hold(cursor, timeout, self.gone)
+        if self.gone.done():
+            return  # the client went away: nobody to answer
+        self.answer(events or [], cursor)
+
+
+class _Stream(_Handler):
+    endpoint = "events"
+
+    async def get(self) -> None:
+        resume = self.request.headers.get("Last-Event-ID")
+        try:
+            if resume is not None:
+                cursor = self.lab.source.check_cursor(resume)
+            else:
+                cursor = self.lab.source.check_cursor(self.get_query_argument("since", None))
+            limit = _limit_param(self.get_query_argument("limit", None))
+        except (CursorError, BadParameter) as exc:
+            return self.bad_request(exc)
+        sent = 0
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("X-Accel-Buffering", "no")
+        # The preamble: reconnect after 1 s if the stream breaks, and the
+        # cursor as an id, so even a client that got no event yet resumes here.
+        self.write(f"retry: 1000\nid: {cursor}\n\n")
+        try:
+            await self.flush()
+            while True:
+                events = await self.lab.hold(cursor, SSE_KEEPALIVE, self.gone)
+                if events is None:
+                    break  # server stopping, or the client went away
+                if not events:
+                    self.write(": keep-alive\n\n")
+                for event in events[: None if limit is None else limit - sent]:
+                    self.write(f"id: {event.seq}\ndata: {event.dumps()}\n\n")
+                    cursor = event.seq
+                    sent += 1
+                await self.flush()
+                if limit is not None and sent >= limit:
+                    break  # end the stream: the client reconnects with Last-Event-ID
+        except tornado.iostream.StreamClosedError:
+            return
+        if not self.gone.done():
+            self.finish()
+
+
+# WebSocket side (websockets)
+
+
+def _ws_handlers(lab: LabServer) -> tuple[Any, Any]:
+    def process_request(connection: ServerConnection, request: Request) -> Response | None:
+        query = parse_qs(urlsplit(request.path).query)
+        try:
+            cursor = lab.source.check_cursor(query.get("since", [None])[0])
+        except CursorError as exc:
+            lab.requests["ws"] += 1
+            body = json.dumps(exc.to_json()).encode()
+            headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return Response(HTTPStatus.BAD_REQUEST, "Bad Request", headers, body)
+        connection.cursor = cursor  # type: ignore[attr-defined]
+        return None
+
+    async def push(connection: ServerConnection) -> None:
+        lab.requests["ws"] += 1
+        cursor: int = connection.cursor  # type: ignore[attr-defined]
+        closed = asyncio.ensure_future(connection.wait_closed())
+        try:
+            while True:
+                events = await lab.hold(cursor, None, closed)
+                if events is None:
+                    if not closed.done():  # the server is stopping
+                        await connection.close(1001, "server stopping")
+                    break
+                for event in events:
+                    await connection.send(event.dumps())
+                    cursor = event.seq
+        except ConnectionClosed:
+            pass
+        except Exception as exc:  # noqa: BLE001 - report, never lose
+            lab._report(exc)
+        finally:
+            closed.cancel()
+
+    return process_request, push
+
+
+# Starting
+
+
+async def _start(
+    name: str, source: EventSource | None, seed: int | None, mode: str, stop_timeout: float, ws_kwargs: dict[str, Any]
+) -> LabServer:
+    lab = LabServer(name=name, source=source or EventSource(seed=seed), mode=mode, stop_timeout=stop_timeout)
+    loop = asyncio.get_running_loop()
+    lab._loop = loop
+    lab._stopping = loop.create_future()
+    app = tornado.web.Application(
+        [
+            (r"/", _Index, {"lab": lab}),
+            (r"/poll", _Poll, {"lab": lab}),
+            (r"/longpoll", _LongPoll, {"lab": lab}),
+            (r"/events", _Stream, {"lab": lab}),
+        ],
+        log_function=lambda handler: None,  # no access log in the notebook
+    )
+    sockets = tornado.netutil.bind_sockets(0, lab.host)
+    http = HTTPServer(app, idle_connection_timeout=60)
+    http.add_sockets(sockets)
+    lab._http = http
+    lab.port = sockets[0].getsockname()[1]
+    process_request, push = _ws_handlers(lab)
+    ws_kwargs.setdefault("close_timeout", min(2.0, stop_timeout))
+    try:
+        lab._ws = await ws_serve(push, lab.host, 0, process_request=process_request, **ws_kwargs)
+    except BaseException:
+        http.stop()
+        raise
+    lab.ws_port = lab._ws.sockets[0].getsockname()[1]
+    return lab
+
+
+async def lab_server(
+    name: str = "lab",
+    *,
+    source: EventSource | None = None,
+    seed: int | None = 0,
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    **ws_kwargs: Any,
+) -> LabServer:
+    """Start a lab server on the running loop (task mode); ``lab = await wslab.lab_server()``.
+
+    It listens on ``127.0.0.1``, two ports the OS picks (``lab.http_url``,
+    ``lab.ws_url``), serves between cells, and shows in ``wslab.status()``.
+    A lab server already running under ``name`` is stopped first. Pass a
+    ``source`` to share an :class:`~wslab.events.EventSource`, else a new
+    one seeded with ``seed`` is made. Other keyword arguments go to
+    :func:`websockets.asyncio.server.serve` (``compression=None`` refuses
+    permessage-deflate; by default it is accepted when a client offers it).
+    """
+    await release(name)
+    lab = await _start(name, source, seed, "task", stop_timeout, ws_kwargs)
+    register(lab)
+    return lab
+
+
+def lab_server_in_thread(
+    name: str = "lab",
+    *,
+    source: EventSource | None = None,
+    seed: int | None = 0,
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    **ws_kwargs: Any,
+) -> LabServer:
+    """Start a lab server on its own loop in a daemon thread (thread mode); no ``await``.
+
+    Use it when cells block (a blocking socket, ``time.sleep``) or when a
+    measuring client runs on another loop. Same arguments as :func:`lab_server`.
+    """
+    release_sync(name)
+    runner = LoopThread(name)
+    try:
+        lab = runner.run(_start(name, source, seed, "thread", stop_timeout, ws_kwargs))
+    except BaseException:
+        runner.stop()
+        raise
+    lab._thread = runner
+    register(lab)
+    return lab
