@@ -29,6 +29,9 @@ from .servers import (
 # The upgrade handshake and the wiretap (handshake.py, wiretap.py)
 from .wiretap import Capture, Tap, wiretap, wiretap_in_thread
 
+# The protocol battery and the from-scratch server (battery.py, scratch.py)
+from .battery import check_server, check_server_sync
+
 __version__ = "0.1.0"
 
 #: True when the test suite runs the lessons (WSLAB_QUICK=1): lessons measure less.
@@ -61,4 +64,7 @@ __all__ = [
     "wiretap_in_thread",
     "Tap",
     "Capture",
+    # The protocol battery and the from-scratch server (battery.py, scratch.py)
+    "check_server",
+    "check_server_sync",
 ]

@@ -11,6 +11,7 @@ import sys
 
 #: command -> (module with a main(argv) function, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "battery": ("wslab.battery", "run the protocol battery against a WebSocket echo server url"),
     "exercises": ("wslab.exercises", "rebuild notebooks/ from instructor/source, or make class copies"),
 }
 
