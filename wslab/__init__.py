@@ -27,7 +27,13 @@ from .servers import (
 )
 
 # The upgrade handshake and the wiretap (handshake.py, wiretap.py)
+from . import handshake
+from .handshake import HandshakeError, accept_key
 from .wiretap import Capture, Tap, wiretap, wiretap_in_thread
+
+# The browser and the class chat room (browser.py, chat.py)
+from .browser import PushChannel, browser_client, push_channel, push_channel_in_thread
+from .chat import ChatClient, ChatRoom, chat_room, chat_room_in_thread, join_classroom
 
 # The protocol battery and the from-scratch server (battery.py, scratch.py)
 from .battery import check_server, check_server_sync
@@ -60,10 +66,23 @@ __all__ = [
     "environment",
     "QUICK",
     # The upgrade handshake and the wiretap (handshake.py, wiretap.py)
+    "handshake",
+    "HandshakeError",
+    "accept_key",
     "wiretap",
     "wiretap_in_thread",
     "Tap",
     "Capture",
+    # The browser and the class chat room (browser.py, chat.py)
+    "browser_client",
+    "PushChannel",
+    "push_channel",
+    "push_channel_in_thread",
+    "ChatRoom",
+    "chat_room",
+    "chat_room_in_thread",
+    "ChatClient",
+    "join_classroom",
     # The protocol battery and the from-scratch server (battery.py, scratch.py)
     "check_server",
     "check_server_sync",

@@ -1,0 +1,563 @@
+"""The opening handshake of RFC 6455 (section 4), by hand, on raw bytes.
+
+A WebSocket connection starts as an HTTP/1.1 request that asks to switch
+protocols, and a ``101 Switching Protocols`` answer. Both are plain text:
+
+    GET /chat HTTP/1.1                          HTTP/1.1 101 Switching Protocols
+    Host: 127.0.0.1:8765                        Upgrade: websocket
+    Upgrade: websocket                          Connection: Upgrade
+    Connection: Upgrade                         Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
+    Sec-WebSocket-Version: 13
+
+Client side::
+
+    data = build_request("ws://127.0.0.1:8765/chat")   # bytes to write on the socket
+    ...read the answer...
+    check_response(answer, data)                       # raises HandshakeError if wrong
+
+Server side (what a from-scratch server does with the bytes it read)::
+
+    request = parse_request(data)        # None: not complete yet, read more
+    try:
+        check_request(request, origins=["http://127.0.0.1:8888"])
+        writer.write(response_101(request))
+    except HandshakeError as error:
+        writer.write(refusal(error))     # 400, 403, 426 with a body that says why
+
+Every error is a :class:`HandshakeError` carrying the HTTP status to answer
+with, the header concerned and the RFC section.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+from urllib.parse import urlsplit
+
+__all__ = [
+    "GUID",
+    "accept_key",
+    "new_key",
+    "Headers",
+    "Request",
+    "Response",
+    "HandshakeError",
+    "BadRequest",
+    "UpgradeRequired",
+    "ForbiddenOrigin",
+    "HeadersTooLarge",
+    "InvalidResponse",
+    "parse_request",
+    "parse_response",
+    "check_request",
+    "response_101",
+    "refusal",
+    "build_request",
+    "check_response",
+]
+
+#: "258EAFA5-E914-47DA-95CA-C5AB0DC85B11", a GUID no other protocol uses (section 1.3).
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+#: Largest request or response head we read, in bytes (the head ends at the blank line).
+MAX_HEAD = 16 * 1024
+
+REASONS = {
+    101: "Switching Protocols",
+    400: "Bad Request",
+    403: "Forbidden",
+    426: "Upgrade Required",
+    431: "Request Header Fields Too Large",
+}
+
+
+# The accept key (section 1.3 and 4.2.2)
+
+
+def accept_key(key: str) -> str:
+    """``Sec-WebSocket-Accept`` for a ``Sec-WebSocket-Key``: base64(SHA-1(key + GUID)).
+
+    Section 4.2.2: "concatenate this with the Globally Unique Identifier
+    258EAFA5-E914-47DA-95CA-C5AB0DC85B11 ... take the SHA-1 hash of this
+    concatenated value ... base64-encode this 20-byte hash".
+
+    >>> accept_key("dGhlIHNhbXBsZSBub25jZQ==")
+    's3pPLMBiTxaQ9kYGzzhZRbK+xOo='
+    """
+    digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def new_key() -> str:
+    """A fresh ``Sec-WebSocket-Key``: 16 random bytes, base64 (section 4.1)."""
+    return base64.b64encode(os.urandom(16)).decode("ascii")
+
+
+# Errors
+
+
+class HandshakeError(Exception):
+    """The handshake failed; the attributes say how a peer should learn of it.
+
+    ``status``: the HTTP status a server answers with (None on the client
+    side: a client just fails the connection); ``header``: the header
+    concerned (None for the request line); ``value``: what it held;
+    ``section``: where RFC 6455 says so; ``message``: what went wrong and
+    what to do.
+    """
+
+    status: int | None = 400
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        header: str | None = None,
+        value: str | None = None,
+        section: str = "4.2.1",
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.header = header
+        self.value = value
+        self.section = section
+        if status is not None:
+            self.status = status
+
+    def __str__(self) -> str:
+        return f"{self.message} (RFC 6455 section {self.section})"
+
+
+class BadRequest(HandshakeError):
+    """The request is not a valid WebSocket upgrade: 400 Bad Request."""
+
+    status = 400
+
+
+class UpgradeRequired(HandshakeError):
+    """The client speaks another WebSocket version: 426, with ``Sec-WebSocket-Version: 13``."""
+
+    status = 426
+
+
+class ForbiddenOrigin(HandshakeError):
+    """The page that opened the connection is not allowed: 403 Forbidden (section 10.2)."""
+
+    status = 403
+
+
+class HeadersTooLarge(HandshakeError):
+    """The request head is larger than the server reads: 431."""
+
+    status = 431
+
+
+class InvalidResponse(HandshakeError):
+    """The server's answer does not complete the handshake: the client fails the connection."""
+
+    status = None
+
+
+# Headers and messages
+
+
+class Headers:
+    """HTTP headers: names case-insensitive, repeats kept, in order.
+
+    ``headers["upgrade"]`` joins repeated headers with ", " (RFC 9110 5.3);
+    ``headers.get_all(name)`` lists them; ``name in headers`` tests presence.
+    """
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = list(items)
+
+    def items(self) -> list[tuple[str, str]]:
+        """(name, value) pairs in the order they came, names as written."""
+        return list(self._items)
+
+    def add(self, name: str, value: str) -> None:
+        self._items.append((name, value))
+
+    def get_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [v for n, v in self._items if n.lower() == name]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        values = self.get_all(name)
+        return ", ".join(values) if values else default
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and bool(self.get_all(name))
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def tokens(self, name: str) -> list[str]:
+        """A comma-separated header as a list of lowercase tokens: ``keep-alive, Upgrade`` -> [...]."""
+        return [t.strip().lower() for v in self.get_all(name) for t in v.split(",") if t.strip()]
+
+    def __str__(self) -> str:
+        return "".join(f"{n}: {v}\r\n" for n, v in self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+@dataclass
+class Request:
+    """A parsed HTTP request head; ``rest`` holds any bytes read after it."""
+
+    method: str
+    path: str
+    version: str
+    headers: Headers
+    rest: bytes = b""
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} {self.version}\r\n{self.headers}"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.path} {self.version}, {len(self.headers)} headers>"
+
+    @property
+    def subprotocols(self) -> list[str]:
+        """What ``Sec-WebSocket-Protocol`` offers, in the client's order of preference."""
+        return [t.strip() for v in self.headers.get_all("Sec-WebSocket-Protocol") for t in v.split(",") if t.strip()]
+
+    @property
+    def extensions(self) -> list[str]:
+        """The offers in ``Sec-WebSocket-Extensions``, parameters included."""
+        return [t.strip() for v in self.headers.get_all("Sec-WebSocket-Extensions") for t in v.split(",") if t.strip()]
+
+
+@dataclass
+class Response:
+    """A parsed HTTP response head; ``rest`` holds any bytes read after it (frames, a body)."""
+
+    version: str
+    status: int
+    reason: str
+    headers: Headers
+    rest: bytes = b""
+
+    def __str__(self) -> str:
+        return f"{self.version} {self.status} {self.reason}\r\n{self.headers}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}, {len(self.headers)} headers>"
+
+
+def _split_head(data: bytes, max_size: int, what: str) -> tuple[list[str], bytes] | None:
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        bare = data.find(b"\n\n")
+        if bare >= 0 and (bare == 0 or data[bare - 1 : bare] != b"\r"):
+            raise BadRequest(
+                f"the {what} ends its lines with \\n alone; HTTP lines end with \\r\\n "
+                f"and the head ends with an empty line: b'\\r\\n\\r\\n'",
+                section="4.1",
+            )
+        if len(data) > max_size:
+            raise HeadersTooLarge(
+                f"no end of the {what} head after {len(data):,} bytes (limit {max_size:,}): "
+                f"a head ends with an empty line, b'\\r\\n\\r\\n'",
+                section="4.2.1",
+            )
+        return None  # incomplete: read more
+    if end > max_size:
+        raise HeadersTooLarge(f"the {what} head is {end:,} bytes (limit {max_size:,})")
+    head = data[:end].decode("latin-1")
+    return head.split("\r\n"), data[end + 4 :]
+
+
+def _parse_headers(lines: Sequence[str]) -> Headers:
+    headers = Headers()
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            raise BadRequest(f"header line {line!r} starts with whitespace (obsolete line folding)", header=None)
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            raise BadRequest(f"malformed header line {line!r}: write `Name: value`", header=name.strip() or None)
+        headers.add(name, value.strip(" \t"))
+    return headers
+
+
+def parse_request(data: bytes, *, max_size: int = MAX_HEAD) -> Request | None:
+    """Parse the request head at the start of ``data``; None if more bytes are needed.
+
+    Raises :class:`BadRequest` for a malformed head, :class:`HeadersTooLarge`
+    when no head ends within ``max_size`` bytes. It does not judge whether
+    the request is a valid upgrade: that is :func:`check_request`.
+    """
+    split = _split_head(data, max_size, "request")
+    if split is None:
+        return None
+    lines, rest = split
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise BadRequest(
+            f"malformed request line {lines[0]!r}: write `GET /path HTTP/1.1`", section="4.1"
+        )
+    method, path, version = parts
+    return Request(method, path, version, _parse_headers(lines[1:]), rest)
+
+
+def parse_response(data: bytes, *, max_size: int = MAX_HEAD) -> Response | None:
+    """Parse the response head at the start of ``data``; None if more bytes are needed."""
+    try:
+        split = _split_head(data, max_size, "response")
+    except HandshakeError as exc:
+        raise InvalidResponse(exc.message, section="4.1") from None
+    if split is None:
+        return None
+    lines, rest = split
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise InvalidResponse(f"malformed status line {lines[0]!r}", section="4.1")
+    try:
+        headers = _parse_headers(lines[1:])
+    except HandshakeError as exc:
+        raise InvalidResponse(exc.message, header=exc.header, section="4.1") from None
+    return Response(parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "", headers, rest)
+
+
+# Server side (section 4.2)
+
+
+def check_request(request: Request, origins: Sequence[str | None] | None = None) -> str:
+    """Check a client's opening handshake; return the ``Sec-WebSocket-Accept`` value.
+
+    ``origins``: the pages allowed to connect (``"http://127.0.0.1:8888"``;
+    include None to allow clients that send no Origin, like non-browser
+    clients). None (the default) allows every origin.
+
+    Raises :class:`BadRequest` (400), :class:`UpgradeRequired` (426) or
+    :class:`ForbiddenOrigin` (403); :func:`refusal` turns one into bytes.
+    """
+    h = request.headers
+    # 4.2.1 (1): "An HTTP/1.1 or higher GET request"
+    if request.method != "GET":
+        raise BadRequest(f"method {request.method} cannot open a WebSocket: the handshake is a GET request", value=request.method)
+    if request.version != "HTTP/1.1":
+        raise BadRequest(f"{request.version} cannot open a WebSocket: the handshake needs HTTP/1.1", value=request.version)
+    # (2) "A |Host| header field"
+    if "Host" not in h:
+        raise BadRequest("missing Host header: HTTP/1.1 requests name the host they are for", header="Host")
+    # (3) "An |Upgrade| header field containing the value 'websocket'"
+    if "websocket" not in h.tokens("Upgrade"):
+        raise BadRequest(
+            ("missing Upgrade header" if "Upgrade" not in h else f"Upgrade is {h['Upgrade']!r}")
+            + "; a WebSocket request says `Upgrade: websocket`. A plain HTTP request (a browser's "
+            "address bar) cannot open a WebSocket: you need a WebSocket client",
+            header="Upgrade", value=h.get("Upgrade"),
+        )
+    # (4) "A |Connection| header field that includes the token 'Upgrade'"
+    if "upgrade" not in h.tokens("Connection"):
+        raise BadRequest(
+            ("missing Connection header" if "Connection" not in h else f"Connection is {h['Connection']!r}")
+            + "; it must include the token Upgrade, as in `Connection: Upgrade`",
+            header="Connection", value=h.get("Connection"),
+        )
+    # (5) "A |Sec-WebSocket-Key| header field with a base64-encoded value
+    #      that, when decoded, is 16 bytes in length"
+    keys = h.get_all("Sec-WebSocket-Key")
+    if len(keys) != 1:
+        raise BadRequest(
+            "missing Sec-WebSocket-Key: send 16 random bytes, base64-encoded" if not keys
+            else f"{len(keys)} Sec-WebSocket-Key headers; send exactly one",
+            header="Sec-WebSocket-Key", value=", ".join(keys) or None,
+        )
+    key = keys[0]
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except binascii.Error:
+        raw = b""
+    if len(raw) != 16:
+        raise BadRequest(
+            f"Sec-WebSocket-Key {key!r} is not 16 bytes in base64 (it decodes to {len(raw)} bytes); "
+            f"use base64.b64encode(os.urandom(16))",
+            header="Sec-WebSocket-Key", value=key,
+        )
+    # (6) "A |Sec-WebSocket-Version| header field, with a value of 13"
+    version = h.get("Sec-WebSocket-Version")
+    if version is None:
+        raise BadRequest("missing Sec-WebSocket-Version: send 13", header="Sec-WebSocket-Version")
+    if version.strip() != "13":
+        raise UpgradeRequired(
+            f"Sec-WebSocket-Version {version!r} is not supported; this server speaks version 13",
+            header="Sec-WebSocket-Version", value=version, section="4.4",
+        )
+    # 10.2: "Servers that are not intended to process input from any web page
+    #        but only for certain sites SHOULD verify the |Origin| field"
+    if origins is not None:
+        origin = h.get("Origin")
+        if origin not in origins:
+            raise ForbiddenOrigin(
+                f"Origin {origin!r} is not allowed (allowed: {list(origins)}); a page from "
+                f"another site must not use your session (cross-site WebSocket hijacking)",
+                header="Origin", value=origin, section="10.2",
+            )
+    return accept_key(key)
+
+
+def response_101(
+    request: Request,
+    subprotocol: str | None = None,
+    *,
+    extensions: str | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    """The ``101 Switching Protocols`` answer to a request that passed :func:`check_request`.
+
+    ``subprotocol`` must be one the client offered; ``extensions`` is the
+    ``Sec-WebSocket-Extensions`` value you accept (None: no extensions, so
+    frames go uncompressed).
+    """
+    key = request.headers.get("Sec-WebSocket-Key") or ""
+    if subprotocol is not None and subprotocol not in request.subprotocols:
+        raise ValueError(
+            f"subprotocol {subprotocol!r} was not offered by the client (offered: {request.subprotocols}); "
+            f"a server may only pick one of those (section 4.2.2)"
+        )
+    lines = [
+        "HTTP/1.1 101 Switching Protocols",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Accept: {accept_key(key)}",
+    ]
+    if subprotocol is not None:
+        lines.append(f"Sec-WebSocket-Protocol: {subprotocol}")
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
+    lines += [f"{n}: {v}" for n, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def refusal(error: HandshakeError) -> bytes:
+    """The HTTP response that refuses a handshake for ``error``: status line, headers, a short body.
+
+    A 426 carries ``Sec-WebSocket-Version: 13`` (section 4.4); the body says
+    what was wrong and where the RFC says so.
+    """
+    status = error.status or 400
+    body = (
+        f"Failed to open a WebSocket connection: {error.message}.\n"
+        f"(RFC 6455 section {error.section})\n"
+    ).encode("utf-8")
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}"]
+    if status == 426:
+        lines += ["Upgrade: websocket", "Sec-WebSocket-Version: 13"]
+    lines += [
+        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+# Client side (section 4.1)
+
+
+def build_request(
+    url: str,
+    *,
+    key: str | None = None,
+    subprotocols: Sequence[str] = (),
+    extensions: Sequence[str] = (),
+    origin: str | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    """The bytes of a client's opening handshake for ``url`` (``ws://host:port/path``).
+
+    ``key`` defaults to a fresh random one (:func:`new_key`); ``subprotocols``
+    and ``extensions`` are offered in order; ``origin`` is what a browser
+    sends for the page's site; ``headers`` are added as they are.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "http") or not parts.hostname:
+        raise ValueError(f"cannot build a handshake for {url!r}: give a URL like 'ws://127.0.0.1:8765/'")
+    host = parts.netloc.rsplit("@", 1)[-1]
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key or new_key()}",
+        "Sec-WebSocket-Version: 13",
+    ]
+    if origin is not None:
+        lines.append(f"Origin: {origin}")
+    if subprotocols:
+        lines.append(f"Sec-WebSocket-Protocol: {', '.join(subprotocols)}")
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {', '.join(extensions)}")
+    lines += [f"{n}: {v}" for n, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def check_response(response: Response | bytes, request: Request | bytes) -> Response:
+    """Check the server's answer against the request we sent; return the parsed response.
+
+    Raises :class:`InvalidResponse` (section 4.1) when the status is not 101,
+    Upgrade or Connection are wrong, ``Sec-WebSocket-Accept`` does not match
+    our key, or the server picked a subprotocol or extension we did not offer.
+    """
+    if isinstance(request, bytes):
+        parsed_request = parse_request(request)
+        if parsed_request is None:
+            raise ValueError("the request bytes are incomplete: they must end with b'\\r\\n\\r\\n'")
+        request = parsed_request
+    if isinstance(response, bytes):
+        parsed = parse_response(response)
+        if parsed is None:
+            raise InvalidResponse("the response is incomplete: read until b'\\r\\n\\r\\n'", section="4.1")
+        response = parsed
+    h = response.headers
+    if response.status != 101:
+        raise InvalidResponse(
+            f"the server answered {response.status} {response.reason}, not 101 Switching Protocols; "
+            f"read its body for why",
+            value=str(response.status), section="4.1",
+        )
+    if "websocket" not in h.tokens("Upgrade"):
+        raise InvalidResponse(f"the 101 has Upgrade {h.get('Upgrade')!r}, not websocket", header="Upgrade", value=h.get("Upgrade"), section="4.1")
+    if "upgrade" not in h.tokens("Connection"):
+        raise InvalidResponse(f"the 101 has Connection {h.get('Connection')!r}, without the Upgrade token", header="Connection", value=h.get("Connection"), section="4.1")
+    expected = accept_key(request.headers["Sec-WebSocket-Key"])
+    got = h.get("Sec-WebSocket-Accept")
+    if got != expected:
+        raise InvalidResponse(
+            f"Sec-WebSocket-Accept is {got!r}, expected {expected!r} for our key: "
+            f"the server did not compute base64(SHA-1(key + GUID))",
+            header="Sec-WebSocket-Accept", value=got, section="4.1",
+        )
+    protocol = h.get("Sec-WebSocket-Protocol")
+    if protocol is not None and protocol not in request.subprotocols:
+        raise InvalidResponse(
+            f"the server chose subprotocol {protocol!r}, which we did not offer ({request.subprotocols})",
+            header="Sec-WebSocket-Protocol", value=protocol, section="4.1",
+        )
+    offered = {e.split(";")[0].strip().lower() for e in request.extensions}
+    for ext in [e.split(";")[0].strip() for v in h.get_all("Sec-WebSocket-Extensions") for e in v.split(",")]:
+        if ext.lower() not in offered:
+            raise InvalidResponse(
+                f"the server accepted extension {ext!r}, which we did not offer ({sorted(offered)})",
+                header="Sec-WebSocket-Extensions", value=ext, section="4.1",
+            )
+    return response
