@@ -1,0 +1,401 @@
+"""The wiretap relays byte for byte, counts exactly, and stops in bounded time."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import random
+import threading
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.sync.client import connect as sync_connect
+
+import wslab
+from wslab.wiretap import Capture
+
+from .conftest import run, seconds
+
+
+class CountingServer:
+    """A raw TCP server that counts what it reads and can answer with chosen bytes.
+
+    Its counts are the independent measure of what crossed the tap.
+    """
+
+    def __init__(self, reply: bytes = b"", *, echo: bool = False, abort_after_read: bool = False) -> None:
+        self.reply = reply
+        self.echo = echo
+        self.abort_after_read = abort_after_read
+        self.received: list[bytes] = []
+        self.sent = 0
+        self.eof = asyncio.Event()
+
+    async def start(self) -> tuple[str, int]:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return ("127.0.0.1", self.server.sockets[0].getsockname()[1])
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if self.reply:
+                writer.write(self.reply)
+                self.sent += len(self.reply)
+                await writer.drain()
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                self.received.append(data)
+                if self.abort_after_read:
+                    writer.transport.abort()
+                    return
+                if self.echo:
+                    writer.write(data)
+                    self.sent += len(data)
+                    await writer.drain()
+            # Half-close from the client: answer, then close our side.
+            writer.write(b"bye")
+            self.sent += 3
+            await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            self.eof.set()
+            writer.close()
+
+
+async def read_all(reader: asyncio.StreamReader, limit: int = 10_000) -> bytes:
+    data = b""
+    for _ in range(limit):
+        chunk = await reader.read(65536)
+        if not chunk:
+            return data
+        data += chunk
+    raise AssertionError("more than 10,000 reads")
+
+
+def test_websocket_messages_cross_the_tap_unchanged_both_ways_with_several_clients():
+    """Text, binary and 1 MiB messages, five clients at once, through a real websockets server."""
+    rng = random.Random(1)
+    big = rng.randbytes(1024 * 1024)
+    messages = ["hello", "héllo wörld ✓" * 100, b"\x00\xff" * 10, big, big.hex()[:1024 * 1024]]
+
+    async def client(url: str) -> list:
+        async with connect(url, max_size=None) as ws:
+            got = []
+            for message in messages:
+                await ws.send(message)
+                got.append(await ws.recv())
+            return got
+
+    async def main():
+        srv = await wslab.serve(wslab.handlers.echo, name="tap-echo", max_size=None)
+        tap = await wslab.wiretap(srv, name="tap-test")
+        try:
+            results = await asyncio.gather(*(client(tap.url) for _ in range(5)))
+            return tap, results
+        finally:
+            await tap.aclose()
+            await srv.aclose()
+
+    tap, results = run(main(), timeout=60)
+    expected = [f"Data received: {m}" if isinstance(m, str) else m for m in messages]
+    assert all(r == expected for r in results)
+    assert len(tap.conns) == 5
+    assert all(c.bytes_up > len(big) and c.bytes_down > len(big) for c in tap.conns.values())  # random: incompressible
+    assert tap.bytes_up == sum(c.bytes_up for c in tap.conns.values())
+    # Each connection's captured stream starts with a handshake and its 101.
+    for cid in tap.conns:
+        up, down = tap.streams(cid)
+        assert up.startswith(b"GET / HTTP/1.1\r\n") and down.startswith(b"HTTP/1.1 101 ")
+        assert len(up) == tap.conns[cid].bytes_up and len(down) == tap.conns[cid].bytes_down
+    assert "Sec-WebSocket-Accept" in str(tap.http())
+
+
+def test_bytes_counted_by_the_tap_agree_with_both_ends():
+    """What the client wrote is what the server read, and what the tap counted and kept."""
+    rng = random.Random(2)
+    payloads = [rng.randbytes(rng.randrange(1, 200_000)) for _ in range(20)]
+
+    async def main():
+        server = CountingServer(reply=b"hello from the server\r\n", echo=True)
+        target = await server.start()
+        tap = await wslab.wiretap(target, name="tap-count")
+        try:
+            reader, writer = await asyncio.open_connection(tap.host, tap.port)
+            for payload in payloads:
+                writer.write(payload)
+            await writer.drain()
+            writer.write_eof()  # half-close: the server answers "bye" and closes
+            received = await read_all(reader)
+            writer.close()
+            return tap, server, received
+        finally:
+            await tap.aclose()
+            server.server.close()
+
+    tap, server, received = run(main(), timeout=30)
+    sent = b"".join(payloads)
+    assert b"".join(server.received) == sent
+    assert received == b"hello from the server\r\n" + sent + b"bye"
+    assert tap.bytes_up == len(sent) and tap.bytes_down == server.sent == len(received)
+    assert tap.streams(1) == (sent, received)
+    assert tap.conns[1].bytes_up == len(sent)
+    assert tap.url.startswith("tcp://127.0.0.1:")
+
+
+def test_half_close_passes_through_in_both_directions():
+    async def main():
+        server = CountingServer()
+        target = await server.start()
+        tap = await wslab.wiretap(target, name="tap-half")
+        try:
+            reader, writer = await asyncio.open_connection(tap.host, tap.port)
+            writer.write(b"question")
+            writer.write_eof()
+            await server.eof.wait()  # the server saw our EOF through the tap ...
+            answer = await read_all(reader)  # ... and could still answer before closing
+            writer.close()
+            return tap, answer
+        finally:
+            await tap.aclose()
+            server.server.close()
+
+    tap, answer = run(main())
+    assert answer == b"bye"
+    notes = [c.note for c in tap.log if c.direction == "="]
+    assert any("client sent EOF" in n for n in notes) and any("server sent EOF" in n for n in notes)
+
+
+def test_the_tap_survives_a_client_that_vanishes_and_a_server_that_aborts():
+    async def main():
+        server = CountingServer(abort_after_read=True)
+        target = await server.start()
+        tap = await wslab.wiretap(target, name="tap-abrupt")
+        try:
+            # The server aborts after reading: the client sees the end, not a hang.
+            reader, writer = await asyncio.open_connection(tap.host, tap.port)
+            writer.write(b"x")
+            await writer.drain()
+            try:
+                assert await read_all(reader) == b""
+            except ConnectionResetError:
+                pass
+            writer.close()
+            # A client that aborts: the tap closes the server side too.
+            quiet = CountingServer()
+            quiet_target = await quiet.start()
+            tap2 = await wslab.wiretap(quiet_target, name="tap-abrupt-2")
+            reader, writer = await asyncio.open_connection(tap2.host, tap2.port)
+            writer.write(b"half a message")
+            await writer.drain()
+            writer.transport.abort()
+            await quiet.eof.wait()
+            # And the tap still relays new connections.
+            reader, writer = await asyncio.open_connection(tap2.host, tap2.port)
+            writer.write(b"again")
+            writer.write_eof()
+            assert await read_all(reader) == b"bye"
+            writer.close()
+            await tap2.aclose()
+            quiet.server.close()
+            return tap2
+        finally:
+            await tap.aclose()
+            server.server.close()
+
+    tap2 = run(main())
+    assert b"".join(c.data for c in tap2.chunks if c.conn == 2) == b"again" + b"bye"
+
+
+def test_a_failing_upstream_closes_the_client_side_and_is_reported():
+    async def main():
+        # A port with nothing listening: bind, read the port, close.
+        probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()
+        tap = await wslab.wiretap(f"http://127.0.0.1:{port}/poll", name="tap-dead")
+        try:
+            assert tap.url == f"http://127.0.0.1:{tap.port}/poll"
+            reader, writer = await asyncio.open_connection(tap.host, tap.port)
+            writer.write(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = await read_all(reader)
+            writer.close()
+            return tap, data
+        finally:
+            await tap.aclose()
+
+    tap, data = run(main())
+    assert data == b""
+    assert tap.errors and "cannot reach" in tap.conns[1].error
+    assert any(c.direction == "!" for c in tap.log)
+
+
+def test_an_http_client_through_the_tap_shows_requests_and_responses():
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            body = b'{"events": []}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    tap = wslab.wiretap_in_thread(f"http://127.0.0.1:{httpd.server_port}/poll", name="tap-http")
+    try:
+        assert tap.mode == "thread" and tap.url.endswith("/poll")
+        with httpx.Client(timeout=seconds(5)) as client:  # keep-alive: three requests, one connection
+            bodies = [client.get(tap.url).text for _ in range(3)]
+    finally:
+        tap.stop()
+        httpd.shutdown()
+        httpd.server_close()
+    assert bodies == ['{"events": []}'] * 3
+    text = str(tap.http())
+    assert text.count("> GET /poll HTTP/1.1") == 3 and text.count("< HTTP/1.1 200 OK") == 3
+    assert '{"events": []}' in text
+    up, down = tap.streams(1)
+    assert tap.bytes_up == len(up) and tap.bytes_down == len(down)
+
+
+def test_a_thread_mode_tap_serves_a_blocking_client_and_joins_the_registry():
+    srv = wslab.serve_in_thread(wslab.handlers.echo, name="tap-thread-echo")
+    tap = wslab.wiretap_in_thread(srv, name="tap-thread")
+    assert "tap-thread" in str(wslab.status())
+    with sync_connect(tap.url, open_timeout=seconds(5)) as ws:
+        ws.send("ping")
+        assert ws.recv(timeout=seconds(5)) == "Data received: ping"
+    assert tap.conns[1].bytes_up > 0
+    wslab.stop_all()
+    assert not tap.running and "tap-thread" not in str(wslab.status())
+    assert "Data received" not in str(tap.http())  # compressed frames: not readable as text
+    assert "101 Switching Protocols" in str(tap.http())
+
+
+def test_stop_aborts_open_connections_in_bounded_time():
+    async def main():
+        server = CountingServer()
+        target = await server.start()
+        tap = await wslab.wiretap(target, name="tap-stop")
+        reader, writer = await asyncio.open_connection(tap.host, tap.port)
+        writer.write(b"hi")
+        await writer.drain()
+        tap.stop()  # from a cell on the tap's own loop
+        try:
+            data = await read_all(reader)
+        except ConnectionResetError:
+            data = b""
+        writer.close()
+        server.server.close()
+        with pytest.raises(OSError):
+            await asyncio.open_connection(tap.host, tap.port)
+        return data, tap
+
+    data, tap = run(main(), timeout=10)
+    assert data == b"" and not tap.running
+
+
+def test_starting_a_tap_under_a_taken_name_replaces_the_old_one():
+    async def main():
+        server = CountingServer()
+        target = await server.start()
+        first = await wslab.wiretap(target, name="tap-same")
+        second = await wslab.wiretap(target, name="tap-same")
+        running = (first.running, second.running)
+        await second.aclose()
+        server.server.close()
+        return running
+
+    assert run(main()) == (False, True)
+
+
+def test_clear_save_and_load_keep_the_capture(tmp_path):
+    async def main():
+        server = CountingServer(echo=True)
+        target = await server.start()
+        tap = await wslab.wiretap(target, name="tap-save", max_capture=1000)
+        try:
+            reader, writer = await asyncio.open_connection(tap.host, tap.port)
+            writer.write(b"a" * 600)
+            await writer.drain()
+            assert await reader.readexactly(600) == b"a" * 600
+            writer.write(b"b" * 600)  # over max_capture: relayed and counted, not kept
+            await writer.drain()
+            assert await reader.readexactly(600) == b"b" * 600
+            writer.write_eof()
+            assert await read_all(reader) == b"bye"
+            writer.close()
+            return tap
+        finally:
+            await tap.aclose()
+            server.server.close()
+
+    tap = run(main())
+    assert tap.bytes_up == 1200 and tap.bytes_down == 1203
+    assert tap.truncated and tap.captured <= 1000
+    assert "capture full" in str(tap.hexdump()) and "max_capture" in str(tap.http())
+    path = tap.save(tmp_path / "capture.json")
+    loaded = Capture.load(path)
+    assert [(c.conn, c.direction, c.data) for c in loaded.log] == [(c.conn, c.direction, c.data) for c in tap.log]
+    assert (loaded.bytes_up, loaded.bytes_down, loaded.truncated) == (1200, 1203, True)
+    assert str(loaded.hexdump()) == str(tap.hexdump())
+    tap.clear()
+    assert tap.log == [] and tap.bytes_up == tap.bytes_down == 0 and not tap.truncated
+    with pytest.raises(ValueError, match="not a wslab capture"):
+        (tmp_path / "other.json").write_text("{}")
+        Capture.load(tmp_path / "other.json")
+
+
+def test_views_render_as_text_and_as_html():
+    async def main():
+        srv = await wslab.serve(wslab.handlers.echo, name="tap-views")
+        tap = await wslab.wiretap(srv.url, name="tap-views-tap")
+        try:
+            async with connect(tap.url, compression=None) as ws:
+                await ws.send("<b>hi</b>")
+                await ws.recv()
+            return tap
+        finally:
+            await tap.aclose()
+            await srv.aclose()
+
+    tap = run(main())
+    dump = tap.hexdump()
+    assert "47 45 54 20" in str(dump)  # "GET "
+    assert "<pre" in dump._repr_html_() and "monospace" in dump._repr_html_()
+    assert "&lt;" in tap._repr_html_() or "<b>hi</b>" not in tap._repr_html_()
+    assert "conn" in str(tap.summary()) and "<table>" in tap.summary()._repr_html_()
+    with pytest.raises(KeyError, match="no connection #9"):
+        tap.http(9)
+
+
+def test_frames_view_decodes_the_frames_after_the_101():
+    async def main():
+        srv = await wslab.serve(wslab.handlers.echo, name="tap-frames")
+        tap = await wslab.wiretap(srv, name="tap-frames-tap")
+        try:
+            async with connect(tap.url, compression=None) as ws:
+                await ws.send("Hello")
+                await ws.recv()
+            return tap
+        finally:
+            await tap.aclose()
+            await srv.aclose()
+
+    tap = run(main())
+    try:
+        text = str(tap.frames())
+    except NotImplementedError as exc:
+        assert "wslab/frames.py" in str(exc)
+        pytest.skip(f"frame decoding not wired yet: {exc}")
+    assert "Hello" in text and "Data received: Hello" in text
