@@ -31,6 +31,10 @@ from . import handshake
 from .handshake import HandshakeError, accept_key
 from .wiretap import Capture, Tap, wiretap, wiretap_in_thread
 
+# Frames, bit by bit (frames.py)
+from . import frames
+from .frames import CloseCode, Frame, Message, Opcode, ProtocolError, Reader, explain
+
 # The browser and the class chat room (browser.py, chat.py)
 from .browser import PushChannel, browser_client, push_channel, push_channel_in_thread
 from .chat import ChatClient, ChatRoom, chat_room, chat_room_in_thread, join_classroom
@@ -73,6 +77,15 @@ __all__ = [
     "wiretap_in_thread",
     "Tap",
     "Capture",
+    # Frames, bit by bit (frames.py)
+    "frames",
+    "Frame",
+    "Message",
+    "Reader",
+    "Opcode",
+    "CloseCode",
+    "ProtocolError",
+    "explain",
     # The browser and the class chat room (browser.py, chat.py)
     "browser_client",
     "PushChannel",

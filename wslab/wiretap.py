@@ -264,27 +264,38 @@ class Capture:
     # owns this method and the frames section of show(). Keep it the one place
     # that knows about frames: it imports wslab.frames lazily.
     def frames(self, conn: int | None = None) -> View:
-        """The WebSocket frames after the upgrade: ``>`` client to server, ``<`` server to client."""
-        try:
-            from . import frames as _frames  # noqa: F401
-        except ImportError:
-            raise NotImplementedError(
-                "frame decoding lives in wslab/frames.py, which is not written yet; "
-                "meanwhile read tap.http() for the handshake and tap.hexdump() for the frames' bytes"
-            ) from None
-        decode = getattr(_frames, "decode_stream", None)
-        if decode is None:
-            raise NotImplementedError(
-                "wslab/frames.py has no decode_stream() yet; read tap.hexdump() for the frames' bytes"
-            )
+        """The WebSocket frames after the upgrade, in the order their bytes arrived.
+
+        ``>`` client to server (masked), ``<`` server to client (unmasked), each
+        frame decoded by :mod:`wslab.frames`; with permessage-deflate negotiated,
+        RSV1 shows as "compressed" and each message follows inflated (``=``).
+        """
+        from . import frames as _frames
+
         out: list[str] = []
         for cid in self._conn_ids(conn):
             streams = self.after_upgrade(cid)
             if streams is None:
                 continue
-            out.append(f"= connection #{cid}")
-            for sign, data in ((UP, streams[0]), (DOWN, streams[1])):
-                out.extend(f"{sign} {frame}" for frame in decode(data))
+            up, down = self.streams(cid)
+            skip = {UP: len(up) - len(streams[0]), DOWN: len(down) - len(streams[1])}
+            head = down[: skip[DOWN]].decode("latin-1").split("\r\n")
+            extensions = ", ".join(
+                line.split(":", 1)[1].strip()
+                for line in head[1:]
+                if line.lower().startswith("sec-websocket-extensions:")
+            )
+            chunks = []
+            for chunk in self.log:
+                if chunk.conn != cid or chunk.direction not in (UP, DOWN):
+                    continue
+                data = chunk.data
+                cut = min(skip[chunk.direction], len(data))
+                skip[chunk.direction] -= cut
+                if data[cut:]:
+                    chunks.append((chunk.direction, chunk.t, data[cut:]))
+            out.append(f"= connection #{cid}" + (f", extensions: {extensions}" if extensions else ""))
+            out.extend(_frames.transcript(chunks, extensions=extensions))
         return View("WebSocket frames", self._note() + ("\n".join(out) or "(no upgraded connection)"))
 
     def show(self, conn: int | None = None) -> View:
@@ -307,6 +318,7 @@ class Capture:
             "bytes_up": self.bytes_up,
             "bytes_down": self.bytes_down,
             "dropped": self.dropped,
+            "max_capture": self.max_capture,
             "connections": [
                 {k: getattr(c, k) for k in ("id", "client", "opened", "closed", "bytes_up", "bytes_down", "error")}
                 for c in self.conns.values()
@@ -325,7 +337,7 @@ class Capture:
         doc = json.loads(Path(path).read_text())
         if doc.get("wslab_capture") != 1:
             raise ValueError(f"{path} is not a wslab capture (no 'wslab_capture': 1 in it)")
-        capture = Capture()
+        capture = Capture(max_capture=doc.get("max_capture", DEFAULT_MAX_CAPTURE))
         capture.target = doc["target"]
         capture.bytes_up, capture.bytes_down = doc["bytes_up"], doc["bytes_down"]
         capture.dropped = doc["dropped"]

@@ -1,0 +1,397 @@
+"""wslab.frames against RFC 6455 section 5 and against the websockets library.
+
+The oracles are the RFC's own vectors (section 5.7) and websockets' frame
+parser and serializer (``websockets.frames.Frame``), plus a real websockets
+conversation captured through the wiretap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import zlib
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from websockets import frames as wsframes
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
+from websockets.streams import StreamReader
+from websockets.utils import apply_mask
+
+import wslab
+from wslab.frames import (
+    CloseCode,
+    Frame,
+    Message,
+    Opcode,
+    ProtocolError,
+    Reader,
+    close_payload,
+    decode,
+    encode,
+    explain,
+    mask,
+    mask_naive,
+    parse_close,
+)
+
+from .conftest import run, seconds
+
+KEY = bytes.fromhex("37fa213d")  # the RFC's example masking key (section 5.7)
+
+# -- helpers: websockets as the independent parser / serializer --------------
+
+
+def ws_parse(data: bytes, *, mask: bool) -> wsframes.Frame:
+    """Parse one frame with websockets' generator-based parser, driven as websockets drives it."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    parser = wsframes.Frame.parse(reader.read_exact, mask=mask)
+    try:
+        next(parser)
+    except StopIteration as done:
+        return done.value
+    raise AssertionError("websockets wanted more bytes")
+
+
+def h(text: str) -> bytes:
+    return bytes.fromhex(text)
+
+
+# -- RFC 6455 section 5.7, both ways -----------------------------------------
+
+RFC_EXAMPLES = [
+    # (what, wire bytes, frame, mask key)
+    ("unmasked text Hello", "81 05 48 65 6c 6c 6f", Frame(Opcode.TEXT, b"Hello"), None),
+    ("masked text Hello", "81 85 37 fa 21 3d 7f 9f 4d 51 58", Frame(Opcode.TEXT, b"Hello"), KEY),
+    ("first fragment Hel", "01 03 48 65 6c", Frame(Opcode.TEXT, b"Hel", fin=False), None),
+    ("last fragment lo", "80 02 6c 6f", Frame(Opcode.CONT, b"lo"), None),
+    ("unmasked ping Hello", "89 05 48 65 6c 6c 6f", Frame(Opcode.PING, b"Hello"), None),
+    ("masked pong Hello", "8a 85 37 fa 21 3d 7f 9f 4d 51 58", Frame(Opcode.PONG, b"Hello"), KEY),
+]
+
+
+@pytest.mark.parametrize("what, wire, frame, key", RFC_EXAMPLES, ids=[e[0] for e in RFC_EXAMPLES])
+def test_encode_gives_the_rfc_example_bytes(what, wire, frame, key):
+    """RFC 6455 section 5.7."""
+    assert encode(frame, mask_key=key) == h(wire)
+
+
+@pytest.mark.parametrize("what, wire, frame, key", RFC_EXAMPLES, ids=[e[0] for e in RFC_EXAMPLES])
+def test_decode_reads_the_rfc_example_bytes(what, wire, frame, key):
+    """RFC 6455 section 5.7."""
+    decoded, used = decode(h(wire))
+    assert used == len(h(wire))
+    assert (decoded.opcode, decoded.payload, decoded.fin, decoded.mask_key) == (
+        frame.opcode, frame.payload, frame.fin, key,
+    )
+    assert encode(decoded) == h(wire)  # a decoded frame keeps its key
+
+
+@pytest.mark.parametrize("size, header", [(256, "82 7e 01 00"), (65536, "82 7f 00 00 00 00 00 01 00 00")])
+def test_long_binary_frames_use_16_and_64_bit_lengths(size, header):
+    """RFC 6455 section 5.7: 256 bytes in one unmasked frame, 64 KiB in one unmasked frame."""
+    payload = bytes(random.Random(size).randbytes(size))
+    wire = encode(Frame(Opcode.BINARY, payload))
+    assert wire[: len(h(header))] == h(header)
+    assert decode(wire) == (Frame(Opcode.BINARY, payload), len(wire))
+    assert ws_parse(wire, mask=False).data == payload
+
+
+def test_lengths_at_the_encoding_boundaries_match_websockets():
+    for n in (0, 1, 125, 126, 127, 65535, 65536):
+        payload = bytes(n)
+        assert encode(Frame(Opcode.BINARY, payload)) == wsframes.Frame(wsframes.Opcode.BINARY, payload).serialize(mask=False)
+
+
+def test_fragmented_text_message_reassembles():
+    """RFC 6455 section 5.7: a fragmented unmasked text message."""
+    events = Reader("client").feed(h("01 03 48 65 6c 80 02 6c 6f"))
+    assert events == [Message(Opcode.TEXT, "Hello", frames=2)]
+
+
+# -- masking ----------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300), st.binary(min_size=4, max_size=4))
+def test_mask_and_mask_naive_agree_with_websockets_apply_mask(data, key):
+    """RFC 6455 section 5.3."""
+    expected = apply_mask(data, key)
+    assert mask(data, key) == expected
+    assert mask_naive(data, key) == expected
+
+
+def test_mask_is_its_own_inverse_on_a_mebibyte():
+    data = random.Random(1).randbytes(2**20)
+    assert mask(mask(data, KEY), KEY) == data
+    assert mask(data, KEY) == apply_mask(data, KEY)
+
+
+# -- round trips against websockets over many generated frames ---------------
+
+data_frames = st.builds(
+    Frame,
+    opcode=st.sampled_from([Opcode.TEXT, Opcode.BINARY, Opcode.CONT]),
+    payload=st.one_of(st.binary(max_size=200), st.binary(min_size=65530, max_size=65540)),
+    fin=st.booleans(),
+)
+control_frames = st.builds(
+    Frame,
+    opcode=st.sampled_from([Opcode.PING, Opcode.PONG]),
+    payload=st.binary(max_size=125),
+)
+any_frame = st.one_of(data_frames, control_frames)
+keys = st.one_of(st.none(), st.binary(min_size=4, max_size=4))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(any_frame, keys)
+def test_websockets_parses_what_wslab_encodes(frame, key):
+    """RFC 6455 section 5.2."""
+    parsed = ws_parse(encode(frame, mask_key=key), mask=key is not None)
+    assert (int(parsed.opcode), parsed.data, parsed.fin) == (int(frame.opcode), frame.payload, frame.fin)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(any_frame, st.booleans())
+def test_wslab_decodes_what_websockets_serializes(frame, masked):
+    """RFC 6455 section 5.2."""
+    theirs = wsframes.Frame(wsframes.Opcode(int(frame.opcode)), frame.payload, frame.fin)
+    wire = theirs.serialize(mask=masked)
+    decoded, used = decode(wire, mask_required=masked)
+    assert used == len(wire)
+    assert (decoded.opcode, decoded.payload, decoded.fin) == (frame.opcode, frame.payload, frame.fin)
+    assert (decoded.mask_key is not None) == masked
+
+
+def test_close_payloads_round_trip_with_websockets():
+    """RFC 6455 section 5.5.1."""
+    for code, reason in [(1000, ""), (1001, "bye"), (4000, "é" * 40), (3000, "x" * 123)]:
+        ours = close_payload(code, reason)
+        assert ours == wsframes.Close(code, reason).serialize()
+        assert parse_close(wsframes.Close(code, reason).serialize()) == (code, reason)
+    assert parse_close(b"") == (CloseCode.NO_STATUS_RCVD, "")
+    assert str(Frame.close(1000, "bye")) == "CLOSE 1000 (NORMAL_CLOSURE) 'bye' [5 bytes]"
+
+
+# -- any bytes, any chunking --------------------------------------------------
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    edges = [0, *points, len(data)]
+    return [data[a:b] for a, b in zip(edges, edges[1:])]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.lists(st.integers(0, 400), max_size=20),
+       st.sampled_from(["server", "client"]), st.booleans())
+def test_feeding_any_bytes_in_any_chunking_raises_only_protocol_error(data, cuts, role, deflate):
+    reader = Reader(role, max_size=1000, permessage_deflate=deflate)
+    try:
+        for piece in chunked(data, cuts):
+            for event in reader.feed(piece, frames=True):
+                assert isinstance(event, (Frame, Message))
+    except ProtocolError as exc:
+        assert exc.code in (1002, 1007, 1009)
+        with pytest.raises(ProtocolError):  # a broken reader stays broken
+            reader.feed(b"")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=30), st.binary(max_size=30)), min_size=1, max_size=6),
+       st.lists(st.integers(0, 2000), max_size=30), st.integers(1, 4))
+def test_messages_come_out_the_same_in_any_chunking(messages, cuts, fragments):
+    """RFC 6455 section 5.4: fragments in any chunking, with a ping between fragments."""
+    wire = b""
+    for message in messages:
+        raw = message.encode() if isinstance(message, str) else message
+        opcode = Opcode.TEXT if isinstance(message, str) else Opcode.BINARY
+        step = max(1, -(-len(raw) // fragments))
+        parts = [raw[i : i + step] for i in range(0, len(raw), step)] or [b""]
+        for i, part in enumerate(parts):
+            theirs = wsframes.Frame(wsframes.Opcode(int(opcode if i == 0 else Opcode.CONT)), part, i == len(parts) - 1)
+            wire += theirs.serialize(mask=True)
+            if i == 0:
+                wire += wsframes.Frame(wsframes.Opcode.PING, b"mid").serialize(mask=True)
+    reader = Reader("server")
+    events = [e for piece in chunked(wire, cuts) for e in reader.feed(piece)]
+    assert [e.data for e in events if isinstance(e, Message)] == messages
+    assert [e.payload for e in events if isinstance(e, Frame)] == [b"mid"] * len(messages)
+    assert reader.buffered == 0
+
+
+def test_incomplete_frames_say_how_many_bytes_they_need():
+    wire = encode(Frame.binary(bytes(300)), mask_key=KEY)
+    assert decode(wire[:1]) == (None, 1)
+    assert decode(wire[:2]) == (None, 2)  # a 16-bit length follows
+    assert decode(wire[:4]) == (None, 4 + 300)  # the key and the payload
+    assert decode(wire[:-1]) == (None, 1)
+    assert decode(h("81 7f 00 00"))[1] == 6
+
+
+# -- every protocol error, with its close code --------------------------------
+
+ERRORS = [
+    # (what, reader role, wire bytes, close code, words in the message)
+    ("rsv1 without extension", "client", "c1 00", 1002, "reserved bit set without an extension: RSV1"),
+    ("rsv2", "client", "a1 00", 1002, "RSV2"),
+    ("rsv3", "client", "91 00", 1002, "RSV3"),
+    ("unknown opcode", "client", "83 00", 1002, "invalid opcode 0x3"),
+    ("unknown control opcode", "client", "8b 00", 1002, "invalid opcode 0xb"),
+    ("control frame too long", "client", "89 7e 00 7e" + " 00" * 126, 1002, "control frame too long: 126 bytes (max 125)"),
+    ("fragmented control frame", "client", "09 00", 1002, "fragmented control frame: PING"),
+    ("continuation without a start", "client", "80 00", 1002, "continuation frame without a message"),
+    ("new message inside a fragmented one", "client", "01 01 61 81 01 62", 1002, "new TEXT message inside a fragmented TEXT"),
+    ("unmasked client frame at a server", "server", "81 00", 1002, "unmasked frame from a client"),
+    ("masked frame at a client", "client", "81 80 00 00 00 00", 1002, "masked frame from a server"),
+    ("64-bit length with top bit", "client", "82 7f 80 00 00 00 00 00 00 00", 1002, "top bit set"),
+    ("message over the size limit", "client", "82 7e 04 01", 1009, "message too big"),
+    ("fragments over the size limit", "client", "02 7e 02 00" + " 00" * 512 + " 80 7e 02 01", 1009, "message too big"),
+    ("invalid utf-8", "client", "81 02 c3 28", 1007, "invalid utf-8"),
+    ("invalid utf-8 across fragments", "client", "01 01 c3 80 01 28", 1007, "invalid utf-8"),
+    ("truncated utf-8 at the end", "client", "01 01 c3 80 00", 1007, "invalid utf-8"),
+    ("close with 1 byte", "client", "88 01 03", 1002, "1-byte payload"),
+    ("close with code 1005", "client", "88 02 03 ed", 1002, "invalid close code 1005"),
+    ("close with code 999", "client", "88 02 03 e7", 1002, "invalid close code 999"),
+    ("close with code 5000", "client", "88 02 13 88", 1002, "invalid close code 5000"),
+    ("close reason not utf-8", "client", "88 04 03 e8 c3 28", 1007, "invalid utf-8 in close reason"),
+    ("rsv1 on a control frame with deflate", "client+deflate", "c9 00", 1002, "RSV1 set on a PING"),
+    ("rsv1 on a continuation with deflate", "client+deflate", "41 01 61 c0 00", 1002, "RSV1 set on a continuation"),
+]
+
+
+@pytest.mark.parametrize("what, role, wire, code, words", ERRORS, ids=[e[0] for e in ERRORS])
+def test_every_protocol_error_carries_its_close_code(what, role, wire, code, words):
+    """RFC 6455 sections 5.1-5.6, 7.4, 8.1 and 10.4; RFC 7692 section 6.1."""
+    reader = Reader(role.split("+")[0], max_size=1024, permessage_deflate=role.endswith("deflate"))
+    with pytest.raises(ProtocolError) as caught:
+        reader.feed(h(wire))
+    assert caught.value.code == code
+    assert words in str(caught.value)
+    assert caught.value.section
+    assert str(caught.value) == str(caught.value).rstrip(".")
+
+
+def test_a_ping_in_the_middle_of_a_fragmented_message_is_fine():
+    """RFC 6455 section 5.4: control frames MAY be injected in the middle of a fragmented message."""
+    events = Reader("client").feed(h("01 03 48 65 6c 89 02 68 69 80 02 6c 6f"))
+    assert [str(e) for e in events] == ["PING b'hi' [2 bytes]", "TEXT message 'Hello' [5 bytes, 2 frames]"]
+
+
+def test_encode_refuses_frames_no_peer_accepts_unless_told():
+    with pytest.raises(ProtocolError, match="control frame too long: 126 bytes"):
+        encode(Frame.ping(bytes(126)))
+    assert len(encode(Frame.ping(bytes(126)), strict=False)) == 130
+    with pytest.raises(ValueError, match="mask key must be 4 bytes"):
+        encode(Frame.text("x"), mask_key=b"abc")
+    with pytest.raises(ValueError, match="invalid close code 1005"):
+        Frame.close(1005)
+
+
+# -- permessage-deflate (RFC 7692) ------------------------------------------
+
+
+def test_compressed_messages_inflate_with_context_takeover():
+    """RFC 7692 section 7.2: raw deflate, 00 00 ff ff stripped, context kept between messages."""
+    compressor = zlib.compressobj(wbits=-15)
+    wire = b""
+    texts = ["Hello, Hello, Hello!" * 5, "Hello, Hello, Hello!" * 5]
+    for text in texts:
+        body = compressor.compress(text.encode()) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        assert body.endswith(b"\x00\x00\xff\xff")
+        wire += encode(Frame(Opcode.TEXT, body[:-4], rsv1=True))
+    events = Reader("client", permessage_deflate=True).feed(wire)
+    assert [e.data for e in events] == texts
+    assert events[1].compressed < events[0].compressed < 100  # the second one reuses the context
+
+
+def test_a_compressed_bomb_stops_at_max_size():
+    payload = zlib.compressobj(wbits=-15)
+    body = payload.compress(bytes(10**6)) + payload.flush(zlib.Z_SYNC_FLUSH)
+    with pytest.raises(ProtocolError) as caught:
+        Reader("client", max_size=10**5, permessage_deflate=True).feed(encode(Frame(Opcode.BINARY, body[:-4], rsv1=True)))
+    assert caught.value.code == CloseCode.MESSAGE_TOO_BIG
+
+
+# -- explain() ----------------------------------------------------------------
+
+
+def test_explain_names_every_field_of_the_rfc_masked_hello():
+    text = str(explain(h("81 85 37 fa 21 3d 7f 9f 4d 51 58")))
+    for words in ("FIN", "1.......", "....0001", "TEXT", "MASK", ".0000101", "5 (fits in 7 bits)",
+                  "37 fa 21 3d", "7f 9f 4d 51 58", "48 65 6c 6c 6f", "'Hello'"):
+        assert words in text
+    assert "<table>" in explain(h("81 05 48 65 6c 6c 6f"))._repr_html_()
+
+
+def test_explain_shows_lengths_errors_and_incomplete_frames():
+    assert "16-bit length" in str(explain(h("82 7e 01 00") + bytes(256)))
+    assert "64-bit length" in str(explain(h("82 7f 00 00 00 00 00 01 00 00") + bytes(65536)))
+    assert "invalid opcode 0x3 (close code 1002" in str(explain(h("83 00")))
+    assert "needs 3 more byte(s)" in str(explain(h("81 05 48 65")))
+
+
+# -- a real websockets conversation, captured through the wiretap ---------------
+
+
+async def converse(compression: str | None):
+    """Talk to a websockets echo server through the wiretap; return the tap."""
+
+    async def echo(ws):
+        try:
+            async for message in ws:
+                await ws.send(message)
+        except ConnectionClosed:
+            pass  # the client closes with 4000, which websockets reports as an error
+
+    async with serve(echo, "127.0.0.1", 0, compression=compression) as server:
+        port = server.sockets[0].getsockname()[1]
+        tap = await wslab.wiretap(("127.0.0.1", port), name="test-frames")
+        try:
+            async with connect(f"ws://127.0.0.1:{tap.port}/", compression=compression) as ws:
+                await ws.send("Hello, Hello, Hello, Hello!")
+                assert await ws.recv() == "Hello, Hello, Hello, Hello!"
+                await ws.send(bytes(range(10)))
+                await ws.recv()
+                await ws.send(["frag", "mented ", "text"])
+                await ws.recv()
+                pong = await ws.ping(b"are you there")
+                await asyncio.wait_for(pong, seconds(5))
+                await ws.close(4000, "done here")
+        finally:
+            await tap.aclose()
+    return tap
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+def test_frames_captured_from_websockets_decode_to_the_messages_sent(compression):
+    """RFC 6455 section 5, RFC 7692: what websockets sent, read back by wslab."""
+    tap = run(converse(compression), timeout=20)
+    up, down = tap.after_upgrade(1)
+    deflate = compression is not None
+    sent = Reader("server", permessage_deflate=deflate).feed(up)
+    echoed = Reader("client", permessage_deflate=deflate).feed(down)
+    messages = ["Hello, Hello, Hello, Hello!", bytes(range(10)), "fragmented text"]
+    assert [e.data for e in sent if isinstance(e, Message)] == messages
+    assert [e.data for e in echoed if isinstance(e, Message)] == messages
+    assert [e for e in sent if isinstance(e, Message)][2].frames == 4  # websockets ends with an empty CONT
+    controls = [(e.opcode, e.payload) for e in sent if isinstance(e, Frame)]
+    assert controls[0] == (Opcode.PING, b"are you there")
+    assert parse_close(controls[-1][1]) == (4000, "done here")
+    assert (Opcode.PONG, b"are you there") in [(e.opcode, e.payload) for e in echoed if isinstance(e, Frame)]
+    first, _ = decode(up, mask_required=True, rsv1_allowed=deflate)
+    assert first.mask_key is not None and first.rsv1 == deflate
+    if deflate:
+        assert [e for e in sent if isinstance(e, Message)][0].compressed < 27
+        view = str(tap.frames())
+        assert "compressed" in view and "Hello, Hello" in view
+    else:
+        view = str(tap.frames())
+        assert "> TEXT 'Hello, Hello, Hello, Hello!'" in view and "< CLOSE 4000" in view
