@@ -41,6 +41,8 @@ from .chat import ChatClient, ChatRoom, chat_room, chat_room_in_thread, join_cla
 
 # The protocol battery and the from-scratch server (battery.py, scratch.py)
 from .battery import check_server, check_server_sync
+from . import scratch
+from .scratch import ScratchServer, serve_scratch, serve_streams
 
 __version__ = "0.1.0"
 
@@ -99,4 +101,8 @@ __all__ = [
     # The protocol battery and the from-scratch server (battery.py, scratch.py)
     "check_server",
     "check_server_sync",
+    "scratch",
+    "serve_scratch",
+    "serve_streams",
+    "ScratchServer",
 ]
