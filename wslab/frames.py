@@ -645,6 +645,15 @@ class Reader:
     def _on_frame(self, frame: Frame) -> Event | None:
         """Check the rules that span frames; return a control frame or a finished message."""
         opcode = frame.opcode
+        if frame.fin and self._opcode is None and 0x0 < opcode < 0x8 and not frame.rsv1:
+            # The common case, a whole message in one uncompressed frame (decode() checked its size).
+            if opcode == Opcode.BINARY:
+                return Message(opcode, frame.payload)
+            try:
+                return Message(opcode, frame.payload.decode())
+            except UnicodeDecodeError as exc:
+                raise ProtocolError(f"invalid utf-8 in text message near byte {exc.start}",
+                                    code=CloseCode.INVALID_DATA, section="8.1") from None
         if opcode >= 0x8:
             if frame.rsv1:
                 raise ProtocolError(f"RSV1 set on a {opcode.name} frame: only data frames are compressed",
