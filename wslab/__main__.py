@@ -13,6 +13,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "battery": ("wslab.battery", "run the protocol battery against a WebSocket echo server url"),
     "exercises": ("wslab.exercises", "rebuild notebooks/ from instructor/source, or make class copies"),
+    "bench": ("wslab.bench", "measure push against polling; write results.json and PNG figures (--quick)"),
+    "classroom": ("wslab.classroom", "start the class chat room (loopback unless --listen-on-network)"),
 }
 
 

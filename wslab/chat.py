@@ -1,0 +1,614 @@
+"""A chat room for a whole class: many clients, one broadcast.
+
+Design note
+-----------
+The room is one websockets server (:func:`wslab.serve` or
+:func:`wslab.serve_in_thread`, so ``wslab.status()`` shows it and
+``wslab.stop_all()`` stops it). Everything about the room (``members``, the
+history) lives on the server's loop and is touched only there; ``say()`` from
+another thread goes through ``call_soon_threadsafe``.
+
+* Fan-out uses :func:`websockets.asyncio.server.broadcast`: it writes the
+  frame to every connection's buffer without waiting for any of them, so one
+  slow reader cannot stall the others. A client whose unsent buffer grows
+  past ``max_buffer`` bytes is dropped (close code 1008) instead of letting
+  the buffer grow without bound.
+* Join order: the welcome (and the history) are written with ``broadcast``
+  to the newcomer alone and the newcomer joins ``members`` with no ``await``
+  in between, so the first thing every client reads is its welcome, and a
+  client that has read it is guaranteed to get every later message.
+* Limits, both enforced by websockets before the room sees anything:
+  ``max_size`` (a bigger message closes the connection with 1009, message too
+  big) and ``origins`` (a page from another site gets HTTP 403 at the
+  handshake: cross-site WebSocket hijacking, RFC 6455 section 10.2).
+* The same port serves the room's HTML page to plain HTTP GETs, so a browser
+  can open ``http://127.0.0.1:<port>/``; the page shows every message as
+  text (``textContent``), so a ``<script>`` sent as a chat message does not run.
+
+The wire format is JSON, one event per message::
+
+    {"type": "welcome", "room": ..., "nick": ..., "members": [...]}
+    {"type": "history", "events": [...]}        (only if there is any)
+    {"type": "join" | "leave", "nick": ..., "time": ...}
+    {"type": "message", "nick": ..., "text": ..., "time": ...}
+
+Clients send plain text; the nickname is in the URL: ``ws://.../?nick=ada``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import resource
+import statistics
+import threading
+import time
+import unicodedata
+from collections import deque
+from typing import Any, Sequence
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+
+from .browser import html_page_responder, page_html
+from .display import Table
+from .servers import LoopThread, Server, register, release, serve, serve_in_thread, unregister
+
+__all__ = [
+    "ChatRoom",
+    "chat_room",
+    "chat_room_in_thread",
+    "ChatClient",
+    "join_classroom",
+    "LOOPBACK_ORIGINS",
+    "measure_fanout",
+    "plot_fanout",
+    "raise_fd_limit",
+]
+
+#: Pages allowed to open the room by default: no Origin header at all (Python
+#: clients) and pages served from this computer, on any port.
+LOOPBACK_ORIGINS: list[Any] = [
+    None,
+    re.compile(r"https?://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?"),
+]
+
+#: Limits
+DEFAULT_MAX_SIZE = 4096  # bytes per message; bigger -> close 1009
+DEFAULT_MAX_BUFFER = 256 * 1024  # unsent bytes per client before it is dropped
+MAX_NICK = 24
+
+_NICK_OK = re.compile(r"[^\W_][\w .\-]{0,23}", re.UNICODE)
+
+
+class BadNickname(ValueError):
+    """The nickname in the URL is missing or not acceptable (close code 1008)."""
+
+
+def _clean_nick(path: str) -> str:
+    values = parse_qs(urlsplit(path).query).get("nick", [])
+    nick = unicodedata.normalize("NFC", values[0]).strip() if values else ""
+    if not nick:
+        raise BadNickname("no nickname: connect to ws://host:port/?nick=yourname")
+    if not _NICK_OK.fullmatch(nick):
+        raise BadNickname(
+            f"nickname {nick[:30]!r} not accepted: use 1-{MAX_NICK} letters, digits, "
+            f"spaces, '.', '-' or '_', starting with a letter or digit"
+        )
+    return nick
+
+
+class ChatRoom:
+    """The room: who is in it, what was said, and the handler that runs it.
+
+    Start one with :func:`chat_room` (notebook's loop) or
+    :func:`chat_room_in_thread`. ``room.say(text)`` speaks as ``"teacher"``
+    from any thread. ``room.members`` lists nicknames, ``room.dropped`` the
+    nicknames dropped for reading too slowly.
+    """
+
+    client_format = "chat"
+
+    def __init__(
+        self,
+        room: str = "wslab chat",
+        *,
+        history: int = 50,
+        notices: bool = True,
+        # Limits
+        max_buffer: int = DEFAULT_MAX_BUFFER,
+    ) -> None:
+        if history < 0:
+            raise ValueError(f"history must be 0 or more messages, got {history!r}")
+        self.room = room
+        self.notices = notices
+        self.max_buffer = max_buffer
+        self.history: deque[dict[str, Any]] = deque(maxlen=history)
+        self.dropped: list[str] = []
+        self.server: Server | None = None
+        #: The Origin allow-list the server checks (None: any site may connect).
+        self.origins: list[Any] | None = None
+        self._members: dict[ServerConnection, str] = {}
+
+    # What it looks like
+
+    @property
+    def url(self) -> str:
+        return self.server.url if self.server else "(not started)"
+
+    @property
+    def page_url(self) -> str:
+        """``http://host:port/``: the chat page for a browser."""
+        return self.url.replace("ws://", "http://", 1)
+
+    @property
+    def members(self) -> list[str]:
+        return sorted(self._members.values())
+
+    def __repr__(self) -> str:
+        return f"<wslab.ChatRoom {self.room!r} {self.url} {len(self._members)} member(s)>"
+
+    # The server side
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        page = page_html(title=self.room, format="chat",
+                         intro="Messages show as text: markup you send is shown, never run.")
+        return html_page_responder(page)(connection, request)
+
+    def _nick_for(self, wanted: str) -> str:
+        taken = set(self._members.values())
+        nick, n = wanted, 2
+        while nick in taken:
+            nick, n = f"{wanted}-{n}", n + 1
+        return nick
+
+    async def handler(self, connection: ServerConnection) -> None:
+        try:
+            wanted = _clean_nick(connection.request.path)
+        except BadNickname as exc:
+            await connection.close(CloseCode.POLICY_VIOLATION, str(exc)[:120])
+            return
+        nick = self._nick_for(wanted)
+        # No await from here to the end of the join: see the design note.
+        welcome = {"type": "welcome", "room": self.room, "nick": nick,
+                   "members": sorted([*self._members.values(), nick])}
+        broadcast([connection], json.dumps(welcome))
+        if self.history:
+            broadcast([connection], json.dumps({"type": "history", "events": list(self.history)}))
+        self._members[connection] = nick
+        if self.notices:
+            self._publish({"type": "join", "nick": nick, "time": time.time()})
+        try:
+            async for message in connection:
+                if not isinstance(message, str):
+                    await connection.close(CloseCode.UNSUPPORTED_DATA, "the room takes text messages only")
+                    return
+                if message.strip():
+                    self._publish({"type": "message", "nick": nick, "text": message, "time": time.time()})
+        finally:
+            if self._members.pop(connection, None) is not None and self.notices:
+                self._publish({"type": "leave", "nick": nick, "time": time.time()})
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        """Record ``event`` and send it to every member now (on the room's loop)."""
+        data = json.dumps(event)
+        if self.history.maxlen:
+            self.history.append(event)
+        healthy = []
+        for connection, nick in list(self._members.items()):
+            transport = connection.transport
+            if transport is not None and transport.get_write_buffer_size() > self.max_buffer:
+                self._drop(connection, nick)
+            else:
+                healthy.append(connection)
+        broadcast(healthy, data)
+
+    def _drop(self, connection: ServerConnection, nick: str) -> None:
+        del self._members[connection]
+        self.dropped.append(nick)
+        # The close frame queues behind the unsent data; close_timeout then aborts.
+        asyncio.ensure_future(connection.close(CloseCode.POLICY_VIOLATION, "too slow: dropped from the room"))
+        if self.notices:
+            self._publish({"type": "leave", "nick": nick, "time": time.time(), "why": "too slow"})
+
+    def say(self, text: str, nick: str = "teacher") -> None:
+        """Post ``text`` to everyone, from any thread or cell."""
+        if not isinstance(text, str):
+            raise TypeError(f"say() sends text, got {type(text).__name__}")
+        if self.server is None or not self.server.running:
+            raise RuntimeError("this room is stopped: start a new one with wslab.chat_room()")
+        event = {"type": "message", "nick": nick, "text": text, "time": time.time()}
+        _on_loop(self.server, self._publish, event)
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.stop()
+
+
+def _on_loop(server: Server, fn: Any, *args: Any) -> None:
+    loop = server._loop
+    assert loop is not None
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        fn(*args)
+    else:
+        loop.call_soon_threadsafe(fn, *args)
+
+
+def _room_args(kwargs: dict[str, Any]) -> tuple[ChatRoom, dict[str, Any]]:
+    room_keys = ("room", "history", "notices", "max_buffer")
+    room = ChatRoom(**{k: kwargs.pop(k) for k in room_keys if k in kwargs})
+    kwargs.setdefault("max_size", DEFAULT_MAX_SIZE)
+    # permessage-deflate compresses every broadcast once per member (each
+    # connection has its own compression context): off unless asked for.
+    kwargs.setdefault("compression", None)
+    origins = kwargs.get("origins", LOOPBACK_ORIGINS)
+    # A list of our own, which websockets reads at every handshake: appending
+    # to room.origins later (the classroom does, once its port is known) works.
+    room.origins = kwargs["origins"] = None if origins is None else list(origins)
+    return room, kwargs
+
+
+async def chat_room(name: str = "chat", **kwargs: Any) -> ChatRoom:
+    """Start a chat room on the notebook's loop; ``room = await wslab.chat_room()``.
+
+    Room options: ``room`` (its title), ``history`` (messages kept for
+    newcomers, default 50), ``notices`` (join/leave messages), ``max_buffer``.
+    Server options go to :func:`wslab.serve`: ``max_size`` (default 4096 bytes;
+    bigger messages close with 1009), ``origins`` (default: pages from this
+    computer and clients without an Origin header; None allows every site),
+    ``host``/``port``/``allow_network``, ``ping_interval``/``ping_timeout``.
+    """
+    room, kwargs = _room_args(kwargs)
+    room.server = await serve(room.handler, name, process_request=room.process_request, **kwargs)
+    return room
+
+
+def chat_room_in_thread(name: str = "chat", **kwargs: Any) -> ChatRoom:
+    """Like :func:`chat_room`, on its own loop in a thread (cells may block)."""
+    room, kwargs = _room_args(kwargs)
+    room.server = serve_in_thread(room.handler, name, process_request=room.process_request, **kwargs)
+    return room
+
+
+# A client for a learner
+
+
+class ChatClient:
+    """A chat client running in a thread of its own: join, read, send.
+
+    ``events`` holds every event received (dicts, oldest first); ``messages``
+    just the chat lines as ``"nick: text"``. It shows in ``wslab.status()`` and
+    ``wslab.stop_all()`` closes it. After the connection ends, ``close_info``
+    says who closed it, with which code and reason.
+    """
+
+    mode = "thread"
+
+    def __init__(self, url: str, nick: str, *, name: str, connect_timeout: float = 5, **kwargs: Any) -> None:
+        self.name = name
+        self.nick = nick
+        self.url = url
+        self.started = time.time()
+        self.errors: list[BaseException] = []
+        self.events: list[dict[str, Any]] = []
+        self.close_info: str | None = None
+        self._cond = threading.Condition()
+        self._thread = LoopThread(name)
+        self._connection: Any = None
+        self._done: Any = None
+        self._stopping = False
+        try:
+            self._thread.run(self._open(kwargs), connect_timeout + 1)
+        except BaseException:
+            self._thread.stop()
+            raise
+
+    async def _open(self, kwargs: dict[str, Any]) -> None:
+        kwargs.setdefault("open_timeout", 5)
+        kwargs.setdefault("close_timeout", 1)
+        self._connection = await connect(self.url, **kwargs)
+        first = await asyncio.wait_for(self._connection.recv(), kwargs["open_timeout"])
+        self._record(first)
+        self._done = asyncio.ensure_future(self._read())
+
+    def _record(self, data: Any) -> None:
+        try:
+            event = json.loads(data)
+        except (TypeError, ValueError):
+            event = {"type": "raw", "text": data}
+        with self._cond:
+            if event.get("type") == "welcome":
+                self.nick = event.get("nick", self.nick)
+            self.events.append(event)
+            self._cond.notify_all()
+
+    async def _read(self) -> None:
+        try:
+            async for data in self._connection:
+                self._record(data)
+        except ConnectionClosed:
+            pass
+        finally:
+            exc = self._connection.close_exc if hasattr(self._connection, "close_exc") else None
+            self.close_info = _describe_close(exc)
+            with self._cond:
+                self._cond.notify_all()
+
+    # What a learner uses
+
+    @property
+    def messages(self) -> list[str]:
+        with self._cond:
+            events = list(self.events)
+        lines = []
+        for event in events:
+            for ev in event.get("events", [event]):
+                if ev.get("type") == "message":
+                    lines.append(f"{ev['nick']}: {ev['text']}")
+        return lines
+
+    @property
+    def running(self) -> bool:
+        return self.close_info is None and self._connection is not None
+
+    @property
+    def connections(self) -> int:
+        return 1 if self.running else 0
+
+    @property
+    def uptime(self) -> float:
+        return time.time() - self.started
+
+    def send(self, text: str) -> None:
+        """Send one chat message."""
+        if not self.running:
+            raise RuntimeError(f"{self.name!r} is not connected ({self.close_info}); join again")
+        self._thread.run(self._connection.send(text))
+
+    async def wait_for(self, text: str, timeout: float = 5) -> str:
+        """Wait until a chat line containing ``text`` arrives; return it.
+
+        Raises TimeoutError after ``timeout`` seconds with what did arrive.
+        Use ``await``: the notebook's loop keeps serving meanwhile.
+        """
+        return await asyncio.to_thread(self._wait_sync, text, timeout)
+
+    def _wait_sync(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.messages:
+                    if text in line:
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or self.close_info is not None:
+                    raise TimeoutError(
+                        f"no message containing {text!r} within {timeout} s "
+                        f"(got {len(self.events)} events; connection: {self.close_info or 'open'})"
+                    )
+                self._cond.wait(left)
+
+    async def wait_closed(self, timeout: float = 5) -> str:
+        """Wait until the connection has ended; return :attr:`close_info`."""
+        def wait() -> str:
+            with self._cond:
+                self._cond.wait_for(lambda: self.close_info is not None, timeout)
+            if self.close_info is None:
+                raise TimeoutError(f"{self.name!r} still open after {timeout} s")
+            return self.close_info
+        return await asyncio.to_thread(wait)
+
+    def stop(self) -> None:
+        """Leave the room. Returns at once: the client's thread closes the
+        connection (at most ``close_timeout`` seconds) and then ends."""
+        unregister(self)
+        if self._stopping:
+            return
+        self._stopping = True
+        loop = self._thread.loop
+        if not loop.is_running():
+            return
+
+        async def finish() -> None:
+            try:
+                if self._connection is not None:
+                    await self._connection.close()
+                if self._done is not None:
+                    await asyncio.wait_for(asyncio.shield(self._done), 2)
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+            finally:
+                loop.stop()
+
+        asyncio.run_coroutine_threadsafe(finish(), loop)
+
+    async def aclose(self) -> None:
+        """Leave the room and wait until the client's thread has ended."""
+        self.stop()
+        await asyncio.to_thread(self._thread.thread.join, 5)  # finish() stops the loop
+        self._thread.stop(1)  # closes the loop (or stops it, if finish() is stuck)
+
+    def __repr__(self) -> str:
+        return f"<wslab.ChatClient {self.nick!r} {self.url} {self.close_info or 'connected'}>"
+
+
+def _describe_close(exc: BaseException | None) -> str:
+    if exc is None:
+        return "closed"
+    sent = getattr(exc, "sent", None)
+    rcvd = getattr(exc, "rcvd", None)
+    if rcvd is not None:
+        return f"closed by the server: {rcvd.code} {rcvd.reason}".rstrip()
+    if sent is not None:
+        return f"closed by this client: {sent.code} {sent.reason} (no answer from the server)".rstrip()
+    return "connection lost: 1006 (no close frame)"
+
+
+def _ws_url(url: str, nick: str) -> str:
+    if url.startswith("http://"):
+        url = "ws://" + url[len("http://"):]
+    elif url.startswith("https://"):
+        url = "wss://" + url[len("https://"):]
+    if not url.startswith(("ws://", "wss://")):
+        raise ValueError(f"not a room address: {url!r}; expected ws://host:port/ or http://host:port/")
+    parts = urlsplit(url)
+    query = urlencode({"nick": nick})
+    return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}?{query}"
+
+
+async def join_classroom(url: str, nick: str, *, name: str | None = None, **kwargs: Any) -> ChatClient:
+    """Join a chat room (your class's, or one from :func:`chat_room`) as ``nick``.
+
+    ``url`` is what the instructor's ``python -m wslab classroom`` printed
+    (``http://...`` or ``ws://...``), or ``room.url``. Returns once the room
+    has welcomed you; meanwhile the notebook's loop keeps running, so a room
+    on that loop (``await wslab.chat_room()``) can answer. The client itself
+    runs in a thread of its own. Other keyword arguments go to
+    :func:`websockets.asyncio.client.connect` (``ping_interval=...``).
+
+    >>> me = await wslab.join_classroom("http://127.0.0.1:8765/", "ada")
+    >>> me.send("hello, class")
+    """
+    if not isinstance(nick, str) or not nick.strip():
+        raise ValueError("join_classroom needs a nickname: join_classroom(url, 'ada')")
+    name = name or f"chat-{nick.strip()}"
+    await release(name)
+    client = await asyncio.to_thread(ChatClient, _ws_url(url, nick.strip()), nick.strip(), name=name, **kwargs)
+    register(client)
+    return client
+
+
+# Fan-out: how long does broadcast take to reach 100, 500, 1,000 clients?
+
+
+def raise_fd_limit(needed: int) -> int:
+    """Raise this process's soft limit on open files to ``needed`` (up to the hard limit).
+
+    Each simulated client costs two file descriptors here (its socket and the
+    server's). Returns the new soft limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+async def _connect_many(url: str, n: int, batch: int = 50) -> list[Any]:
+    clients: list[Any] = []
+    for start in range(0, n, batch):
+        group = [
+            connect(f"{url}?nick=sim{i}", ping_interval=None, max_size=None, open_timeout=20)
+            for i in range(start, min(n, start + batch))
+        ]
+        opened = await asyncio.gather(*group)
+        for c in opened:
+            await asyncio.wait_for(c.recv(), 20)  # the welcome: now a member
+        clients.extend(opened)
+    return clients
+
+
+async def _fanout_rounds(room: ChatRoom, clients: list[Any], rounds: int, timeout: float) -> list[dict[str, float]]:
+    results = []
+    for k in range(rounds):
+        marker = f"fanout {k} "
+        arrivals: list[float] = []
+        t0_box: list[float] = []
+        done = asyncio.Event()
+
+        async def listen(c: Any) -> None:
+            while True:
+                data = await c.recv()
+                if marker in data:
+                    arrivals.append(time.perf_counter())
+                    if len(arrivals) == len(clients):
+                        done.set()
+                    return
+
+        tasks = [asyncio.ensure_future(listen(c)) for c in clients]
+        assert room.server is not None
+
+        def publish() -> None:
+            t0_box.append(time.perf_counter())
+            room._publish({"type": "message", "nick": "bench", "text": marker, "time": time.time()})
+
+        room.server._loop.call_soon_threadsafe(publish)  # type: ignore[union-attr]
+        try:
+            await asyncio.wait_for(done.wait(), timeout)
+        finally:
+            for t in tasks:
+                t.cancel()
+        t0 = t0_box[0]
+        delays = sorted(a - t0 for a in arrivals)
+        results.append({"first": delays[0], "median": statistics.median(delays), "last": delays[-1]})
+    return results
+
+
+def measure_fanout(
+    counts: Sequence[int] = (100, 500, 1000), *, rounds: int = 5, timeout: float = 30
+) -> Table:
+    """Broadcast to ``counts`` simulated clients; time until the first/median/last one has it.
+
+    The room runs in one thread (:func:`chat_room_in_thread`), the clients on
+    a loop in another, so neither waits for the other's loop. Each count is
+    measured ``rounds`` times; the table shows medians in milliseconds, and
+    ``table.raw`` keeps every round.
+    """
+    counts = [int(n) for n in counts]
+    if not counts or min(counts) < 1:
+        raise ValueError(f"counts must be positive numbers of clients, got {counts!r}")
+    raise_fd_limit(2 * max(counts) + 256)
+    room = chat_room_in_thread("fanout", history=0, notices=False, max_buffer=1 << 30)
+    clients_loop = LoopThread("fanout-clients")
+    clients: list[Any] = []
+    raw: dict[int, list[dict[str, float]]] = {}
+    try:
+        for n in sorted(counts):
+            more = clients_loop.run(_connect_many(room.url, n - len(clients)), timeout + n / 20)
+            clients.extend(more)
+            raw[n] = clients_loop.run(_fanout_rounds(room, clients, rounds, timeout), timeout * rounds + 5)
+    finally:
+        async def close_all() -> None:
+            for c in clients:
+                c.transport.abort()
+        try:
+            clients_loop.run(close_all(), 10)
+        finally:
+            clients_loop.stop()
+            room.stop()
+    rows = []
+    for n in counts:
+        med = {key: statistics.median(r[key] for r in raw[n]) * 1000 for key in ("first", "median", "last")}
+        rows.append([n, f"{med['first']:.2f}", f"{med['median']:.2f}", f"{med['last']:.2f}"])
+    table = Table(["clients", "first ms", "median ms", "last ms"], rows,
+                  title=f"broadcast fan-out, median of {rounds} rounds", align_right={0, 1, 2, 3})
+    table.raw = raw  # type: ignore[attr-defined]
+    return table
+
+
+def plot_fanout(table: Table) -> Any:
+    """Plot what :func:`measure_fanout` measured: time to reach the first, median and last client."""
+    import matplotlib.pyplot as plt
+
+    counts = [row[0] for row in table.rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for col, label in ((1, "first client"), (2, "median client"), (3, "last client")):
+        ax.plot(counts, [float(row[col]) for row in table.rows], marker="o", label=label)
+    ax.set_xlabel("clients in the room")
+    ax.set_ylabel("ms after broadcast()")
+    ax.set_title("One message, many clients: broadcast fan-out")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,117 @@
+"""``python -m wslab classroom``: one chat room for the whole class.
+
+The instructor runs it once; students join from lesson 05 with
+``wslab.join_classroom(url, "nick")`` or open the printed URL in a browser.
+It binds ``127.0.0.1`` unless told otherwise: ``--listen-on-network`` binds
+every interface (students on the lab network can then reach it, and so can
+anyone else on that network), prints a warning, and allows pages served from
+the room's own network address. Ctrl-C stops it: every student gets close
+code 1001 (going away). See ``instructor/CLASSROOM.md`` for the setups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import sys
+from typing import Any
+
+from .chat import DEFAULT_MAX_SIZE, LOOPBACK_ORIGINS, chat_room
+
+__all__ = ["main", "network_address"]
+
+
+def network_address() -> str:
+    """This machine's address on its network (the one students would use).
+
+    Found by asking the OS which interface would route to a TEST-NET address;
+    a UDP ``connect`` sends no packet. Falls back to ``127.0.0.1``.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # RFC 5737 TEST-NET-1: nothing is sent
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m wslab classroom",
+        description="Start the class chat room. Students join with "
+        "wslab.join_classroom(url, nick) in lesson 05, or open the URL in a browser.",
+    )
+    parser.add_argument("--port", type=int, default=0,
+                        help="port to listen on (default 0: the OS picks a free one and it is printed)")
+    parser.add_argument("--listen-on-network", action="store_true",
+                        help="bind all interfaces so other machines can join (default: 127.0.0.1 only)")
+    parser.add_argument("--room", default="wslab classroom", help="the room's title")
+    parser.add_argument("--history", type=int, default=100, help="messages a newcomer sees (default 100)")
+    parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE,
+                        help=f"largest message in bytes; bigger closes with 1009 (default {DEFAULT_MAX_SIZE})")
+    parser.add_argument("--origin", action="append", default=[], metavar="URL",
+                        help="also accept pages from this origin, e.g. https://hub.example.org (repeatable)")
+    return parser
+
+
+async def _run(args: argparse.Namespace, out: Any) -> None:
+    host = "0.0.0.0" if args.listen_on_network else "127.0.0.1"
+    origins = [*LOOPBACK_ORIGINS, *args.origin]
+    room = await chat_room(
+        "classroom",
+        room=args.room,
+        history=args.history,
+        host=host,
+        port=args.port,
+        allow_network=args.listen_on_network,
+        max_size=args.max_size,
+        origins=origins,
+    )
+    assert room.server is not None
+    port = room.server.port
+    if args.listen_on_network:
+        address = network_address()
+        # The room's own page, opened from another machine, sends this Origin.
+        # Every handshake reads room.origins, so this takes effect at once.
+        assert room.origins is not None
+        room.origins.append(f"http://{address}:{port}")
+        print(
+            f"! WARNING: listening on ALL network interfaces (port {port}): anyone who can reach "
+            f"this machine can join and read the chat. Stop it (Ctrl-C) when the class is over.",
+            file=out,
+        )
+        join = f"http://{address}:{port}/"
+    else:
+        join = f"http://127.0.0.1:{port}/"
+    print(f"= classroom {args.room!r} is open at {join}", file=out)
+    print(f"  in a browser:   open {join}", file=out)
+    print(f"  in lesson 05:   me = wslab.join_classroom({join!r}, 'your name')", file=out)
+    if not args.listen_on_network:
+        print("  (127.0.0.1 only: students on other machines cannot join; "
+              "see --listen-on-network and instructor/CLASSROOM.md)", file=out)
+    print("  Ctrl-C stops the room", file=out, flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await room.server.aclose()
+        print(f"= classroom stopped ({len(room.members)} still joined were told 1001 going away)",
+              file=out, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not 0 <= args.port < 65536:
+        print(f"! --port must be 0-65535, got {args.port}", file=sys.stderr)
+        return 2
+    if args.history < 0:
+        print(f"! --history must be 0 or more, got {args.history}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_run(args, sys.stdout))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"! {exc}", file=sys.stderr)
+        return 1
+    return 0
