@@ -124,7 +124,8 @@ class LabServer:
     ``ws_url``, ``url`` (= ``http_url``), ``mode`` (``"task"``/``"thread"``),
     ``source`` (the :class:`~wslab.events.EventSource`), ``requests`` and
     ``empty`` (:class:`collections.Counter` by endpoint: ``"poll"``,
-    ``"longpoll"``, ``"events"``, ``"ws"``, ``"index"``), ``errors``.
+    ``"longpoll"``, ``"events"``, ``"ws"``, ``"index"``; ``requests["resumes"]``
+    counts SSE requests that carried ``Last-Event-ID``), ``errors``.
     """
 
     name: str
@@ -143,6 +144,7 @@ class LabServer:
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _thread: LoopThread | None = field(default=None, repr=False)
     _stopping: asyncio.Future[None] | None = field(default=None, repr=False)
+    _ending: asyncio.Future[None] | None = field(default=None, repr=False)
     _stopped: bool = field(default=False, repr=False)
     _held: int = field(default=0, repr=False)
 
@@ -196,10 +198,46 @@ class LabServer:
         """
         return await self.source.run_schedule(gaps, payloads)
 
+    def end_streams(self) -> None:
+        """End every open SSE stream now (as a proxy's timeout or a deploy would).
+
+        Clients see their stream end; an ``EventSource`` (and the ``"sse"``
+        client) reconnects with ``Last-Event-ID`` and misses nothing.
+        Safe from any thread.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def end() -> None:
+            ending, self._ending = self._ending, loop.create_future()
+            if ending is not None and not ending.done():
+                ending.set_result(None)
+
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if current is loop:
+            end()
+        else:
+            loop.call_soon_threadsafe(end)
+
     # Held requests
 
-    async def hold(self, cursor: int, timeout: float | None, gone: asyncio.Future[None] | None = None) -> list[Event] | None:
-        """Wait for events after ``cursor``; ``[]`` on timeout, ``None`` when stopping or ``gone``."""
+    async def hold(
+        self,
+        cursor: int,
+        timeout: float | None,
+        gone: asyncio.Future[None] | None = None,
+        *,
+        ending: asyncio.Future[None] | None = None,
+    ) -> list[Event] | None:
+        """Wait for events after ``cursor``; ``[]`` on timeout, ``None`` when stopping or ``gone``.
+
+        An SSE stream passes ``ending``, the future :meth:`end_streams`
+        resolves (taken when the stream opened), so that ends the wait too.
+        """
         stopping = self._stopping
         if stopping is None or stopping.done():
             return None
@@ -207,6 +245,8 @@ class LabServer:
         waiter = asyncio.ensure_future(self.source.wait_after(cursor, timeout))
         try:
             others = {stopping} if gone is None else {stopping, gone}
+            if ending is not None:
+                others.add(ending)
             await asyncio.wait({waiter, *others}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._held -= 1
@@ -405,12 +445,14 @@ class _Stream(_Handler):
         try:
             if resume is not None:
                 cursor = self.lab.source.check_cursor(resume)
+                self.lab.requests["resumes"] += 1
             else:
                 cursor = self.lab.source.check_cursor(self.get_query_argument("since", None))
             limit = _limit_param(self.get_query_argument("limit", None))
         except (CursorError, BadParameter) as exc:
             return self.bad_request(exc)
         sent = 0
+        ending = self.lab._ending  # end_streams() ends the streams open now
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("X-Accel-Buffering", "no")
         # The preamble: reconnect after 1 s if the stream breaks, and the
@@ -419,9 +461,9 @@ class _Stream(_Handler):
         try:
             await self.flush()
             while True:
-                events = await self.lab.hold(cursor, SSE_KEEPALIVE, self.gone)
+                events = await self.lab.hold(cursor, SSE_KEEPALIVE, self.gone, ending=ending)
                 if events is None:
-                    break  # server stopping, or the client went away
+                    break  # server stopping, streams ended, or the client went away
                 if not events:
                     self.write(": keep-alive\n\n")
                 for event in events[: None if limit is None else limit - sent]:
@@ -487,6 +529,7 @@ async def _start(
     loop = asyncio.get_running_loop()
     lab._loop = loop
     lab._stopping = loop.create_future()
+    lab._ending = loop.create_future()
     app = tornado.web.Application(
         [
             (r"/", _Index, {"lab": lab}),

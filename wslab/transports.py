@@ -352,12 +352,13 @@ async def _sse(run: _Run, client: httpx.AsyncClient, base: str, reconnect_delay:
             run.result.empty_responses += 1
 
 
-async def _websocket(run: _Run, base: str, compression: str | None) -> None:
+async def _websocket(run: _Run, base: str, compression: str | None, options: dict[str, Any]) -> None:
     url = f"{base.rstrip('/')}/?since={run.cursor}"
     exchange = Exchange("websocket", run.clock())
     run.result.exchanges.append(exchange)
     run.result.requests += 1  # the upgrade request
-    async with ws_connect(url, compression=compression, open_timeout=10) as ws:
+    options = {"compression": compression, "open_timeout": 10, **options}
+    async with ws_connect(url, **options) as ws:
         exchange.answered = run.clock()
         exchange.status = 101
         run.ready()
@@ -387,6 +388,7 @@ async def receive(
     max_reconnects: int = 100,
     clock: Callable[[], float] = time.time,
     client: httpx.AsyncClient | None = None,
+    ws_options: Mapping[str, Any] | None = None,
 ) -> Result:
     """Receive ``n_events`` events from a lab server over ``transport``; return a :class:`Result`.
 
@@ -399,7 +401,9 @@ async def receive(
     the bytes that crossed it during the run. ``on_ready()`` is called once
     the client is listening. ``longpoll_timeout`` is how long the server may
     hold a long poll; ``reconnect_delay`` overrides the SSE ``retry:`` wait.
-    ``client`` lets you bring your own ``httpx.AsyncClient``.
+    ``client`` lets you bring your own ``httpx.AsyncClient``, ``ws_options``
+    go to :func:`websockets.asyncio.client.connect` (``max_size=...``,
+    ``create_connection=...``).
 
     Raises :class:`ReceiveTimeout` (with the partial result) after
     ``timeout`` seconds, :class:`DeliveryError` when the server answers an
@@ -437,7 +441,8 @@ async def receive(
             elif transport == "sse":
                 await _sse(run, client, base, reconnect_delay, max_reconnects)
             else:
-                await _websocket(run, base, "deflate" if transport == "websocket_deflate" else None)
+                compression = "deflate" if transport == "websocket_deflate" else None
+                await _websocket(run, base, compression, dict(ws_options or {}))
     except TimeoutError:
         raise ReceiveTimeout(result, timeout or 0) from None
     finally:
