@@ -44,6 +44,10 @@ from .battery import check_server, check_server_sync
 from . import scratch
 from .scratch import ScratchServer, serve_scratch, serve_streams
 
+# The latency lab: push against polling, measured and plotted (experiment.py, plots.py)
+from . import plots
+from .experiment import ExperimentConfig, Results, TransportResult, load_results, run_experiment
+
 __version__ = "0.1.0"
 
 #: True when the test suite runs the lessons (WSLAB_QUICK=1): lessons measure less.
@@ -105,4 +109,11 @@ __all__ = [
     "serve_scratch",
     "serve_streams",
     "ScratchServer",
+    # The latency lab (experiment.py, plots.py)
+    "run_experiment",
+    "ExperimentConfig",
+    "Results",
+    "TransportResult",
+    "load_results",
+    "plots",
 ]
