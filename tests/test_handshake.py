@@ -8,6 +8,8 @@ import random
 
 import h11
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.utils import accept_key as websockets_accept_key
@@ -379,3 +381,27 @@ def test_websockets_client_reports_our_refusal_status():
 
     error = run(main())
     assert isinstance(error, InvalidStatus) and error.response.status_code == 403
+
+
+LINES = [
+    "GET / HTTP/1.1", "POST /x HTTP/1.0", "Host: a", "Upgrade: websocket", "Upgrade: WebSocket, h2c",
+    "Connection: Upgrade", "Connection: keep-alive, upgrade", f"Sec-WebSocket-Key: {RFC_KEY}",
+    "Sec-WebSocket-Key: ümlaut==", "Sec-WebSocket-Key: ====", "Sec-WebSocket-Version: 13",
+    "Sec-WebSocket-Version: 13, 8", "Origin: http://evil.example", " folded", "no colon", ": empty name",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=400),
+    st.lists(st.sampled_from(LINES), max_size=10).map(lambda ls: ("\r\n".join(ls) + "\r\n\r\n").encode()),
+))
+def test_any_bytes_give_a_request_none_or_a_handshake_error(data):
+    """Whatever a client sends, the server side answers with a status, never a crash."""
+    try:
+        request = hs.parse_request(data)
+        if request is not None:
+            hs.check_request(request, origins=[None])
+    except wslab.HandshakeError as error:
+        assert error.status in (400, 403, 426, 431)
+        assert hs.refusal(error).startswith(f"HTTP/1.1 {error.status} ".encode())

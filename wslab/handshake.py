@@ -32,7 +32,6 @@ with, the header concerned and the RFC section.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import os
 from dataclasses import dataclass
@@ -385,7 +384,7 @@ def check_request(request: Request, origins: Sequence[str | None] | None = None)
     key = keys[0]
     try:
         raw = base64.b64decode(key, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or characters outside ASCII
         raw = b""
     if len(raw) != 16:
         raise BadRequest(
