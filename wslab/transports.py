@@ -44,7 +44,7 @@ import json
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import httpx
 from websockets.asyncio.client import connect as ws_connect
@@ -60,6 +60,7 @@ __all__ = [
     "ReceiveTimeout",
     "DeliveryError",
     "receive",
+    "deliver",
     "compare",
 ]
 
@@ -454,3 +455,38 @@ async def receive(
             result.bytes_up = tap.bytes_up - before[0]
             result.bytes_down = tap.bytes_down - before[1]
     return result
+
+
+async def deliver(transport: str, lab: Any, gaps: Sequence[float], *, payloads: Sequence[Any] | None = None, **kwargs: Any) -> Result:
+    """Start a ``transport`` client, publish one event per gap once it listens, return its result.
+
+    ``lab`` is a lab server (task or thread mode); the schedule runs on the
+    caller's loop (``lab.publish`` is thread-safe). Other keyword arguments
+    go to :func:`receive`. Run it once per transport with the same seeded
+    ``gaps`` and the rows of :func:`wslab.timeline.draw` line up::
+
+        gaps = wslab.poisson(0.2, 5, seed=1)
+        results = [await deliver(t, lab, gaps) for t in ("short_poll", "long_poll", "sse")]
+    """
+    ready = asyncio.Event()
+    user_ready = kwargs.pop("on_ready", None)
+
+    def on_ready() -> None:
+        ready.set()
+        if user_ready is not None:
+            user_ready()
+
+    client = asyncio.ensure_future(receive(transport, lab, len(gaps), on_ready=on_ready, **kwargs))
+    waiting = asyncio.ensure_future(ready.wait())
+    try:
+        await asyncio.wait({client, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    if client.done():
+        return client.result()  # it failed before listening: raise that
+    try:
+        await lab.run_schedule(gaps, payloads)
+    except BaseException:
+        client.cancel()
+        raise
+    return await client
