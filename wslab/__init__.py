@@ -31,6 +31,12 @@ from . import handshake
 from .handshake import HandshakeError, accept_key
 from .wiretap import Capture, Tap, wiretap, wiretap_in_thread
 
+# Polling, long polling and streaming over HTTP (events.py, labserver.py, transports.py, timeline.py)
+from . import timeline, transports
+from .events import CursorError, Event, EventSource, poisson
+from .labserver import LabServer, lab_server, lab_server_in_thread
+from .transports import deliver, receive
+
 # Frames, bit by bit (frames.py)
 from . import frames
 from .frames import CloseCode, Frame, Message, Opcode, ProtocolError, Reader, explain
@@ -83,6 +89,18 @@ __all__ = [
     "wiretap_in_thread",
     "Tap",
     "Capture",
+    # Polling, long polling and streaming over HTTP (events.py, labserver.py, transports.py, timeline.py)
+    "Event",
+    "EventSource",
+    "CursorError",
+    "poisson",
+    "LabServer",
+    "lab_server",
+    "lab_server_in_thread",
+    "transports",
+    "receive",
+    "deliver",
+    "timeline",
     # Frames, bit by bit (frames.py)
     "frames",
     "Frame",
