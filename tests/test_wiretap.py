@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import http.server
 import random
+import socket
+import struct
 import threading
 
 import httpx
@@ -207,6 +209,57 @@ def test_the_tap_survives_a_client_that_vanishes_and_a_server_that_aborts():
 
     tap2 = run(main())
     assert b"".join(c.data for c in tap2.chunks if c.conn == 2) == b"again" + b"bye"
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP RST (SO_LINGER 0), the most abrupt end a peer can give."""
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+def test_a_reset_on_either_side_reaches_the_other_side():
+    async def main():
+        peers: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+        ended = asyncio.Event()
+
+        async def handle(reader, writer):
+            await peers.put(writer)
+            try:
+                await reader.read()
+            except ConnectionError:
+                pass
+            ended.set()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        tap = await wslab.wiretap(("127.0.0.1", server.sockets[0].getsockname()[1]), name="tap-rst")
+        try:
+            # The client resets: the server's read ends.
+            reader, writer = await asyncio.open_connection(tap.host, tap.port)
+            writer.write(b"x")
+            await writer.drain()
+            await peers.get()  # the relay has connected upstream
+            reset(writer)
+            await ended.wait()
+            # The server resets: the client's read ends.
+            reader, writer = await asyncio.open_connection(tap.host, tap.port)
+            writer.write(b"y")
+            await writer.drain()
+            reset(await peers.get())
+            try:
+                assert await read_all(reader) == b""
+            except ConnectionResetError:
+                pass
+            writer.close()
+            if tap._tasks:
+                await asyncio.wait(set(tap._tasks), timeout=seconds(5))  # the relays wind down
+            return tap
+        finally:
+            await tap.aclose()
+            server.close()
+
+    tap = run(main())
+    assert tap.connections == 0 and len(tap.conns) == 2
+    assert sum("reset the connection" in c.note for c in tap.log if c.direction == "!") == 2
 
 
 def test_a_failing_upstream_closes_the_client_side_and_is_reported():
