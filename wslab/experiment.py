@@ -186,6 +186,10 @@ class TransportResult:
     #: Anything that went wrong, as text (empty: nothing did).
     errors: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # Nanoseconds are all a clock read tells: keep that, so JSON round-trips exactly.
+        self.latencies_ms = [round(float(x), 6) for x in self.latencies_ms]
+
     @property
     def label(self) -> str:
         return label(self.key)
@@ -258,7 +262,7 @@ class TransportResult:
         data = self.summary()
         data["bytes"] = {"up": self.bytes_up, "down": self.bytes_down}
         data["seqs"] = list(self.seqs)
-        data["latencies_ms"] = [round(x, 4) for x in self.latencies_ms]
+        data["latencies_ms"] = list(self.latencies_ms)
         return data
 
     @classmethod
@@ -653,7 +657,7 @@ async def measure_tcp_floor(config: ExperimentConfig, *, timeout: float | None =
     finally:
         server.stop()
     result.seqs = recorder.seqs
-    result.latencies_ms = recorder.latencies_ms()
+    result.latencies_ms = [round(x, 6) for x in recorder.latencies_ms()]
     result.errors += [repr(e) for e in server.errors]
     return result
 

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -51,6 +52,10 @@ COLORS = {
     "short_poll_1000ms": "#8c564b",
 }
 _SPARE = ["#e377c2", "#bcbd22", "#7f7f7f", "#aec7e8"]
+
+# matplotlib 3.10 renamed boxplot(vert=False) to orientation="horizontal".
+_HORIZONTAL = {"orientation": "horizontal"} if tuple(
+    int(p) for p in matplotlib.__version__.split(".")[:2]) >= (3, 10) else {"vert": False}
 
 #: The client counts of the 2010 table.
 CLIENTS = (1_000, 10_000, 100_000)
@@ -131,7 +136,7 @@ def latency_boxes(results: Results, *, ax: Axes | None = None) -> Figure:
         color = _color(r.key, i)
         ax.scatter(values, pos + rng.uniform(-0.18, 0.18, len(values)), s=4, color=color, alpha=0.35,
                    lw=0)
-        ax.boxplot([values], positions=[pos], vert=False, widths=0.55, whis=(1, 99), showfliers=False,
+        ax.boxplot([values], positions=[pos], **_HORIZONTAL, widths=0.55, whis=(1, 99), showfliers=False,
                    patch_artist=True, boxprops={"facecolor": "none", "edgecolor": "black"},
                    medianprops={"color": "black", "lw": 2}, whiskerprops={"color": "black"},
                    capprops={"color": "black"})

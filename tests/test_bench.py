@@ -1,0 +1,63 @@
+"""``python -m wslab bench`` (wslab/bench.py): the whole comparison, headless."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wslab.experiment import TRANSPORTS, load_results
+
+from .conftest import seconds
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wslab", "bench", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=seconds(120),
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "MPLBACKEND": "Agg"},
+    )
+
+
+def test_quick_bench_writes_results_json_csv_and_figures(tmp_path):
+    out = tmp_path / "run"
+    done = bench("--quick", "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads((out / "results.json").read_text())
+    assert list(data["transports"]) == list(TRANSPORTS)
+    for key, summary in data["transports"].items():
+        assert summary["received"] == summary["events"] == data["config"]["events"], key
+        for field in ("p50_ms", "p90_ms", "p99_ms", "requests_per_event"):
+            assert isinstance(summary[field], (int, float)), (key, field)
+        assert set(summary["bytes_per_event"]) == {"up", "down", "total"}
+    assert {"python", "cpus"} <= set(data["machine"])
+    assert {"websockets", "tornado", "httpx"} <= set(data["versions"])
+    assert {"seed", "events", "mean_gap_ms", "payload_bytes"} <= set(data["config"])
+    for name in ("summary.csv", "latencies.csv", "latency_cdf.png", "latency_boxes.png",
+                 "bytes_per_event.png", "bandwidth_projection.png", "short_poll_delay.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert "WebSocket" in done.stdout and "p50 ms" in done.stdout  # the text table
+    assert load_results(out)["websocket"].received == data["config"]["events"]
+
+
+def test_bench_without_out_makes_a_dated_folder_here(tmp_path):
+    done = bench("--quick", "--transports", "tcp_floor,websocket", "--no-plots", "--no-bytes", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    folders = list(tmp_path.glob("wslab-results-*"))
+    assert len(folders) == 1 and (folders[0] / "results.json").exists()
+    assert not list(folders[0].glob("*.png"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--transports", "pigeon"], "unknown transport 'pigeon'"),
+    (["--events", "0"], "events must be at least 1"),
+])
+def test_bad_options_exit_2_and_say_what_was_wrong(tmp_path, args, message):
+    done = bench(*args, "--out", str(tmp_path / "x"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr

@@ -1,0 +1,233 @@
+"""The latency lab (wslab/experiment.py): plain-data results, the raw TCP floor, the runner.
+
+The orderings checked here are the ones physics demands (an event waits for
+the next short poll; long polling pays a request per event; push pays
+neither), measured in one quick run; no absolute timings.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+import wslab
+from wslab.events import Event
+from wslab.experiment import (
+    ExperimentConfig,
+    Recorder,
+    Results,
+    TransportResult,
+    load_results,
+    measure_tcp_floor,
+    percentile,
+    run_experiment,
+    schedule,
+)
+
+from .conftest import run
+
+QUICK = dict(events=40, mean_gap_ms=10.0, seed=3)
+
+
+@pytest.fixture(scope="module")
+def quick_run() -> Results:
+    config = ExperimentConfig(
+        transports=["tcp_floor", "websocket", "sse", "long_poll", "short_poll_250ms"], **QUICK
+    )
+    results = run(run_experiment(config), timeout=90)
+    wslab.stop_all()
+    return results
+
+
+def synthetic(n: int = 50) -> Results:
+    rng = np.random.default_rng(7)
+    results = Results(ExperimentConfig(events=n, transports=["websocket", "short_poll_50ms"]))
+    results.transports["websocket"] = TransportResult(
+        "websocket", n, list(rng.lognormal(-1, 0.3, n)), list(range(1, n + 1)), bytes_down=60 * n, setup_ms=1.5
+    )
+    results.transports["short_poll_50ms"] = TransportResult(
+        "short_poll_50ms", n, list(rng.uniform(0, 50, n - 1)), list(range(1, n)), requests=n // 2,
+        empty_responses=3, bytes_up=100 * n, bytes_down=150 * n, interval_ms=50.0, errors=["one lost"],
+    )
+    return results
+
+
+# Statistics and plain data
+
+
+@pytest.mark.parametrize("q", [0, 1, 10, 50, 90, 99, 100])
+def test_percentile_interpolates_like_numpy(q):
+    values = list(np.random.default_rng(1).exponential(1.0, 101)) + [0.5, 0.5]
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_percentile_of_nothing_is_nan_and_bad_q_is_refused():
+    assert math.isnan(percentile([], 50))
+    with pytest.raises(ValueError, match="between 0 and 100"):
+        percentile([1.0], 150)
+
+
+def test_config_refuses_unknown_transport_and_names_the_choices():
+    with pytest.raises(ValueError, match="unknown transport 'carrier_pigeon'.*websocket"):
+        ExperimentConfig(transports=["carrier_pigeon"])
+    assert ExperimentConfig(transports=["short_poll_100ms"]).transports == ["short_poll_100ms"]
+    with pytest.raises(ValueError, match="events must be at least 1"):
+        ExperimentConfig(events=0)
+
+
+def test_schedule_is_seeded_and_the_same_for_every_caller():
+    config = ExperimentConfig(events=20, seed=5)
+    assert schedule(config) == schedule(ExperimentConfig(events=20, seed=5))
+    assert schedule(config) != schedule(ExperimentConfig(events=20, seed=6))
+    gaps, payloads = schedule(ExperimentConfig(events=2000, mean_gap_ms=20, payload_bytes=8))
+    assert 17 < 1000 * sum(gaps) / len(gaps) < 23  # Poisson with mean gap 20 ms
+    assert all(p["pad"] == "x" * 8 for p in payloads)
+
+
+def test_transport_result_counts_missing_and_duplicate_events():
+    r = TransportResult("websocket", 5, [1.0, 2.0, 3.0, 4.0], [1, 2, 2, 5])
+    assert r.missing == [3, 4]
+    assert r.duplicates == 1
+    assert r.p50_ms == 2.5
+
+
+def test_results_round_trip_through_json(tmp_path):
+    results = synthetic()
+    path = results.save(tmp_path)
+    assert path.name == "results.json"
+    loaded = load_results(tmp_path)
+    assert loaded.to_dict() == json.loads(path.read_text())
+    assert loaded.config == results.config
+    for key, r in results.transports.items():
+        again = loaded[key]
+        assert again.seqs == r.seqs
+        assert again.latencies_ms == pytest.approx(r.latencies_ms, abs=1e-4)
+        assert again.bytes_per_event == r.bytes_per_event
+        assert again.requests == r.requests and again.errors == r.errors
+
+
+def test_results_json_has_the_documented_summary_per_transport(tmp_path):
+    data = json.loads(synthetic().save(tmp_path / "r.json").read_text())
+    assert {"config", "machine", "versions", "transports"} <= set(data)
+    assert {"seed", "events", "mean_gap_ms", "payload_bytes"} <= set(data["config"])
+    assert data["versions"]["websockets"] != "-"
+    ws = data["transports"]["websocket"]
+    for field in ("events", "p50_ms", "p90_ms", "p99_ms", "requests_per_event", "bytes_per_event"):
+        assert field in ws
+    assert set(ws["bytes_per_event"]) == {"up", "down", "total"}
+    assert ws["bytes_per_event"]["down"] == 60
+
+
+def test_results_csv_has_a_row_per_transport_and_per_event(tmp_path):
+    summary, latencies = synthetic(30).save_csv(tmp_path)
+    rows = list(csv.DictReader(summary.open()))
+    assert [r["transport"] for r in rows] == ["websocket", "short_poll_50ms"]
+    assert len(list(csv.DictReader(latencies.open()))) == 30 + 29
+
+
+def test_loading_something_else_says_what_to_load(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="not wslab results"):
+        load_results(tmp_path)
+    with pytest.raises(FileNotFoundError, match="python -m wslab bench"):
+        load_results(tmp_path / "nowhere")
+
+
+def test_results_table_shows_every_transport():
+    text = str(synthetic().table())
+    assert "WebSocket" in text and "short poll 50 ms" in text and "49/50" in text
+
+
+def test_recorder_keeps_what_it_is_given():
+    rec = Recorder()
+    rec.record(1, 10.0, 10.5)
+    rec.record(2, 11.0)
+    assert rec.seqs == [1, 2] and rec.latencies_ms()[0] == pytest.approx(500.0)
+
+
+# The floor
+
+
+def test_tcp_floor_delivers_every_event_in_order_with_its_bytes():
+    config = ExperimentConfig(events=30, mean_gap_ms=5.0, seed=2, payload_bytes=4)
+    result = run(measure_tcp_floor(config), timeout=30)
+    assert result.seqs == list(range(1, 31)) and result.missing == [] and result.errors == []
+    assert all(ms > 0 for ms in result.latencies_ms)
+    # Each event is one JSON line: its length is known without the server's help.
+    gaps, payloads = schedule(config)
+    lengths = [len(json.dumps({"seq": i + 1, "created": 0.0, "data": p}, separators=(",", ":")))
+               for i, p in enumerate(payloads)]
+    per_event = result.bytes_down / 30
+    # the created stamp's digits vary; the rest is exact
+    assert sum(lengths) / 30 < per_event < sum(lengths) / 30 + 25
+    assert wslab.servers.servers() == []
+
+
+# The runner, one quick run
+
+
+def test_every_event_is_accounted_for_on_every_transport(quick_run):
+    for r in quick_run:
+        assert r.events == QUICK["events"]
+        assert r.missing == [] and r.duplicates == 0, r.key
+        assert sorted(r.seqs) == list(range(1, QUICK["events"] + 1)), r.key
+        assert r.errors == [], r.key
+        assert all(ms > 0 for ms in r.latencies_ms), r.key
+
+
+def test_latency_ordering_is_what_the_physics_demands(quick_run):
+    short, long_, ws = quick_run["short_poll_250ms"], quick_run["long_poll"], quick_run["websocket"]
+    assert short.p50_ms > long_.p50_ms > ws.p50_ms
+    # An event waits for the next poll: nobody waits longer than one interval (plus slack).
+    assert short.p(50) < 250 + 100
+
+
+def test_bytes_per_event_websocket_below_sse_below_long_polling(quick_run):
+    total = {k: quick_run[k].bytes_per_event["total"] for k in ("websocket", "sse", "long_poll")}
+    assert 0 < total["websocket"] < total["sse"] < total["long_poll"]
+    assert quick_run["long_poll"].bytes_per_event["up"] > quick_run["websocket"].bytes_per_event["up"]
+
+
+def test_requests_per_event_push_none_long_poll_about_one(quick_run):
+    assert quick_run["websocket"].requests == 0 and quick_run["sse"].requests == 0
+    assert 0.5 <= quick_run["long_poll"].requests_per_event <= 1.0
+    assert quick_run["short_poll_250ms"].requests_per_event < quick_run["long_poll"].requests_per_event
+    for r in quick_run:
+        if r.key != "tcp_floor":
+            assert r.setup_bytes_up > 0 and r.setup_bytes_down > 0, r.key  # a handshake or a first request
+        assert r.setup_ms > 0
+
+
+def test_run_leaves_no_server_running(quick_run):
+    names = [s.name for s in wslab.servers.servers()]
+    assert not any(n.startswith(("latency-", "tcp-floor")) for n in names)
+
+
+def test_blocking_the_server_loop_shows_in_the_tail():
+    """A time.sleep on the server's loop delays every event that arrives meanwhile."""
+    base = dict(events=40, mean_gap_ms=10.0, seed=4, transports=["websocket"])
+
+    async def both():
+        free = await run_experiment(bytes_pass=False, **base)
+        blocked = await run_experiment(bytes_pass=False, block_ms=15.0, block_every_ms=30.0, **base)
+        return free["websocket"], blocked["websocket"]
+
+    free, blocked = run(both(), timeout=60)
+    assert blocked.missing == [] and free.missing == []
+    assert blocked.p90_ms > free.p90_ms
+    assert max(blocked.latencies_ms) > max(free.latencies_ms)
+
+
+def test_overrides_build_the_config_and_are_checked():
+    with pytest.raises(ValueError, match="unknown transport"):
+        run(run_experiment(transports=["nope"]))
+
+
+def test_event_lines_read_back_as_events():
+    """The floor carries exactly the events' JSON: one Event per line."""
+    event = Event(1, 2.5, {"value": 1.0})
+    assert Event.from_json(event.dumps() + "\n") == event
