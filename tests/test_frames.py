@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 from websockets.streams import StreamReader
-from websockets.utils import apply_mask
+from websockets.frames import apply_mask  # the C helper (websockets.speedups) when built
 
 import wslab
 from wslab.frames import (
