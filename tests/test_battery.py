@@ -327,3 +327,98 @@ def test_the_command_line_prints_the_report_and_sets_the_exit_status(capsys):
         srv.stop()
     assert status == 0
     assert "16 of 16 cases passed" in capsys.readouterr().out
+
+
+# The checks for the pieces of a server (lesson 06's exercises)
+
+
+def respond(request: bytes, *, accept=None, version_header=True) -> bytes:
+    """A handshake answer written for the test, with optional bugs."""
+    from websockets.utils import accept_key
+
+    lines = request.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:]) if _}
+    if "sec-websocket-key" not in headers:
+        return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+    if headers.get("sec-websocket-version") != "13":
+        extra = b"Sec-WebSocket-Version: 13\r\n" if version_header else b""
+        return b"HTTP/1.1 426 Upgrade Required\r\n" + extra + b"Content-Length: 0\r\n\r\n"
+    key = accept or accept_key(headers["sec-websocket-key"])
+    return (f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {key}\r\n\r\n").encode()
+
+
+def test_check_handshake_response_passes_a_correct_answer():
+    battery.check_handshake_response(respond)
+
+
+@pytest.mark.parametrize(
+    "bug, message",
+    [
+        ({"accept": "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="}, "websockets' client refused"),
+        ({"version_header": False}, "Sec-WebSocket-Version: 13"),
+    ],
+)
+def test_check_handshake_response_names_what_is_wrong(bug, message):
+    with pytest.raises(wslab.CheckFailed, match=message):
+        battery.check_handshake_response(lambda request: respond(request, **bug))
+
+
+def test_check_handshake_response_wants_bytes():
+    with pytest.raises(wslab.CheckFailed, match="return bytes"):
+        battery.check_handshake_response(lambda request: respond(request).decode())
+
+
+class ProtocolViolation(Exception):
+    def __init__(self, code):
+        super().__init__(f"close with {code}")
+        self.code = code
+
+
+def make_read_frame(*, check_mask=True, check_size_first=True, check_control=True):
+    async def read_frame(reader, max_size):
+        b0, b1 = await reader.readexactly(2)
+        fin, opcode, n = bool(b0 & 0x80), b0 & 0x0F, b1 & 0x7F
+        if check_mask and not b1 & 0x80:
+            raise ProtocolViolation(1002)
+        if check_control and opcode not in (0, 1, 2, 8, 9, 10):
+            raise ProtocolViolation(1002)
+        if n == 126:
+            (n,) = struct.unpack("!H", await reader.readexactly(2))
+        elif n == 127:
+            (n,) = struct.unpack("!Q", await reader.readexactly(8))
+        if check_control and opcode >= 8 and n > 125:
+            raise ProtocolViolation(1002)
+        if check_size_first and n > max_size:
+            raise ProtocolViolation(1009)
+        key = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(await reader.readexactly(n)))
+        return fin, opcode, payload
+
+    return read_frame
+
+
+def test_check_read_frame_passes_a_correct_reader():
+    run(battery.check_read_frame(make_read_frame(), 2**20))
+
+
+@pytest.mark.parametrize(
+    "bug, message",
+    [
+        ({"check_mask": False}, "unmasked frame"),
+        ({"check_size_first": False}, "check the length against max_size before reading"),
+        ({"check_control": False}, "reserved opcode"),
+    ],
+)
+def test_check_read_frame_names_the_rule_a_reader_misses(bug, message):
+    with pytest.raises(wslab.CheckFailed, match=message):
+        run(battery.check_read_frame(make_read_frame(**bug), 2**20, timeout=seconds(0.5)))
+
+
+def test_check_read_frame_catches_a_reader_that_ignores_the_mask():
+    async def no_unmasking(reader, max_size):
+        fin, opcode, payload = await make_read_frame()(reader, max_size)
+        return fin, opcode, b"\x7f\x9f\x4d\x51\x58" if payload == b"Hello" else payload
+
+    with pytest.raises(wslab.CheckFailed, match="masked 'Hello'"):
+        run(battery.check_read_frame(no_unmasking, 2**20))
