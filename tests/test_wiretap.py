@@ -452,3 +452,53 @@ def test_frames_view_decodes_the_frames_after_the_101():
         assert "wslab/frames.py" in str(exc)
         pytest.skip(f"frame decoding not wired yet: {exc}")
     assert "Hello" in text and "Data received: Hello" in text
+
+
+PAGE = b"""<!doctype html><title>waiting</title>
+<script>
+const ws = new WebSocket(location.href.replace(/^http/, "ws") + "ws");
+ws.onopen = () => ws.send("from the browser");
+ws.onmessage = (event) => { document.title = event.data; ws.close(); };
+</script>"""
+
+
+def test_a_real_browser_loads_a_page_and_opens_a_websocket_through_the_tap():
+    """Chromium's page request and its WebSocket handshake (with Origin) both cross the tap."""
+    import os
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists("/usr/bin/chromium"):
+        pytest.skip("no Chromium at /usr/bin/chromium (apt-get install chromium)")
+    from websockets.datastructures import Headers
+    from websockets.http11 import Response
+
+    def page(connection, request):
+        if request.path == "/":
+            headers = Headers([("Content-Type", "text/html"), ("Content-Length", str(len(PAGE)))])
+            return Response(200, "OK", headers, PAGE)
+        return None  # /ws: go on with the WebSocket handshake
+
+    srv = wslab.serve_in_thread(wslab.handlers.echo, name="tap-browser-srv", process_request=page)
+    tap = wslab.wiretap_in_thread(srv.url.replace("ws://", "http://"), name="tap-browser")
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path="/usr/bin/chromium", headless=True,
+                args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
+            )
+            try:
+                tab = browser.new_page()
+                tab.goto(tap.url, timeout=seconds(10) * 1000)
+                tab.wait_for_function("document.title.startsWith('Data received')", timeout=seconds(10) * 1000)
+                title = tab.title()
+            finally:
+                browser.close()
+    finally:
+        tap.stop()
+        srv.stop()
+    assert title == "Data received: from the browser"
+    text = str(tap.http())
+    assert "> GET / HTTP/1.1" in text and "< HTTP/1.1 200 OK" in text
+    assert "> GET /ws HTTP/1.1" in text and "< HTTP/1.1 101 Switching Protocols" in text
+    assert f"> Origin: http://127.0.0.1:{tap.port}" in text
+    assert "Data received: from the browser" in str(tap.frames())
