@@ -29,7 +29,7 @@ from .transports import Result
 __all__ = ["Marks", "marks", "draw"]
 
 SERVER_Y, CLIENT_Y = 1.0, 0.0
-COLORS = {"answer": "tab:blue", "empty": "0.7", "stream": "tab:purple", "setup": "0.85", "delivery": "tab:green"}
+COLORS = {"answer": "tab:blue", "answer-alt": "#8cb8de", "empty": "0.7", "stream": "tab:purple", "setup": "0.85", "delivery": "tab:green"}
 
 
 @dataclass
@@ -118,12 +118,13 @@ def draw(
 def _row(ax: Any, m: Marks, result: Result, window: tuple[float, float]) -> None:
     lo, hi = window
     bar = 0.16
-    for start, end, kind in m.requests:
+    for i, (start, end, kind) in enumerate(m.requests):
         if end < lo or start > hi:
             continue
         start, end = max(start, lo), min(end, hi)
+        color = COLORS["answer-alt"] if kind == "answer" and i % 2 else COLORS[kind]  # back-to-back requests
         ax.broken_barh([(start, max(end - start, (hi - lo) / 400))], (CLIENT_Y + 0.08, bar),
-                       facecolors=COLORS[kind], edgecolor="white", linewidth=0.8, gid=f"request-{kind}")
+                       facecolors=color, edgecolor="white", linewidth=0.8, gid=f"request-{kind}")
         ax.plot([start], [CLIENT_Y + 0.08 + bar], marker="^", markersize=4, color="0.3", gid="request-sent")
     for created, received in m.deliveries:
         ax.plot([created, received], [SERVER_Y, CLIENT_Y + 0.08], color=COLORS["delivery"], linewidth=1, gid="delivery")
