@@ -395,8 +395,12 @@ def _decode_at(
     mask_required: bool | None,
     rsv1_allowed: bool,
     max_size: int | None,
+    already: int = 0,
 ) -> tuple[Frame | None, int]:
-    """:func:`decode` at offset ``start``; returns ``(frame, end offset)`` or ``(None, needed)``."""
+    """:func:`decode` at offset ``start``; returns ``(frame, bytes used)`` or ``(None, needed)``.
+
+    ``already``: bytes of the current message received in earlier frames (for ``max_size``).
+    """
     available = len(data) - start
     if available < 2:
         return None, 2 - available
@@ -433,9 +437,10 @@ def _decode_at(
             raise ProtocolError(f"control frame too long: {length} bytes (max {_MAX_CONTROL})", section="5.5")
         if not fin:
             raise ProtocolError(f"fragmented control frame: {opcode.name} with FIN=0", section="5.5")
-    if max_size is not None and length > max_size and opcode < 0x8:
+    if max_size is not None and already + length > max_size and opcode < 0x8:
+        size = f"{already} + {length} bytes" if already else f"{length} bytes"
         raise ProtocolError(
-            f"message too big: {length} bytes (max_size is {max_size})",
+            f"message too big: {size} (max_size is {max_size})",
             code=CloseCode.MESSAGE_TOO_BIG,
             section="10.4",
         )
@@ -625,8 +630,10 @@ class Reader:
         pos = 0
         try:
             while True:
-                limit = None if self.max_size is None or self._compressed else self.max_size - self._size
-                frame, n = _decode_at(buffer, pos, self._mask_required, self.permessage_deflate, limit)
+                # Refuse an uncompressed frame that would make the message too big from
+                # its header, before its payload arrives; compressed ones, once inflated.
+                limit = None if self._compressed else self.max_size
+                frame, n = _decode_at(buffer, pos, self._mask_required, self.permessage_deflate, limit, self._size)
                 if frame is None:
                     break
                 pos += n
@@ -749,80 +756,97 @@ def explain(data: bytes, *, inflate_payload: bool = True) -> Table:
     the masking key, the payload as sent and unmasked, and what is wrong with
     the frame if anything. With RSV1 set (permessage-deflate), also the
     inflated payload (``inflate_payload``; a fresh decompressor, so the first
-    message of a connection or ``no_context_takeover``).
+    message of a connection or ``no_context_takeover``). Never raises for bad
+    or partial bytes: it says what is wrong or missing.
+
+    >>> print(explain(bytes.fromhex("81 05 48 65 6c 6c 6f")).rows[2])
+    ['0', '....0001', 'opcode', '0x1: TEXT']
     """
     data = bytes(data)
     rows: list[list[str]] = []
-    title = f"{len(data)} bytes"
+    columns = ["bytes", "bits", "field", "value"]
+
+    def row(where: str, bits: str, field: str, value: str) -> None:
+        rows.append([where, bits, field, value])
+
+    def complain() -> bool:  # what a receiver would say about these bytes
+        try:
+            decode(data, rsv1_allowed=True)
+        except ProtocolError as exc:
+            row("", "", "! protocol error", f"{exc} (close code {int(exc.code)}, RFC 6455 section {exc.section})")
+            return True
+        return False
+
+    def incomplete(needed: int, what: str = "") -> Table:
+        if not complain():
+            row("", "", "(incomplete)", f"needs {needed:,} more byte(s){what}")
+        return Table(columns, rows, title=f"part of a frame: {len(data)} bytes")
+
     if not data:
-        return Table(["bytes", "bits", "field", "value"], [], title="no bytes to explain", empty="(no bytes)")
+        return incomplete(2)
+    # Byte 0: FIN, RSV1-3, opcode.
     first = data[0]
     op = first & _OPCODE
     name = _OPCODES[op].name if op in _OPCODES else f"opcode 0x{op:x}"
-    rows.append(["0", _bits(first, _FIN), "FIN", f"{first >> 7}: " + ("final frame of its message" if first & _FIN else "more frames follow")])
-    rsv = [(first >> s) & 1 for s in (6, 5, 4)]
-    rows.append(["0", _bits(first, _RSV1 | _RSV2 | _RSV3), "RSV1 RSV2 RSV3",
-                 f"{rsv[0]} {rsv[1]} {rsv[2]}: " + ("compressed (permessage-deflate)" if rsv == [1, 0, 0] else "no extension" if rsv == [0, 0, 0] else "reserved bits set")])
-    rows.append(["0", _bits(first, _OPCODE), "opcode", f"0x{op:x}: " + (name if op in _OPCODES else "reserved, not defined by RFC 6455")])
-    frame: Frame | None = None
-    problem = ""
-    try:
-        frame, n = decode(data, rsv1_allowed=True)
-    except ProtocolError as exc:
-        problem = f"{exc} (close code {int(exc.code)}, RFC 6455 section {exc.section})"
+    rsv1, rsv2, rsv3 = (int(bool(first & bit)) for bit in (_RSV1, _RSV2, _RSV3))
+    extension = "no extension" if not (rsv1 or rsv2 or rsv3) else (
+        "compressed (permessage-deflate)" if (rsv1, rsv2, rsv3) == (1, 0, 0) else "reserved bits set")
+    row("0", _bits(first, _FIN), "FIN",
+        f"{first >> 7}: " + ("final frame of its message" if first & _FIN else "more frames follow"))
+    row("0", _bits(first, _RSV1 | _RSV2 | _RSV3), "RSV1 RSV2 RSV3", f"{rsv1} {rsv2} {rsv3}: {extension}")
+    row("0", _bits(first, _OPCODE), "opcode",
+        f"0x{op:x}: " + (name if op in _OPCODES else "reserved, not defined by RFC 6455"))
     if len(data) < 2:
-        rows.append(["", "", "(incomplete)", f"needs {2 - len(data)} more byte(s)"])
-        return Table(["bytes", "bits", "field", "value"], rows, title=f"{name} frame? {title}")
+        return incomplete(1)
+    # Byte 1: MASK, payload length (7 bits), then maybe 2 or 8 bytes of length.
     second = data[1]
     masked = bool(second & _MASK)
-    rows.append(["1", _bits(second, _MASK), "MASK", f"{int(masked)}: " + ("payload masked (client to server)" if masked else "payload not masked (server to client)")])
-    length7 = second & _LENGTH
+    row("1", _bits(second, _MASK), "MASK", f"{int(masked)}: payload " +
+        ("masked (client to server)" if masked else "not masked (server to client)"))
+    length = second & _LENGTH
     offset = 2
-    if length7 < _LENGTH_16:
-        rows.append(["1", _bits(second, _LENGTH), "payload length", f"{length7} (fits in 7 bits)"])
-        length = length7
+    if length < _LENGTH_16:
+        row("1", _bits(second, _LENGTH), "payload length", f"{length} (fits in 7 bits)")
     else:
-        size = 2 if length7 == _LENGTH_16 else 8
-        rows.append(["1", _bits(second, _LENGTH), "payload length", f"{length7}: the next {size} bytes hold a {size * 8}-bit length"])
-        ext = data[2 : 2 + size]
-        if len(ext) < size:
-            rows.append(["", "", "(incomplete)", f"needs {size - len(ext)} more byte(s) of length"])
-            return Table(["bytes", "bits", "field", "value"], rows, title=f"{name} frame, {title} (incomplete)")
-        length = int.from_bytes(ext, "big")
-        rows.append([f"2-{1 + size}", ext.hex(" "), f"extended length ({size * 8} bits)", f"{length}"])
+        size = 2 if length == _LENGTH_16 else 8
+        row("1", _bits(second, _LENGTH), "payload length",
+            f"{length}: the next {size} bytes hold a {size * 8}-bit length")
+        if len(data) < 2 + size:
+            return incomplete(2 + size - len(data), " of length")
+        length = int.from_bytes(data[2 : 2 + size], "big")
+        row(f"2-{1 + size}", data[2 : 2 + size].hex(" "), f"extended length ({size * 8} bits)", f"{length:,}")
         offset += size
-    key = b""
-    if masked:
-        key = data[offset : offset + 4]
-        rows.append([f"{offset}-{offset + 3}", key.hex(" "), "masking key", "XOR key, repeated over the payload"])
+    # The masking key, then the payload.
+    key = data[offset : offset + 4] if masked else None
+    if key is not None:
+        if len(key) < 4:
+            return incomplete(4 - len(key), " of masking key")
+        row(f"{offset}-{offset + 3}", key.hex(" "), "masking key", "XOR key, repeated over the payload")
         offset += 4
     payload = data[offset : offset + length]
-    if payload or length:
-        span = f"{offset}-{offset + len(payload) - 1}" if payload else f"{offset}"
-        rows.append([span, _hex(payload), "payload" + (" (masked)" if masked else ""), f"{length} bytes"])
-        if masked and len(key) == 4:
-            clear = mask(payload, key)
-            rows.append(["", _hex(clear), "payload (unmasked)", _preview(op, clear, bool(first & _RSV1), 40)])
+    if length:
+        row(f"{offset}-{offset + len(payload) - 1}" if payload else f"{offset}", _hex(payload),
+            "payload (masked)" if masked else "payload", f"{length:,} bytes")
+    clear = payload if key is None else mask(payload, key)
+    if key is not None and payload:
+        row("", _hex(clear), "payload (unmasked)", _preview(op, clear, bool(rsv1), 40))
+    elif payload and op in (Opcode.TEXT, Opcode.CONT, Opcode.CLOSE) and not rsv1:
+        rows[-1][3] += ": " + _preview(op, clear, False, 40)
+    if len(payload) < length:
+        return incomplete(length - len(payload), " of payload")
+    if rsv1 and inflate_payload and op in (Opcode.TEXT, Opcode.BINARY):
+        try:
+            inflated = inflate(clear)
+        except zlib.error as exc:
+            row("", "", "payload (inflated)", f"cannot inflate on its own: {exc}")
         else:
-            clear = payload
-            if not masked and op in (Opcode.TEXT, Opcode.CONT, Opcode.CLOSE) and not first & _RSV1:
-                rows[-1][3] += ": " + _preview(op, clear, False, 40)
-        if first & _RSV1 and inflate_payload and len(payload) == length:
-            try:
-                inflated = inflate(clear)
-                rows.append(["", _hex(inflated), "payload (inflated)",
-                             f"{len(inflated)} bytes: {_preview(op, inflated, False, 40)}"])
-            except zlib.error as exc:
-                rows.append(["", "", "payload (inflated)", f"cannot inflate alone: {exc}"])
-    if problem:
-        rows.append(["", "", "! protocol error", problem])
-    elif frame is None:
-        _, needed = decode(data, rsv1_allowed=True)
-        rows.append(["", "", "(incomplete)", f"needs {needed} more byte(s)"])
-    elif n < len(data):
-        rows.append([f"{n}-", "", "(next frame)", f"{len(data) - n} more bytes"])
-    title = f"{name} frame, {offset + length} bytes on the wire: {offset} of header, {length} of payload"
-    return Table(["bytes", "bits", "field", "value"], rows, title=title)
+            row("", _hex(inflated), "payload (inflated)", f"{len(inflated):,} bytes: {_preview(op, inflated, False, 40)}")
+    complain()
+    end = offset + length
+    if end < len(data):
+        row(f"{end}-", "", "(next frame)", f"{len(data) - end:,} more bytes")
+    title = f"{name} frame, {end:,} bytes on the wire: {offset} of header, {length:,} of payload"
+    return Table(columns, rows, title=title)
 
 
 # -- transcript(): a captured conversation, frame by frame --------------------
