@@ -43,8 +43,9 @@ import asyncio
 import base64
 import html
 import json
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlsplit
@@ -479,7 +480,18 @@ class Tap(Capture):
     ``conns`` (per connection: :class:`Connection`), ``log``/``chunks``.
     """
 
-    def __init__(self, name: str, scheme: str, target_host: str, target_port: int, path: str, mode: str, *, max_capture: int, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        scheme: str,
+        target_host: str,
+        target_port: int,
+        path: str,
+        mode: str,
+        *,
+        max_capture: int,
+        connect_timeout: float,
+    ) -> None:
         super().__init__(max_capture=max_capture)
         self.name = name
         self.scheme = scheme
@@ -539,6 +551,12 @@ class Tap(Capture):
             conn.error = reason
             self.errors.append(exc)
             self._record(conn, ERROR, self._now(), note=f"{reason}; closing the client's connection")
+            print(
+                f"! wiretap {self.name!r}: {reason}; closed the client's connection. "
+                f"Is the server still running? (wslab.status() shows what runs)",
+                file=sys.stderr,
+                flush=True,
+            )
             cwriter.close()
             conn.closed = self._now()
             self._transports.discard(cwriter.transport)
