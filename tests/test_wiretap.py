@@ -502,3 +502,33 @@ def test_a_real_browser_loads_a_page_and_opens_a_websocket_through_the_tap():
     assert "> GET /ws HTTP/1.1" in text and "< HTTP/1.1 101 Switching Protocols" in text
     assert f"> Origin: http://127.0.0.1:{tap.port}" in text
     assert "Data received: from the browser" in str(tap.frames())
+
+
+def test_the_http_view_reads_chunked_and_length_delimited_bodies():
+    """Streaming responses (chunked, as SSE uses) show their body, not their chunk sizes."""
+    reply = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"6\r\ndata: \r\n5\r\nhello\r\n0\r\n\r\n"
+    )
+
+    async def main():
+        server = CountingServer(reply=reply)
+        target = await server.start()
+        tap = await wslab.wiretap(target, name="tap-chunked")
+        try:
+            reader, writer = await asyncio.open_connection(tap.host, tap.port)
+            writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+            writer.write_eof()
+            received = await read_all(reader)
+            writer.close()
+            return tap, received
+        finally:
+            await tap.aclose()
+            server.server.close()
+
+    tap, received = run(main())
+    assert received == reply + b"bye"
+    lines = str(tap.http()).splitlines()
+    assert "> GET /a HTTP/1.1" in lines and "> GET /b HTTP/1.1" in lines
+    assert "< first" in lines and "< data: hello" in lines

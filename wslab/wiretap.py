@@ -413,7 +413,7 @@ def _http_messages(data: bytes, body_limit: int, *, is_response: bool) -> Iterab
             rest = len(data) - pos
             yield head + (f"\n\n[then {rest:,} bytes of WebSocket frames: tap.frames() decodes them]" if rest else "")
             return
-        if "content-length" in headers:
+        if headers.get("content-length", "").isdigit():
             length = int(headers["content-length"])
             body, pos = data[pos : pos + length], pos + length
         elif "chunked" in headers.get("transfer-encoding", "").lower():
