@@ -227,6 +227,18 @@ def test_messages_come_out_the_same_in_any_chunking(messages, cuts, fragments):
     assert reader.buffered == 0
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from([None, True, False]), st.booleans())
+def test_decode_and_explain_never_raise_anything_but_protocol_error(data, masked, rsv1):
+    try:
+        frame, n = decode(data, mask_required=masked, rsv1_allowed=rsv1, max_size=200)
+    except ProtocolError as exc:
+        assert exc.code in (1002, 1009)
+    else:
+        assert n > 0 and (frame is None or n <= len(data))
+    assert str(explain(data))  # explain says what is wrong instead of raising
+
+
 def test_incomplete_frames_say_how_many_bytes_they_need():
     wire = encode(Frame.binary(bytes(300)), mask_key=KEY)
     assert decode(wire[:1]) == (None, 1)

@@ -223,9 +223,12 @@ def _preview(opcode: int, payload: bytes, rsv1: bool, limit: int = 60) -> str:
             return f"{int(code)} ({_close_name(code)}) {_elide(repr(reason), limit)}"
     if opcode in (Opcode.TEXT, Opcode.CONT) and not rsv1:
         try:
-            return _elide(repr(payload.decode()), limit)
+            text = bytes(payload).decode()
         except UnicodeDecodeError:
             pass
+        else:  # as text, unless it is not readable (a piece of a compressed message, say)
+            if opcode == Opcode.TEXT or text.replace("\n", "").replace("\t", "").isprintable():
+                return _elide(repr(text), limit)
     if not payload:
         return "''" if opcode == Opcode.TEXT else "b''"
     if not rsv1 and all(0x20 <= b < 0x7F for b in payload[:limit]):
@@ -720,8 +723,7 @@ class Reader:
         try:
             out = d.decompress(payload + (DEFLATE_TAIL if fin else b""), room)
         except zlib.error as exc:
-            raise ProtocolError(f"invalid deflate data: {exc}", code=CloseCode.INVALID_DATA,
-                                section="RFC 7692 7.2.2") from None
+            raise ProtocolError(f"cannot inflate a compressed message: {exc}", section="RFC 7692 7.2.2") from None
         if d.unconsumed_tail:
             raise ProtocolError(
                 f"message too big: over {self.max_size} bytes once inflated (max_size)",
