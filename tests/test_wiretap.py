@@ -532,3 +532,20 @@ def test_the_http_view_reads_chunked_and_length_delimited_bodies():
     lines = str(tap.http()).splitlines()
     assert "> GET /a HTTP/1.1" in lines and "> GET /b HTTP/1.1" in lines
     assert "< first" in lines and "< data: hello" in lines
+
+
+def test_a_forgotten_await_says_what_to_write():
+    async def main():
+        pending = wslab.wiretap(("127.0.0.1", 9), name="tap-forgot")
+        with pytest.raises(AttributeError, match="tap = await wslab.wiretap"):
+            pending.url
+        del pending
+
+    run(main())
+
+
+def test_a_bad_target_is_refused_with_a_hint():
+    with pytest.raises(ValueError, match="ws://127.0.0.1"):
+        wslab.wiretap_in_thread("127.0.0.1:8000", name="tap-bad")
+    with pytest.raises(TypeError, match="server, a URL or"):
+        wslab.wiretap_in_thread(8000, name="tap-bad")

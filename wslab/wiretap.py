@@ -47,7 +47,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Awaitable, Iterable
 from urllib.parse import urlsplit
 
 from . import servers
@@ -693,13 +693,26 @@ def _make(target: Any, name: str, mode: str, max_capture: int, connect_timeout: 
     return Tap(name, scheme, host, port, path, mode, max_capture=max_capture, connect_timeout=connect_timeout)
 
 
-async def wiretap(
+class _PendingTap(servers._PendingServer):
+    """What ``wslab.wiretap()`` returns: something to ``await`` (a forgotten await says so)."""
+
+    def __getattr__(self, attr: str) -> Any:
+        raise AttributeError(
+            f"this is not a tap yet (no attribute {attr!r}): wslab.wiretap() must be "
+            f"awaited. Write `tap = await wslab.wiretap(...)`, or use wslab.wiretap_in_thread(...)"
+        )
+
+    def __repr__(self) -> str:
+        return "<wslab.wiretap(...) not awaited yet: write `tap = await wslab.wiretap(...)`>"
+
+
+def wiretap(
     target: Any,
     name: str = "wiretap",
     *,
     max_capture: int = DEFAULT_MAX_CAPTURE,
     connect_timeout: float = CONNECT_TIMEOUT,
-) -> Tap:
+) -> Awaitable[Tap]:
     """Start a wiretap in front of ``target`` on the running loop; connect to ``tap.url``.
 
     ``target`` is a wslab server, a URL (``ws://``, ``http://``, with a path)
@@ -710,10 +723,14 @@ async def wiretap(
     >>> tap.http()
     """
     tap = _make(target, name, "task", max_capture, connect_timeout)
-    await servers.release(name)
-    await _start(tap)
-    servers.register(tap)
-    return tap
+
+    async def start() -> Tap:
+        await servers.release(name)
+        await _start(tap)
+        servers.register(tap)
+        return tap
+
+    return _PendingTap(start())
 
 
 def wiretap_in_thread(
