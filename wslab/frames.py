@@ -35,6 +35,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import enum
+import html
 import struct
 import zlib
 from typing import Iterable, Literal, Union
@@ -55,6 +56,7 @@ __all__ = [
     "close_payload",
     "parse_close",
     "explain",
+    "Explanation",
     "inflate",
     "transcript",
 ]
@@ -750,10 +752,64 @@ def _hex(data: bytes, limit: int = 12) -> str:
     return shown + (f" ... ({len(data)} bytes)" if len(data) > limit else "")
 
 
-def explain(data: bytes, *, inflate_payload: bool = True) -> Table:
+#: The fields of the first two bytes, as the RFC's diagram names them: (name, bits, colour).
+_FIELDS = [("FIN", 1, "#f4cccc"), ("RSV1", 1, "#fce5cd"), ("RSV2", 1, "#fce5cd"), ("RSV3", 1, "#fce5cd"),
+           ("opcode", 4, "#fff2cc"), ("MASK", 1, "#d9ead3"), ("payload len", 7, "#cfe2f3")]
+
+
+@dataclasses.dataclass
+class Explanation:
+    """What :func:`explain` returns: the header bits drawn under their names, and a table of fields."""
+
+    header: bytes
+    table: Table
+
+    @property
+    def rows(self) -> list[list[str]]:
+        return list(self.table.rows)  # type: ignore[arg-type]
+
+    def _bit_groups(self) -> list[tuple[str, str, str]]:
+        bits = "".join(f"{byte:08b}" for byte in self.header)
+        groups, pos = [], 0
+        for name, width, colour in _FIELDS:
+            if pos + width > len(bits):
+                break
+            groups.append((name, bits[pos : pos + width], colour))
+            pos += width
+        return groups
+
+    def __str__(self) -> str:
+        groups = self._bit_groups()
+        if not groups:
+            return str(self.table)
+        cells = [(name, " ".join(value)) for name, value, _ in groups]
+        widths = [max(len(name), len(value)) for name, value in cells]
+        names = "|".join(name.center(w) for (name, _), w in zip(cells, widths))
+        values = "|".join(value.center(w) for (_, value), w in zip(cells, widths))
+        return f"{self.table.title}\n|{names}|\n|{values}|\n\n" + str(self.table).split("\n", 1)[1]
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        groups = self._bit_groups()
+        style = "border: 1px solid #999; padding: 2px 6px; text-align: center; font-family: monospace"
+        names = "".join(
+            f'<td colspan="{len(value)}" style="{style}; background: {colour}">{name}</td>'
+            for name, value, colour in groups
+        )
+        values = "".join(
+            f'<td style="{style}; background: {colour}">{bit}</td>' for _, value, colour in groups for bit in value
+        )
+        diagram = f'<table style="border-collapse: collapse"><tr>{names}</tr><tr>{values}</tr></table>' if groups else ""
+        untitled = dataclasses.replace(self.table, title="")
+        return f"<p><b>{html.escape(self.table.title)}</b></p>{diagram}<br>{untitled._repr_html_()}"
+
+
+def explain(data: bytes, *, inflate_payload: bool = True) -> Explanation:
     """Draw the first frame in ``data`` field by field, bit by bit (RFC 6455 section 5.2).
 
-    Returns a table (HTML in Jupyter, text elsewhere): FIN, RSV1-3 and opcode
+    Returns the first two bytes drawn as bits under the RFC's field names, and
+    a table (HTML in Jupyter, text elsewhere): FIN, RSV1-3 and opcode
     bits, the MASK bit, how the payload length is encoded (7, 16 or 64 bits),
     the masking key, the payload as sent and unmasked, and what is wrong with
     the frame if anything. With RSV1 set (permessage-deflate), also the
@@ -779,10 +835,10 @@ def explain(data: bytes, *, inflate_payload: bool = True) -> Table:
             return True
         return False
 
-    def incomplete(needed: int, what: str = "") -> Table:
+    def incomplete(needed: int, what: str = "") -> Explanation:
         if not complain():
             row("", "", "(incomplete)", f"needs {needed:,} more byte(s){what}")
-        return Table(columns, rows, title=f"part of a frame: {len(data)} bytes")
+        return Explanation(data[:2], Table(columns, rows, title=f"part of a frame: {len(data)} bytes"))
 
     if not data:
         return incomplete(2)
@@ -848,7 +904,7 @@ def explain(data: bytes, *, inflate_payload: bool = True) -> Table:
     if end < len(data):
         row(f"{end}-", "", "(next frame)", f"{len(data) - end:,} more bytes")
     title = f"{name} frame, {end:,} bytes on the wire: {offset} of header, {length:,} of payload"
-    return Table(columns, rows, title=title)
+    return Explanation(data[:2], Table(columns, rows, title=title))
 
 
 # -- transcript(): a captured conversation, frame by frame --------------------
