@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import wslab
+from wslab.events import poisson
 from wslab.labserver import lab_server, lab_server_in_thread
 
 from .conftest import run, seconds
@@ -296,3 +297,93 @@ def test_starting_a_lab_under_a_taken_name_replaces_the_old_one():
     second = lab_server_in_thread(name="lab")
     assert not first.running and second.running
     second.stop()
+
+
+# The browser's own clients (Chromium's fetch, EventSource, WebSocket): the lesson's JavaScript
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    import os
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the playwright package is missing: pip install -r requirements-test.txt")
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("WSLAB_REQUIRE_BROWSER") == "1" or os.environ.get("CI") == "true":
+            pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium")
+        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def lab_page(chromium):
+    lab = lab_server_in_thread(name="lab-browser")
+    context = chromium.new_context()
+    page = context.new_page()
+    page.goto(lab.http_url)  # same origin as the lab's HTTP endpoints
+    try:
+        yield lab, page
+    finally:
+        context.close()
+        lab.stop()
+
+
+def test_a_browsers_event_source_resumes_with_last_event_id_after_the_stream_breaks(lab_page):
+    """HTML Living Standard 9.2: EventSource reconnects and sends Last-Event-ID."""
+    lab, page = lab_page
+    page.evaluate("""() => {
+        window.got = [];
+        const source = new EventSource("/events?since=now");
+        source.onmessage = (message) => window.got.push([message.lastEventId, JSON.parse(message.data).seq]);
+    }""")
+    deadline = time.monotonic() + seconds(5)
+    while lab.held < 1 and time.monotonic() < deadline:  # the stream is open at the server
+        time.sleep(0.001)
+    lab.source.publish_many("abc")
+    page.wait_for_function("() => window.got.length >= 3", timeout=seconds(5) * 1000)
+    lab.end_streams()
+    while lab.held > 0 and time.monotonic() < deadline + seconds(5):  # the stream has ended
+        time.sleep(0.001)
+    lab.source.publish_many("def")  # published while the browser is away
+    page.wait_for_function("() => window.got.length >= 6", timeout=seconds(10) * 1000)
+    got = page.evaluate("() => window.got")
+    assert got == [[str(n), n] for n in range(1, 7)]
+    assert lab.requests["events"] == 2 and lab.requests["resumes"] == 1
+
+
+@pytest.mark.parametrize("pattern", ["fetch loop", "long poll", "websocket"])
+def test_the_lessons_browser_patterns_get_every_event_once_in_order(lab_page, pattern):
+    lab, page = lab_page
+    scripts = {
+        "fetch loop": """(wsPort) => { window.got = [];
+            (async (cursor) => { while (true) {
+              const answer = await (await fetch(`/poll?since=${cursor}`)).json();
+              answer.events.forEach((e) => window.got.push(e.seq));
+              cursor = answer.cursor;
+              await new Promise((resolve) => setTimeout(resolve, 20)); } })(0); }""",
+        "long poll": """(wsPort) => { window.got = [];
+            (async (cursor) => { while (true) {
+              const answer = await (await fetch(`/longpoll?since=${cursor}`)).json();
+              answer.events.forEach((e) => window.got.push(e.seq));
+              cursor = answer.cursor; } })(0); }""",
+        "websocket": """(wsPort) => { window.got = [];
+            const ws = new WebSocket(`ws://${location.hostname}:${wsPort}/?since=0`);
+            ws.onmessage = (message) => window.got.push(JSON.parse(message.data).seq); }""",
+    }
+    page.evaluate(scripts[pattern], lab.ws_port)
+    for gap in poisson(0.005, 10, seed=4):
+        time.sleep(gap)  # the schedule, not synchronisation
+        lab.publish()
+    page.wait_for_function("() => window.got.length >= 10", timeout=seconds(10) * 1000)
+    assert page.evaluate("() => window.got") == list(range(1, 11))
