@@ -128,9 +128,11 @@ _SENDABLE = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1
 class ProtocolError(Exception):
     """The peer broke RFC 6455: close the connection with ``code``.
 
-    ``str(error)`` is the lowercase message (``invalid opcode 0x3``), which
-    fits in a CLOSE frame's reason; ``error.code`` is the :class:`CloseCode` to
-    send, ``error.section`` the RFC section that forbids it.
+    ``str(error)`` is the lowercase message (``invalid opcode 0x3``), a CLOSE
+    frame's reason once cut to 123 bytes; ``error.code`` is the :class:`CloseCode` to
+    send, ``error.section`` the section of RFC 6455 that forbids it (``"5.2"``;
+    for permessage-deflate ``"RFC 7692 section 6"``), ``error.where`` both as
+    one reference.
     """
 
     def __init__(self, message: str, *, code: int = CloseCode.PROTOCOL_ERROR, section: str = "5.2") -> None:
@@ -138,8 +140,13 @@ class ProtocolError(Exception):
         self.code = CloseCode(code)
         self.section = section
         self.add_note(
-            f"a peer closes with {int(self.code)} ({self.code.name}); see RFC 6455 section {section}"
+            f"a peer closes with {int(self.code)} ({self.code.name}); see {self.where}"
         )
+
+    @property
+    def where(self) -> str:
+        """The section as a reference: ``RFC 6455 section 5.2`` (or ``RFC 7692 section 6``)."""
+        return self.section if self.section.startswith("RFC") else f"RFC 6455 section {self.section}"
 
     def __repr__(self) -> str:
         return f"ProtocolError({str(self)!r}, code={int(self.code)}, section={self.section!r})"
@@ -669,7 +676,7 @@ class Reader:
         if opcode >= 0x8:
             if frame.rsv1:
                 raise ProtocolError(f"RSV1 set on a {opcode.name} frame: only data frames are compressed",
-                                    section="RFC 7692 6.1")
+                                    section="RFC 7692 section 6")
             if opcode == Opcode.CLOSE:
                 parse_close(frame.payload)  # raises on a bad code or reason
             return frame
@@ -677,7 +684,7 @@ class Reader:
             if self._opcode is None:
                 raise ProtocolError("continuation frame without a message to continue", section="5.4")
             if frame.rsv1:
-                raise ProtocolError("RSV1 set on a continuation frame", section="RFC 7692 6.1")
+                raise ProtocolError("RSV1 set on a continuation frame", section="RFC 7692 section 6")
         else:
             if self._opcode is not None:
                 raise ProtocolError(
@@ -725,7 +732,7 @@ class Reader:
         try:
             out = d.decompress(payload + (DEFLATE_TAIL if fin else b""), room)
         except zlib.error as exc:
-            raise ProtocolError(f"cannot inflate a compressed message: {exc}", section="RFC 7692 7.2.2") from None
+            raise ProtocolError(f"cannot inflate a compressed message: {exc}", section="RFC 7692 section 7.2.2") from None
         if d.unconsumed_tail:
             raise ProtocolError(
                 f"message too big: over {self.max_size} bytes once inflated (max_size)",
@@ -831,7 +838,7 @@ def explain(data: bytes, *, inflate_payload: bool = True) -> Explanation:
         try:
             decode(data, rsv1_allowed=True)
         except ProtocolError as exc:
-            row("", "", "! protocol error", f"{exc} (close code {int(exc.code)}, RFC 6455 section {exc.section})")
+            row("", "", "! protocol error", f"{exc} (close code {int(exc.code)}, {exc.where})")
             return True
         return False
 
