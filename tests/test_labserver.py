@@ -387,3 +387,17 @@ def test_the_lessons_browser_patterns_get_every_event_once_in_order(lab_page, pa
         lab.publish()
     page.wait_for_function("() => window.got.length >= 10", timeout=seconds(10) * 1000)
     assert page.evaluate("() => window.got") == list(range(1, 11))
+
+
+def test_a_lab_uses_the_source_it_is_given_even_an_empty_one_and_can_take_a_clock():
+    from wslab.events import EventSource
+
+    source = EventSource(seed=9)
+    lab = lab_server_in_thread(name="lab-given", source=source)
+    other = lab_server_in_thread(name="lab-clock", clock=lambda: 42.0)
+    try:
+        assert lab.source is source
+        assert other.publish().created == 42.0
+    finally:
+        lab.stop()
+        other.stop()

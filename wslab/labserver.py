@@ -54,7 +54,7 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 import tornado.iostream
@@ -523,9 +523,17 @@ def _ws_handlers(lab: LabServer) -> tuple[Any, Any]:
 
 
 async def _start(
-    name: str, source: EventSource | None, seed: int | None, mode: str, stop_timeout: float, ws_kwargs: dict[str, Any]
+    name: str,
+    source: EventSource | None,
+    seed: int | None,
+    clock: Callable[[], float],
+    mode: str,
+    stop_timeout: float,
+    ws_kwargs: dict[str, Any],
 ) -> LabServer:
-    lab = LabServer(name=name, source=source or EventSource(seed=seed), mode=mode, stop_timeout=stop_timeout)
+    if source is None:  # not `source or ...`: an empty source is falsy (len 0)
+        source = EventSource(seed=seed, clock=clock)
+    lab = LabServer(name=name, source=source, mode=mode, stop_timeout=stop_timeout)
     loop = asyncio.get_running_loop()
     lab._loop = loop
     lab._stopping = loop.create_future()
@@ -560,6 +568,7 @@ async def lab_server(
     *,
     source: EventSource | None = None,
     seed: int | None = 0,
+    clock: Callable[[], float] = time.time,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
     **ws_kwargs: Any,
 ) -> LabServer:
@@ -569,12 +578,13 @@ async def lab_server(
     ``lab.ws_url``), serves between cells, and shows in ``wslab.status()``.
     A lab server already running under ``name`` is stopped first. Pass a
     ``source`` to share an :class:`~wslab.events.EventSource`, else a new
-    one seeded with ``seed`` is made. Other keyword arguments go to
+    one seeded with ``seed`` and stamping events with ``clock`` (``time.time``
+    by default) is made. Other keyword arguments go to
     :func:`websockets.asyncio.server.serve` (``compression=None`` refuses
     permessage-deflate; by default it is accepted when a client offers it).
     """
     await release(name)
-    lab = await _start(name, source, seed, "task", stop_timeout, ws_kwargs)
+    lab = await _start(name, source, seed, clock, "task", stop_timeout, ws_kwargs)
     register(lab)
     return lab
 
@@ -584,6 +594,7 @@ def lab_server_in_thread(
     *,
     source: EventSource | None = None,
     seed: int | None = 0,
+    clock: Callable[[], float] = time.time,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
     **ws_kwargs: Any,
 ) -> LabServer:
@@ -595,7 +606,7 @@ def lab_server_in_thread(
     release_sync(name)
     runner = LoopThread(name)
     try:
-        lab = runner.run(_start(name, source, seed, "thread", stop_timeout, ws_kwargs))
+        lab = runner.run(_start(name, source, seed, clock, "thread", stop_timeout, ws_kwargs))
     except BaseException:
         runner.stop()
         raise
