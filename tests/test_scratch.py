@@ -313,9 +313,13 @@ def test_a_stub_in_the_connection_code_is_kept_and_reported_once(capsys):
         report.assert_passed()
 
 
-def test_a_handler_that_raises_closes_with_1011():
-    def broken(message):
-        raise ValueError(f"cannot handle {message!r}")
+def raises(message):
+    raise ValueError(f"cannot handle {message!r}")
+
+
+@pytest.mark.parametrize("broken, error", [(raises, ValueError), (lambda message: 42, TypeError)])
+def test_a_handler_that_raises_or_returns_nonsense_closes_with_1011(broken, error):
+    """RFC 6455 7.4.1: 1011, the server met an unexpected condition."""
 
     async def main():
         srv = await wslab.serve_scratch(broken, name="broken")
@@ -328,7 +332,7 @@ def test_a_handler_that_raises_closes_with_1011():
         finally:
             await srv.aclose()
 
-    assert run(main()) == (1011, [ValueError])
+    assert run(main()) == (1011, [error])
 
 
 def test_serve_streams_wants_an_async_function_on_loopback():

@@ -103,14 +103,13 @@ async def connection(
                         reply = handler(event.data)
                         if inspect.isawaitable(reply):
                             reply = await reply
+                        answer = _reply_frame(reply)
                     except Exception:
                         # A bug in the handler: 1011, internal error (7.4.1).
                         await send(writer, Frame.close(CloseCode.INTERNAL_ERROR, "internal error"))
                         raise
-                    if isinstance(reply, str):
-                        await send(writer, Frame.text(reply))
-                    elif reply is not None:
-                        await send(writer, Frame.binary(reply))
+                    if answer is not None:
+                        await send(writer, answer)
                 elif event.opcode == Opcode.PING:
                     # 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send
                     # a Pong frame in response", with the same application data.
@@ -119,8 +118,8 @@ async def connection(
                     # 5.5.1: answer with a close frame, typically echoing the
                     # code; then the server closes TCP first (7.1.1).
                     code, reason = frames.parse_close(event.payload)
-                    answer = None if code == CloseCode.NO_STATUS_RCVD else code
-                    await send(writer, Frame.close(answer, reason))
+                    echoed = None if code == CloseCode.NO_STATUS_RCVD else code
+                    await send(writer, Frame.close(echoed, reason))
                     return
                 # A PONG needs no answer (5.5.3).
             data = await reader.read(65536)
@@ -136,6 +135,17 @@ async def send(writer: asyncio.StreamWriter, frame: Frame) -> None:
     """Write one frame, unmasked: servers never mask (section 5.1)."""
     writer.write(frames.encode(frame))
     await writer.drain()
+
+
+def _reply_frame(reply: Any) -> Frame | None:
+    """The frame that carries a handler's reply: text for str, binary for bytes."""
+    if reply is None:
+        return None
+    if isinstance(reply, str):
+        return Frame.text(reply)
+    if isinstance(reply, (bytes, bytearray, memoryview)):
+        return Frame.binary(bytes(reply))
+    raise TypeError(f"the handler returned {type(reply).__name__}; return str, bytes or None")
 
 
 def _reason(text: str) -> str:
