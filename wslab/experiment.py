@@ -41,7 +41,7 @@ import os
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Sequence
@@ -158,7 +158,7 @@ class ExperimentConfig:
             )
 
 
-@dataclass
+@dataclass(repr=False)
 class TransportResult:
     """What one transport did with the schedule: latencies, requests, bytes."""
 
@@ -209,7 +209,16 @@ class TransportResult:
         return len(self.seqs) - len(set(self.seqs))
 
     def p(self, q: float) -> float:
+        """The ``q``-th percentile of the latencies, ms (see :func:`percentile`)."""
         return percentile(self.latencies_ms, q)
+
+    def __repr__(self) -> str:
+        bpe = self.bytes_per_event
+        return (
+            f"<TransportResult {self.key}: {self.received}/{self.events} events, p50 {_ms(self.p50_ms)} ms, "
+            f"p99 {_ms(self.p99_ms)} ms, {self.requests_per_event:.2f} requests/event, "
+            f"{bpe['up']:g} B up + {bpe['down']:g} B down per event>"
+        )
 
     @property
     def p50_ms(self) -> float:
@@ -321,7 +330,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-@dataclass
+@dataclass(repr=False)
 class Results:
     """A whole run: configuration, machine, library versions, one result per transport."""
 
@@ -345,6 +354,21 @@ class Results:
 
     def __len__(self) -> int:
         return len(self.transports)
+
+    def subset(self, *keys: str) -> Results:
+        """Only the transports named, in that order: ``results.subset("tcp_floor", "websocket")``."""
+        return replace(self, transports={key: self[key] for key in keys})
+
+    def side_by_side(self, **others: TransportResult) -> Results:
+        """These results plus ``others`` under new names, to plot together.
+
+        >>> both = results.side_by_side(**{"websocket, loop blocked": blocked["websocket"]})
+        >>> wslab.plots.latency_cdf(both)
+        """
+        merged = dict(self.transports)
+        for name, result in others.items():
+            merged[name] = replace(result, key=name)
+        return replace(self, transports=merged)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -432,6 +456,8 @@ class Results:
 
     def __str__(self) -> str:
         return str(self.table())
+
+    __repr__ = __str__
 
 
 def _ms(value: float) -> str:

@@ -14,6 +14,7 @@ figure shows itself as the value of a cell.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -51,7 +52,7 @@ COLORS = {
     "short_poll_250ms": "#9467bd",
     "short_poll_1000ms": "#8c564b",
 }
-_SPARE = ["#e377c2", "#bcbd22", "#7f7f7f", "#aec7e8"]
+_SPARE = ["#e377c2", "#bcbd22", "#d62728", "#aec7e8"]
 
 # matplotlib 3.10 renamed boxplot(vert=False) to orientation="horizontal".
 _HORIZONTAL = {"orientation": "horizontal"} if tuple(
@@ -61,12 +62,29 @@ _HORIZONTAL = {"orientation": "horizontal"} if tuple(
 CLIENTS = (1_000, 10_000, 100_000)
 
 
+_spare_of: dict[str, str] = {}
+
+
 def _color(key: str, i: int = 0) -> str:
-    return COLORS.get(key, _SPARE[i % len(_SPARE)])
+    """The transport's colour; a key of your own gets the next spare one (and keeps it)."""
+    if key in COLORS:
+        return COLORS[key]
+    if key not in _spare_of:
+        _spare_of[key] = _SPARE[len(_spare_of) % len(_SPARE)]
+    return _spare_of[key]
+
+
+class LabFigure(Figure):
+    """A matplotlib Figure that shows itself as PNG when it is a cell's value (no pyplot needed)."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
 
 
 def _figure(width: float = 8.0, height: float = 4.5) -> tuple[Figure, Axes]:
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    fig = LabFigure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig, fig.add_subplot()
 

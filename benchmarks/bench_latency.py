@@ -1,0 +1,134 @@
+"""WebSocket push through wslab's lab server against the raw asyncio TCP floor, in one run.
+
+    python benchmarks/bench_latency.py              # 900 Poisson events, mean gap 20 ms, 3 rounds
+    python benchmarks/bench_latency.py --events 300 --rounds 1
+
+Prints the medians and their ratios (targets: WebSocket p50 within 1.5x of the
+raw TCP floor measured in the same run; the runner's bookkeeping under 10 us
+per event). Also measures bare websockets (a push handler on wslab.serve_in_thread,
+no lab server) to show what the lab server adds. The rounds interleave the
+transports so a busy machine hurts them alike; compare ratios, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from websockets.asyncio.client import connect  # noqa: E402
+
+import wslab  # noqa: E402
+from wslab.events import Event  # noqa: E402
+from wslab.experiment import CLOCK, ExperimentConfig, Recorder, percentile, run_experiment, schedule  # noqa: E402
+
+
+async def bare_websockets(config: ExperimentConfig) -> list[float]:
+    """Push the schedule with a plain websockets handler on a server thread: no lab server."""
+    gaps, payloads = schedule(config)
+
+    async def push(connection) -> None:
+        loop = asyncio.get_running_loop()
+        start, due = loop.time(), 0.0
+        for seq, (gap, payload) in enumerate(zip(gaps, payloads), start=1):
+            due += gap
+            await asyncio.sleep(max(0.0, start + due - loop.time()))
+            await connection.send(Event(seq, CLOCK(), payload).dumps())
+        await connection.close()
+
+    srv = wslab.serve_in_thread(push, name="bench-bare-websockets", compression=None)
+    rec = Recorder()
+    try:
+        async with connect(srv.url, compression=None) as ws:
+            async for message in ws:
+                received = CLOCK()
+                event = Event.from_json(message)
+                rec.record(event.seq, event.created, received)
+    finally:
+        srv.stop()
+    return rec.latencies_ms()
+
+
+def bookkeeping_us(n: int = 200_000) -> dict[str, float]:
+    """Time the per-event record paths, microseconds per event."""
+    from wslab.transports import Result, _Run
+
+    rec = Recorder()
+    t0 = time.perf_counter()
+    for i in range(n):
+        rec.record(i, 1.0)
+    floor = (time.perf_counter() - t0) / n * 1e6
+
+    run = _Run(Result("websocket", n), 0, CLOCK, None)
+    events = [[{"seq": i, "created": 1.0, "data": {"value": 1.0}}] for i in range(1, n + 1)]
+    t0 = time.perf_counter()
+    for batch in events:
+        run.take(batch, CLOCK())
+    take = (time.perf_counter() - t0) / n * 1e6
+
+    line = Event(1, 1.0, {"value": 101.5}).dumps().encode()
+    t0 = time.perf_counter()
+    for _ in range(n // 4):
+        Event.from_json(line)
+    parse = (time.perf_counter() - t0) / (n // 4) * 1e6
+    return {"Recorder.record (floor)": floor, "transports _Run.take (lab clients)": take,
+            "Event.from_json (parsing, protocol work)": parse}
+
+
+async def main(args: argparse.Namespace) -> int:
+    config = ExperimentConfig(events=args.events, mean_gap_ms=args.mean_gap_ms, seed=1,
+                              transports=["tcp_floor", "websocket"])
+    p50 = {"tcp_floor": [], "websocket": [], "bare websockets": []}
+    p99 = {"tcp_floor": [], "websocket": [], "bare websockets": []}
+    ratios = []
+    for rnd in range(args.rounds):
+        results = await run_experiment(config, bytes_pass=False)
+        bare = await bare_websockets(config)
+        for key in ("tcp_floor", "websocket"):
+            p50[key].append(results[key].p50_ms)
+            p99[key].append(results[key].p99_ms)
+            assert results[key].missing == [], (key, results[key].missing[:5])
+        p50["bare websockets"].append(percentile(bare, 50))
+        p99["bare websockets"].append(percentile(bare, 99))
+        ratios.append(results["websocket"].p50_ms / results["tcp_floor"].p50_ms)
+        print(f"round {rnd + 1}: tcp {p50['tcp_floor'][-1]:.3f} ms, websockets bare "
+              f"{p50['bare websockets'][-1]:.3f} ms, wslab lab server {p50['websocket'][-1]:.3f} ms "
+              f"-> ratio {ratios[-1]:.2f}x", flush=True)
+    print()
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
+          f"(shared with other jobs: compare ratios)")
+    print(f"{config.events} Poisson events per run, mean gap {config.mean_gap_ms:g} ms, {args.rounds} round(s)")
+    print(f"{'transport':<28}{'p50 ms (median of rounds)':>28}{'p99 ms':>10}")
+    for key in p50:
+        print(f"{key:<28}{statistics.median(p50[key]):>28.3f}{statistics.median(p99[key]):>10.3f}")
+    ratio = statistics.median(ratios)
+    bare_ratio = statistics.median(b / t for b, t in zip(p50["bare websockets"], p50["tcp_floor"]))
+    print(f"\nWebSocket (wslab lab server) p50 / raw TCP p50 = {ratio:.2f}x  (target < 1.5x)")
+    print(f"bare websockets p50 / raw TCP p50           = {bare_ratio:.2f}x")
+    print("\nbookkeeping per event (us):")
+    costs = bookkeeping_us()
+    for name, us in costs.items():
+        print(f"  {name:<44}{us:8.2f}")
+    runner = max(costs["Recorder.record (floor)"], costs["transports _Run.take (lab clients)"])
+    print(f"runner bookkeeping {runner:.2f} us/event (target < 10 us)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"p50": p50, "p99": p99, "ratio": ratio,
+                                               "bare_ratio": bare_ratio, "bookkeeping_us": costs}, indent=1))
+    wslab.stop_all()
+    return 0 if ratio < 1.5 and runner < 10 else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=900)
+    parser.add_argument("--mean-gap-ms", type=float, default=20.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    sys.exit(asyncio.run(main(parser.parse_args())))
