@@ -1,0 +1,83 @@
+"""How the from-scratch server (wslab.scratch) compares with websockets' own server.
+
+    python benchmarks/bench_scratch.py            # a few seconds
+    python benchmarks/bench_scratch.py --quick
+
+Both servers echo; one websockets client talks to each in turn, on the same
+loop, in one run: small-message round trips, 1 MiB messages, and one full
+battery. Read the ratios, not the absolute figures (other work on the machine
+moves those). Target: the reference server, pure Python on top of
+wslab.handshake and wslab.frames, stays within 3x of websockets' round trip
+for small messages, so lesson 06's "compare with the reference" is a fair
+comparison of code, not of speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from websockets.asyncio.client import connect  # noqa: E402
+
+import wslab  # noqa: E402
+
+
+async def pure_echo(connection) -> None:
+    async for message in connection:
+        await connection.send(message)
+
+
+async def round_trips(url: str, count: int, payload: str | bytes) -> list[float]:
+    times = []
+    async with connect(url, compression=None, max_size=None) as ws:
+        for _ in range(count):
+            start = time.perf_counter()
+            await ws.send(payload)
+            await ws.recv()
+            times.append(time.perf_counter() - start)
+    return times
+
+
+async def battery_seconds(server: object) -> float:
+    start = time.perf_counter()
+    report = await wslab.check_server(server)
+    assert report.passed, str(report)
+    return time.perf_counter() - start
+
+
+async def main(quick: bool) -> None:
+    small, big = (300, 5) if quick else (3000, 30)
+    scratch = await wslab.serve_scratch(name="bench-scratch")
+    library = await wslab.serve(pure_echo, name="bench-websockets", compression=None)
+    rows = []
+    try:
+        for label, payload, count in [
+            ("16-byte text, round trip", "Hello, WebSocket", small),
+            ("1 MiB binary, round trip", bytes(2**20 - 1), big),
+        ]:
+            med = {}
+            for server in (scratch, library):
+                await round_trips(server.url, max(3, count // 10), payload)  # warm up
+                med[server.name] = statistics.median(await round_trips(server.url, count, payload))
+            rows.append((label, med["bench-scratch"], med["bench-websockets"]))
+        battery = {s.name: await battery_seconds(s) for s in (scratch, library)}
+        rows.append(("the whole battery (16 cases)", battery["bench-scratch"], battery["bench-websockets"]))
+    finally:
+        await wslab.aclose_all()
+    print(f"{'':32} {'scratch':>12} {'websockets':>12} {'ratio':>7}")
+    for label, a, b in rows:
+        print(f"{label:32} {a * 1000:10.3f} ms {b * 1000:10.3f} ms {a / b:6.2f}x")
+    ratio = rows[0][1] / rows[0][2]
+    print(f"\ntarget: small round trips within 3x of websockets: {'met' if ratio <= 3 else 'MISSED'} ({ratio:.2f}x)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer round trips")
+    asyncio.run(main(parser.parse_args().quick))
