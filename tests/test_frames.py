@@ -1,8 +1,9 @@
 """wslab.frames against RFC 6455 section 5 and against the websockets library.
 
-The oracles are the RFC's own vectors (section 5.7) and websockets' frame
-parser and serializer (``websockets.frames.Frame``), plus a real websockets
-conversation captured through the wiretap.
+The oracles are the RFC's own vectors (section 5.7), websockets' frame
+parser and serializer (``websockets.frames.Frame``), wsproto's frame parser
+(same verdict on any sequence of frames), and a real websockets conversation
+captured through the wiretap.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 from websockets.streams import StreamReader
+from wsproto.frame_protocol import FrameProtocol, ParseFailed
 from websockets.frames import apply_mask  # the C helper (websockets.speedups) when built
 
 import wslab
@@ -237,6 +239,56 @@ def test_decode_and_explain_never_raise_anything_but_protocol_error(data, masked
     else:
         assert n > 0 and (frame is None or n <= len(data))
     assert str(explain(data))  # explain says what is wrong instead of raising
+
+
+def wsproto_verdict(data: bytes, *, client: bool) -> int | None:
+    """The close code wsproto's frame parser fails with, or None."""
+    protocol = FrameProtocol(client=client, extensions=[])
+    protocol.receive_bytes(data)
+    try:
+        for _ in protocol.received_frames():
+            pass
+    except ParseFailed as failed:
+        return int(failed.code)
+    return None
+
+
+odd_payloads = st.one_of(
+    st.binary(max_size=8),
+    st.text(max_size=4).map(str.encode),
+    st.sampled_from([b"\x03\xe8ok", b"\x03\xed", b"\x0f\xa0", b"\x03", b"\x03\xe8\xc3", bytes(126)]),
+)
+odd_frames = st.builds(
+    lambda op, payload, fin, rsv, key: encode(Frame(op, payload, fin, rsv == 1, rsv == 2, rsv == 3, key), strict=False),
+    st.sampled_from([0x0, 0x1, 0x2, 0x8, 0x9, 0xA, 0x3, 0xB]),
+    odd_payloads,
+    st.booleans(),
+    st.sampled_from([0, 0, 0, 0, 1, 2, 3]),
+    st.sampled_from([None, b"abcd"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(odd_frames, max_size=4), st.booleans())
+def test_reader_finds_the_same_protocol_errors_as_wsproto(frames, client):
+    """Sections 5.1-5.6, 7.4, 8.1: any sequence of whole frames, valid or not, same verdict as wsproto."""
+    data = b"".join(frames)
+    reader = Reader("client" if client else "server", max_size=None)
+    try:
+        reader.feed(data)
+        ours = None
+    except ProtocolError as exc:
+        ours = int(exc.code)
+    assert ours == wsproto_verdict(data, client=client), data.hex(" ")
+
+
+def test_nothing_is_read_after_a_close_frame():
+    """Section 5.5.1: after a CLOSE, the peer sends no more data."""
+    reader = Reader("client")
+    events = reader.feed(encode(Frame.close(1000, "bye")) + b"\x83\x00 anything")
+    assert [e.opcode for e in events] == [Opcode.CLOSE]
+    assert reader.closed and reader.ignored == 11
+    assert reader.feed(b"more") == [] and reader.ignored == 15
 
 
 def test_incomplete_frames_say_how_many_bytes_they_need():

@@ -586,7 +586,8 @@ class Reader:
     :class:`Message` objects; with ``frames=True`` every data frame too.
     Anything that breaks the protocol raises :class:`ProtocolError` (and the
     reader stays broken: send a CLOSE with ``error.code`` and drop the
-    connection, section 7.1.7).
+    connection, section 7.1.7). After a CLOSE frame the reader reads nothing
+    more (``reader.closed``; later bytes are counted in ``reader.ignored``).
     """
 
     def __init__(
@@ -609,6 +610,10 @@ class Reader:
         self._buffer = bytearray()
         self._decompressor = zlib.decompressobj(wbits=-15)
         self._error: ProtocolError | None = None
+        #: A CLOSE frame arrived: the peer sends nothing after it (section 5.5.1),
+        #: so later bytes are not read, only counted in ``ignored``.
+        self.closed = False
+        self.ignored = 0
         # The message being reassembled (None between messages).
         self._opcode: Opcode | None = None
         self._parts: list[bytes] = []
@@ -636,6 +641,9 @@ class Reader:
         """
         if self._error is not None:
             raise self._error
+        if self.closed:
+            self.ignored += len(data)
+            return []
         buffer = self._buffer
         buffer += data
         events: list[Event] = []
@@ -654,6 +662,11 @@ class Reader:
                 event = self._on_frame(frame)
                 if event is not None:
                     events.append(event)
+                if frame.opcode == Opcode.CLOSE:
+                    self.closed = True
+                    self.ignored += len(buffer) - pos
+                    pos = len(buffer)
+                    break
         except ProtocolError as exc:
             self._error = exc
             raise
@@ -953,6 +966,8 @@ def transcript(chunks: Iterable[tuple[str, float, bytes]], *, extensions: str = 
             elif event.frames > 1 or event.compressed is not None:
                 lines.append(f"{stamp} {direction}   = {event}")
     for direction, reader in readers.items():
+        if reader.ignored:
+            lines.append(f"! {direction} {reader.ignored} bytes after the CLOSE frame, not read (section 5.5.1)")
         if reader.buffered and direction not in broken:
             lines.append(f"! {direction} {reader.buffered} bytes at the end: the start of a frame that never finished")
     return lines
