@@ -177,6 +177,7 @@ class ScratchServer:
     _tasks: dict[asyncio.Task[Any], asyncio.StreamWriter] = field(default_factory=dict, repr=False)
     _stopped: bool = field(default=False, repr=False)
     _shown: set[str] = field(default_factory=set, repr=False)
+    _closing: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -255,7 +256,7 @@ class ScratchServer:
         except RuntimeError:
             running = None
         if running is loop:
-            loop.create_task(self._close())
+            self._closing = loop.create_task(self._close())  # keep a reference until done
             assert self._server is not None
             self._server.close()  # stop listening now
         elif loop.is_running():
