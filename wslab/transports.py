@@ -20,7 +20,8 @@ What each client records (:class:`Result`): per event a :class:`Delivery`
 ``time.time()`` unless you pass ``clock=``, so ``received - created`` is the
 one-way delay on one machine); every HTTP request or connection as an
 :class:`Exchange` (when sent, when answered, how many events it brought), so
-:mod:`wslab.timeline` can draw the run; ``requests``, ``empty_responses``,
+:mod:`wslab.timeline` can draw the run; ``requests`` (sent, so a long poll
+still held when a run times out counts), ``empty_responses``,
 ``reconnects``, ``setup_s`` (until the client was listening; a long-poll
 client starting at ``"now"`` first asks ``/poll`` where now is, counted in
 ``setup_requests``, not in ``requests``), and, when the
@@ -284,12 +285,12 @@ async def _poll(run: _Run, client: httpx.AsyncClient, base: str, endpoint: str, 
             params["timeout"] = hold
         exchange = Exchange(endpoint, run.clock())
         run.result.exchanges.append(exchange)
+        run.result.requests += 1  # counted when sent: a held request counts too
         response = await client.get(_join(base, endpoint), params=params)
         body = _check(response)
         received = run.clock()
         exchange.answered = received
         exchange.status = response.status_code
-        run.result.requests += 1
         if isinstance(run.cursor, str):  # "now": the first answer tells where we are
             run.cursor = int(body["cursor"]) - len(body["events"])
         exchange.events = run.take(body["events"], received)
