@@ -182,6 +182,8 @@ class Sloppy:
                 continue
             if opcode == 0x8:
                 writer.write(encode_frame(0x8, payload, mask=False))
+                if self.bugs.get("keep_tcp_open"):
+                    await reader.read()  # waits for the client to hang up
                 return
             if opcode == 0xA:
                 continue
@@ -222,6 +224,7 @@ def test_the_sloppy_server_with_no_bug_switched_on_passes_every_case():
         ("no_utf8_check", {"invalid UTF-8 in a text message"}),
         ("ignore_pings", {"ping -> pong", "ping inside a fragmented message"}),
         ("no_size_limit", {"oversized message"}),
+        ("keep_tcp_open", {"close with a code"}),
     ],
 )
 def test_a_server_with_one_bug_fails_exactly_the_cases_for_that_bug(bug, fails):
@@ -229,6 +232,12 @@ def test_a_server_with_one_bug_fails_exactly_the_cases_for_that_bug(bug, fails):
     report = check_sloppy(**{bug: True})
     assert set(report.failed) == fails, str(report)
     assert ALL - set(report.failed) == {r.name for r in report.results if r.passed}
+
+
+def test_a_server_that_keeps_tcp_open_after_closing_is_told_so():
+    """RFC 6455 7.1.1: after the closing handshake, the server closes TCP first."""
+    report = check_sloppy(keep_tcp_open=True)
+    assert "kept the TCP connection open" in report["close with a code"].happened
 
 
 def test_an_accepted_unmasked_frame_is_reported_with_what_came_back():

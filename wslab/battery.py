@@ -68,6 +68,9 @@ DEFAULT_MAX_SIZE = 2**20
 #: How long one case may take before it fails with "no answer", in seconds.
 DEFAULT_TIMEOUT = 5.0
 
+#: The largest frame the battery accepts from a server, in bytes (memory stays bounded).
+MAX_SERVER_FRAME = 64 * 2**20
+
 # Frame layout (RFC 6455 section 5.2):
 #   byte 0: FIN | RSV1 | RSV2 | RSV3 | opcode (4 bits)
 #   byte 1: MASK | payload length (7 bits: 0-125, 126 -> 16-bit, 127 -> 64-bit)
@@ -264,6 +267,9 @@ class _Probe:
         elif n == LENGTH_64:
             (n,) = struct.unpack("!Q", await read(8))
             form = "64-bit"
+        if n > MAX_SERVER_FRAME:
+            raise _Failed(f"the server announced a frame of {n:,} bytes; the battery reads at most "
+                          f"{MAX_SERVER_FRAME:,} (check the length you encode, RFC 6455 5.2)")
         masked = bool(b1 & MASK_BIT)
         key = await read(4) if masked else b""
         payload = await read(n)
@@ -371,6 +377,7 @@ class Case:
 @dataclass(frozen=True)
 class _Settings:
     max_size: int | None
+    timeout: float = DEFAULT_TIMEOUT
 
 
 async def _echo(probe: _Probe, opcode: int, payload: bytes, *, form: str | None = None) -> str:
@@ -475,8 +482,14 @@ async def _close_echo(p: _Probe, s: _Settings) -> str:
     code, reason, before = await p.close_frame()
     if code != 4000:
         raise _Failed(f"close code {code} came back; expected the client's code 4000 echoed (5.5.1)")
-    if not await p.eof():
-        raise _Failed("the server kept the TCP connection open after the closing handshake")
+    wait = s.timeout / 2
+    try:
+        await asyncio.wait_for(p.eof(), wait)
+    except TimeoutError:
+        raise _Failed(
+            f"close code 4000 came back, but the server kept the TCP connection open for {wait:g} s "
+            f"(7.1.1: after the closing handshake, the server closes TCP first)"
+        ) from None
     return f"close frame, code {code}, then the server closed TCP"
 
 
@@ -726,7 +739,7 @@ async def check_server(
         chosen = [c for c in CASES if c.name in cases]
     errors = getattr(server, "errors", None)
     errors_before = len(errors) if errors is not None else 0
-    settings = _Settings(max_size)
+    settings = _Settings(max_size, timeout)
     results = [await _run_case(c, host, port, path, settings, timeout) for c in chosen]
     report = Report(url, results, max_size)
     if errors is not None:
