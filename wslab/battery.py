@@ -1,7 +1,7 @@
 """A battery of protocol checks to point at any WebSocket server.
 
-``report = await wslab.check_server(url)`` connects to an echo server a few
-dozen times, each time as a deliberately simple raw client on asyncio
+``report = await wslab.check_server(url)`` connects to an echo server
+sixteen times, each time as a deliberately simple raw client on asyncio
 streams, and runs one named case per connection: a text echo, a 70 KB
 message, a ping in the middle of a fragmented message, an unmasked client
 frame, invalid UTF-8, an oversized message, a bad handshake... The report
@@ -12,7 +12,10 @@ Design note
 * The battery is **independent** of the frame and handshake code a learner
   writes or compares with: it crafts frames with ``struct`` right here, and
   checks the accept key with ``websockets.utils.accept_key``. It never
-  imports ``wslab.frames`` or ``wslab.handshake``.
+  imports ``wslab.frames`` or ``wslab.handshake``. The checks for the pieces
+  of a server (:func:`check_handshake_response`, :func:`check_read_frame`,
+  lesson 06's exercises) judge with the websockets library's client and
+  frames.
 * **Nothing hangs.** Each case runs under its own timeout (``timeout``
   seconds, 5 by default); a server that does not answer fails that case with
   "no answer within 5 s" and the battery moves on. Each case uses a fresh
