@@ -142,3 +142,18 @@ def test_run_schedule_publishes_one_event_per_gap_in_order():
     events = run(main())
     assert [(e.seq, e.payload) for e in events] == [(1, "a"), (2, "b"), (3, "c")]
     assert events[0].created <= events[1].created <= events[2].created
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@given(st.text(max_size=12), st.integers(min_value=0, max_value=50))
+def test_a_cursor_is_accepted_exactly_when_it_is_a_whole_number_up_to_the_newest(text, newest):
+    stripped = text.strip()
+    valid = (stripped.isascii() and stripped.isdigit() and int(stripped) <= newest) or text in ("", "now")
+    try:
+        value = parse_cursor(text, newest)
+    except CursorError as error:
+        assert not valid and error.value == text
+    else:
+        assert valid and 0 <= value <= newest

@@ -401,3 +401,25 @@ def test_a_lab_uses_the_source_it_is_given_even_an_empty_one_and_can_take_a_cloc
     finally:
         lab.stop()
         other.stop()
+
+
+@pytest.mark.parametrize("endpoint", ["longpoll", "events"])
+def test_a_client_that_hangs_up_during_a_held_request_is_let_go(endpoint):
+    async def main():
+        lab = await lab_server()
+        try:
+            reader, writer = await asyncio.open_connection(lab.host, lab.port)
+            writer.write(f"GET /{endpoint}?since=0 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            await until(lambda: lab.held == 1, "the request is held")
+            writer.close()
+            await until(lambda: lab.held == 0, "the server let the request go")
+            lab.publish("after the hang-up")  # nobody to write to: no error either
+            async with httpx.AsyncClient() as client:
+                alive = await client.get(lab.http_url + "poll", params={"since": 0})
+            return alive.json(), lab.errors
+        finally:
+            await lab.aclose()
+
+    answer, errors = run(main())
+    assert [e["data"] for e in answer["events"]] == ["after the hang-up"]
+    assert errors == []
