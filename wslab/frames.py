@@ -14,7 +14,9 @@ Three layers, each usable on its own:
   messages, reassembled from fragments, checks the rules that span frames
   (fragmentation, UTF-8 across fragments, size limit, who masks) and, when
   permessage-deflate was negotiated, inflates compressed messages (RFC 7692).
-* :func:`explain` draws a frame's header bit by bit, for a learner to read.
+* :func:`explain` draws a frame's header bit by bit, for a learner to read;
+  :func:`transcript` turns a captured conversation into one line per frame
+  (the wiretap's ``tap.frames()`` uses it).
 
 What must never happen: a reader that waits forever for a frame whose declared
 length is absurd (``max_size`` stops it with 1009), an exception other than
@@ -210,6 +212,8 @@ def mask(data: bytes, key: bytes) -> bytes:
     >>> mask(b"Hello", bytes.fromhex("37fa213d")).hex(" ")
     '7f 9f 4d 51 58'
     """
+    if len(key) != 4:
+        raise ValueError(f"mask key must be 4 bytes, got {len(key)}: use os.urandom(4)")
     n = len(data)
     if not n:
         return b""
