@@ -9,7 +9,6 @@ captured through the wiretap.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import zlib
 
