@@ -299,7 +299,45 @@ def test_starting_a_lab_under_a_taken_name_replaces_the_old_one():
     second.stop()
 
 
-# The browser's own clients (Chromium's fetch, EventSource, WebSocket): the lesson's JavaScript
+def test_a_lab_uses_the_source_it_is_given_even_an_empty_one_and_can_take_a_clock():
+    from wslab.events import EventSource
+
+    source = EventSource(seed=9)
+    lab = lab_server_in_thread(name="lab-given", source=source)
+    other = lab_server_in_thread(name="lab-clock", clock=lambda: 42.0)
+    try:
+        assert lab.source is source
+        assert other.publish().created == 42.0
+    finally:
+        lab.stop()
+        other.stop()
+
+
+@pytest.mark.parametrize("endpoint", ["longpoll", "events"])
+def test_a_client_that_hangs_up_during_a_held_request_is_let_go(endpoint):
+    async def main():
+        lab = await lab_server()
+        try:
+            reader, writer = await asyncio.open_connection(lab.host, lab.port)
+            writer.write(f"GET /{endpoint}?since=0 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            await until(lambda: lab.held == 1, "the request is held")
+            writer.close()
+            await until(lambda: lab.held == 0, "the server let the request go")
+            lab.publish("after the hang-up")  # nobody to write to: no error either
+            async with httpx.AsyncClient() as client:
+                alive = await client.get(lab.http_url + "poll", params={"since": 0})
+            return alive.json(), lab.errors
+        finally:
+            await lab.aclose()
+
+    answer, errors = run(main())
+    assert [e["data"] for e in answer["events"]] == ["after the hang-up"]
+    assert errors == []
+
+
+# The browser's own clients (Chromium's fetch, EventSource, WebSocket): the lesson's JavaScript.
+# Last in this module: Playwright's sync API keeps a loop running in this thread while its
+# module-scoped fixture lives, and run() cannot start another one.
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -387,39 +425,3 @@ def test_the_lessons_browser_patterns_get_every_event_once_in_order(lab_page, pa
         lab.publish()
     page.wait_for_function("() => window.got.length >= 10", timeout=seconds(10) * 1000)
     assert page.evaluate("() => window.got") == list(range(1, 11))
-
-
-def test_a_lab_uses_the_source_it_is_given_even_an_empty_one_and_can_take_a_clock():
-    from wslab.events import EventSource
-
-    source = EventSource(seed=9)
-    lab = lab_server_in_thread(name="lab-given", source=source)
-    other = lab_server_in_thread(name="lab-clock", clock=lambda: 42.0)
-    try:
-        assert lab.source is source
-        assert other.publish().created == 42.0
-    finally:
-        lab.stop()
-        other.stop()
-
-
-@pytest.mark.parametrize("endpoint", ["longpoll", "events"])
-def test_a_client_that_hangs_up_during_a_held_request_is_let_go(endpoint):
-    async def main():
-        lab = await lab_server()
-        try:
-            reader, writer = await asyncio.open_connection(lab.host, lab.port)
-            writer.write(f"GET /{endpoint}?since=0 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            await until(lambda: lab.held == 1, "the request is held")
-            writer.close()
-            await until(lambda: lab.held == 0, "the server let the request go")
-            lab.publish("after the hang-up")  # nobody to write to: no error either
-            async with httpx.AsyncClient() as client:
-                alive = await client.get(lab.http_url + "poll", params={"since": 0})
-            return alive.json(), lab.errors
-        finally:
-            await lab.aclose()
-
-    answer, errors = run(main())
-    assert [e["data"] for e in answer["events"]] == ["after the hang-up"]
-    assert errors == []
