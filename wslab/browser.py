@@ -280,8 +280,11 @@ def html_page_responder(
 # Where the browser can reach a kernel's server
 
 
-def jupyter_server(pid: int | None = None) -> dict[str, Any] | None:
+def jupyter_server(pid: int | None = None, *, runtime_dir: str | None = None) -> dict[str, Any] | None:
     """The running Jupyter server whose process is ``pid`` (default: the kernel's parent).
+
+    ``runtime_dir`` is where Jupyter servers write their ``jpserver-*.json``
+    (default: Jupyter's own, ``JUPYTER_RUNTIME_DIR``).
 
     Returns the entry of ``jupyter_server.serverapp.list_running_servers()``
     (keys ``url``, ``base_url``, ``port``, ``pid``, ...; the ``token`` key is
@@ -292,7 +295,7 @@ def jupyter_server(pid: int | None = None) -> dict[str, Any] | None:
         from jupyter_server.serverapp import list_running_servers
     except ImportError:
         return None
-    for info in list_running_servers():
+    for info in list_running_servers(runtime_dir):
         if info.get("pid") == pid:
             return {k: v for k, v in info.items() if k != "token"}
     return None
