@@ -648,7 +648,9 @@ class Recorder:
         return [(r - c) * 1000 for r, c in zip(self.received, self.created)]
 
 
-async def measure_tcp_floor(config: ExperimentConfig, *, timeout: float | None = None) -> TransportResult:
+async def measure_tcp_floor(
+    config: ExperimentConfig, *, timeout: float | None = None, report: Callable[[int], Any] | None = None
+) -> TransportResult:
     """Push ``config``'s schedule over raw TCP (asyncio streams); the client reads on this loop.
 
     Each event is the same JSON line the other transports carry
@@ -666,6 +668,7 @@ async def measure_tcp_floor(config: ExperimentConfig, *, timeout: float | None =
         result.setup_ms = (time.perf_counter() - t0) * 1000
         result.setup_bytes_up = 3
         down = 0
+        counter = asyncio.ensure_future(_count(lambda: len(recorder.seqs), report))
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -678,10 +681,12 @@ async def measure_tcp_floor(config: ExperimentConfig, *, timeout: float | None =
                     recorder.record(event.seq, event.created, received)
         except TimeoutError:
             result.errors.append(f"timed out after {timeout:.1f} s")
+        finally:
+            counter.cancel()
         result.bytes_down = down
         writer.close()
     finally:
-        server.stop()
+        await server.aclose()
     result.seqs = recorder.seqs
     result.latencies_ms = [round(x, 6) for x in recorder.latencies_ms()]
     result.errors += [repr(e) for e in server.errors]
@@ -753,7 +758,25 @@ class _Pass:
         return sum(1 for x in self.result.exchanges if x.kind != "setup" and x.sent >= self.ready_at)
 
 
-async def _lab_pass(key: str, config: ExperimentConfig, *, through_tap: bool) -> _Pass:
+async def _count(read: Callable[[], int], report: Callable[[int], Any] | None, every: float = 0.25) -> None:
+    """Report how many more events ``read()`` says are done, every ``every`` seconds (for a progress bar)."""
+    if report is None:
+        return
+    done = 0
+    try:
+        while True:
+            await asyncio.sleep(every)
+            now = read()
+            if now > done:
+                report(now - done)
+                done = now
+    except asyncio.CancelledError:
+        pass
+
+
+async def _lab_pass(
+    key: str, config: ExperimentConfig, *, through_tap: bool, report: Callable[[int], Any] | None = None
+) -> _Pass:
     """Run ``key``'s client against a lab server in its own thread; the schedule starts when it listens."""
     from .labserver import lab_server_in_thread
     from .transports import DeliveryError, ReceiveTimeout, receive
@@ -769,6 +792,7 @@ async def _lab_pass(key: str, config: ExperimentConfig, *, through_tap: bool) ->
     tap = world = None
     stop_blocking = lambda: None  # noqa: E731
     state: dict[str, Any] = {}
+    errors: list[str] = []
     try:
         if through_tap:
             target = lab.ws_url if transport.startswith("websocket") else lab.http_url
@@ -790,7 +814,7 @@ async def _lab_pass(key: str, config: ExperimentConfig, *, through_tap: bool) ->
                 lab.run_schedule(gaps, payloads), schedule_loop
             )
 
-        errors: list[str] = []
+        counter = asyncio.ensure_future(_count(lambda: lab.source.newest, report))
         try:
             result = await receive(
                 transport, lab, config.events, since="now", tap=tap, on_ready=on_ready,
@@ -801,6 +825,8 @@ async def _lab_pass(key: str, config: ExperimentConfig, *, through_tap: bool) ->
             errors.append(str(exc))
         except DeliveryError as exc:
             raise RuntimeError(f"{key}: {exc}") from exc
+        finally:
+            counter.cancel()
         done = _Pass(result, state.get("ready_at", math.nan), state.get("ready_bytes", (0, 0)), errors=errors)
         if tap is not None:
             done.end_bytes = (tap.bytes_up, tap.bytes_down)
@@ -810,16 +836,17 @@ async def _lab_pass(key: str, config: ExperimentConfig, *, through_tap: bool) ->
                 await asyncio.wait_for(asyncio.wrap_future(future), timeout=_budget(config))
             except TimeoutError:
                 errors.append("the schedule did not finish in time")
+            except Exception as exc:  # noqa: BLE001 - kept in the result, never lost
+                errors.append(f"the schedule failed: {exc!r}")
         return done
     finally:
         stop_blocking()
         if tap is not None:
-            tap.stop()
-        lab.stop()
+            await tap.aclose()
+        await lab.aclose()
         if world is not None:
             world.stop()
-        if lab.errors:
-            state.setdefault("errors", []).extend(repr(e) for e in lab.errors)
+        errors.extend(f"lab server: {e!r}" for e in lab.errors)
 
 
 async def measure_transport(
@@ -831,16 +858,27 @@ async def measure_transport(
     The wiretap is a relay: it adds a hop, so latency is measured without it,
     and bytes are counted in a second run of the same schedule through it.
     """
+    reported = 0
+
+    def report(n: int) -> None:
+        nonlocal reported
+        reported += n
+        if progress:
+            progress(key, n)
+
+    def finish_pass(passes: int) -> None:
+        # the counter samples; top up to exactly the events of the passes done
+        if progress and reported < passes * config.events:
+            report(passes * config.events - reported)
+
     if progress:
         progress(key, 0)
     if key == "tcp_floor":
-        result = await measure_tcp_floor(config)
-        if progress:
-            progress(key, config.events)
+        result = await measure_tcp_floor(config, report=report)
+        finish_pass(1)
         return result
-    latency = await _lab_pass(key, config, through_tap=False)
-    if progress:
-        progress(key, config.events)
+    latency = await _lab_pass(key, config, through_tap=False, report=report)
+    finish_pass(1)
     r = latency.result
     out = TransportResult(
         key, config.events,
@@ -853,9 +891,8 @@ async def measure_transport(
         errors=list(latency.errors),
     )
     if bytes_pass:
-        wire = await _lab_pass(key, config, through_tap=True)
-        if progress:
-            progress(key, config.events)
+        wire = await _lab_pass(key, config, through_tap=True, report=report)
+        finish_pass(2)
         out.setup_bytes_up, out.setup_bytes_down = wire.ready_bytes
         out.bytes_up = wire.end_bytes[0] - wire.ready_bytes[0]
         out.bytes_down = wire.end_bytes[1] - wire.ready_bytes[1]
