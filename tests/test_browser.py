@@ -31,7 +31,8 @@ from wslab.browser import client_html, html_page_responder, proxy_url, url_plan
 from .conftest import run, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
+#: Debian's Chromium; WSLAB_CHROMIUM points elsewhere (the skip/fail test uses a missing path).
+CHROMIUM = os.environ.get("WSLAB_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -114,6 +115,20 @@ def join_chat(page, url: str, nick: str) -> None:
 def say(page, text: str) -> None:
     page.fill(".wslab-input", text)
     page.press(".wslab-input", "Enter")
+
+
+@pytest.mark.parametrize("required, outcome", [({}, "skipped"), ({"CI": "true"}, "error"),
+                                               ({"WSLAB_REQUIRE_BROWSER": "1"}, "error")])
+def test_without_chromium_browser_tests_skip_with_how_to_get_it_unless_required(required, outcome):
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "WSLAB_REQUIRE_BROWSER")}
+    env.update(required, WSLAB_CHROMIUM="/nonexistent/chromium")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rsfE", "-p", "no:cacheprovider",
+         f"{__file__}::test_two_pages_in_the_chat_room_see_each_others_messages"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds(60),
+    )
+    assert f"1 {outcome}" in result.stdout, result.stdout[-2000:]
+    assert "apt-get install chromium" in result.stdout
 
 
 # Pages served by wslab on 127.0.0.1

@@ -265,3 +265,27 @@ def test_broadcast_to_1000_clients_completes_in_bounded_time():
     assert float(first) <= float(median) <= float(last)
     assert len(table.raw[1000]) == 1
     assert "fanout" not in str(wslab.status())
+
+
+@pytest.mark.parametrize("hub, expected", [(True, "page"), (False, 403)])
+def test_under_jupyterhub_the_hubs_own_page_origin_is_let_in(monkeypatch, hub, expected):
+    """Through the hub and jupyter-server-proxy, Origin is the hub and Host is passed through."""
+    if hub:
+        monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
+    else:
+        monkeypatch.delenv("JUPYTERHUB_SERVICE_PREFIX", raising=False)
+
+    async def main():
+        room = await wslab.chat_room(name="t-hub")
+        port = room.server.port
+        sock = socket.create_connection(("127.0.0.1", port))
+        try:
+            async with connect(f"ws://hub.test:{port}/?nick=page", sock=sock,
+                               origin=f"https://hub.test:{port}") as ws:
+                return (await recv_json(ws))["nick"]
+        except InvalidStatus as exc:
+            return exc.response.status_code
+        finally:
+            sock.close()
+
+    assert run(main()) == expected

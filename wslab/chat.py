@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import resource
 import statistics
@@ -133,6 +134,9 @@ class ChatRoom:
         self.server: Server | None = None
         #: The Origin allow-list the server checks (None: any site may connect).
         self.origins: list[Any] | None = None
+        #: Under JupyterHub, also accept the page whose Origin matches its Host
+        #: header (the hub's own pages; see _allow_same_origin).
+        self.trust_hub_origin = bool(os.environ.get("JUPYTERHUB_SERVICE_PREFIX"))
         self._members: dict[ServerConnection, str] = {}
 
     # What it looks like
@@ -156,9 +160,26 @@ class ChatRoom:
     # The server side
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if self.trust_hub_origin and self.origins is not None:
+            self._allow_same_origin(request)
         page = page_html(title=self.room, format="chat",
                          intro="Messages show as text: markup you send is shown, never run.")
         return html_page_responder(page)(connection, request)
+
+    def _allow_same_origin(self, request: Request) -> None:
+        """Under JupyterHub: let in the page that came through the hub to this kernel.
+
+        A notebook page on a hub has the hub's origin (``https://hub.example.org``),
+        which the kernel cannot know in advance. The hub's proxy and
+        jupyter-server-proxy pass the browser's ``Host`` header through, so a
+        page from the hub has ``Origin`` equal to ``scheme://<Host>``: that one
+        origin joins ``self.origins`` before websockets checks it.
+        """
+        origin = request.headers.get("Origin")
+        host = request.headers.get("Host")
+        if origin and host and urlsplit(origin).netloc == host and origin not in self.origins:
+            assert self.origins is not None
+            self.origins.append(origin)
 
     def _nick_for(self, wanted: str) -> str:
         taken = set(self._members.values())
