@@ -42,6 +42,7 @@ import json
 import os
 import re
 import resource
+import socket
 import statistics
 import threading
 import time
@@ -70,6 +71,7 @@ __all__ = [
     "measure_fanout",
     "plot_fanout",
     "raise_fd_limit",
+    "stalled_client",
 ]
 
 #: Pages allowed to open the room by default: no Origin header at all (Python
@@ -506,6 +508,28 @@ async def join_classroom(url: str, nick: str, *, name: str | None = None, **kwar
     client = await asyncio.to_thread(ChatClient, _ws_url(url, nick.strip()), nick.strip(), name=name, **kwargs)
     register(client)
     return client
+
+
+async def stalled_client(url: str, nick: str) -> Any:
+    """Join the room at ``url`` as ``nick``, read the welcome, then never read again.
+
+    The client asks the OS for a tiny receive buffer, so what the room sends
+    soon piles up on the room's side: the slow reader of lesson 05. Returns
+    the websockets connection; ``connection.transport.abort()`` ends it.
+    """
+    parts = urlsplit(_ws_url(url, nick))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        await asyncio.to_thread(sock.connect, (parts.hostname, parts.port))
+        connection = await connect(f"{parts.scheme}://{parts.netloc}{parts.path}?{parts.query}",
+                                   sock=sock, ping_interval=None)
+    except BaseException:
+        sock.close()
+        raise
+    await asyncio.wait_for(connection.recv(), 5)  # the welcome
+    connection.transport.pause_reading()
+    return connection
 
 
 # Fan-out: how long does broadcast take to reach 100, 500, 1,000 clients?
