@@ -182,8 +182,8 @@ def test_every_event_is_accounted_for_on_every_transport(quick_run):
 def test_latency_ordering_is_what_the_physics_demands(quick_run):
     short, long_, ws = quick_run["short_poll_250ms"], quick_run["long_poll"], quick_run["websocket"]
     assert short.p50_ms > long_.p50_ms > ws.p50_ms
-    # An event waits for the next poll: nobody waits longer than one interval (plus slack).
-    assert short.p(50) < 250 + 100
+    # An event waits for the next poll: the median wait is within one interval (generous slack).
+    assert short.p(50) < 2 * 250
 
 
 def test_bytes_per_event_websocket_below_sse_below_long_polling(quick_run):
