@@ -143,10 +143,7 @@ def test_page_served_by_the_kernel_receives_pushes_and_sends_one_back(page):
     wait_for_line(page, "< pushed <b>from</b> python")
     say(page, "sent from the page")
 
-    async def received():
-        return await chan.next_message(timeout=seconds(10)) if not chan.received else chan.received[-1][1]
-
-    assert arun(received()) == "sent from the page"
+    assert arun(chan.next_message(timeout=seconds(10))) == "sent from the page"
     assert page.locator(".wslab-log b").count() == 0  # shown as text, not HTML
     page.close()  # the page going away closes its WebSocket (1001)
     assert page.errors == []
@@ -410,7 +407,33 @@ def test_the_proxied_url_works_through_a_real_jupyter_server_proxy(jupyter):
     assert arun(main(), timeout=40) == ("hello from the kernel", "through the proxy", "back through the proxy")
 
 
-# URL building on the kernel side, without a browser
+# The push channel and URL building on the kernel side, without a browser
+
+
+def test_push_channel_greets_first_replays_recent_pushes_and_collects_replies():
+    chan = wslab.push_channel_in_thread(name="b-chan", replay=2)
+    for text in ("one", "two", "three"):
+        assert chan.push(text) == 0  # nobody connected yet
+
+    async def main():
+        async with connect(chan.url) as ws:
+            first = [await asyncio.wait_for(ws.recv(), seconds(5)) for _ in range(3)]
+            reached = await asyncio.to_thread(chan.push, "live")
+            live = await asyncio.wait_for(ws.recv(), seconds(5))
+            await ws.send("reply")
+            reply = await chan.next_message(timeout=seconds(5))
+        return first, reached, live, reply
+
+    first, reached, live, reply = arun(main())
+    assert first == ["hello from the kernel", "two", "three"]
+    assert (reached, live, reply) == (1, "live", "reply")
+    assert [text for _, text in chan.received] == ["reply"]
+    with pytest.raises(TypeError, match="push\\(\\) sends text"):
+        chan.push(b"bytes")
+    chan.stop()
+    with pytest.raises(RuntimeError, match="push channel is stopped"):
+        chan.push("late")
+
 
 
 def test_proxy_url_under_jupyterhub_is_the_service_prefix_path(monkeypatch):

@@ -432,6 +432,7 @@ class PushChannel:
         self.server: Server | None = None
         self._clients: set[ServerConnection] = set()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[str]]] = []
+        self._taken = 0  # how many of self.received next_message() has returned
         self._lock = threading.Lock()
 
     @property
@@ -451,9 +452,11 @@ class PushChannel:
         return html_page_responder(lambda: page_html(title="wslab push channel"))(connection, request)
 
     async def handler(self, connection: ServerConnection) -> None:
-        await connection.send(self.greeting)
-        for text in list(self.pushed):
-            await connection.send(text)
+        # Greeting, replay and joining the push list happen with no await in
+        # between (broadcast() writes at once), so no push falls in a gap.
+        broadcast([connection], self.greeting)
+        for text in self.pushed:
+            broadcast([connection], text)
         self._clients.add(connection)
         try:
             async for message in connection:
@@ -472,28 +475,39 @@ class PushChannel:
             raise TypeError(f"push() sends text, got {type(text).__name__}; use str(value) or json.dumps(value)")
         if self.server is None or not self.server.running:
             raise RuntimeError("this push channel is stopped: start a new one with wslab.push_channel()")
-        self.pushed.append(text)
-        clients = list(self._clients)
         loop = self.server._loop
         assert loop is not None
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
+        reached = len(self._clients)
         if running is loop:
-            broadcast(clients, text)
+            self._push_now(text)
         else:
-            loop.call_soon_threadsafe(broadcast, clients, text)
-        return len(clients)
+            loop.call_soon_threadsafe(self._push_now, text)
+        return reached
+
+    def _push_now(self, text: str) -> None:
+        """On the server's loop: remember ``text`` for newcomers and send it to every page."""
+        self.pushed.append(text)
+        broadcast(list(self._clients), text)
 
     async def next_message(self, timeout: float = 10) -> str:
-        """Wait for the next message a page sends; raise TimeoutError after ``timeout`` s."""
+        """The oldest message from a page that this method has not returned yet.
+
+        Waits for one if there is none; raises TimeoutError after ``timeout`` s.
+        """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[str] = loop.create_future()
-        with self._lock:
-            self._waiters.append((loop, future))
         async with asyncio.timeout(timeout):
-            return await future
+            while True:
+                with self._lock:
+                    if self._taken < len(self.received):
+                        self._taken += 1
+                        return self.received[self._taken - 1][1]
+                    future: asyncio.Future[str] = loop.create_future()
+                    self._waiters.append((loop, future))
+                await future
 
     def stop(self) -> None:
         if self.server:
