@@ -87,7 +87,7 @@ def test_classroom_starts_on_loopback_prints_how_to_join_and_stops_cleanly_on_ct
     url = room.wait_for(r"is open at (http://127\.0\.0\.1:\d+/)")[1]
     room.wait_for(r"Ctrl-C stops the room")
     assert not any("WARNING" in line for line in room.seen)
-    assert any(f"wslab.join_classroom({url!r}, 'your name')" in line for line in room.seen)
+    assert any(f"await wslab.join_classroom({url!r}, 'your name')" in line for line in room.seen)
     ws_url = url.replace("http://", "ws://")
 
     async def join():
@@ -111,7 +111,7 @@ def test_classroom_starts_on_loopback_prints_how_to_join_and_stops_cleanly_on_ct
     assert welcome["room"] == "Monday class" and welcome["nick"] == "ada"
     assert exit_code == 0
     assert close_code == 1001  # going away, RFC 6455 section 7.4.1
-    room.wait_for(r"classroom stopped")
+    room.wait_for(r"classroom stopped: 1 still joined got 1001")
 
 
 def test_listen_on_network_warns_and_accepts_pages_from_its_network_address(classroom):

@@ -86,7 +86,7 @@ async def _run(args: argparse.Namespace, out: Any) -> None:
         join = f"http://127.0.0.1:{port}/"
     print(f"= classroom {args.room!r} is open at {join}", file=out)
     print(f"  in a browser:   open {join}", file=out)
-    print(f"  in lesson 05:   me = wslab.join_classroom({join!r}, 'your name')", file=out)
+    print(f"  in lesson 05:   me = await wslab.join_classroom({join!r}, 'your name')", file=out)
     if not args.listen_on_network:
         print("  (127.0.0.1 only: students on other machines cannot join; "
               "see --listen-on-network and instructor/CLASSROOM.md)", file=out)
@@ -94,9 +94,9 @@ async def _run(args: argparse.Namespace, out: Any) -> None:
     try:
         await asyncio.Event().wait()
     finally:
+        joined = len(room.members)
         await room.server.aclose()
-        print(f"= classroom stopped ({len(room.members)} still joined were told 1001 going away)",
-              file=out, flush=True)
+        print(f"= classroom stopped: {joined} still joined got 1001 (going away)", file=out, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
