@@ -477,4 +477,5 @@ def test_client_html_cannot_be_broken_out_of_by_its_title_or_config():
     assert fragment.count("</script>") == 1
     assert "innerHTML" not in fragment and "textContent" in fragment
     assert re.search(r'id="wslab-client-[\w-]+"', fragment)
-    json.loads(re.search(r"const cfg = (\{.*?\});", fragment)[1].replace("<\\/", "</"))
+    config = json.loads(re.search(r"const cfg = (\{.*?\});", fragment)[1])
+    assert config["url"] == "ws://127.0.0.1:1/</script><script>alert(1)</script>"

@@ -221,8 +221,9 @@ def client_html(config: dict[str, Any], *, title: str = "WebSocket client") -> s
     """
     cfg = {"max_lines": 200, "format": "text", **config}
     cfg.setdefault("id", f"wslab-client-{os.getpid()}-{next(_ids)}-{int(time.time() * 1000)}")
-    # JSON inside <script>: "</" would end the script element early.
-    script = _CLIENT_JS.replace("__CONFIG__", json.dumps(cfg).replace("</", "<\\/"))
+    # JSON inside <script>: "</script>" or "<!--" in a value would end or
+    # confuse the script element, so no "<" appears literally (\u003c is JSON).
+    script = _CLIENT_JS.replace("__CONFIG__", json.dumps(cfg).replace("<", "\\u003c"))
     return (
         f'<div id="{html.escape(cfg["id"])}" class="wslab-client" data-state="not-started" style="{_CSS}">'
         f"<div><b>{html.escape(title)}</b> &middot; <span class=\"wslab-state\">"
