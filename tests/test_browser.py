@@ -337,15 +337,23 @@ def jupyter(tmp_path):
         process.stop()
 
 
-def test_jupyterlab_runs_lesson_05_and_its_client_shows_messages_pushed_by_the_kernel(page, jupyter, tmp_path):
-    lab = jupyter(
-        "lab", "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
-    )
+#: app -> (its command-line options, the page that opens a notebook)
+APPS = {
+    "lab": (["--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"], "lab/tree"),
+    "notebook": (["--JupyterNotebookApp.expose_app_in_browser=True"], "notebooks"),
+}
+
+
+@pytest.mark.parametrize("app", ["lab", "notebook"], ids=["JupyterLab", "Notebook 7"])
+def test_jupyter_runs_lesson_05_and_its_client_shows_messages_pushed_by_the_kernel(page, jupyter, tmp_path, app):
+    if app == "notebook":
+        pytest.importorskip("notebook", reason="Notebook 7 is not installed: pip install -r requirements-test.txt")
+    options, route = APPS[app]
+    lab = jupyter(app, *options, f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}")
     shutil.copy(ROOT / "notebooks" / LESSON, tmp_path / "notebooks" / LESSON)
     page.set_default_timeout(ms(60))
-    page.goto(f"http://127.0.0.1:{lab.port}/lab/tree/{LESSON}?token={lab.token}")
+    page.goto(f"http://127.0.0.1:{lab.port}/{route}/{LESSON}?token={lab.token}")
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget "
                            "&& window.jupyterapp.shell.currentWidget.sessionContext")
     # Run-all before the kernel is connected and idle races the kernel: wait first.
