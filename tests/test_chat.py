@@ -289,3 +289,21 @@ def test_under_jupyterhub_the_hubs_own_page_origin_is_let_in(monkeypatch, hub, e
             sock.close()
 
     assert run(main()) == expected
+
+
+def test_raise_fd_limit_raises_the_soft_limit_up_to_the_hard_one():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        wanted = soft + 16 if hard == resource.RLIM_INFINITY else min(soft + 16, hard)
+        assert chat.raise_fd_limit(wanted) == wanted
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == wanted
+        assert chat.raise_fd_limit(1) == wanted  # never lowers it
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_measure_fanout_refuses_nonsense_counts():
+    with pytest.raises(ValueError, match="counts must be positive"):
+        chat.measure_fanout([0])
