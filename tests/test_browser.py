@@ -145,7 +145,9 @@ def test_page_served_by_the_kernel_receives_pushes_and_sends_one_back(page):
 
     assert arun(chan.next_message(timeout=seconds(10))) == "sent from the page"
     assert page.locator(".wslab-log b").count() == 0  # shown as text, not HTML
-    page.close()  # the page going away closes its WebSocket (1001)
+    chan.stop()  # the server goes away: the page shows the close code
+    wait_for_line(page, "= closed: code 1001")
+    assert page.get_attribute(".wslab-client", "data-state") == "closed"
     assert page.errors == []
 
 

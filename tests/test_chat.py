@@ -250,7 +250,7 @@ def test_a_blocked_loop_misses_keepalive_pings_and_the_client_closes_1011():
 
 def test_a_thread_mode_room_answers_pings_while_the_caller_blocks():
     async def main(room):
-        watcher = await wslab.join_classroom(room.url, "watcher", ping_interval=0.2, ping_timeout=0.5)
+        watcher = await wslab.join_classroom(room.url, "watcher", ping_interval=0.2, ping_timeout=seconds(1))
         time.sleep(seconds(1.5))  # blocks this loop only; the room has its own
         return watcher.running
 
