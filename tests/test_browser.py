@@ -218,6 +218,31 @@ def test_notebook_client_goes_straight_to_127_0_0_1_from_a_local_page(page):
     wait_for_line(page, "= closed: code 1000 closed from the page")
 
 
+def test_notebook_client_talks_to_the_from_scratch_server_of_lesson_06(page):
+    """Any registered server works; an echo server does not greet, so "connected" waits for a reply."""
+
+    async def start():
+        return await wslab.serve_scratch()
+
+    # The from-scratch server lives on a loop: give it one in a thread.
+    from wslab.servers import LoopThread
+
+    runner = LoopThread("b-scratch")
+    try:
+        scratch = runner.run(start())
+        host = serve_fragment(wb.browser_client(scratch).data)
+        page.goto(host.url.replace("ws://", "http://"))
+        wait_for_line(page, "= open (not proven yet")
+        assert page.get_attribute(".wslab-client", "data-state") == "open"
+        say(page, "hello scratch")
+        wait_for_line(page, "= connected: the server spoke first")
+        wait_for_line(page, "< ")
+        assert "hello scratch" in page.locator(".wslab-line", has_text="< ").first.inner_text()
+        runner.run(scratch.aclose())
+    finally:
+        runner.stop()
+
+
 def test_notebook_client_builds_the_proxy_url_from_the_pages_base_url(page):
     """JupyterHub: the kernel says prefer the proxy; the page says its base URL."""
     config = {**url_plan(41234), "prefer_proxy": True, "proxy_available": True}

@@ -349,18 +349,22 @@ def url_plan(port: int) -> dict[str, Any]:
 
 
 def _target_port(target: Any) -> tuple[int | None, str | None, str]:
-    """(port, explicit url, format) for what browser_client was given."""
+    """(port, explicit url, format) for what browser_client was given.
+
+    Any handle in wslab's registry works (a :class:`wslab.Server`, a
+    from-scratch server, a push channel's or chat room's ``.server``): it has
+    ``name``, ``host``, ``port``, ``url`` and ``running``.
+    """
     fmt = getattr(target, "client_format", "text")
     server = getattr(target, "server", target)
-    if isinstance(server, Server):
+    if isinstance(server, Server) or all(hasattr(server, a) for a in ("host", "port", "running", "url")):
         if not server.running:
-            raise ValueError(
-                f"server {server.name!r} is stopped: start it again, then call browser_client"
-            )
+            name = getattr(server, "name", "this server")
+            raise ValueError(f"server {name!r} is stopped: start it again, then call browser_client")
         if server.host not in _LOOPBACK and server.host not in ("0.0.0.0", "::"):
             return None, server.url, fmt
-        return server.port, None, fmt
-    if isinstance(target, int):
+        return int(server.port), None, fmt
+    if isinstance(target, int) and not isinstance(target, bool):
         return target, None, fmt
     if isinstance(target, str) and target.startswith(("ws://", "wss://")):
         return None, target, fmt
