@@ -198,14 +198,28 @@ class EventSource:
             # seq n sits at index n - 1
             return self._events[cursor:]
 
-    async def wait_after(self, cursor: int, timeout: float | None = None) -> list[Event]:
+    async def wait_after(
+        self,
+        cursor: int,
+        timeout: float | None = None,
+        *,
+        until: Iterable[asyncio.Future[Any]] = (),
+    ) -> list[Event] | None:
         """Wait until there are events after ``cursor``, return them; ``[]`` on timeout.
+
+        ``until``: futures that end the wait early (the server stops, the
+        client goes away); then the result is ``None``. The wait costs one
+        future and no extra task, so a push server wakes one loop step after
+        :meth:`publish`.
 
         Raises :class:`CursorError` for a bad cursor, at once.
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        until = list(until)
         while True:
+            if any(f.done() for f in until):
+                return None
             future: asyncio.Future[None] = loop.create_future()
             entry = (loop, future)
             with self._lock:
@@ -216,14 +230,24 @@ class EventSource:
                 if ready:
                     return ready
                 self._waiters.add(entry)
+
+            def wake(_: Any, future: asyncio.Future[None] = future) -> None:
+                _set(future)
+
+            for other in until:
+                other.add_done_callback(wake)
             try:
-                remaining = None if deadline is None else max(0.0, deadline - loop.time())
-                await asyncio.wait_for(future, remaining)
+                if deadline is None:
+                    await future
+                else:
+                    await asyncio.wait_for(future, max(0.0, deadline - loop.time()))
             except TimeoutError:
                 return []
             finally:
                 with self._lock:
                     self._waiters.discard(entry)
+                for other in until:
+                    other.remove_done_callback(wake)
 
     # Writing
 

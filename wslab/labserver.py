@@ -242,17 +242,11 @@ class LabServer:
         if stopping is None or stopping.done():
             return None
         self._held += 1
-        waiter = asyncio.ensure_future(self.source.wait_after(cursor, timeout))
         try:
-            others = {stopping} if gone is None else {stopping, gone}
-            if ending is not None:
-                others.add(ending)
-            await asyncio.wait({waiter, *others}, return_when=asyncio.FIRST_COMPLETED)
+            until = [f for f in (stopping, gone, ending) if f is not None]
+            return await self.source.wait_after(cursor, timeout, until=until)
         finally:
             self._held -= 1
-            if not waiter.done():
-                waiter.cancel()
-        return waiter.result() if waiter.done() and not waiter.cancelled() else None
 
     # Stopping
 
@@ -266,7 +260,13 @@ class LabServer:
 
     async def _close(self) -> None:
         self._begin_close()
-        await asyncio.sleep(0)  # let held handlers see "stopping" and finish
+        # Let held handlers see "stopping" and answer before connections are
+        # closed: a few loop steps, bounded.
+        for _ in range(50):
+            if self._held == 0:
+                break
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
         try:
             async with asyncio.timeout(self.stop_timeout):
                 await asyncio.gather(self._http.close_all_connections(), self._ws.wait_closed())
@@ -458,6 +458,9 @@ class _Stream(_Handler):
         # The preamble: reconnect after 1 s if the stream breaks, and the
         # cursor as an id, so even a client that got no event yet resumes here.
         self.write(f"retry: 1000\nid: {cursor}\n\n")
+        # Each event is a small write on a long-lived response: without
+        # TCP_NODELAY, Nagle's algorithm and delayed ACKs hold some back ~40 ms.
+        self.request.connection.stream.set_nodelay(True)
         try:
             await self.flush()
             while True:
