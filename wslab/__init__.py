@@ -50,11 +50,21 @@ from .battery import check_server, check_server_sync
 from . import scratch
 from .scratch import ScratchServer, serve_scratch, serve_streams
 
-# The latency lab: push against polling, measured and plotted (experiment.py, plots.py)
-from . import plots
+# The latency lab: push against polling, measured and plotted (experiment.py, plots.py;
+# plots loads matplotlib on first use, see __getattr__ below)
 from .experiment import ExperimentConfig, Results, TransportResult, load_results, run_experiment
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `wslab.plots` imports matplotlib (about 0.3 s): only when first used.
+    if name == "plots":
+        import importlib
+
+        return importlib.import_module(".plots", __name__)
+    raise AttributeError(f"module 'wslab' has no attribute {name!r}")
+
 
 #: True when the test suite runs the lessons (WSLAB_QUICK=1): lessons measure less.
 QUICK = os.environ.get("WSLAB_QUICK") == "1"
