@@ -69,20 +69,7 @@ def _out_dir(args: argparse.Namespace) -> Path:
 
 
 async def _run(config: ExperimentConfig, bytes_pass: bool) -> Results:
-    from tqdm import tqdm
-
-    passes = {k: 1 if k == "tcp_floor" or not bytes_pass else 2 for k in config.transports}
-    total = sum(passes.values()) * config.events
-    with tqdm(total=total, unit="event", desc="measuring", file=sys.stderr, dynamic_ncols=True,
-              bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} events [{elapsed}<{remaining}]") as bar:
-
-        def progress(key: str, n: int) -> None:
-            if n:
-                bar.update(n)
-            else:  # starting this transport
-                bar.set_description(key, refresh=True)
-
-        return await run_experiment(config, bytes_pass=bytes_pass, progress=progress)
+    return await run_experiment(config, bytes_pass=bytes_pass, progress=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ running (each is registered, so ``wslab.stop_all()`` sees it, and stopped in a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import math
@@ -44,7 +45,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Sequence
 
 from . import servers as _servers
 from .display import Table
@@ -915,7 +916,7 @@ async def run_experiment(
     config: ExperimentConfig | None = None,
     *,
     bytes_pass: bool = True,
-    progress: Callable[[str, int], Any] | None = None,
+    progress: bool | Callable[[str, int], Any] | None = None,
     **overrides: Any,
 ) -> Results:
     """Run the same seeded schedule over every transport in ``config``; return :class:`Results`.
@@ -926,18 +927,46 @@ async def run_experiment(
         results.table()
 
     The servers run in threads of their own; this coroutine is the measuring
-    client, on the caller's loop. ``progress(key, n)`` is called as events
-    are done, and ``progress(key, 0)`` as a transport starts (the command line
-    drives a progress bar with it). With
-    ``bytes_pass=False`` each transport runs once, without byte counts.
+    client, on the caller's loop. ``progress``: ``True`` shows a progress bar
+    (a widget in Jupyter, text in a terminal), ``False`` none, ``None`` (the
+    default) shows one when the run should take more than a few seconds; a
+    callable gets ``progress(key, n)`` as events are done and
+    ``progress(key, 0)`` as a transport starts. With ``bytes_pass=False``
+    each transport runs once, without byte counts.
     """
     config = _merge(config, overrides)  # type: ignore[arg-type]
+    if progress is None:
+        progress = expected_seconds(config, bytes_pass=bytes_pass) > 3
+    if progress is True:
+        with _progress_bar(config, bytes_pass) as bar:
+            return await run_experiment(config, bytes_pass=bytes_pass, progress=bar)
     results = Results(config)
     started = CLOCK()
     for key in config.transports:
-        results.transports[key] = await measure_transport(key, config, bytes_pass=bytes_pass, progress=progress)
+        results.transports[key] = await measure_transport(
+            key, config, bytes_pass=bytes_pass, progress=progress or None
+        )
     results.seconds = CLOCK() - started
     return results
+
+
+@contextlib.contextmanager
+def _progress_bar(config: ExperimentConfig, bytes_pass: bool) -> Iterator[Callable[[str, int], None]]:
+    """A tqdm bar over every event of every pass; yields the ``progress`` callback."""
+    from tqdm.auto import tqdm
+
+    passes = {k: 1 if k == "tcp_floor" or not bytes_pass else 2 for k in config.transports}
+    total = sum(passes.values()) * config.events
+    with tqdm(total=total, unit="event", desc="measuring", dynamic_ncols=True,
+              bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} events [{elapsed}<{remaining}]") as bar:
+
+        def progress(key: str, n: int) -> None:
+            if n:
+                bar.update(n)
+            else:  # starting this transport
+                bar.set_description(key, refresh=True)
+
+        yield progress
 
 
 def expected_seconds(config: ExperimentConfig, *, bytes_pass: bool = True) -> float:
