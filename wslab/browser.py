@@ -457,13 +457,15 @@ class PushChannel:
         return html_page_responder(lambda: page_html(title="wslab push channel"))(connection, request)
 
     async def handler(self, connection: ServerConnection) -> None:
-        # Greeting, replay and joining the push list happen with no await in
+        # Joining the push list, greeting and replay happen with no await in
         # between (broadcast() writes at once), so no push falls in a gap.
-        broadcast([connection], self.greeting)
-        for text in self.pushed:
-            broadcast([connection], text)
+        # Join first: a page that has its greeting is counted by push() from
+        # another thread.
         self._clients.add(connection)
         try:
+            broadcast([connection], self.greeting)
+            for text in self.pushed:
+                broadcast([connection], text)
             async for message in connection:
                 text = message if isinstance(message, str) else f"(binary, {len(message)} bytes)"
                 with self._lock:

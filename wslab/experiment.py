@@ -501,7 +501,7 @@ def schedule(config: ExperimentConfig) -> tuple[list[float], list[Any]]:
 # The floor: raw TCP push with asyncio streams
 
 
-class TcpPushServer:
+class TcpPushServer(_servers.Background):
     """A raw TCP server that pushes newline-delimited, timestamped events.
 
     The floor every other transport is compared with: no HTTP, no framing,
@@ -513,6 +513,7 @@ class TcpPushServer:
     """
 
     mode = "thread"
+    stop_timeout = 2.0
 
     def __init__(self, name: str, gaps: Sequence[float], payloads: Sequence[Any]) -> None:
         self.name = name
@@ -522,8 +523,6 @@ class TcpPushServer:
         self.started = time.time()
         self.host, self.port = "127.0.0.1", 0
         self.connections = 0
-        self._stopped = False
-        self._runner: _servers.LoopThread | None = None
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -532,22 +531,14 @@ class TcpPushServer:
         return f"tcp://{self.host}:{self.port}/"
 
     @property
-    def running(self) -> bool:
-        return not self._stopped
-
-    @property
-    def uptime(self) -> float:
-        return time.time() - self.started
-
-    @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        assert self._runner is not None
-        return self._runner.loop
+        assert self._thread is not None
+        return self._thread.loop
 
-    def _start(self) -> None:
-        self._runner = _servers.LoopThread(self.name)
-        self._server = self._runner.run(asyncio.start_server(self._handle, self.host, 0))
+    async def _start(self) -> TcpPushServer:
+        self._server = await asyncio.start_server(self._handle, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
+        return self
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -576,33 +567,19 @@ class TcpPushServer:
             self._tasks.discard(task)
             writer.close()
 
+    # Stopping (stop() and aclose() come from Background): returns within a
+    # few seconds, stopping the thread too.
+
     async def _close(self) -> None:
         assert self._server is not None
         self._server.close()
         for task in list(self._tasks):
             task.cancel()
-        async with asyncio.timeout(2):
-            await self._server.wait_closed()
-
-    def stop(self) -> None:
-        """Stop the server and its thread; returns within a few seconds."""
-        if self._stopped:
-            return
-        self._stopped = True
-        _servers.unregister(self)
-        runner = self._runner
-        if runner is None:
-            return
         try:
-            if runner.loop.is_running():
-                runner.run(self._close(), 3)
-        except Exception:  # noqa: BLE001 - stopping must not fail
+            async with asyncio.timeout(self.stop_timeout):
+                await self._server.wait_closed()
+        except TimeoutError:  # stopping must not fail
             pass
-        finally:
-            runner.stop(3)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.stop)
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -614,15 +591,8 @@ def serve_tcp_push(
 ) -> TcpPushServer:
     """Start the raw TCP pusher for ``config``'s schedule in a thread of its own."""
     config = config or ExperimentConfig()
-    _servers.release_sync(name)
     server = TcpPushServer(name, *schedule(config))
-    try:
-        server._start()
-    except BaseException:
-        server.stop()
-        raise
-    _servers.register(server)
-    return server
+    return _servers.start_in_thread(name, server._start)
 
 
 class Recorder:

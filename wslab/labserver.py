@@ -32,7 +32,8 @@ Design note
 Like :mod:`wslab.servers`, a lab server runs either on the loop already
 running (task mode, ``await lab_server()``) or on a loop of its own in a
 daemon thread (thread mode, ``lab_server_in_thread()``, a
-:class:`wslab.servers.LoopThread`). Everything tornado and websockets own is
+:class:`wslab.servers.LoopThread`); :class:`wslab.servers.Background` decides
+where stopping runs. Everything tornado and websockets own is
 touched only on that loop. The :class:`~wslab.events.EventSource` is the one
 shared object: ``lab.publish()`` may be called from any thread.
 
@@ -68,7 +69,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from .events import CursorError, Event, EventSource
-from .servers import LoopThread, register, release, release_sync, unregister
+from .servers import Background, _running_loop, register, release, start_in_thread
 
 __all__ = ["LabServer", "lab_server", "lab_server_in_thread", "DEFAULT_LONGPOLL_TIMEOUT"]
 
@@ -117,7 +118,7 @@ def _limit_param(text: str | None) -> int | None:
 
 
 @dataclass(eq=False)
-class LabServer:
+class LabServer(Background):
     """A handle on a running lab server (see the module doc for its endpoints).
 
     Attributes: ``name``, ``host``, ``port`` (HTTP), ``ws_port``, ``http_url``,
@@ -141,11 +142,8 @@ class LabServer:
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     _http: Any = field(default=None, repr=False)
     _ws: Any = field(default=None, repr=False)
-    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
-    _thread: LoopThread | None = field(default=None, repr=False)
     _stopping: asyncio.Future[None] | None = field(default=None, repr=False)
     _ending: asyncio.Future[None] | None = field(default=None, repr=False)
-    _stopped: bool = field(default=False, repr=False)
     _held: int = field(default=0, repr=False)
 
     # Addresses
@@ -161,14 +159,6 @@ class LabServer:
     @property
     def url(self) -> str:
         return self.http_url
-
-    @property
-    def running(self) -> bool:
-        return not self._stopped
-
-    @property
-    def uptime(self) -> float:
-        return time.time() - self.started
 
     @property
     def connections(self) -> int:
@@ -214,11 +204,7 @@ class LabServer:
             if ending is not None and not ending.done():
                 ending.set_result(None)
 
-        try:
-            current = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        if current is loop:
+        if _running_loop() is loop:
             end()
         else:
             loop.call_soon_threadsafe(end)
@@ -248,9 +234,13 @@ class LabServer:
         finally:
             self._held -= 1
 
-    # Stopping
+    # Stopping (stop() and aclose() come from Background): held requests end
+    # at once, every step is bounded by stop_timeout. stop() from a cell on
+    # the server's own loop stops listening and ends held requests at once,
+    # and finishes closing connections in the background; ``await
+    # lab.aclose()`` waits for that.
 
-    def _begin_close(self) -> None:
+    def _stop_listening(self) -> None:
         if self._stopping is not None and not self._stopping.done():
             self._stopping.set_result(None)
         if self._http is not None:
@@ -259,7 +249,7 @@ class LabServer:
             self._ws.close(close_connections=True)
 
     async def _close(self) -> None:
-        self._begin_close()
+        self._stop_listening()
         # Let held handlers see "stopping" and answer before connections are
         # closed: a few loop steps, bounded.
         for _ in range(50):
@@ -276,58 +266,13 @@ class LabServer:
             for conn in list(self._ws.connections):
                 conn.transport.abort()
 
-    def _mark_stopped(self) -> bool:
-        if self._stopped:
-            return True
-        self._stopped = True
-        unregister(self)
-        return False
+    def _begin_close(self) -> None:
+        self._stop_listening()
+        super()._begin_close()  # the rest of _close() as a task
 
-    async def aclose(self) -> None:
-        """Stop the server, ending held requests and closing every client; bounded in time."""
-        if self._mark_stopped():
-            return
-        if self.mode == "thread":
-            await asyncio.to_thread(self._stop_thread)
-        else:
-            await self._close()
-
-    def stop(self) -> None:
-        """Stop the server (see :meth:`aclose`).
-
-        In task mode, called from a cell on the server's own loop, it stops
-        listening and ends held requests at once, and finishes closing
-        connections in the background; ``await lab.aclose()`` waits for that.
-        """
-        if self._mark_stopped():
-            return
-        if self.mode == "thread":
-            self._stop_thread()
-            return
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            current = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        if current is loop:
-            self._begin_close()
-            loop.create_task(self._close())
-        elif loop.is_running():
-            asyncio.run_coroutine_threadsafe(self._close(), loop).result(self.stop_timeout + 1)
-        else:
-            for sock in getattr(self._http, "_sockets", {}).values():
-                sock.close()
-
-    def _stop_thread(self) -> None:
-        runner = self._thread
-        assert runner is not None
-        try:
-            if runner.loop.is_running():
-                runner.run(self._close(), self.stop_timeout + 1)
-        finally:
-            runner.stop(self.stop_timeout + 1)
+    def _release(self) -> None:
+        for sock in getattr(self._http, "_sockets", {}).values():
+            sock.close()
 
     def _report(self, exc: BaseException) -> None:
         self.errors.append(exc)
@@ -606,13 +551,4 @@ def lab_server_in_thread(
     Use it when cells block (a blocking socket, ``time.sleep``) or when a
     measuring client runs on another loop. Same arguments as :func:`lab_server`.
     """
-    release_sync(name)
-    runner = LoopThread(name)
-    try:
-        lab = runner.run(_start(name, source, seed, clock, "thread", stop_timeout, ws_kwargs))
-    except BaseException:
-        runner.stop()
-        raise
-    lab._thread = runner
-    register(lab)
-    return lab
+    return start_in_thread(name, lambda: _start(name, source, seed, clock, "thread", stop_timeout, ws_kwargs))

@@ -36,7 +36,7 @@ from typing import Any, Awaitable, Callable, Union
 
 from . import frames, handshake
 from .frames import CloseCode, Frame, Message, Opcode, ProtocolError
-from .servers import DEFAULT_STOP_TIMEOUT, _check_host, register, release, unregister
+from .servers import DEFAULT_STOP_TIMEOUT, Background, _check_host, register, release
 
 __all__ = ["connection", "echo", "serve_scratch", "serve_streams", "ScratchServer", "DEFAULT_MAX_SIZE"]
 
@@ -157,7 +157,7 @@ def _reason(text: str) -> str:
 
 
 @dataclass(eq=False)
-class ScratchServer:
+class ScratchServer(Background):
     """A handle on a server started by :func:`serve_streams` or :func:`serve_scratch`.
 
     ``name``, ``host``, ``port``, ``url``, ``mode`` (always ``"task"``),
@@ -173,11 +173,8 @@ class ScratchServer:
     errors: list[BaseException] = field(default_factory=list)
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     _server: asyncio.base_events.Server | None = field(default=None, repr=False)
-    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _tasks: dict[asyncio.Task[Any], asyncio.StreamWriter] = field(default_factory=dict, repr=False)
-    _stopped: bool = field(default=False, repr=False)
     _shown: set[str] = field(default_factory=set, repr=False)
-    _closing: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -186,14 +183,6 @@ class ScratchServer:
     @property
     def connections(self) -> int:
         return len(self._tasks)
-
-    @property
-    def running(self) -> bool:
-        return not self._stopped
-
-    @property
-    def uptime(self) -> float:
-        return time.time() - self.started
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -238,38 +227,14 @@ class ScratchServer:
         for writer in list(self._tasks.values()):
             writer.transport.abort()  # stragglers that ignored the cancel
 
-    async def aclose(self) -> None:
-        """Stop listening and close every connection; returns within about ``stop_timeout`` s."""
-        if self._mark_stopped():
-            return
-        await self._close()
+    def _begin_close(self) -> None:
+        super()._begin_close()  # _close() as a task, when the cell returns
+        assert self._server is not None
+        self._server.close()  # stop listening now
 
-    def stop(self) -> None:
-        """Stop the server. From a cell on its own loop, the closing finishes when the cell returns."""
-        if self._mark_stopped():
-            return
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._closing = loop.create_task(self._close())  # keep a reference until done
-            assert self._server is not None
-            self._server.close()  # stop listening now
-        elif loop.is_running():
-            asyncio.run_coroutine_threadsafe(self._close(), loop).result(self.stop_timeout + 1)
-        elif self._server is not None:
+    def _release(self) -> None:
+        if self._server is not None:
             self._server.close()  # interpreter exit: release the port
-
-    def _mark_stopped(self) -> bool:
-        if self._stopped:
-            return True
-        self._stopped = True
-        unregister(self)
-        return False
 
 
 async def serve_streams(

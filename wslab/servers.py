@@ -28,6 +28,14 @@ What must never happen:
 A registry maps names to running servers: starting a server under a name that
 is taken stops the old one first, so re-running a cell just works. At
 interpreter exit every server still running is stopped.
+
+Every background thing (this module's :class:`Server`, the lab server, the
+wiretap, the from-scratch server, the raw TCP pusher) shares one lifecycle,
+:class:`Background`: a subclass says how to close itself on its own loop
+(``_close()``, bounded in time) and the base decides, in ``stop()`` and
+``aclose()``, on which loop or thread that runs. :func:`start_in_thread` is
+the thread-mode start sequence they share (release the name, start a
+:class:`LoopThread`, run the start coroutine there, register the handle).
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Generator
+from typing import Any, Awaitable, Callable, Generator, TypeVar
 
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as _ws_serve
@@ -53,6 +61,8 @@ from .display import Table
 
 __all__ = [
     "Server",
+    "Background",
+    "start_in_thread",
     "serve",
     "serve_in_thread",
     "status",
@@ -123,8 +133,118 @@ class NoRunningLoopError(RuntimeError):
     """``wslab.serve()`` was called where no event loop runs."""
 
 
+class Background:
+    """The lifecycle of a background thing: a server, a relay, a pusher.
+
+    A subclass has ``name``, ``mode`` (``"task"`` or ``"thread"``),
+    ``started`` (a ``time.time()``) and ``stop_timeout`` (seconds); in task
+    mode it sets ``_loop`` to the loop it runs on, in thread mode
+    :func:`start_in_thread` sets ``_thread``. It provides:
+
+    * ``async def _close()``: close everything, on its own loop, within about
+      ``stop_timeout`` seconds (then cut stragglers loose);
+    * optionally ``_begin_close()``: what ``stop()`` does when called on the
+      thing's own loop, where it cannot wait (default: run ``_close()`` as a
+      task, so the closing finishes as soon as the cell returns);
+    * optionally ``_release()``: what ``stop()`` does when the loop no longer
+      runs (interpreter exit): release the port (default: nothing).
+
+    The base provides ``running``, ``uptime``, ``stop()`` and ``aclose()``,
+    and unregisters the handle when it stops.
+    """
+
+    name: str
+    mode: str
+    started: float
+    stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: LoopThread | None = None
+    _stopped: bool = False
+    _closing: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return not self._stopped
+
+    @property
+    def uptime(self) -> float:
+        return time.time() - self.started
+
+    # What a subclass provides
+
+    async def _close(self) -> None:
+        """Close on the thing's own loop; bounded by ``stop_timeout``."""
+        raise NotImplementedError
+
+    def _begin_close(self) -> None:
+        """``stop()`` on the thing's own loop: start closing, finish later."""
+        assert self._loop is not None
+        self._closing = self._loop.create_task(self._close())  # keep a reference until done
+
+    def _release(self) -> None:
+        """``stop()`` when the loop does not run (interpreter exit)."""
+
+    # Stopping
+
+    async def aclose(self) -> None:
+        """Stop it and wait until it is down; returns within about ``stop_timeout`` seconds.
+
+        Calling it twice is fine.
+        """
+        if self._mark_stopped():
+            return
+        if self.mode == "thread":
+            await asyncio.to_thread(self._stop_thread)
+        else:
+            await self._close()
+
+    def stop(self) -> None:
+        """Stop it (see :meth:`aclose`).
+
+        In thread mode, or from another thread, this waits until it is down.
+        In task mode, called from a cell on its own loop, it starts closing at
+        once (stops listening) and finishes as soon as the cell returns;
+        ``await aclose()`` waits for that. Calling it twice is fine.
+        """
+        if self._mark_stopped():
+            return
+        if self.mode == "thread":
+            self._stop_thread()
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if _running_loop() is loop:
+            self._begin_close()
+        elif loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(self._close(), loop)
+            future.result(self.stop_timeout + 1)
+        else:
+            self._release()  # the loop is not running (interpreter exit)
+
+    def _mark_stopped(self) -> bool:
+        """Mark as stopped and unregister; return True if it already was."""
+        with _registry_lock:
+            if self._stopped:
+                return True
+            self._stopped = True
+        unregister(self)
+        return False
+
+    def _stop_thread(self) -> None:
+        """Thread mode: run ``_close()`` on the thread's loop, then stop the thread."""
+        runner = self._thread
+        if runner is None:
+            return
+        try:
+            if runner.loop.is_running():
+                runner.run(self._close(), self.stop_timeout + 1)
+        finally:
+            runner.stop(self.stop_timeout + 1)
+
+
 @dataclass(eq=False)
-class Server:
+class Server(Background):
     """A handle on a WebSocket server running in the background.
 
     Attributes: ``name``, ``host``, ``port``, ``url`` (``ws://host:port/``),
@@ -140,9 +260,6 @@ class Server:
     errors: list[BaseException] = field(default_factory=list)
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
     _ws_server: Any = field(default=None, repr=False)
-    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
-    _thread: LoopThread | None = field(default=None, repr=False)
-    _stopped: bool = field(default=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -156,15 +273,7 @@ class Server:
             return 0
         return len(self._ws_server.connections)
 
-    @property
-    def running(self) -> bool:
-        return not self._stopped
-
-    @property
-    def uptime(self) -> float:
-        return time.time() - self.started
-
-    # Stopping
+    # Stopping (stop() and aclose() come from Background): clients get 1001
 
     async def _close(self) -> None:
         """Close the server on its own loop; bounded by ``stop_timeout``."""
@@ -181,60 +290,13 @@ class Server:
             for task in list(ws_server.handler_tasks):
                 task.cancel()
 
-    async def aclose(self) -> None:
-        """Stop the server: close clients with 1001 and wait until it is down.
+    def _begin_close(self) -> None:
+        # Closes the listening socket at once; websockets closes the clients
+        # in a task of its own.
+        self._ws_server.close(close_connections=True)
 
-        Returns within about ``stop_timeout`` seconds. Calling it twice is fine.
-        """
-        if self._mark_stopped():
-            return
-        if self.mode == "thread":
-            await asyncio.to_thread(self._stop_thread)
-        else:
-            await self._close()
-
-    def stop(self) -> None:
-        """Stop the server (see :meth:`aclose`).
-
-        In thread mode this waits until the server is down. In task mode,
-        called from a cell on the server's own loop, it closes the listening
-        socket at once and finishes closing clients as soon as the cell
-        returns; use ``await srv.aclose()`` to wait for that.
-        """
-        if self._mark_stopped():
-            return
-        if self.mode == "thread":
-            self._stop_thread()
-            return
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        if _running_loop() is loop:
-            self._ws_server.close(close_connections=True)
-        elif loop.is_running():
-            future = asyncio.run_coroutine_threadsafe(self._close(), loop)
-            future.result(self.stop_timeout + 1)
-        else:
-            # The loop is not running (interpreter exit): release the port.
-            self._ws_server.server.close()
-
-    def _mark_stopped(self) -> bool:
-        """Mark as stopped and unregister; return True if it already was."""
-        with _registry_lock:
-            if self._stopped:
-                return True
-            self._stopped = True
-        unregister(self)
-        return False
-
-    def _stop_thread(self) -> None:
-        runner = self._thread
-        assert runner is not None
-        try:
-            if runner.loop.is_running():
-                runner.run(self._close(), self.stop_timeout + 1)
-        finally:
-            runner.stop(self.stop_timeout + 1)
+    def _release(self) -> None:
+        self._ws_server.server.close()
 
     # Display
 
@@ -363,7 +425,7 @@ async def _start(
 # The registry: every background thing a learner started, by name. Other
 # modules (the wiretap, the polling lab server) register their handles too; a
 # handle has name, url, mode, connections, uptime, errors, running, stop()
-# and aclose().
+# and aclose() (a Background subclass has the last four from the base).
 
 
 def register(handle: Any) -> None:
@@ -399,6 +461,29 @@ def release_sync(name: str) -> None:
     previous = _holder(name)
     if previous is not None:
         previous.stop()
+
+
+H = TypeVar("H", bound=Background)
+
+
+def start_in_thread(name: str, start: Callable[[], Awaitable[H]]) -> H:
+    """Start a background thing in thread mode; return its registered handle.
+
+    Stops what runs under ``name``, starts a :class:`LoopThread`, runs
+    ``start()`` (a coroutine that starts listening and returns the handle)
+    there, and registers the handle. If ``start()`` fails, the thread is
+    stopped and the exception raised.
+    """
+    release_sync(name)
+    runner = LoopThread(name)
+    try:
+        handle = runner.run(start())
+    except BaseException:
+        runner.stop()
+        raise
+    handle._thread = runner
+    register(handle)
+    return handle
 
 
 class _PendingServer:
@@ -493,16 +578,7 @@ def serve_in_thread(
     _check_handler(handler)
     _check_host(host, allow_network)
     name = name or _default_name(handler)
-    release_sync(name)
-    runner = LoopThread(name)
-    try:
-        server = runner.run(_start(handler, name, host, port, "thread", stop_timeout, kwargs))
-    except BaseException:
-        runner.stop()
-        raise
-    server._thread = runner
-    register(server)
-    return server
+    return start_in_thread(name, lambda: _start(handler, name, host, port, "thread", stop_timeout, kwargs))
 
 
 # Looking after all servers

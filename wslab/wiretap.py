@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 
 from . import servers
 from .display import Table
-from .servers import LoopThread
+from .servers import Background
 
 __all__ = ["Chunk", "Connection", "Capture", "Tap", "View", "wiretap", "wiretap_in_thread", "load"]
 
@@ -470,7 +470,7 @@ def _parse_target(target: Any) -> tuple[str, str, int, str]:
     return parts.scheme, parts.hostname, port, path
 
 
-class Tap(Capture):
+class Tap(Capture, Background):
     """A running wiretap: the relay, its counters and its capture.
 
     Attributes: ``name``, ``host``/``port`` (where the tap listens),
@@ -478,7 +478,12 @@ class Tap(Capture):
     ``target`` (the target URL), ``mode``, ``running``, ``connections`` (open
     now), ``uptime``, ``errors``, ``bytes_up``/``bytes_down`` (totals),
     ``conns`` (per connection: :class:`Connection`), ``log``/``chunks``.
+    ``stop()`` / ``await aclose()`` close its port and abort every relayed
+    connection (see :class:`wslab.servers.Background`); the capture stays
+    readable.
     """
+
+    stop_timeout = STOP_TIMEOUT
 
     def __init__(
         self,
@@ -509,27 +514,16 @@ class Tap(Capture):
         self._t0 = time.perf_counter()
         self._ids = 0
         self._server: asyncio.AbstractServer | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: LoopThread | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._transports: set[asyncio.BaseTransport] = set()
-        self._stopped = False
 
     @property
     def url(self) -> str:
         return f"{self.scheme}://{self.host}:{self.port}{self.path}"
 
     @property
-    def running(self) -> bool:
-        return not self._stopped
-
-    @property
     def connections(self) -> int:
         return sum(1 for c in self.conns.values() if c.closed is None)
-
-    @property
-    def uptime(self) -> float:
-        return time.time() - self.started
 
     def _now(self) -> float:
         return time.perf_counter() - self._t0
@@ -611,7 +605,8 @@ class Tap(Capture):
                 source.transport.abort()
                 return
 
-    # Stopping
+    # Stopping (stop() and aclose() come from Background): stop() closes the
+    # tap's port and aborts every relayed connection; the capture stays readable.
 
     def _abort_all(self) -> None:
         """Close the listener and abort every relayed connection (on the relay's loop)."""
@@ -626,47 +621,13 @@ class Tap(Capture):
         self._abort_all()
         tasks = [t for t in self._tasks if not t.done()]
         if tasks:
-            await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+            await asyncio.wait(tasks, timeout=self.stop_timeout)
 
-    def _mark_stopped(self) -> bool:
-        if self._stopped:
-            return True
-        self._stopped = True
-        servers.unregister(self)
-        return False
+    def _begin_close(self) -> None:
+        self._abort_all()
 
-    async def aclose(self) -> None:
-        """Stop the tap and wait until it is down; the capture stays readable."""
-        if self._mark_stopped():
-            return
-        if self.mode == "thread":
-            await asyncio.to_thread(self._stop_thread)
-        else:
-            await self._close()
-
-    def stop(self) -> None:
-        """Stop the tap: close its port and abort every relayed connection; the capture stays readable."""
-        if self._mark_stopped():
-            return
-        if self.mode == "thread":
-            self._stop_thread()
-            return
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        if servers._running_loop() is loop or not loop.is_running():
-            self._abort_all()
-        else:
-            asyncio.run_coroutine_threadsafe(self._close(), loop).result(STOP_TIMEOUT + 1)
-
-    def _stop_thread(self) -> None:
-        runner = self._thread
-        assert runner is not None
-        try:
-            if runner.loop.is_running():
-                runner.run(self._close(), STOP_TIMEOUT + 1)
-        finally:
-            runner.stop(STOP_TIMEOUT + 1)
+    def _release(self) -> None:
+        self._abort_all()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -745,13 +706,4 @@ def wiretap_in_thread(
     Use it when the clients block (a synchronous client in a cell, another thread).
     """
     tap = _make(target, name, "thread", max_capture, connect_timeout)
-    servers.release_sync(name)
-    runner = LoopThread(name)
-    try:
-        runner.run(_start(tap))
-    except BaseException:
-        runner.stop()
-        raise
-    tap._thread = runner
-    servers.register(tap)
-    return tap
+    return servers.start_in_thread(name, lambda: _start(tap))
