@@ -89,7 +89,7 @@ async def main(args: argparse.Namespace) -> int:
     p99 = {"tcp_floor": [], "websocket": [], "bare websockets": []}
     ratios = []
     for rnd in range(args.rounds):
-        results = await run_experiment(config, bytes_pass=False)
+        results = await run_experiment(config, bytes_pass=False, progress=False)
         bare = await bare_websockets(config)
         for key in ("tcp_floor", "websocket"):
             p50[key].append(results[key].p50_ms)
