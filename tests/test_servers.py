@@ -249,6 +249,12 @@ def test_non_loopback_host_needs_an_explicit_opt_in(host):
         wslab.serve_in_thread(echo, host=host)
 
 
+@pytest.mark.parametrize("port", [-1, 65536, "8081", 80.0, True])
+def test_a_port_that_is_not_a_port_number_says_what_to_pass(port):
+    with pytest.raises(ValueError, match="port must be a whole number from 0 to 65535.*port=0"):
+        wslab.serve_in_thread(echo, port=port)
+
+
 def test_port_taken_by_another_program_names_the_port_and_suggests_port_0():
     with socket.socket() as other:
         other.bind(("127.0.0.1", 0))

@@ -36,7 +36,7 @@ from typing import Any, Awaitable, Callable, Union
 
 from . import frames, handshake
 from .frames import CloseCode, Frame, Message, Opcode, ProtocolError
-from .servers import DEFAULT_STOP_TIMEOUT, Background, _check_host, register, release
+from .servers import DEFAULT_STOP_TIMEOUT, Background, _check_host, _check_port, register, release
 
 __all__ = ["connection", "echo", "serve_scratch", "serve_streams", "ScratchServer", "DEFAULT_MAX_SIZE"]
 
@@ -258,6 +258,7 @@ async def serve_streams(
             f"write `async def connection(reader, writer): ...`"
         )
     _check_host(host, allow_network)
+    _check_port(port)
     name = name or getattr(code, "__name__", "streams")
     await release(name)
     handle = ScratchServer(name, host, 0, stop_timeout=stop_timeout)

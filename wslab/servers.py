@@ -361,6 +361,14 @@ def _check_handler(handler: Any) -> None:
         )
 
 
+def _check_port(port: Any) -> None:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(
+            f"port must be a whole number from 0 to 65535, got {port!r}; "
+            f"keep the default port=0 so the OS picks a free port, then read srv.port"
+        )
+
+
 def _check_host(host: str, allow_network: bool) -> None:
     if allow_network:
         return
@@ -541,6 +549,7 @@ def serve(
     """
     _check_handler(handler)
     _check_host(host, allow_network)
+    _check_port(port)
     if _running_loop() is None:
         raise NoRunningLoopError(
             "wslab.serve() needs a running event loop. In a notebook write "
@@ -577,6 +586,7 @@ def serve_in_thread(
     """
     _check_handler(handler)
     _check_host(host, allow_network)
+    _check_port(port)
     name = name or _default_name(handler)
     return start_in_thread(name, lambda: _start(handler, name, host, port, "thread", stop_timeout, kwargs))
 
