@@ -24,6 +24,10 @@ another thread goes through ``call_soon_threadsafe``.
 * The same port serves the room's HTML page to plain HTTP GETs, so a browser
   can open ``http://127.0.0.1:<port>/``; the page shows every message as
   text (``textContent``), so a ``<script>`` sent as a chat message does not run.
+* :func:`measure_fanout` keeps its room in a thread of this process and runs
+  the simulated clients in a separate process (multiprocessing, "spawn"), so
+  the clients' reading never shares a GIL with the room's writing; see the
+  note above :func:`raise_fd_limit` for who stamps which time.
 
 The wire format is JSON, one event per message::
 
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import os
 import re
 import resource
@@ -46,12 +51,13 @@ import socket
 import statistics
 import threading
 import time
+import traceback
 import unicodedata
 from collections import deque
 from typing import Any, Sequence
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
@@ -533,13 +539,39 @@ async def stalled_client(url: str, nick: str) -> Any:
 
 
 # Fan-out: how long does broadcast take to reach 100, 500, 1,000 clients?
+#
+# Where things run (measure_fanout):
+# * the room: a chat_room_in_thread in this process (wslab.status() shows it,
+#   the finally clause stops it);
+# * the simulated clients: a child process started with the "spawn" context
+#   (safe from a Jupyter kernel: no fork of a process that has threads), one
+#   asyncio loop there, plain websockets clients on 127.0.0.1. Client and room
+#   never share a GIL, so the clients' reading and timestamping cannot be
+#   serialised with the room's writing. With both in one process, the room's
+#   thread handed the GIL to the clients' thread about twice per client in the
+#   middle of one broadcast(), and the "last client" figure measured GIL
+#   scheduling, not fan-out (500 clients could come out slower than 1,000).
+#   The room has no keepalive pings (ping_interval=None) while it is measured.
+# * the clock: time.perf_counter(), which is system-wide (CLOCK_MONOTONIC on
+#   Linux), so a stamp taken in the room's thread and one taken in the child
+#   are comparable. The room stamps t0 right before it broadcasts and puts it
+#   in the message text; the child stamps each arrival when the bytes reach
+#   the client connection (_StampedConnection.data_received, before parsing)
+#   and sends back first/median/last for the round.
+# * the talk between them: a multiprocessing Pipe, one request and one answer
+#   at a time: ("connect", n) -> ("connected", n); ("round", k) -> ("ready", k),
+#   then the room broadcasts, -> ("result", {...}); ("stop", None) ends the
+#   child. Every wait on the pipe is bounded in time and checks that the child
+#   is alive; the child is always stopped (then terminated, then killed) and
+#   joined in bounded time, on errors and on KeyboardInterrupt too.
 
 
 def raise_fd_limit(needed: int) -> int:
     """Raise this process's soft limit on open files to ``needed`` (up to the hard limit).
 
-    Each simulated client costs two file descriptors here (its socket and the
-    server's). Returns the new soft limit.
+    Each simulated client costs one file descriptor in the room's process (the
+    server's socket) and one in the clients' process (its own socket);
+    :func:`measure_fanout` raises the limit in both. Returns the new soft limit.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
@@ -549,54 +581,176 @@ def raise_fd_limit(needed: int) -> int:
     return soft
 
 
-async def _connect_many(url: str, n: int, batch: int = 50) -> list[Any]:
+class _StampedConnection(ClientConnection):
+    """A client connection that notes when bytes last reached it (``received_at``).
+
+    The fan-out clients' clock: the time the message's bytes came in from the
+    socket, before this process spends anything on parsing the frame or
+    waking the task that reads it.
+    """
+
+    received_at = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        self.received_at = time.perf_counter()
+        super().data_received(data)
+
+
+async def _connect_many(url: str, n: int, batch: int = 50, first: int = 0) -> list[Any]:
+    """Open ``n`` clients to the room at ``url`` (in batches), each past its welcome."""
     clients: list[Any] = []
-    for start in range(0, n, batch):
+    for start in range(first, first + n, batch):
         group = [
-            connect(f"{url}?nick=sim{i}", ping_interval=None, max_size=None, open_timeout=20)
-            for i in range(start, min(n, start + batch))
+            connect(f"{url}?nick=sim{i}", ping_interval=None, max_size=None, open_timeout=20,
+                    create_connection=_StampedConnection)
+            for i in range(start, min(first + n, start + batch))
         ]
         opened = await asyncio.gather(*group)
+        clients.extend(opened)
         for c in opened:
             await asyncio.wait_for(c.recv(), 20)  # the welcome: now a member
-        clients.extend(opened)
     return clients
 
 
-async def _fanout_rounds(room: ChatRoom, clients: list[Any], rounds: int, timeout: float) -> list[dict[str, float]]:
-    results = []
-    for k in range(rounds):
-        marker = f"fanout {k} "
-        arrivals: list[float] = []
-        t0_box: list[float] = []
-        done = asyncio.Event()
+async def _fanout_round(conn: Any, clients: list[Any], k: int, timeout: float) -> dict[str, float]:
+    """One round, in the clients' process: arm every reader, say "ready", time the arrivals.
 
-        async def listen(c: Any) -> None:
-            while True:
-                data = await c.recv()
-                if marker in data:
-                    arrivals.append(time.perf_counter())
-                    if len(arrivals) == len(clients):
-                        done.set()
-                    return
+    The room's message text is ``fanout <k> <t0>``, with ``t0`` the room's
+    ``perf_counter()`` just before ``broadcast()``. A client's arrival time is
+    when the message's last bytes reached it (nothing else is sent to the
+    clients during a round: no notices, no pings).
+    """
+    marker = f"fanout {k} "
+    arrivals: list[float] = []
+    sample: list[str] = []
+    done = asyncio.Event()
 
-        tasks = [asyncio.ensure_future(listen(c)) for c in clients]
-        assert room.server is not None
+    async def listen(c: Any) -> None:
+        while True:
+            data = await c.recv()
+            if marker in data:
+                arrivals.append(c.received_at)
+                if not sample:
+                    sample.append(data)
+                if len(arrivals) == len(clients):
+                    done.set()
+                return
 
-        def publish() -> None:
-            t0_box.append(time.perf_counter())
-            room._publish({"type": "message", "nick": "bench", "text": marker, "time": time.time()})
+    tasks = [asyncio.ensure_future(listen(c)) for c in clients]
+    try:
+        await asyncio.sleep(0)  # every reader is now waiting in recv()
+        conn.send(("ready", k))
+        await asyncio.wait_for(done.wait(), timeout)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    t0 = float(json.loads(sample[0])["text"].split()[2])
+    delays = sorted(a - t0 for a in arrivals)
+    return {"first": delays[0], "median": statistics.median(delays), "last": delays[-1]}
 
-        room.server._loop.call_soon_threadsafe(publish)  # type: ignore[union-attr]
+
+async def _fanout_client_loop(conn: Any) -> None:
+    clients: list[Any] = []
+    try:
+        while True:
+            try:
+                command, arg = await asyncio.to_thread(conn.recv)
+            except EOFError:  # the parent is gone
+                return
+            if command == "connect":
+                url, n = arg
+                clients.extend(await _connect_many(url, n - len(clients), first=len(clients)))
+                conn.send(("connected", len(clients)))
+            elif command == "round":
+                k, timeout = arg
+                conn.send(("result", await _fanout_round(conn, clients, k, timeout)))
+            elif command == "stop":
+                return
+            else:
+                raise ValueError(f"unknown command {command!r} for the fan-out clients")
+    finally:
+        for c in clients:
+            c.transport.abort()
+
+
+def _fanout_clients(conn: Any, max_clients: int) -> None:
+    """The child process of :func:`measure_fanout`: the simulated clients, on a loop of their own.
+
+    Module-level so that a "spawn" child can import it. Answers the parent's
+    requests on ``conn`` (see the note above); an error is sent back as
+    ``("error", traceback)`` before the process exits.
+    """
+    try:
+        raise_fd_limit(max_clients + 256)
+        conn.send(("hello", os.getpid()))
+        asyncio.run(_fanout_client_loop(conn))
+    except BaseException:
         try:
-            await asyncio.wait_for(done.wait(), timeout)
+            conn.send(("error", traceback.format_exc()))
+        except (OSError, ValueError):
+            pass
+    finally:
+        conn.close()
+
+
+class _ClientProcess:
+    """The parent's end of the clients' process: bounded requests, a bounded stop."""
+
+    def __init__(self, max_clients: int, start_timeout: float) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child_conn = ctx.Pipe()
+        self.process = ctx.Process(target=_fanout_clients, args=(child_conn, max_clients),
+                                   name="wslab-fanout-clients", daemon=True)
+        self.process.start()
+        child_conn.close()  # the child has its own copy: EOF here if it dies
+        self.expect("hello", start_timeout)
+
+    def send(self, command: str, arg: Any = None) -> None:
+        self._conn.send((command, arg))
+
+    def expect(self, what: str, timeout: float) -> Any:
+        """The child's next answer, which must be ``what``; bounded by ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self._conn.poll(min(0.2, max(0.0, deadline - time.monotonic()))):
+            if not self.process.is_alive():
+                raise RuntimeError(f"the fan-out clients' process exited with code {self.process.exitcode} "
+                                   f"while measure_fanout waited for {what!r}")
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"the fan-out clients did not answer {what!r} within {timeout:.0f} s: "
+                                   f"try a larger timeout or fewer clients")
+        try:
+            kind, value = self._conn.recv()
+        except EOFError:
+            self.process.join(1)
+            hint = ("; in a script, call measure_fanout under `if __name__ == \"__main__\":` (the clients' "
+                    "process is started with multiprocessing's \"spawn\" and imports your script)"
+                    if what == "hello" else "")
+            raise RuntimeError(f"the fan-out clients' process ended (exit code {self.process.exitcode}) "
+                               f"while measure_fanout waited for {what!r}{hint}") from None
+        if kind == "error":
+            last = value.strip().splitlines()[-1] if value.strip() else "no details"
+            raise RuntimeError(f"the fan-out clients failed ({last}); their traceback:\n{value}")
+        if kind != what:
+            raise RuntimeError(f"the fan-out clients answered {kind!r}, expected {what!r}")
+        return value
+
+    def close(self) -> None:
+        """Stop the child: ask, then terminate, then kill; joined in a few seconds at most."""
+        try:
+            try:
+                self._conn.send(("stop", None))
+            except (OSError, ValueError):
+                pass
+            self.process.join(3)
+            if self.process.is_alive():
+                self.process.terminate()
+                self.process.join(2)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(2)
         finally:
-            for t in tasks:
-                t.cancel()
-        t0 = t0_box[0]
-        delays = sorted(a - t0 for a in arrivals)
-        results.append({"first": delays[0], "median": statistics.median(delays), "last": delays[-1]})
-    return results
+            self._conn.close()
 
 
 def measure_fanout(
@@ -604,32 +758,46 @@ def measure_fanout(
 ) -> Table:
     """Broadcast to ``counts`` simulated clients; time until the first/median/last one has it.
 
-    The room runs in one thread (:func:`chat_room_in_thread`), the clients on
-    a loop in another, so neither waits for the other's loop. Each count is
-    measured ``rounds`` times; the table shows medians in milliseconds, and
-    ``table.raw`` keeps every round.
+    The room runs in a thread of this process (:func:`chat_room_in_thread`,
+    so ``wslab.status()`` shows it while it runs); the clients run in a
+    separate process, on an event loop of their own, so their reading never
+    competes with the room's writing for this process's GIL. The room stamps
+    the time right before ``broadcast()``; the clients' process stamps each
+    arrival (``time.perf_counter()`` is one clock for the whole machine). Each
+    count is measured ``rounds`` times; the table shows medians in
+    milliseconds, and ``table.raw`` keeps every round. ``timeout`` bounds
+    each round (and, plus a bit per client, each batch of connections).
     """
     counts = [int(n) for n in counts]
     if not counts or min(counts) < 1:
         raise ValueError(f"counts must be positive numbers of clients, got {counts!r}")
-    raise_fd_limit(2 * max(counts) + 256)
-    room = chat_room_in_thread("fanout", history=0, notices=False, max_buffer=1 << 30)
-    clients_loop = LoopThread("fanout-clients")
-    clients: list[Any] = []
+    raise_fd_limit(max(counts) + 256)
+    room = chat_room_in_thread("fanout", history=0, notices=False, max_buffer=1 << 30, ping_interval=None)
     raw: dict[int, list[dict[str, float]]] = {}
+    clients: _ClientProcess | None = None
     try:
-        for n in sorted(counts):
-            more = clients_loop.run(_connect_many(room.url, n - len(clients)), timeout + n / 20)
-            clients.extend(more)
-            raw[n] = clients_loop.run(_fanout_rounds(room, clients, rounds, timeout), timeout * rounds + 5)
+        clients = _ClientProcess(max(counts), start_timeout=max(30.0, timeout))
+        assert room.server is not None and room.server._loop is not None
+        for n in sorted(set(counts)):
+            clients.send("connect", (room.url, n))
+            clients.expect("connected", timeout + n / 20)
+            raw[n] = []
+            for k in range(rounds):
+                clients.send("round", (k, timeout))
+                clients.expect("ready", timeout)
+
+                def publish(k: int = k) -> None:
+                    t0 = time.perf_counter()
+                    room._publish({"type": "message", "nick": "bench", "text": f"fanout {k} {t0!r}",
+                                   "time": time.time()})
+
+                room.server._loop.call_soon_threadsafe(publish)
+                raw[n].append(clients.expect("result", timeout + 5))
     finally:
-        async def close_all() -> None:
-            for c in clients:
-                c.transport.abort()
         try:
-            clients_loop.run(close_all(), 10)
+            if clients is not None:
+                clients.close()
         finally:
-            clients_loop.stop()
             room.stop()
     rows = []
     for n in counts:
