@@ -1,7 +1,7 @@
 """The browser client, in a real browser (Debian's Chromium via Playwright) and in JupyterLab.
 
 Without Chromium these tests skip and say how to get it; with
-``WSLAB_REQUIRE_BROWSER=1`` or ``CI=true`` they fail instead (fixture ``browser``).
+``WSLAB_REQUIRE_BROWSER=1`` or ``CI=true`` they fail instead (``tests/conftest.py``: ``need_chromium``, fixture ``chromium``).
 """
 
 from __future__ import annotations
@@ -31,17 +31,6 @@ from wslab.browser import client_html, html_page_responder, proxy_url, url_plan
 from .conftest import run, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Debian's Chromium; WSLAB_CHROMIUM points elsewhere (the skip/fail test uses a missing path).
-CHROMIUM = os.environ.get("WSLAB_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LESSON = "05-talk-to-the-browser-and-chat-with-the-class.ipynb"
 
 
@@ -61,34 +50,9 @@ def ms(value: float) -> float:
 # The browser, or a clear reason why not
 
 
-@pytest.fixture(scope="module")
-def browser():
-    required = os.environ.get("WSLAB_REQUIRE_BROWSER") == "1" or os.environ.get("CI") == "true"
-    problem = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        problem = "the playwright package is missing: pip install -r requirements-test.txt"
-    if problem is None and not os.path.exists(CHROMIUM):
-        problem = (
-            f"no Chromium at {CHROMIUM}: install Debian's (apt-get install chromium); "
-            f"do not run `playwright install`"
-        )
-    if problem:
-        if required:
-            pytest.fail(f"browser tests are required here (WSLAB_REQUIRE_BROWSER=1 or CI=true): {problem}")
-        pytest.skip(problem)
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            yield instance
-        finally:
-            instance.close()
-
-
 @pytest.fixture
-def page(browser):
-    context = browser.new_context()
+def page(chromium):
+    context = chromium.new_context()
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -151,9 +115,9 @@ def test_page_served_by_the_kernel_receives_pushes_and_sends_one_back(page):
     assert page.errors == []
 
 
-def test_two_pages_in_the_chat_room_see_each_others_messages(browser):
+def test_two_pages_in_the_chat_room_see_each_others_messages(chromium):
     room = wslab.chat_room_in_thread(name="b-chat")
-    ada, bob = browser.new_page(), browser.new_page()
+    ada, bob = chromium.new_page(), chromium.new_page()
     try:
         join_chat(ada, room.page_url, "ada")
         join_chat(bob, room.page_url, "bob")
@@ -168,9 +132,9 @@ def test_two_pages_in_the_chat_room_see_each_others_messages(browser):
         bob.close()
 
 
-def test_a_chat_message_with_markup_renders_as_text_and_its_script_does_not_run(browser):
+def test_a_chat_message_with_markup_renders_as_text_and_its_script_does_not_run(chromium):
     room = wslab.chat_room_in_thread(name="b-xss")
-    attacker, victim = browser.new_page(), browser.new_page()
+    attacker, victim = chromium.new_page(), chromium.new_page()
     attack = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script><b>bold</b>'
     try:
         join_chat(victim, room.page_url, "victim")
@@ -186,10 +150,10 @@ def test_a_chat_message_with_markup_renders_as_text_and_its_script_does_not_run(
         victim.close()
 
 
-def test_a_newcomer_page_sees_the_rooms_history(browser):
+def test_a_newcomer_page_sees_the_rooms_history(chromium):
     room = wslab.chat_room_in_thread(name="b-history", history=5)
     room.say("said before you came")
-    late = browser.new_page()
+    late = chromium.new_page()
     try:
         join_chat(late, room.page_url, "late")
         wait_for_line(late, "< (earlier) teacher: said before you came")

@@ -339,31 +339,6 @@ def test_a_client_that_hangs_up_during_a_held_request_is_let_go(endpoint):
 # Last in this module: Playwright's sync API keeps a loop running in this thread while its
 # module-scoped fixture lives, and run() cannot start another one.
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    import os
-
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the playwright package is missing: pip install -r requirements-test.txt")
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("WSLAB_REQUIRE_BROWSER") == "1" or os.environ.get("CI") == "true":
-            pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium")
-        pytest.skip(f"no Chromium at {CHROMIUM}: install Debian's (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @pytest.fixture
 def lab_page(chromium):
     lab = lab_server_in_thread(name="lab-browser")

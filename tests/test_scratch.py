@@ -7,8 +7,6 @@ The clients are independent implementations: the websockets library, wsproto
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 
 import pytest
 from websockets.asyncio.client import connect
@@ -18,13 +16,7 @@ import wslab
 from wslab import frames, scratch
 from wslab.battery import CASES
 
-from .conftest import run, seconds
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
+from .conftest import CHROMIUM, CHROMIUM_ARGS, need_chromium, run, seconds
 
 
 # The battery
@@ -176,23 +168,6 @@ async (url) => {
   return log;
 }
 """
-
-
-def need_chromium():
-    how = (
-        f"Chromium not found at {CHROMIUM}: `apt-get install chromium` "
-        f"(Playwright drives it; never `playwright install`)"
-    )
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        how = "the playwright package is missing: pip install -r requirements-test.txt"
-    else:
-        if os.path.exists(CHROMIUM) or shutil.which("chromium") == CHROMIUM:
-            return
-    if os.environ.get("WSLAB_REQUIRE_BROWSER") == "1" or os.environ.get("CI") == "true":
-        pytest.fail(how)
-    pytest.skip(how)
 
 
 async def serve_page() -> asyncio.base_events.Server:

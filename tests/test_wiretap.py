@@ -17,7 +17,7 @@ from websockets.sync.client import connect as sync_connect
 import wslab
 from wslab.wiretap import Capture
 
-from .conftest import run, seconds
+from .conftest import CHROMIUM, CHROMIUM_ARGS, need_chromium, run, seconds
 
 
 class CountingServer:
@@ -464,11 +464,8 @@ ws.onmessage = (event) => { document.title = event.data; ws.close(); };
 
 def test_a_real_browser_loads_a_page_and_opens_a_websocket_through_the_tap():
     """Chromium's page request and its WebSocket handshake (with Origin) both cross the tap."""
-    import os
-
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not os.path.exists("/usr/bin/chromium"):
-        pytest.skip("no Chromium at /usr/bin/chromium (apt-get install chromium)")
+    need_chromium()
+    from playwright import sync_api
     from websockets.datastructures import Headers
     from websockets.http11 import Response
 
@@ -482,10 +479,7 @@ def test_a_real_browser_loads_a_page_and_opens_a_websocket_through_the_tap():
     tap = wslab.wiretap_in_thread(srv.url.replace("ws://", "http://"), name="tap-browser")
     try:
         with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path="/usr/bin/chromium", headless=True,
-                args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"],
-            )
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             try:
                 tab = browser.new_page()
                 tab.goto(tap.url, timeout=seconds(10) * 1000)
