@@ -206,9 +206,14 @@ class Headers:
     def __len__(self) -> int:
         return len(self._items)
 
-    def tokens(self, name: str) -> list[str]:
-        """A comma-separated header as a list of lowercase tokens: ``keep-alive, Upgrade`` -> [...]."""
-        return [t.strip().lower() for v in self.get_all(name) for t in v.split(",") if t.strip()]
+    def tokens(self, name: str, *, lower: bool = True) -> list[str]:
+        """A comma-separated header (all its lines) as a list of tokens: ``keep-alive, Upgrade`` -> [...].
+
+        Lowercase by default, for case-insensitive tokens such as ``Connection``;
+        ``lower=False`` keeps case-sensitive ones such as subprotocol names.
+        """
+        found = [t.strip() for v in self.get_all(name) for t in v.split(",") if t.strip()]
+        return [t.lower() for t in found] if lower else found
 
     def __str__(self) -> str:
         return "".join(f"{n}: {v}\r\n" for n, v in self._items)
@@ -236,12 +241,12 @@ class Request:
     @property
     def subprotocols(self) -> list[str]:
         """What ``Sec-WebSocket-Protocol`` offers, in the client's order of preference."""
-        return [t.strip() for v in self.headers.get_all("Sec-WebSocket-Protocol") for t in v.split(",") if t.strip()]
+        return self.headers.tokens("Sec-WebSocket-Protocol", lower=False)
 
     @property
     def extensions(self) -> list[str]:
         """The offers in ``Sec-WebSocket-Extensions``, parameters included."""
-        return [t.strip() for v in self.headers.get_all("Sec-WebSocket-Extensions") for t in v.split(",") if t.strip()]
+        return self.headers.tokens("Sec-WebSocket-Extensions", lower=False)
 
 
 @dataclass
@@ -553,7 +558,7 @@ def check_response(response: Response | bytes, request: Request | bytes) -> Resp
             header="Sec-WebSocket-Protocol", value=protocol, section="4.1",
         )
     offered = {e.split(";")[0].strip().lower() for e in request.extensions}
-    for ext in [e.split(";")[0].strip() for v in h.get_all("Sec-WebSocket-Extensions") for e in v.split(",")]:
+    for ext in [e.split(";")[0].strip() for e in h.tokens("Sec-WebSocket-Extensions", lower=False)]:
         if ext.lower() not in offered:
             raise InvalidResponse(
                 f"the server accepted extension {ext!r}, which we did not offer ({sorted(offered)})",
