@@ -75,3 +75,19 @@ def test_cli_writes_class_copies(tmp_path, capsys):
     written = nbformat.read(tmp_path / "out" / "02-lesson.ipynb", as_version=4)
     assert "hashlib" not in nbformat.writes(written)
     assert "= wrote" in capsys.readouterr().out
+
+
+def test_class_copies_of_the_real_lessons_promise_no_folded_solutions():
+    """`--no-solutions` copies have no solutions, so they must not say one follows each check."""
+    from pathlib import Path
+
+    from wslab.exercises import CLASS_NOTE, SOLUTIONS_NOTE
+
+    sources = sorted((Path(__file__).resolve().parent.parent / "instructor" / "source").glob("*.ipynb"))
+    promised = [p.name for p in sources if SOLUTIONS_NOTE in nbformat.writes(nbformat.read(p, as_version=4))]
+    assert promised, "the lessons' exercise intros should promise folded solutions in the self-study edition"
+    for path in sources:
+        copy = nbformat.writes(learner_copy(nbformat.read(path, as_version=4), solutions=False))
+        assert "folded solution" not in copy.lower(), path.name
+        if path.name in promised:
+            assert CLASS_NOTE in copy

@@ -15,7 +15,7 @@ def readme_commands() -> list[str]:
 
 def test_readme_opens_with_two_commands_install_and_open_then_install_and_test():
     first, second = readme_commands()[:2]
-    assert "requirements.txt" in first and "jupyter lab notebooks/" in first
+    assert "requirements.txt" in first and "jupyter lab --ServerApp.root_dir=. notebooks/00-" in first
     assert "requirements-test.txt" in second and "pytest" in second
 
 
@@ -38,3 +38,13 @@ def test_package_needs_python_311_and_websockets_up_to_17():
     assert project["requires-python"] == ">=3.11"
     ws = [d for d in project["dependencies"] if d.startswith("websockets")][0]
     assert "<18" in ws
+
+
+def test_ipykernel_is_pinned_where_it_depends_on_nest_asyncio2():
+    """The lessons say ipykernel depends on nest-asyncio2: true from ipykernel 7.3.0 only."""
+    from importlib.metadata import requires, version
+
+    lines = (ROOT / "requirements.txt").read_text().splitlines()
+    assert "ipykernel>=7.3" in lines
+    assert any(r.startswith("nest-asyncio2") for r in requires("ipykernel") or [])
+    assert tuple(int(p) for p in version("ipykernel").split(".")[:2]) >= (7, 3)

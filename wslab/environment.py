@@ -14,9 +14,9 @@ __all__ = ["environment"]
 REQUIREMENTS: dict[str, tuple[str, str]] = {
     "websockets": ("14.0", "the modern asyncio API: handler(connection)"),
     "jupyterlab": ("4.0", "the lesson notebooks"),
-    "ipykernel": ("6.0", "top-level await in cells"),
+    "ipykernel": ("7.3", "top-level await in cells; depends on nest-asyncio2"),
     "matplotlib": ("3.7", "the plots"),
-    "nest-asyncio2": ("1.6", "lesson 00's nested-loop demo"),
+    "nest-asyncio2": ("1.7", "lesson 00's nested-loop demo"),
     "tornado": ("6.2", "the HTTP side of the polling lessons"),
     "httpx": ("0.24", "the HTTP client of the polling lessons"),
 }

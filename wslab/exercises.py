@@ -14,7 +14,8 @@ From a source notebook this module makes a learner copy:
 * outputs and execution counts are cleared;
 * with ``solutions=True`` (the self-study edition in ``notebooks/``), a
   folded "Solution" block follows each exercise cell; without it (copies for
-  a class) there is no solution code anywhere.
+  a class) there is no solution code anywhere, and the sentence that promises
+  folded solutions (``SOLUTIONS_NOTE``) says the instructor has them instead.
 
 ``python -m wslab exercises`` rebuilds ``notebooks/`` from the sources;
 ``python -m wslab exercises --no-solutions --out DIR`` makes class copies.
@@ -40,6 +41,11 @@ _REGION = re.compile(
     rf"^(?P<indent>[ \t]*){re.escape(BEGIN_SOLUTION)}[^\n]*\n(?P<body>.*?)^[ \t]*{re.escape(END_SOLUTION)}[^\n]*(\n|$)",
     re.M | re.S,
 )
+#: The sentence each lesson's exercise intro uses for the self-study edition, and what a
+#: class copy (no solutions) says instead.
+SOLUTIONS_NOTE = "A folded solution follows each check."
+CLASS_NOTE = "Your instructor has the solutions."
+
 _HIDDEN = re.compile(
     rf"^[ \t]*{re.escape(BEGIN_HIDDEN)}[^\n]*\n.*?^[ \t]*{re.escape(END_HIDDEN)}[^\n]*(\n|$)",
     re.M | re.S,
@@ -80,6 +86,8 @@ def learner_copy(nb: Any, *, solutions: bool) -> Any:
             cell.execution_count = None
             if BEGIN_HIDDEN in cell.source:
                 cell.source = _HIDDEN.sub("", cell.source).rstrip("\n")
+        elif not solutions and cell.cell_type == "markdown":
+            cell.source = cell.source.replace(SOLUTIONS_NOTE, CLASS_NOTE)
         if _has_solution(cell):
             original = cell.source
             if END_SOLUTION not in original:
