@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 from urllib.parse import urlsplit
@@ -70,9 +71,19 @@ REASONS = {
     101: "Switching Protocols",
     400: "Bad Request",
     403: "Forbidden",
+    408: "Request Timeout",
     426: "Upgrade Required",
     431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
 }
+
+# RFC 9110 5.1 and 5.6.2: a field name is a token, one or more of these characters.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9110 5.5: a field value holds visible characters, SP, HTAB and obs-text (0x80-0xFF);
+# every other control character (NUL, a bare CR or LF, DEL...) makes it invalid.
+_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# RFC 9112 4: status-code = 3DIGIT (ASCII digits; str.isdigit() also takes '²' and '٣').
+_STATUS = re.compile(r"[0-9]{3}")
 
 
 # The accept key (section 1.3 and 4.2.2)
@@ -83,11 +94,17 @@ def accept_key(key: str) -> str:
 
     Section 4.2.2: "concatenate this with the Globally Unique Identifier
     258EAFA5-E914-47DA-95CA-C5AB0DC85B11 ... take the SHA-1 hash of this
-    concatenated value ... base64-encode this 20-byte hash".
+    concatenated value ... base64-encode this 20-byte hash". Raises
+    ``ValueError`` for a key that is not ASCII text.
 
     >>> accept_key("dGhlIHNhbXBsZSBub25jZQ==")
     's3pPLMBiTxaQ9kYGzzhZRbK+xOo='
     """
+    if not key.isascii():
+        raise ValueError(
+            f"Sec-WebSocket-Key {key!r} is not ASCII: a key is base64 text, "
+            f"base64.b64encode(os.urandom(16)).decode()"
+        )
     digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
     return base64.b64encode(digest).decode("ascii")
 
@@ -106,7 +123,9 @@ class HandshakeError(Exception):
     ``status``: the HTTP status a server answers with (None on the client
     side: a client just fails the connection); ``header``: the header
     concerned (None for the request line); ``value``: what it held;
-    ``section``: where RFC 6455 says so; ``message``: what went wrong and
+    ``section``: where the RFC says so (``"4.2.1"`` for RFC 6455, or a full
+    reference such as ``"RFC 9112 section 3.2"`` for HTTP's own rules);
+    ``where``: the section as a reference; ``message``: what went wrong and
     what to do.
     """
 
@@ -129,8 +148,13 @@ class HandshakeError(Exception):
         if status is not None:
             self.status = status
 
+    @property
+    def where(self) -> str:
+        """The section as a reference: ``RFC 6455 section 4.2.1`` (or ``RFC 9112 section 3.2``)."""
+        return self.section if self.section.startswith("RFC") else f"RFC 6455 section {self.section}"
+
     def __str__(self) -> str:
-        return f"{self.message} (RFC 6455 section {self.section})"
+        return f"{self.message} ({self.where})"
 
 
 class BadRequest(HandshakeError):
@@ -297,16 +321,51 @@ def _parse_headers(lines: Sequence[str]) -> Headers:
         name, colon, value = line.partition(":")
         if not colon or not name or name != name.strip():
             raise BadRequest(f"malformed header line {line!r}: write `Name: value`", header=name.strip() or None)
-        headers.add(name, value.strip(" \t"))
+        if not _TOKEN.fullmatch(name):
+            raise BadRequest(
+                f"header name {name!r} is not a token: letters, digits and !#$%&'*+-.^_`|~ only",
+                header=name, section="RFC 9110 section 5.1",
+            )
+        value = value.strip(" \t")
+        # RFC 9110 5.5: "a recipient of CR, LF, or NUL within a field value MUST
+        # either reject the message or replace each of those characters with SP";
+        # "Field values containing other CTL characters are also invalid". We reject.
+        if (bad := _CTL.search(value)) is not None:
+            raise BadRequest(
+                f"header {name} holds the control character {bad.group()!r} in {value!r}: "
+                f"a header value holds visible characters, spaces and tabs only",
+                header=name, value=value, section="RFC 9110 section 5.5",
+            )
+        headers.add(name, value)
     return headers
+
+
+def _outgoing(lines: list[str]) -> bytes:
+    """Join a head we send, refusing a header that would split it (RFC 9110 5.5, response splitting)."""
+    for line in lines[1:]:
+        name, _, value = line.partition(": ")
+        if not _TOKEN.fullmatch(name) or _CTL.search(value):
+            raise ValueError(
+                f"cannot send the header line {line!r}: a name is a token and a value holds no "
+                f"control characters (a CR or LF would start a new header: RFC 9110 section 5.5)"
+            )
+    try:
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"cannot send {lines!r}: HTTP heads are bytes; keep header values to ASCII "
+            f"(percent-encode a path)"
+        ) from None
 
 
 def parse_request(data: bytes, *, max_size: int = MAX_HEAD) -> Request | None:
     """Parse the request head at the start of ``data``; None if more bytes are needed.
 
-    Raises :class:`BadRequest` for a malformed head, :class:`HeadersTooLarge`
-    when no head ends within ``max_size`` bytes. It does not judge whether
-    the request is a valid upgrade: that is :func:`check_request`.
+    Raises :class:`BadRequest` for a malformed head (a header name that is not
+    a token, a control character in a header value: RFC 9110 5.1, 5.5),
+    :class:`HeadersTooLarge` when no head ends within ``max_size`` bytes. It
+    does not judge whether the request is a valid upgrade: that is
+    :func:`check_request`.
     """
     split = _split_head(data, max_size, "request")
     if split is None:
@@ -318,11 +377,22 @@ def parse_request(data: bytes, *, max_size: int = MAX_HEAD) -> Request | None:
             f"malformed request line {lines[0]!r}: write `GET /path HTTP/1.1`", section="4.1"
         )
     method, path, version = parts
+    if (bad := _CTL.search(lines[0])) is not None:
+        raise BadRequest(
+            f"the request line {lines[0][:80]!r} holds the control character {bad.group()!r}: "
+            f"percent-encode it in the path (%00)",
+            value=path, section="RFC 9112 section 3",
+        )
     return Request(method, path, version, _parse_headers(lines[1:]), rest)
 
 
 def parse_response(data: bytes, *, max_size: int = MAX_HEAD) -> Response | None:
-    """Parse the response head at the start of ``data``; None if more bytes are needed."""
+    """Parse the response head at the start of ``data``; None if more bytes are needed.
+
+    Raises :class:`InvalidResponse` for a malformed or oversized head (a status
+    code that is not three ASCII digits, a header line that is not `Name: value`,
+    a control character in a header value).
+    """
     try:
         split = _split_head(data, max_size, "response")
     except HandshakeError as exc:
@@ -331,12 +401,16 @@ def parse_response(data: bytes, *, max_size: int = MAX_HEAD) -> Response | None:
         return None
     lines, rest = split
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise InvalidResponse(f"malformed status line {lines[0]!r}", section="4.1")
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not _STATUS.fullmatch(parts[1]):
+        raise InvalidResponse(
+            f"malformed status line {lines[0][:80]!r}: a status line is `HTTP/1.1 101 Switching Protocols`, "
+            f"with a status code of three ASCII digits",
+            value=parts[1][:80] if len(parts) > 1 else None, section="RFC 9112 section 4",
+        )
     try:
         headers = _parse_headers(lines[1:])
     except HandshakeError as exc:
-        raise InvalidResponse(exc.message, header=exc.header, section="4.1") from None
+        raise InvalidResponse(exc.message, header=exc.header, value=exc.value, section=exc.section) from None
     return Response(parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "", headers, rest)
 
 
@@ -350,7 +424,9 @@ def check_request(request: Request, origins: Sequence[str | None] | None = None)
     include None to allow clients that send no Origin, like non-browser
     clients). None (the default) allows every origin.
 
-    Raises :class:`BadRequest` (400), :class:`UpgradeRequired` (426) or
+    Raises :class:`BadRequest` (400: among others a missing, repeated or empty
+    ``Host``, RFC 9112 3.2; a body announced by ``Content-Length`` or
+    ``Transfer-Encoding``), :class:`UpgradeRequired` (426) or
     :class:`ForbiddenOrigin` (403); :func:`refusal` turns one into bytes.
     """
     h = request.headers
@@ -359,9 +435,38 @@ def check_request(request: Request, origins: Sequence[str | None] | None = None)
         raise BadRequest(f"method {request.method} cannot open a WebSocket: the handshake is a GET request", value=request.method)
     if request.version != "HTTP/1.1":
         raise BadRequest(f"{request.version} cannot open a WebSocket: the handshake needs HTTP/1.1", value=request.version)
-    # (2) "A |Host| header field"
-    if "Host" not in h:
+    # (2) "A |Host| header field". RFC 9112 3.2: "A server MUST respond with a
+    # 400 (Bad Request) status code to any HTTP/1.1 request message that lacks
+    # a Host header field and to any request message that contains more than
+    # one Host header field line or a Host header field with an invalid field value."
+    hosts = h.get_all("Host")
+    if not hosts:
         raise BadRequest("missing Host header: HTTP/1.1 requests name the host they are for", header="Host")
+    if len(hosts) > 1:
+        raise BadRequest(
+            f"{len(hosts)} Host headers ({', '.join(map(repr, hosts))}): send exactly one",
+            header="Host", value=", ".join(hosts), section="RFC 9112 section 3.2",
+        )
+    # RFC 6455 4.1: "|Host| header field whose value contains /host/ plus
+    # optionally ":" followed by /port/".
+    if not hosts[0] or any(c in hosts[0] for c in " \t/?#@\\"):
+        raise BadRequest(
+            f"Host is {hosts[0]!r}: give the server's host and port, as in `Host: 127.0.0.1:8765`",
+            header="Host", value=hosts[0], section="4.1",
+        )
+    # RFC 9110 9.3.1: "content received in a GET request has no generally
+    # defined semantics ... might lead some implementations to reject the
+    # request ... because of its potential as a request smuggling attack". Here
+    # the bytes after the head are WebSocket frames: a body would make them
+    # ambiguous. (Content-Length: 0 says "no body"; websockets accepts it too.)
+    for name in ("Transfer-Encoding", "Content-Length"):
+        values = h.get_all(name)
+        if values and (name == "Transfer-Encoding" or values != ["0"]):
+            raise BadRequest(
+                f"a GET with {name}: {', '.join(values)} announces a body, but the bytes after "
+                f"a WebSocket request are frames (a body here is a request-smuggling risk): send no body",
+                header=name, value=", ".join(values), section="RFC 9110 section 9.3.1",
+            )
     # (3) "An |Upgrade| header field containing the value 'websocket'"
     if "websocket" not in h.tokens("Upgrade"):
         raise BadRequest(
@@ -430,7 +535,9 @@ def response_101(
 
     ``subprotocol`` must be one the client offered; ``extensions`` is the
     ``Sec-WebSocket-Extensions`` value you accept (None: no extensions, so
-    frames go uncompressed).
+    frames go uncompressed). Raises ``ValueError`` for a subprotocol the
+    client did not offer, a key that is not ASCII or a header value with a
+    control character (run :func:`check_request` first).
     """
     key = request.headers.get("Sec-WebSocket-Key") or ""
     if subprotocol is not None and subprotocol not in request.subprotocols:
@@ -449,7 +556,7 @@ def response_101(
     if extensions:
         lines.append(f"Sec-WebSocket-Extensions: {extensions}")
     lines += [f"{n}: {v}" for n, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return _outgoing(lines)
 
 
 def refusal(error: HandshakeError) -> bytes:
@@ -461,7 +568,7 @@ def refusal(error: HandshakeError) -> bytes:
     status = error.status or 400
     body = (
         f"Failed to open a WebSocket connection: {error.message}.\n"
-        f"(RFC 6455 section {error.section})\n"
+        f"({error.where})\n"
     ).encode("utf-8")
     lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}"]
     if status == 426:
@@ -490,13 +597,17 @@ def build_request(
 
     ``key`` defaults to a fresh random one (:func:`new_key`); ``subprotocols``
     and ``extensions`` are offered in order; ``origin`` is what a browser
-    sends for the page's site; ``headers`` are added as they are.
+    sends for the page's site; ``headers`` are added as they are. Raises
+    ``ValueError`` for a URL that is not ``ws://`` or a header that would
+    break the head (a CR or LF in a value: RFC 9110 5.5).
     """
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "http") or not parts.hostname:
         raise ValueError(f"cannot build a handshake for {url!r}: give a URL like 'ws://127.0.0.1:8765/'")
     host = parts.netloc.rsplit("@", 1)[-1]
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if _CTL.search(path) or " " in path:
+        raise ValueError(f"cannot send the path {path!r}: percent-encode spaces and control characters (%20)")
     lines = [
         f"GET {path} HTTP/1.1",
         f"Host: {host}",
@@ -512,21 +623,33 @@ def build_request(
     if extensions:
         lines.append(f"Sec-WebSocket-Extensions: {', '.join(extensions)}")
     lines += [f"{n}: {v}" for n, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return _outgoing(lines)
 
 
 def check_response(response: Response | bytes, request: Request | bytes) -> Response:
     """Check the server's answer against the request we sent; return the parsed response.
 
-    Raises :class:`InvalidResponse` (section 4.1) when the status is not 101,
-    Upgrade or Connection are wrong, ``Sec-WebSocket-Accept`` does not match
-    our key, or the server picked a subprotocol or extension we did not offer.
+    Raises :class:`InvalidResponse` (section 4.1) when the response is
+    malformed, the status is not 101, Upgrade or Connection are wrong,
+    ``Sec-WebSocket-Accept`` does not match our key, or the server picked a
+    subprotocol or extension we did not offer; :class:`BadRequest` when
+    ``request`` itself cannot be checked against (incomplete, malformed, no
+    ``Sec-WebSocket-Key`` or one that is not ASCII).
     """
     if isinstance(request, bytes):
         parsed_request = parse_request(request)
         if parsed_request is None:
-            raise ValueError("the request bytes are incomplete: they must end with b'\\r\\n\\r\\n'")
+            raise BadRequest("the request bytes are incomplete: they must end with b'\\r\\n\\r\\n'", section="4.1")
         request = parsed_request
+    keys = request.headers.get_all("Sec-WebSocket-Key")
+    if len(keys) != 1 or not keys[0].isascii():
+        raise BadRequest(
+            (f"the request has {len(keys)} Sec-WebSocket-Key headers" if len(keys) > 1
+             else f"the request's Sec-WebSocket-Key {keys[0]!r} is not ASCII" if keys
+             else "the request has no Sec-WebSocket-Key")
+            + ", so no answer can be checked against it: send one key, base64.b64encode(os.urandom(16))",
+            header="Sec-WebSocket-Key", value=", ".join(keys) or None, section="4.1",
+        )
     if isinstance(response, bytes):
         parsed = parse_response(response)
         if parsed is None:
@@ -543,7 +666,7 @@ def check_response(response: Response | bytes, request: Request | bytes) -> Resp
         raise InvalidResponse(f"the 101 has Upgrade {h.get('Upgrade')!r}, not websocket", header="Upgrade", value=h.get("Upgrade"), section="4.1")
     if "upgrade" not in h.tokens("Connection"):
         raise InvalidResponse(f"the 101 has Connection {h.get('Connection')!r}, without the Upgrade token", header="Connection", value=h.get("Connection"), section="4.1")
-    expected = accept_key(request.headers["Sec-WebSocket-Key"])
+    expected = accept_key(keys[0])
     got = h.get("Sec-WebSocket-Accept")
     if got != expected:
         raise InvalidResponse(
