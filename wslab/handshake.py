@@ -82,6 +82,9 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # RFC 9110 5.5: a field value holds visible characters, SP, HTAB and obs-text (0x80-0xFF);
 # every other control character (NUL, a bare CR or LF, DEL...) makes it invalid.
 _CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# RFC 9112 3 and 2.3: a request-target is visible ASCII; HTTP-version = "HTTP/" DIGIT "." DIGIT.
+_TARGET = re.compile(r"[\x21-\x7e]+")
+_VERSION = re.compile(r"HTTP/[0-9]\.[0-9]")
 # RFC 9112 4: status-code = 3DIGIT (ASCII digits; str.isdigit() also takes '²' and '٣').
 _STATUS = re.compile(r"[0-9]{3}")
 
@@ -377,11 +380,13 @@ def parse_request(data: bytes, *, max_size: int = MAX_HEAD) -> Request | None:
             f"malformed request line {lines[0]!r}: write `GET /path HTTP/1.1`", section="4.1"
         )
     method, path, version = parts
-    if (bad := _CTL.search(lines[0])) is not None:
+    # RFC 9112 3: request-line = method SP request-target SP HTTP-version; the
+    # method is a token, the target visible ASCII (anything else is percent-encoded).
+    if not _TOKEN.fullmatch(method) or not _TARGET.fullmatch(path) or not _VERSION.fullmatch(version):
         raise BadRequest(
-            f"the request line {lines[0][:80]!r} holds the control character {bad.group()!r}: "
-            f"percent-encode it in the path (%00)",
-            value=path, section="RFC 9112 section 3",
+            f"malformed request line {lines[0][:80]!r}: write `GET /path HTTP/1.1`, with the path "
+            f"in visible ASCII (percent-encode the rest: %20 for a space)",
+            value=path[:80], section="RFC 9112 section 3",
         )
     return Request(method, path, version, _parse_headers(lines[1:]), rest)
 
@@ -606,8 +611,11 @@ def build_request(
         raise ValueError(f"cannot build a handshake for {url!r}: give a URL like 'ws://127.0.0.1:8765/'")
     host = parts.netloc.rsplit("@", 1)[-1]
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    if _CTL.search(path) or " " in path:
-        raise ValueError(f"cannot send the path {path!r}: percent-encode spaces and control characters (%20)")
+    if not _TARGET.fullmatch(path):
+        raise ValueError(
+            f"cannot send the path {path!r}: a request target is visible ASCII; percent-encode "
+            f"the rest (urllib.parse.quote)"
+        )
     lines = [
         f"GET {path} HTTP/1.1",
         f"Host: {host}",
