@@ -242,14 +242,58 @@ def test_decode_and_explain_never_raise_anything_but_protocol_error(data, masked
 
 def wsproto_verdict(data: bytes, *, client: bool) -> int | None:
     """The close code wsproto's frame parser fails with, or None."""
+    return wsproto_events(data, client=client)[1]
+
+
+def wsproto_events(data: bytes, *, client: bool) -> tuple[list[tuple], int | None]:
+    """What wsproto's frame parser delivers before it fails: whole messages and control frames, then the code."""
     protocol = FrameProtocol(client=client, extensions=[])
     protocol.receive_bytes(data)
+    events: list[tuple] = []
+    parts: list = []
+    opcode = None
     try:
-        for _ in protocol.received_frames():
-            pass
+        for frame in protocol.received_frames():
+            op = int(frame.opcode)
+            if op == 0x8:
+                events.append(("close", int(frame.payload[0]), frame.payload[1]))
+            elif op >= 0x8:
+                events.append(("control", op, bytes(frame.payload)))
+            else:
+                opcode = op if op else opcode
+                parts.append(frame.payload)
+                if frame.message_finished:
+                    joined = "".join(parts) if opcode == 0x1 else b"".join(bytes(p) for p in parts)
+                    events.append(("message", opcode, joined))
+                    parts, opcode = [], None
     except ParseFailed as failed:
-        return int(failed.code)
-    return None
+        return events, int(failed.code)
+    return events, None
+
+
+def as_tuples(events: list) -> list[tuple]:
+    """wslab's events in wsproto_events()'s shape."""
+    out = []
+    for event in events:
+        if isinstance(event, Message):
+            out.append(("message", int(event.opcode), event.data))
+        elif event.opcode == Opcode.CLOSE:
+            out.append(("close", *parse_close(event.payload)))
+        else:
+            out.append(("control", int(event.opcode), event.payload))
+    return out
+
+
+def feed_all(reader: Reader, pieces: list[bytes], *, frames: bool = False) -> tuple[list, tuple | None]:
+    """Feed ``pieces`` one by one: every event delivered (the error's events too), and the error as a tuple."""
+    events: list = []
+    for piece in pieces:
+        try:
+            events += reader.feed(piece, frames=frames)
+        except ProtocolError as exc:
+            events += exc.events
+            return events, (int(exc.code), exc.section, str(exc))
+    return events, None
 
 
 odd_payloads = st.one_of(
@@ -273,12 +317,103 @@ def test_reader_finds_the_same_protocol_errors_as_wsproto(frames, client):
     """Sections 5.1-5.6, 7.4, 8.1: any sequence of whole frames, valid or not, same verdict as wsproto."""
     data = b"".join(frames)
     reader = Reader("client" if client else "server", max_size=None)
-    try:
-        reader.feed(data)
-        ours = None
-    except ProtocolError as exc:
-        ours = int(exc.code)
-    assert ours == wsproto_verdict(data, client=client), data.hex(" ")
+    events, error = feed_all(reader, [data])
+    theirs, code = wsproto_events(data, client=client)
+    assert (None if error is None else error[0]) == code, data.hex(" ")
+    assert as_tuples(events) == theirs, data.hex(" ")  # the events before the error too (issue 11)
+
+
+# -- events decoded before an error are delivered (issue 11) -----------------
+
+ISSUE_11_VECTOR = "81 85 61 62 63 64 09 07 0f 08 0e  89 81 61 62 63 64 11  81 81 61 62 63 64 9e"
+
+
+def test_events_before_a_bad_frame_ride_on_the_error_as_wsproto_delivers_them():
+    """Sections 7.1.7, 8.1: TEXT 'hello' and PING b'p' come out, then 1007 for the invalid UTF-8."""
+    data = h(ISSUE_11_VECTOR)
+    theirs, code = wsproto_events(data, client=False)
+    assert theirs == [("message", 1, "hello"), ("control", 9, b"p")] and code == 1007
+    with pytest.raises(ProtocolError) as caught:
+        Reader("server").feed(data)
+    assert as_tuples(caught.value.events) == theirs
+    assert (caught.value.code, caught.value.section) == (CloseCode.INVALID_DATA, "8.1")
+
+
+def test_a_broken_reader_raises_again_with_no_events():
+    reader = Reader("server")
+    with pytest.raises(ProtocolError) as first:
+        reader.feed(h(ISSUE_11_VECTOR))
+    with pytest.raises(ProtocolError) as again:
+        reader.feed(b"")
+    assert again.value.events == [] and len(first.value.events) == 2
+    assert (again.value.code, again.value.section, str(again.value)) == (
+        first.value.code, first.value.section, str(first.value))
+
+
+def test_events_in_one_call_one_byte_at_a_time_are_the_same():
+    data = h(ISSUE_11_VECTOR)
+    whole = feed_all(Reader("server"), [data], frames=True)
+    bytewise = feed_all(Reader("server"), [data[i : i + 1] for i in range(len(data))], frames=True)
+    assert whole == bytewise
+    assert [str(e) for e in whole[0]] == [
+        "TEXT 'hello' [5 bytes, masked with 61626364]",
+        "TEXT message 'hello' [5 bytes]",
+        "PING b'p' [1 byte, masked with 61626364]",
+    ]  # the bad TEXT frame itself is not delivered, even with frames=True
+
+
+def wire_frame(opcode: int, payload: bytes, fin: bool, masked: bool) -> bytes:
+    """One frame as websockets serializes it (websockets draws a fresh masking key)."""
+    return wsframes.Frame(wsframes.Opcode(opcode), payload, fin).serialize(mask=masked)
+
+
+BAD_ENDINGS = [  # (what, a frame every reader refuses): appended after a valid stream
+    ("invalid utf-8", Frame(Opcode.TEXT, b"\xc3\x28")),
+    ("unknown opcode", Frame(0x3, b"")),  # type: ignore[arg-type]
+    ("rsv2 without an extension", Frame(Opcode.TEXT, b"", rsv2=True)),
+    ("close code 1005", Frame(Opcode.CLOSE, b"\x03\xed")),
+    ("orphan continuation", Frame(Opcode.CONT, b"x")),
+    ("control frame too long", Frame(Opcode.PING, bytes(126))),
+    ("fragmented ping", Frame(Opcode.PING, b"", fin=False)),
+    ("too big", Frame(Opcode.BINARY, bytes(300))),
+]
+
+
+@st.composite
+def streams(draw):
+    """A valid stream of messages (fragmented or not, pings between fragments), maybe a bad frame at the end."""
+    masked = draw(st.booleans())
+    wire = b""
+    for _ in range(draw(st.integers(0, 4))):
+        text = draw(st.booleans())
+        raw = draw(st.text(max_size=20)).encode() if text else draw(st.binary(max_size=20))
+        cut = draw(st.integers(0, len(raw)))
+        pieces = [raw] if draw(st.booleans()) else [raw[:cut], raw[cut:]]
+        for i, piece in enumerate(pieces):
+            wire += wire_frame(0x0 if i else (0x1 if text else 0x2), piece, i == len(pieces) - 1, masked)
+            if draw(st.booleans()):
+                wire += wire_frame(0x9, draw(st.binary(max_size=5)), True, masked)
+    ending = draw(st.sampled_from([None, None, *range(len(BAD_ENDINGS))]))
+    if ending is not None:
+        wire += encode(BAD_ENDINGS[ending][1], mask_key=KEY if masked else None, strict=False)
+    return masked, wire, ending
+
+
+@settings(max_examples=300, deadline=None)
+@given(streams(), st.lists(st.integers(0, 1000), max_size=12), st.booleans())
+def test_whole_and_chunked_feeding_give_the_same_events_and_the_same_error(stream, cuts, frames):
+    """Issue 11: any chunking delivers the same events, the error's events included, and the same error."""
+    masked, wire, ending = stream
+    role = "server" if masked else "client"
+    whole = feed_all(Reader(role, max_size=256), [wire], frames=frames)
+    pieces = feed_all(Reader(role, max_size=256), chunked(wire, cuts), frames=frames)
+    assert whole == pieces
+    assert (whole[1] is None) == (ending is None), whole[1]
+    if not frames:  # and the same as wsproto (its limit aside)
+        theirs, code = wsproto_events(wire, client=not masked)
+        if ending is None or BAD_ENDINGS[ending][0] != "too big":
+            assert as_tuples(whole[0]) == theirs
+            assert (None if whole[1] is None else whole[1][0]) == code
 
 
 def test_nothing_is_read_after_a_close_frame():
@@ -401,6 +536,19 @@ def test_explain_shows_lengths_errors_and_incomplete_frames():
     assert "needs 3 more byte(s)" in str(explain(h("81 05 48 65")))
 
 
+# -- transcript() --------------------------------------------------------------
+
+
+def test_transcript_shows_the_frames_before_a_bad_one():
+    """Issue 11: a bad frame in the same chunk no longer hides the frames before it."""
+    lines = wslab.frames.transcript([(">", 0.001, h(ISSUE_11_VECTOR))])
+    assert [line.split(" ms ", 1)[1] for line in lines] == [
+        "> TEXT 'hello' [5 bytes, masked with 61626364]",
+        "> PING b'p' [1 byte, masked with 61626364]",
+        "! > invalid utf-8 in text message near byte 0 (close code 1007, RFC 6455 section 8.1)",
+    ]
+
+
 # -- a real websockets conversation, captured through the wiretap ---------------
 
 
@@ -458,3 +606,11 @@ def test_frames_captured_from_websockets_decode_to_the_messages_sent(compression
     else:
         view = str(tap.frames())
         assert "> TEXT 'Hello, Hello, Hello, Hello!'" in view and "< CLOSE 4000" in view
+
+
+def test_the_examples_in_the_docstrings_hold():
+    import doctest
+
+    import wslab.frames
+
+    assert doctest.testmod(wslab.frames).failed == 0

@@ -20,8 +20,14 @@ Three layers, each usable on its own:
 
 What must never happen: a reader that waits forever for a frame whose declared
 length is absurd (``max_size`` stops it with 1009), an exception other than
-:class:`ProtocolError` escaping from :meth:`Reader.feed` for any input, or a
-text message handed over before its UTF-8 has been checked.
+:class:`ProtocolError` escaping from :meth:`Reader.feed` for any input, a
+text message handed over before its UTF-8 has been checked, or events lost to
+a later bad frame. When :meth:`Reader.feed` meets a bad frame it raises
+:class:`ProtocolError` with ``error.events``: every event the same call decoded
+before that frame, in order (the frame that failed is not among them). A
+server answers those first (echo the message, pong the ping), then closes with
+``error.code``, as websockets and wsproto do; so whole and chunked feeding give
+the same events and the same error.
 
 Masking (section 5.3) is shown twice: :func:`mask_naive` is the RFC's loop,
 one byte at a time; :func:`mask` XORs the whole payload as one big integer,
@@ -135,12 +141,25 @@ class ProtocolError(Exception):
     send, ``error.section`` the section of RFC 6455 that forbids it (``"5.2"``;
     for permessage-deflate ``"RFC 7692 section 6"``), ``error.where`` both as
     one reference.
+
+    ``error.events``: raised by :meth:`Reader.feed`, the events that call
+    decoded *before* the bad frame, in order (handle them first, as websockets
+    and wsproto do, then close with ``error.code``); empty when raised by
+    :func:`decode` or by a reader that was already broken.
     """
 
-    def __init__(self, message: str, *, code: int = CloseCode.PROTOCOL_ERROR, section: str = "5.2") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int = CloseCode.PROTOCOL_ERROR,
+        section: str = "5.2",
+        events: list[Frame | Message] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = CloseCode(code)
         self.section = section
+        self.events: list[Frame | Message] = [] if events is None else events
         self.add_note(
             f"a peer closes with {int(self.code)} ({self.code.name}); see {self.where}"
         )
@@ -642,9 +661,28 @@ class Reader:
         Events are control :class:`Frame` objects and whole :class:`Message`
         objects, in order; with ``frames=True`` each data frame comes too, just
         before the message it completes. Raises :class:`ProtocolError` only.
+
+        When a frame breaks the protocol, what this call decoded before it is
+        not lost: it rides on the exception as ``error.events`` (in order),
+        beside ``error.code`` and ``error.section``. A frame that fails a check
+        is never among them. So whole and chunked feeding deliver the same
+        events: the ones returned by earlier calls plus ``error.events``.
+
+        >>> data = bytes.fromhex("81 85 61 62 63 64 09 07 0f 08 0e"  # TEXT 'hello', masked
+        ...                      "89 81 61 62 63 64 11"              # PING b'p'
+        ...                      "81 81 61 62 63 64 9e")             # TEXT b'\\xff': bad UTF-8
+        >>> try:
+        ...     Reader("server").feed(data)
+        ... except ProtocolError as error:
+        ...     print([str(e) for e in error.events], int(error.code))
+        ["TEXT message 'hello' [5 bytes]", "PING b'p' [1 byte, masked with 61626364]"] 1007
+
+        Once broken, the reader stays broken: every later call raises the same
+        error again, with no events.
         """
         if self._error is not None:
-            raise self._error
+            error = self._error
+            raise ProtocolError(str(error), code=error.code, section=error.section)
         if self.closed:
             self.ignored += len(data)
             return []
@@ -661,9 +699,9 @@ class Reader:
                 if frame is None:
                     break
                 pos += n
+                event = self._on_frame(frame)  # may raise: then the frame is not delivered
                 if frames and not frame.is_control:
                     events.append(frame)
-                event = self._on_frame(frame)
                 if event is not None:
                     events.append(event)
                 if frame.opcode == Opcode.CLOSE:
@@ -672,6 +710,7 @@ class Reader:
                     pos = len(buffer)
                     break
         except ProtocolError as exc:
+            exc.events = events  # what this call decoded before the bad frame
             self._error = exc
             raise
         finally:
@@ -958,17 +997,19 @@ def transcript(chunks: Iterable[tuple[str, float, bytes]], *, extensions: str = 
         if direction in broken:
             continue
         stamp = f"{t * 1000:10.3f} ms"
+        error: ProtocolError | None = None
         try:
             events = readers[direction].feed(data, frames=True)
         except ProtocolError as exc:
-            lines.append(f"{stamp} ! {direction} {exc} (close code {int(exc.code)}, RFC 6455 section {exc.section})")
-            broken.add(direction)
-            continue
+            events, error = exc.events, exc  # the frames before the bad one are shown too
         for event in events:
             if isinstance(event, Frame):
                 lines.append(f"{stamp} {direction} {event}")
             elif event.frames > 1 or event.compressed is not None:
                 lines.append(f"{stamp} {direction}   = {event}")
+        if error is not None:
+            lines.append(f"{stamp} ! {direction} {error} (close code {int(error.code)}, {error.where})")
+            broken.add(direction)
     for direction, reader in readers.items():
         if reader.ignored:
             lines.append(f"! {direction} {reader.ignored} bytes after the CLOSE frame, not read (section 5.5.1)")
