@@ -347,3 +347,113 @@ def test_the_reference_connection_is_short_enough_to_read():
 
     lines = inspect.getsource(scratch.connection).splitlines()
     assert len(lines) < 110
+
+
+# Failing the connection (RFC 6455 7.1.7): what came first is answered, the close is seen
+
+
+# Masked TEXT 'hello', masked PING 'p', masked TEXT b'\xff' (invalid UTF-8), mask 61 62 63 64.
+ISSUE_11_BYTES = bytes.fromhex("81 85 61 62 63 64 09 07 0f 08 0e  89 81 61 62 63 64 11  81 81 61 62 63 64 9e")
+
+
+def test_events_before_a_bad_frame_are_answered_before_the_close():
+    """Issue 11: like websockets, wsproto and Node's ws: echo 'hello', pong 'p', then close 1007 (8.1)."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, CloseConnection, Pong, Request, TextMessage
+
+    async def main():
+        srv = await wslab.serve_scratch(name="before-error")
+        reader, writer = await asyncio.open_connection(srv.host, srv.port)
+        ws = WSConnection(ConnectionType.CLIENT)
+        try:
+            writer.write(ws.send(Request(host=f"{srv.host}:{srv.port}", target="/")))
+            data = b""
+            for _ in range(100):  # bounded: until the 101
+                data += await asyncio.wait_for(reader.read(65536), seconds(5))
+                if b"\r\n\r\n" in data:
+                    break
+            ws.receive_data(data)
+            assert isinstance(next(ws.events()), AcceptConnection)
+            writer.write(ISSUE_11_BYTES)  # all three frames in one write
+            answer = await asyncio.wait_for(reader.read(), seconds(5))  # until the server's FIN
+            ws.receive_data(answer)
+            return [e for e in ws.events()]
+        finally:
+            writer.close()
+            await srv.aclose()
+
+    text, pong, close = run(main())
+    assert isinstance(text, TextMessage) and text.data == "hello"
+    assert isinstance(pong, Pong) and pong.payload == b"p"
+    assert isinstance(close, CloseConnection) and close.code == 1007
+
+
+SERVER_SCRIPT = """
+import asyncio, sys
+import wslab
+
+async def main():
+    srv = await wslab.serve_scratch(name="out-of-process")
+    print(srv.port, flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the test closes stdin
+    await srv.aclose()
+
+asyncio.run(main())
+"""
+
+
+def oversized_codes(url: str, runs: int) -> list:
+    """A sync websocket-client sends 1 MiB + 1 bytes; what does it read back, each run?"""
+    import struct
+
+    import websocket
+
+    seen = []
+    for _ in range(runs):
+        ws = websocket.create_connection(url, timeout=seconds(5))
+        try:
+            ws.send_binary(b"x" * (2**20 + 1))
+            opcode, data = ws.recv_data(control_frame=True)
+            seen.append((opcode, struct.unpack("!H", data[:2])[0]))
+        except Exception as exc:  # noqa: BLE001 - a reset is what the test looks for
+            seen.append(repr(exc))
+        finally:
+            ws.shutdown()
+    return seen
+
+
+def test_a_sync_client_sending_one_byte_too_many_sees_1009_every_time_in_a_thread():
+    """Issue 11: the server half-closes and drains, so the client reads 1009 instead of a reset."""
+    from wslab.servers import LoopThread
+
+    thread = LoopThread("oversized")
+    try:
+        srv = thread.run(wslab.serve_scratch(name="oversized"))
+        assert oversized_codes(srv.url, 20) == [(8, 1009)] * 20
+        thread.run(srv.aclose())
+    finally:
+        thread.stop()
+
+
+def test_a_sync_client_sending_one_byte_too_many_sees_1009_every_time_out_of_process():
+    import os
+    import selectors
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # this checkout's wslab
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    proc = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            assert sel.select(seconds(20)), "the server process printed no port in 20 s"
+        port = int(proc.stdout.readline())
+        assert oversized_codes(f"ws://127.0.0.1:{port}/", 20) == [(8, 1009)] * 20
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(seconds(10))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -36,7 +36,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -422,12 +422,17 @@ def parse_response(data: bytes, *, max_size: int = MAX_HEAD) -> Response | None:
 # Server side (section 4.2)
 
 
-def check_request(request: Request, origins: Sequence[str | None] | None = None) -> str:
+def check_request(
+    request: Request,
+    origins: Sequence[str | None] | Callable[[str | None], bool] | None = None,
+) -> str:
     """Check a client's opening handshake; return the ``Sec-WebSocket-Accept`` value.
 
     ``origins``: the pages allowed to connect (``"http://127.0.0.1:8888"``;
     include None to allow clients that send no Origin, like non-browser
-    clients). None (the default) allows every origin.
+    clients), or a function of the ``Origin`` value (None when absent) that
+    says whether it may (``wslab.limits.origin_allowed``, the kit's policy).
+    None (the default) allows every origin.
 
     Raises :class:`BadRequest` (400: among others a missing, repeated or empty
     ``Host``, RFC 9112 3.2; a body announced by ``Content-Length`` or
@@ -520,10 +525,12 @@ def check_request(request: Request, origins: Sequence[str | None] | None = None)
     #        but only for certain sites SHOULD verify the |Origin| field"
     if origins is not None:
         origin = h.get("Origin")
-        if origin not in origins:
+        allowed = origins(origin) if callable(origins) else origin in origins
+        if not allowed:
+            listed = "" if callable(origins) else f" (allowed: {list(origins)})"
             raise ForbiddenOrigin(
-                f"Origin {origin!r} is not allowed (allowed: {list(origins)}); a page from "
-                f"another site must not use your session (cross-site WebSocket hijacking)",
+                f"Origin {origin!r} is not allowed{listed}; a page from another site must not "
+                f"use your session (cross-site WebSocket hijacking)",
                 header="Origin", value=origin, section="10.2",
             )
     return accept_key(key)
