@@ -325,6 +325,7 @@ class ScratchServer(Background):
     _tasks: dict[asyncio.Task[Any], asyncio.StreamWriter] = field(default_factory=dict, repr=False)
     _waiting: dict[asyncio.Task[Any], float] = field(default_factory=dict, repr=False)
     _refusing: dict[asyncio.Task[Any], asyncio.StreamWriter] = field(default_factory=dict, repr=False)
+    _cut: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)  # aborted, not yet done
     _retry: asyncio.TimerHandle | None = field(default=None, repr=False)
     _backoff: float = 0.0
     _shown: set[str] = field(default_factory=set, repr=False)
@@ -394,14 +395,16 @@ class ScratchServer(Background):
             if now - since > limits.handshake_grace:
                 del self._waiting[oldest]
                 self.stats["cut: idle handshake"] += 1
+                self._cut.add(oldest)  # its socket closes in a moment: count it free now
                 writer = self._tasks.get(oldest)
                 if writer is not None:
                     writer.transport.abort()
                 else:
                     oldest.cancel()
-        total = _count(+1)
-        if len(self._tasks) >= limits.max_connections or total > fd_budget():
-            reason = (f"server busy: {limits.max_connections} connections open" if len(self._tasks) >= limits.max_connections
+        total = _count(+1) - len(self._cut)
+        served = len(self._tasks) - len(self._cut)
+        if served >= limits.max_connections or total > fd_budget():
+            reason = (f"server busy: {limits.max_connections} connections open" if served >= limits.max_connections
                       else "server busy: the process is near its open-file limit")
             self.stats["refused: busy"] += 1
             if len(self._refusing) >= limits.max_handshakes:
@@ -420,6 +423,7 @@ class ScratchServer(Background):
 
     def _done(self, task: asyncio.Task[Any], conn: socket.socket) -> None:
         _count(-1)
+        self._cut.discard(task)
         self._waiting.pop(task, None)
         writer = self._tasks.pop(task, None) or self._refusing.pop(task, None)
         if writer is not None:
