@@ -539,3 +539,112 @@ def test_build_request_refuses_a_header_that_would_split_the_head(kwargs):
     """RFC 9110 5.5: a CR or LF in a value would start a header of the attacker's choosing."""
     with pytest.raises(ValueError, match="cannot send"):
         hs.build_request("ws://127.0.0.1:1/", **kwargs)
+
+
+# Lesson 02's claims, pinned to the versions they describe (issue 12)
+
+
+def refusals_from_websockets() -> dict[str, bytes]:
+    async def main():
+        srv = await wslab.serve(wslab.handlers.echo, name="hs-lesson-02")
+        try:
+            good = hs.build_request(srv.url, key=RFC_KEY)
+            requests = {
+                "version 8": good.replace(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 8"),
+                "key hello": good.replace(RFC_KEY.encode(), b"hello"),
+                "plain GET": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n",
+            }
+            return {name: await handshake_with(srv.host, srv.port, raw) for name, raw in requests.items()}
+        finally:
+            await srv.aclose()
+
+    return run(main())
+
+
+def test_websockets_17_refuses_another_version_with_400_and_without_the_version_header():
+    """RFC 6455 4.4: "it MUST respond with a |Sec-WebSocket-Version| header field"; websockets does not."""
+    import websockets
+
+    response = hs.parse_response(refusals_from_websockets()["version 8"])
+    assert websockets.__version__.startswith("17."), "lesson 02 shows websockets 17: re-check its refusal"
+    assert response.status == 400
+    assert "Sec-WebSocket-Version" not in response.headers  # the MUST it breaks (lesson 02, section 5)
+
+
+def test_websockets_answers_a_plain_get_with_426_and_upgrade_websocket():
+    response = hs.parse_response(refusals_from_websockets()["plain GET"])
+    assert (response.status, response.headers["Upgrade"]) == (426, "websocket")
+
+
+def test_the_key_hello_is_not_base64_and_both_servers_say_so():
+    """Lesson 02: 'hello' is not base64 at all (5 characters), not "16 bytes short"."""
+    import binascii
+
+    with pytest.raises(binascii.Error):
+        base64.b64decode("hello", validate=True)
+    answer = refusals_from_websockets()["key hello"]
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"Invalid base64" in answer
+    with pytest.raises(hs.BadRequest, match="'hello' is not base64"):
+        hs.check_request(hs.parse_request(good_request(Sec_WebSocket_Key="hello")))
+    with pytest.raises(hs.BadRequest, match="decodes to 10 bytes, not 16"):
+        hs.check_request(hs.parse_request(good_request(Sec_WebSocket_Key="c2VjcmV0LWtleQ==")))
+
+
+def test_our_version_refusal_is_426_with_the_versions_we_speak():
+    """RFC 6455 4.2.2 ("such as 426 Upgrade Required") and 4.4 (the header is a MUST)."""
+    with pytest.raises(hs.UpgradeRequired) as caught:
+        hs.check_request(hs.parse_request(good_request(Sec_WebSocket_Version="8")))
+    response = hs.parse_response(hs.refusal(caught.value))
+    assert response.status == 426 and response.headers["Sec-WebSocket-Version"] == "13"
+
+
+FETCH_JS = """
+async (url) => {
+  const answer = await fetch(url, {method: "POST", headers: {"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13", "X-Ordinary": "yes"}, body: "x"});
+  return await answer.text();
+}
+"""
+
+
+@pytest.mark.browser
+def test_a_page_cannot_send_sec_headers_with_fetch(chromium):
+    """RFC 6455 1.6: "fields starting with |Sec-| cannot be set by an attacker from a web browser"."""
+
+    async def echo_headers():
+        async def handle(reader, writer):
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                body = head.split(b"\r\n\r\n")[0]
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nAccess-Control-Allow-Origin: *\r\n"
+                             + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+                await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+    from wslab.servers import LoopThread
+
+    thread = LoopThread("echo-headers")  # the sync Playwright API blocks this thread
+    try:
+        server = thread.run(echo_headers())
+        url = f"http://127.0.0.1:{port_of(server)}/"
+        page = chromium.new_page()
+        try:
+            page.goto(url)  # same origin: no CORS preflight in the way
+            seen = page.evaluate(FETCH_JS, url)
+        finally:
+            page.close()
+        thread.run(_close(server))
+    finally:
+        thread.stop()
+    assert "x-ordinary: yes" in seen.lower()
+    assert "sec-websocket-key" not in seen.lower() and "sec-websocket-version" not in seen.lower(), seen
+
+
+async def _close(server) -> None:
+    server.close()
+    await server.wait_closed()

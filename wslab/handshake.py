@@ -504,11 +504,16 @@ def check_request(
     key = keys[0]
     try:
         raw = base64.b64decode(key, validate=True)
-    except ValueError:  # binascii.Error, or characters outside ASCII
-        raw = b""
+    except ValueError as exc:  # binascii.Error, or characters outside ASCII
+        why = str(exc).lower() if key.isascii() else "it holds characters outside ASCII"
+        raise BadRequest(
+            f"Sec-WebSocket-Key {key!r} is not base64 ({why}); send 16 random bytes, "
+            f"base64-encoded: base64.b64encode(os.urandom(16))",
+            header="Sec-WebSocket-Key", value=key,
+        ) from None
     if len(raw) != 16:
         raise BadRequest(
-            f"Sec-WebSocket-Key {key!r} is not 16 bytes in base64 (it decodes to {len(raw)} bytes); "
+            f"Sec-WebSocket-Key {key!r} decodes to {len(raw)} bytes, not 16; "
             f"use base64.b64encode(os.urandom(16))",
             header="Sec-WebSocket-Key", value=key,
         )
