@@ -771,3 +771,26 @@ def test_out_of_file_descriptors_pauses_accepting_says_so_once_and_recovers():
     err = proc.stderr.read()
     assert "accept paused: EMFILE" in stats, stats
     assert err.count("too many open files") == 1 and len(err) < 1000, err[:2000]
+
+
+def test_accepted_sockets_send_small_frames_at_once():
+    """TCP_NODELAY on every accepted socket, as asyncio's own servers have (else ~40 ms per reply pair)."""
+    import socket
+
+    async def main():
+        seen = []
+
+        async def probe(reader, writer):
+            sock = writer.get_extra_info("socket")
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+        srv = await wslab.serve_streams(probe, name="nodelay")
+        try:
+            reader, writer = await asyncio.open_connection(srv.host, srv.port)
+            await asyncio.wait_for(reader.read(), seconds(5))  # the server closes after probe()
+            writer.close()
+            return seen
+        finally:
+            await srv.aclose()
+
+    assert run(main()) == [1]
