@@ -553,16 +553,33 @@ def parse_close(payload: bytes) -> tuple[int, str]:
 # -- permessage-deflate (RFC 7692) ------------------------------------------
 
 
-def inflate(payload: bytes, *, decompressor: zlib._Decompress | None = None) -> bytes:
+def inflate(payload: bytes, *, decompressor: zlib._Decompress | None = None, max_size: int | None = None) -> bytes:
     """Decompress one permessage-deflate message payload (RFC 7692 section 7.2.2).
 
     The sender compressed the message with raw deflate and stripped the final
     ``00 00 ff ff``; append it back and inflate. Pass the connection's
     ``decompressor`` (``zlib.decompressobj(wbits=-15)``) when the peer keeps its
     compression context between messages (the default, "context takeover").
+
+    A few bytes can inflate to gigabytes (a "deflate bomb"): with ``max_size``
+    it stops there and raises :class:`ProtocolError` (1009, message too big).
+    Raises ``zlib.error`` for bytes that are not deflate data.
     """
     d = decompressor or zlib.decompressobj(wbits=-15)
-    return d.decompress(bytes(payload) + DEFLATE_TAIL)
+    if max_size is None:
+        return d.decompress(bytes(payload) + DEFLATE_TAIL)
+    out = d.decompress(bytes(payload) + DEFLATE_TAIL, max_size + 1)
+    if len(out) > max_size:
+        raise ProtocolError(f"message too big: over {max_size} bytes once inflated (max_size)",
+                            code=CloseCode.MESSAGE_TOO_BIG, section="10.4")
+    return out
+
+
+def _inflate_prefix(payload: bytes, limit: int) -> tuple[bytes, bool]:
+    """The first ``limit`` bytes ``payload`` inflates to, and whether there was more (for drawing)."""
+    d = zlib.decompressobj(wbits=-15)
+    out = d.decompress(bytes(payload) + DEFLATE_TAIL, limit + 1)
+    return out[:limit], len(out) > limit
 
 
 # -- Messages and the incremental reader ------------------------------------
@@ -574,13 +591,16 @@ class Message:
 
     ``data`` is ``str`` for TEXT, ``bytes`` for BINARY; ``frames`` says how
     many frames carried it; ``compressed`` how many bytes were on the wire when
-    permessage-deflate compressed it (else ``None``).
+    permessage-deflate compressed it (else ``None``). ``truncated`` is set only
+    by the drawing tools (:func:`transcript`), which inflate a capture with a
+    bound: ``data`` then holds the first ``truncated`` bytes of the message.
     """
 
     opcode: Opcode
     data: str | bytes
     frames: int = 1
     compressed: int | None = None
+    truncated: int | None = None
 
     def __str__(self) -> str:
         raw = self.data.encode() if isinstance(self.data, str) else self.data
@@ -589,6 +609,8 @@ class Message:
             notes.append(f"{self.frames} frames")
         if self.compressed is not None:
             notes.append(f"{_bytes(self.compressed)} compressed")
+        if self.truncated is not None:
+            notes.append(f"inflated output truncated at {_bytes(self.truncated)}")
         return f"{self.opcode.name} message {_preview(self.opcode, raw, False)} [{', '.join(notes)}]"
 
 
@@ -631,7 +653,7 @@ class Reader:
         self.context_takeover = context_takeover
         self._mask_required = role == "server"
         self._buffer = bytearray()
-        self._decompressor = zlib.decompressobj(wbits=-15)
+        self._decompressor: zlib._Decompress | None = zlib.decompressobj(wbits=-15)
         self._error: ProtocolError | None = None
         #: A CLOSE frame arrived: the peer sends nothing after it (section 5.5.1),
         #: so later bytes are not read, only counted in ``ignored``.
@@ -645,6 +667,10 @@ class Reader:
         self._count = 0
         self._compressed = False
         self._utf8: codecs.IncrementalDecoder | None = None
+        # Drawing only (transcript()): inflate at most this many bytes of a message and
+        # cut it there instead of failing with 1009; ``_cut`` is where the current one was cut.
+        self._inflate_cap: int | None = None
+        self._cut: int | None = None
 
     def __repr__(self) -> str:
         state = f"in a {self._opcode.name} message" if self._opcode is not None else "between messages"
@@ -692,10 +718,12 @@ class Reader:
         pos = 0
         try:
             while True:
-                # Refuse an uncompressed frame that would make the message too big from
-                # its header, before its payload arrives; compressed ones, once inflated.
-                limit = None if self._compressed else self.max_size
-                frame, n = _decode_at(buffer, pos, self._mask_required, self.permessage_deflate, limit, self._size)
+                # Refuse a frame that would make the message too big from its header,
+                # before its payload arrives: its length counts against what is left of
+                # max_size after the message so far (inflated, when compressed, as
+                # websockets counts it). A compressed frame is checked again once inflated.
+                frame, n = _decode_at(buffer, pos, self._mask_required, self.permessage_deflate,
+                                      self.max_size, self._size)
                 if frame is None:
                     break
                 pos += n
@@ -750,6 +778,8 @@ class Reader:
             self._opcode = opcode
             self._compressed = frame.rsv1
             self._utf8 = codecs.getincrementaldecoder("utf-8")() if opcode == Opcode.TEXT else None
+            if frame.rsv1 and self._decompressor is None:  # drawing only: the context was lost
+                self._cut = 0
         self._count += 1
         payload = frame.payload
         self._wire += len(payload)
@@ -764,7 +794,8 @@ class Reader:
             )
         if self._utf8 is not None:
             try:
-                self._parts.append(self._utf8.decode(payload, frame.fin))  # type: ignore[arg-type]
+                final = frame.fin and self._cut is None  # a cut message may end inside a character
+                self._parts.append(self._utf8.decode(payload, final))  # type: ignore[arg-type]
             except UnicodeDecodeError as exc:
                 raise ProtocolError(
                     f"invalid utf-8 in text message near byte {self._size - len(payload) + exc.start}",
@@ -776,25 +807,39 @@ class Reader:
         if not frame.fin:
             return None
         data: str | bytes = "".join(self._parts) if self._utf8 is not None else b"".join(self._parts)  # type: ignore[arg-type]
-        message = Message(self._opcode, data, self._count, self._wire if self._compressed else None)  # type: ignore[arg-type]
+        message = Message(self._opcode, data, self._count, self._wire if self._compressed else None, self._cut)  # type: ignore[arg-type]
+        self._cut = None
         self._opcode, self._parts, self._size, self._wire, self._count = None, [], 0, 0, 0
         self._compressed, self._utf8 = False, None
         return message
 
     def _inflate(self, payload: bytes, fin: bool) -> bytes:
-        """Inflate one frame of a compressed message, never beyond ``max_size``."""
+        """Inflate one frame of a compressed message, never beyond ``max_size`` (1009 past it).
+
+        Drawing a capture (``_inflate_cap``), it stops at the cap instead and cuts the
+        message there; with context takeover the next messages cannot be inflated then.
+        """
         d = self._decompressor
-        room = 0 if self.max_size is None else self.max_size - self._size + 1
+        if self._cut is not None or d is None:  # cut already: the rest is not inflated
+            return b""
+        cap = self._inflate_cap
+        limit = self.max_size if cap is None else cap
+        room = 0 if limit is None else limit - self._size + 1  # one byte more: enough to tell "over"
         try:
-            out = d.decompress(payload + (DEFLATE_TAIL if fin else b""), room)
+            out = d.decompress(payload + DEFLATE_TAIL if fin else payload, room)
         except zlib.error as exc:
             raise ProtocolError(f"cannot inflate a compressed message: {exc}", section="RFC 7692 section 7.2.2") from None
-        if d.unconsumed_tail:
-            raise ProtocolError(
-                f"message too big: over {self.max_size} bytes once inflated (max_size)",
-                code=CloseCode.MESSAGE_TOO_BIG,
-                section="10.4",
-            )
+        if limit is not None and (d.unconsumed_tail or self._size + len(out) > limit):
+            if cap is None:
+                raise ProtocolError(
+                    f"message too big: over {self.max_size} bytes once inflated (max_size)",
+                    code=CloseCode.MESSAGE_TOO_BIG,
+                    section="10.4",
+                )
+            out = out[: cap - self._size]
+            self._cut = self._size + len(out)
+            self._decompressor = None if self.context_takeover else zlib.decompressobj(wbits=-15)
+            return out
         if fin and not self.context_takeover:
             self._decompressor = zlib.decompressobj(wbits=-15)
         return out
@@ -868,6 +913,11 @@ class Explanation:
         return f"<p><b>{html.escape(self.table.title)}</b></p>{diagram}<br>{untitled._repr_html_()}"
 
 
+#: explain() and transcript() inflate at most this many bytes of a message: a deflate
+#: bomb (1 MB that inflates to 1 GiB) is drawn in milliseconds, its output cut there.
+EXPLAIN_INFLATE_LIMIT = 2**20
+
+
 def explain(data: bytes, *, inflate_payload: bool = True) -> Explanation:
     """Draw the first frame in ``data`` field by field, bit by bit (RFC 6455 section 5.2).
 
@@ -877,8 +927,10 @@ def explain(data: bytes, *, inflate_payload: bool = True) -> Explanation:
     the masking key, the payload as sent and unmasked, and what is wrong with
     the frame if anything. With RSV1 set (permessage-deflate), also the
     inflated payload (``inflate_payload``; a fresh decompressor, so the first
-    message of a connection or ``no_context_takeover``). Never raises for bad
-    or partial bytes: it says what is wrong or missing.
+    message of a connection or ``no_context_takeover``), at most
+    ``EXPLAIN_INFLATE_LIMIT`` (1 MiB) of it: past that it says "inflated output
+    truncated at N bytes". Never raises for bad or partial bytes: it says what
+    is wrong or missing.
 
     >>> print(explain(bytes.fromhex("81 05 48 65 6c 6c 6f")).rows[2])
     ['0', '....0001', 'opcode', '0x1: TEXT']
@@ -957,11 +1009,12 @@ def explain(data: bytes, *, inflate_payload: bool = True) -> Explanation:
         return incomplete(length - len(payload), " of payload")
     if rsv1 and inflate_payload and op in (Opcode.TEXT, Opcode.BINARY):
         try:
-            inflated = inflate(clear)
+            inflated, cut = _inflate_prefix(clear, EXPLAIN_INFLATE_LIMIT)
         except zlib.error as exc:
             row("", "", "payload (inflated)", f"cannot inflate on its own: {exc}")
         else:
-            row("", _hex(inflated), "payload (inflated)", f"{len(inflated):,} bytes: {_preview(op, inflated, False, 40)}")
+            size = f"inflated output truncated at {len(inflated):,} bytes" if cut else f"{len(inflated):,} bytes"
+            row("", _hex(inflated), "payload (inflated)", f"{size}: {_preview(op, inflated, False, 40)}")
     complain()
     end = offset + length
     if end < len(data):
@@ -980,8 +1033,12 @@ def transcript(chunks: Iterable[tuple[str, float, bytes]], *, extensions: str = 
     to server: masked frames) or ``<`` (server to client: unmasked), data
     starting right after the HTTP 101. ``extensions`` is the response's
     ``Sec-WebSocket-Extensions`` value: with ``permessage-deflate`` the lines
-    show RSV1 and each message inflated (RFC 7692). A protocol error ends that
-    direction with a ``!`` line; leftover bytes are reported, never dropped.
+    show RSV1 and each message inflated (RFC 7692), at most
+    ``EXPLAIN_INFLATE_LIMIT`` (1 MiB) of each: a longer one says "inflated
+    output truncated at N bytes" (and, with context takeover, the messages after
+    it in that direction cannot be inflated: they show 0 bytes). The frames
+    before a bad one are shown, then a ``!`` line ends that direction;
+    leftover bytes are reported, never dropped.
     """
     params = [p.strip().lower() for p in extensions.split(";")]
     deflate = "permessage-deflate" in params
@@ -991,6 +1048,8 @@ def transcript(chunks: Iterable[tuple[str, float, bytes]], *, extensions: str = 
         "<": Reader("client", max_size=None, permessage_deflate=deflate,
                     context_takeover="server_no_context_takeover" not in params),
     }
+    for reader in readers.values():
+        reader._inflate_cap = EXPLAIN_INFLATE_LIMIT
     broken: set[str] = set()
     lines: list[str] = []
     for direction, t, data in chunks:
