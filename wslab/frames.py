@@ -959,7 +959,7 @@ def explain(data: bytes, *, inflate_payload: bool = True) -> Explanation:
     message of a connection or ``no_context_takeover``), at most
     ``EXPLAIN_INFLATE_LIMIT`` (1 MiB) of it: past that it says "inflated output
     truncated at N bytes". Never raises for bad or partial bytes: it says what
-    is wrong or missing.
+    is wrong or missing (``tests/test_fuzz_frames.py`` holds it to that).
 
     >>> print(explain(bytes.fromhex("81 05 48 65 6c 6c 6f")).rows[2])
     ['0', '....0001', 'opcode', '0x1: TEXT']
@@ -1067,7 +1067,8 @@ def transcript(chunks: Iterable[tuple[str, float, bytes]], *, extensions: str = 
     output truncated at N bytes" (and, with context takeover, the messages after
     it in that direction cannot be inflated: they show 0 bytes). The frames
     before a bad one are shown, then a ``!`` line ends that direction;
-    leftover bytes are reported, never dropped.
+    leftover bytes are reported, never dropped. Never raises for any bytes
+    (``tests/test_fuzz_frames.py`` holds it to that).
     """
     params = [p.strip().lower() for p in extensions.split(";")]
     deflate = "permessage-deflate" in params
