@@ -139,7 +139,10 @@ def test_mask_is_its_own_inverse_on_a_mebibyte():
 data_frames = st.builds(
     Frame,
     opcode=st.sampled_from([Opcode.TEXT, Opcode.BINARY, Opcode.CONT]),
-    payload=st.one_of(st.binary(max_size=200), st.binary(min_size=65530, max_size=65540)),
+    payload=st.one_of(  # short ones, and ones around the 16-bit length limit (drawn cheaply, seeded)
+        st.binary(max_size=200),
+        st.tuples(st.integers(65530, 65540), st.integers(0, 2**32)).map(lambda t: random.Random(t[1]).randbytes(t[0])),
+    ),
     fin=st.booleans(),
 )
 control_frames = st.builds(
@@ -518,6 +521,85 @@ def test_a_compressed_bomb_stops_at_max_size():
     assert caught.value.code == CloseCode.MESSAGE_TOO_BIG
 
 
+def test_a_compressed_continuation_claiming_2_to_the_62_bytes_gets_1009_from_its_header():
+    """Issue 14: the size check holds for every frame of a compressed message, before its payload comes."""
+    reader = Reader("client", permessage_deflate=True)  # max_size 1 MiB
+    start = zlib.compressobj(wbits=-15)
+    body = start.compress(b"x" * 100) + start.flush(zlib.Z_SYNC_FLUSH)
+    assert reader.feed(encode(Frame(Opcode.TEXT, body, fin=False, rsv1=True))) == []
+    head = bytes([0x00, 0x7F]) + (2**62).to_bytes(8, "big")  # CONT, not final, 64-bit length 2^62
+    fed = 0
+    with pytest.raises(ProtocolError) as caught:
+        for chunk in [head] + [bytes(65536)] * 32:  # at most 2 MiB more
+            reader.feed(chunk)
+            fed += len(chunk)
+    assert caught.value.code == CloseCode.MESSAGE_TOO_BIG and fed == 0  # refused on the header alone
+    assert "100 + 4611686018427387904 bytes" in str(caught.value)
+
+
+def test_compressed_continuations_count_inflated_bytes_against_max_size():
+    """Issue 14: many small compressed frames that inflate past max_size get 1009 (RFC 6455 10.4)."""
+    reader = Reader("client", max_size=10_000, permessage_deflate=True)
+    compressor = zlib.compressobj(wbits=-15)
+    with pytest.raises(ProtocolError) as caught:
+        for i in range(100):  # 100 frames of 1,000 inflated bytes each
+            body = compressor.compress(bytes(1000)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            reader.feed(encode(Frame(Opcode.CONT if i else Opcode.BINARY, body, fin=False, rsv1=i == 0)))
+    assert caught.value.code == CloseCode.MESSAGE_TOO_BIG and i == 10
+
+
+def deflate_bomb(mebibytes: int) -> bytes:
+    """About 1 KB per MiB of zeros once inflated: one full-flushed block, repeated (the sync tail stripped)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = c.compress(bytes(2**20)) + c.flush(zlib.Z_FULL_FLUSH)
+    return (block * mebibytes)[:-4]
+
+
+def bounded(call):
+    """Run ``call``: its result, the seconds it took and its peak of Python allocations in bytes."""
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        started = time.perf_counter()
+        result = call()
+        elapsed = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return result, elapsed, peak
+
+
+def test_explain_of_a_deflate_bomb_is_quick_small_and_says_it_truncated():
+    """Issue 14: 1 MB that inflates to 1 GiB; explain() returns within 1 s and under 50 MB."""
+    wire = encode(Frame(Opcode.BINARY, deflate_bomb(1000), rsv1=True))
+    assert len(wire) < 1_100_000
+    view, elapsed, peak = bounded(lambda: str(explain(wire)))
+    assert "inflated output truncated at 1,048,576 bytes" in view
+    assert peak < 50e6 and elapsed < seconds(1), (peak, elapsed)
+
+
+def test_transcript_of_a_deflate_bomb_is_quick_small_and_says_it_truncated():
+    """Issue 14: tap.frames() draws a capture with a bound on what it inflates."""
+    bomb = encode(Frame(Opcode.BINARY, deflate_bomb(300), rsv1=True))
+    after = encode(Frame(Opcode.TEXT, b"\xf2H\xcd\xc9\xc9\x07\x00", rsv1=True))  # 'Hello' on a fresh context
+    lines, elapsed, peak = bounded(lambda: wslab.frames.transcript(
+        [("<", 0.0, bomb), ("<", 0.1, after)], extensions="permessage-deflate; server_no_context_takeover"))
+    assert "inflated output truncated at 1048576 bytes" in lines[1]
+    assert "TEXT message 'Hello'" in lines[3]  # no context takeover: the next message inflates again
+    assert peak < 50e6 and elapsed < seconds(1), (peak, elapsed)
+    taken = wslab.frames.transcript([("<", 0.0, bomb), ("<", 0.1, after)], extensions="permessage-deflate")
+    assert "inflated output truncated at 0 bytes" in taken[3]  # its context was lost with the cut
+
+
+def test_inflate_stops_at_max_size():
+    with pytest.raises(ProtocolError) as caught:
+        wslab.frames.inflate(deflate_bomb(5), max_size=2**20)
+    assert caught.value.code == CloseCode.MESSAGE_TOO_BIG
+    assert wslab.frames.inflate(deflate_bomb(1), max_size=2**20) == bytes(2**20)
+
+
 # -- explain() ----------------------------------------------------------------
 
 
@@ -608,9 +690,24 @@ def test_frames_captured_from_websockets_decode_to_the_messages_sent(compression
         assert "> TEXT 'Hello, Hello, Hello, Hello!'" in view and "< CLOSE 4000" in view
 
 
-def test_the_examples_in_the_docstrings_hold():
+@pytest.mark.parametrize("name", ["frames", "frame_codec", "frame_reader", "frame_drawing"])
+def test_the_examples_in_the_docstrings_hold(name):
     import doctest
+    import importlib
 
-    import wslab.frames
+    module = importlib.import_module(f"wslab.{name}")
+    result = doctest.testmod(module)
+    assert result.failed == 0 and (result.attempted > 0 or name == "frames")
 
-    assert doctest.testmod(wslab.frames).failed == 0
+
+def test_the_codec_masks_with_websockets_c_helper_where_it_is_built():
+    """Issue 15: mask_naive and mask stay for teaching; encode/decode use websockets.speedups.apply_mask."""
+    speedups = pytest.importorskip("websockets.speedups")
+    assert wslab.frames.FAST_MASK and wslab.frame_codec._xor is speedups.apply_mask
+    payload = random.Random(3).randbytes(2**20)
+    wire = encode(Frame.binary(payload), mask_key=KEY)
+    assert wire[14:] == mask(payload, KEY)
+    assert decode(wire, mask_required=True)[0].payload == payload
+    reader = Reader("server", max_size=None)
+    assert reader.feed(wire[:5000]) == [] and reader.buffered == 5000  # the start of a frame is kept
+    assert reader.feed(wire[5000:]) == [Message(Opcode.BINARY, payload)] and reader.buffered == 0
