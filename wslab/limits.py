@@ -9,7 +9,7 @@ Public API
   to websockets), ``max_buffer`` and ``stall_timeout`` (enforced here),
   ``max_connections``, ``max_handshakes``, ``handshake_grace`` (enforced here),
   ``origins``, ``local_origins``, ``allow_no_origin`` (the Origin policy).
-* :class:`Guard`: one per listener. ``Guard(limits)``; then
+* :class:`Guard`: one per listener. ``Guard(limits, name=..., on_close=...)``; then
   ``websockets.asyncio.server.serve(handler, host, port,
   **guard.serve_kwargs(process_request=mine))`` gives that listener every
   limit: the websockets arguments, ``create_connection`` (a connection class
@@ -94,6 +94,7 @@ import os
 import re
 import resource
 import threading
+import traceback
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlsplit
@@ -309,11 +310,22 @@ class Guard:
     See the module docstring for what it enforces; :attr:`stats` counts it.
     """
 
-    def __init__(self, limits: Limits | None = None, *, name: str = "listener") -> None:
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        name: str = "listener",
+        on_close: Callable[[ServerConnection, str], None] | None = None,
+    ) -> None:
         self.limits = DEFAULT_LIMITS if limits is None else limits
         if not isinstance(self.limits, Limits):
             raise TypeError(f"limits must be a wslab.Limits, got {self.limits!r}")
         self.name = name
+        #: Called as ``on_close(connection, why)`` when the guard closes an open
+        #: connection (``why``: "closed: overflow" or "closed: stalled"). It runs
+        #: in the middle of a write, even inside ``broadcast()``: update state,
+        #: never write from it.
+        self.on_close = on_close
         #: The explicit allow-list: Limits.origins, then the environment's. Code may append; requests never do.
         self.origins: list[Any] = [*self.limits.origins, *env_origins()]
         #: Counts: refused (busy, origin), cut (idle handshakes), closed (overflow, stalled).
@@ -447,6 +459,11 @@ def _close(connection: Any, stat: str, reason: str) -> None:
     guard = getattr(connection, "guard", None)
     if guard is not None:
         guard.stats[stat] += 1
+        if guard.on_close is not None:
+            try:
+                guard.on_close(connection, stat)
+            except Exception:  # noqa: BLE001 - a broken callback must not keep the buffer
+                traceback.print_exc()
     protocol = connection.protocol
     if protocol.state is OPEN:
         # The close frame is queued behind what is buffered; the protocol now
