@@ -527,6 +527,27 @@ class GuardedConnection(ServerConnection):
             self._wslab_stall.cancel()
             self._wslab_stall = None
 
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close as websockets does, but never wait longer than ``close_timeout`` for a peer that does not read.
+
+        websockets writes the close frame through ``drain()``, which waits
+        while writing is paused and has no deadline of its own: with a peer
+        that stopped reading, ``close()`` (and so a cancelled handler, a
+        server's shutdown, a script's exit) would wait forever.
+        """
+        timer = None
+        if self.close_timeout is not None and self.transport is not None:
+            timer = self.loop.call_later(self.close_timeout, self._abort_if_open)
+        try:
+            await super().close(code, reason)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _abort_if_open(self) -> None:
+        if self.transport is not None and not self.connection_lost_waiter.done():
+            self.transport.abort()
+
     def _stalled(self) -> None:
         self._wslab_stall = None
         if self.paused:
