@@ -65,7 +65,9 @@ three gaps websockets leaves:
   cut otherwise. At most ``max_handshakes`` sockets per listener may be still
   waiting for their request: a newcomer beyond that cuts the oldest one if it
   has waited more than ``handshake_grace`` (a real client sends its request at
-  once), so a flood of idle sockets cannot lock out a well-behaved client.
+  once), and is itself cut at once if none has, so a flood of idle sockets
+  holds at most ``max_handshakes`` descriptors and cannot lock out a
+  well-behaved client for longer than ``handshake_grace``.
 
 The Origin policy (RFC 6455 section 10.2: a server that is not meant for every
 web page checks ``Origin``; else any page the learner visits can open the
@@ -431,10 +433,14 @@ class Guard:
             return
         if len(self._pending) >= limits.max_handshakes:
             oldest, since = next(iter(self._pending.items()))
-            if now - since > limits.handshake_grace:
-                del self._pending[oldest]
-                self.stats["cut: idle handshake"] += 1
-                oldest.transport.abort()
+            if now - since <= limits.handshake_grace:
+                # Every waiting socket is young: this one waits its turn outside.
+                self.stats["refused: handshakes"] += 1
+                connection.transport.abort()
+                return
+            del self._pending[oldest]
+            self.stats["cut: idle handshake"] += 1
+            oldest.transport.abort()
         self._pending[connection] = now
 
     def _forget(self, connection: GuardedConnection) -> None:
