@@ -146,7 +146,7 @@ class Limits:
     #: Sockets per listener, in the handshake or open; more get HTTP 503.
     max_connections: int = 1024
     #: Sockets per listener still waiting for their HTTP request.
-    max_handshakes: int = 64
+    max_handshakes: int = 128
     #: Seconds a refused or waiting socket has to send its request before it may be cut.
     handshake_grace: float = 1.0
     #: The explicit Origin allow-list: exact strings or compiled patterns (``fullmatch``).
