@@ -9,7 +9,7 @@ Public API
   to websockets), ``max_buffer`` and ``stall_timeout`` (enforced here),
   ``max_connections``, ``max_handshakes``, ``handshake_grace`` (enforced here),
   ``origins``, ``local_origins``, ``allow_no_origin`` (the Origin policy).
-* :class:`Guard`: one per listener. ``Guard(limits)``; then
+* :class:`Guard`: one per listener. ``Guard(limits, name=..., on_close=...)``; then
   ``websockets.asyncio.server.serve(handler, host, port,
   **guard.serve_kwargs(process_request=mine))`` gives that listener every
   limit: the websockets arguments, ``create_connection`` (a connection class
@@ -65,7 +65,9 @@ three gaps websockets leaves:
   cut otherwise. At most ``max_handshakes`` sockets per listener may be still
   waiting for their request: a newcomer beyond that cuts the oldest one if it
   has waited more than ``handshake_grace`` (a real client sends its request at
-  once), so a flood of idle sockets cannot lock out a well-behaved client.
+  once), and is itself cut at once if none has, so a flood of idle sockets
+  holds at most ``max_handshakes`` descriptors and cannot lock out a
+  well-behaved client for longer than ``handshake_grace``.
 
 The Origin policy (RFC 6455 section 10.2: a server that is not meant for every
 web page checks ``Origin``; else any page the learner visits can open the
@@ -94,6 +96,7 @@ import os
 import re
 import resource
 import threading
+import traceback
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlsplit
@@ -143,7 +146,7 @@ class Limits:
     #: Sockets per listener, in the handshake or open; more get HTTP 503.
     max_connections: int = 1024
     #: Sockets per listener still waiting for their HTTP request.
-    max_handshakes: int = 64
+    max_handshakes: int = 128
     #: Seconds a refused or waiting socket has to send its request before it may be cut.
     handshake_grace: float = 1.0
     #: The explicit Origin allow-list: exact strings or compiled patterns (``fullmatch``).
@@ -309,11 +312,22 @@ class Guard:
     See the module docstring for what it enforces; :attr:`stats` counts it.
     """
 
-    def __init__(self, limits: Limits | None = None, *, name: str = "listener") -> None:
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        name: str = "listener",
+        on_close: Callable[[ServerConnection, str], None] | None = None,
+    ) -> None:
         self.limits = DEFAULT_LIMITS if limits is None else limits
         if not isinstance(self.limits, Limits):
             raise TypeError(f"limits must be a wslab.Limits, got {self.limits!r}")
         self.name = name
+        #: Called as ``on_close(connection, why)`` when the guard closes an open
+        #: connection (``why``: "closed: overflow" or "closed: stalled"). It runs
+        #: in the middle of a write, even inside ``broadcast()``: update state,
+        #: never write from it.
+        self.on_close = on_close
         #: The explicit allow-list: Limits.origins, then the environment's. Code may append; requests never do.
         self.origins: list[Any] = [*self.limits.origins, *env_origins()]
         #: Counts: refused (busy, origin), cut (idle handshakes), closed (overflow, stalled).
@@ -419,10 +433,14 @@ class Guard:
             return
         if len(self._pending) >= limits.max_handshakes:
             oldest, since = next(iter(self._pending.items()))
-            if now - since > limits.handshake_grace:
-                del self._pending[oldest]
-                self.stats["cut: idle handshake"] += 1
-                oldest.transport.abort()
+            if now - since <= limits.handshake_grace:
+                # Every waiting socket is young: this one waits its turn outside.
+                self.stats["refused: handshakes"] += 1
+                connection.transport.abort()
+                return
+            del self._pending[oldest]
+            self.stats["cut: idle handshake"] += 1
+            oldest.transport.abort()
         self._pending[connection] = now
 
     def _forget(self, connection: GuardedConnection) -> None:
@@ -447,6 +465,11 @@ def _close(connection: Any, stat: str, reason: str) -> None:
     guard = getattr(connection, "guard", None)
     if guard is not None:
         guard.stats[stat] += 1
+        if guard.on_close is not None:
+            try:
+                guard.on_close(connection, stat)
+            except Exception:  # noqa: BLE001 - a broken callback must not keep the buffer
+                traceback.print_exc()
     protocol = connection.protocol
     if protocol.state is OPEN:
         # The close frame is queued behind what is buffered; the protocol now
@@ -509,6 +532,27 @@ class GuardedConnection(ServerConnection):
         if self._wslab_stall is not None:
             self._wslab_stall.cancel()
             self._wslab_stall = None
+
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close as websockets does, but never wait longer than ``close_timeout`` for a peer that does not read.
+
+        websockets writes the close frame through ``drain()``, which waits
+        while writing is paused and has no deadline of its own: with a peer
+        that stopped reading, ``close()`` (and so a cancelled handler, a
+        server's shutdown, a script's exit) would wait forever.
+        """
+        timer = None
+        if self.close_timeout is not None and self.transport is not None:
+            timer = self.loop.call_later(self.close_timeout, self._abort_if_open)
+        try:
+            await super().close(code, reason)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _abort_if_open(self) -> None:
+        if self.transport is not None and not self.connection_lost_waiter.done():
+            self.transport.abort()
 
     def _stalled(self) -> None:
         self._wslab_stall = None

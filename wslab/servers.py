@@ -58,7 +58,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from .display import Table
-from .limits import DEFAULT_LIMITS, Guard, Limits
+from .limits import Guard, Limits
 
 __all__ = [
     "Server",
@@ -418,13 +418,19 @@ async def _start(
     mode: str,
     stop_timeout: float,
     kwargs: dict[str, Any],
-    limits: Limits | None = None,
+    limits: Limits | Guard | None = None,
 ) -> Server:
     server = Server(name=name, host=host, port=0, mode=mode, stop_timeout=stop_timeout)
-    limits = DEFAULT_LIMITS if limits is None else limits
+    guard = limits if isinstance(limits, Guard) else Guard(limits, name=name)
+    if "origins" in kwargs and kwargs["origins"] is not None:
+        # websockets' list (None: no Origin header) becomes the guard's explicit policy.
+        origins = kwargs.pop("origins")
+        guard.limits = guard.limits.replace(local_origins=False, allow_no_origin=None in origins)
+        guard.origins[:0] = [o for o in origins if o is not None]
     if "close_timeout" not in kwargs:
-        limits = limits.replace(close_timeout=max(0.05, min(limits.close_timeout, stop_timeout)))
-    guard = server.guard = Guard(limits, name=name)
+        guard.limits = guard.limits.replace(
+            close_timeout=max(0.05, min(guard.limits.close_timeout, stop_timeout)))
+    server.guard = guard
     process_request = kwargs.pop("process_request", None)
     ws_kwargs = guard.serve_kwargs(process_request=process_request, **kwargs)
     try:
@@ -539,7 +545,7 @@ def serve(
     port: int = 0,
     allow_network: bool = False,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
-    limits: Limits | None = None,
+    limits: Limits | Guard | None = None,
     **kwargs: Any,
 ) -> Awaitable[Server]:
     """Start a WebSocket server on the running event loop; await the result.
@@ -594,7 +600,7 @@ def serve_in_thread(
     port: int = 0,
     allow_network: bool = False,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
-    limits: Limits | None = None,
+    limits: Limits | Guard | None = None,
     **kwargs: Any,
 ) -> Server:
     """Start a WebSocket server on its own event loop in a daemon thread.
