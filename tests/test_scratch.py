@@ -499,8 +499,9 @@ def raise_open_file_limit(needed: int) -> None:
 def test_1100_slow_loris_connections_leave_a_good_client_served_within_15_s():
     """Issue 14 item 6: a server process limited to 1,024 open files, 1,100 idle sockets, one real client.
 
-    Sockets beyond the process's budget are refused; once max_handshakes sockets wait, a newcomer
-    cuts the oldest idle one: the well-behaved client is served while the attackers stay.
+    Once max_handshakes sockets wait, a newcomer cuts the oldest idle one (or is cut itself while
+    all are young); sockets beyond the process's budget are refused: the well-behaved client is
+    served within about handshake_grace of asking.
     """
     raise_open_file_limit(4096)  # this process holds the 1,100 attacking sockets
     loris_count = 1100
@@ -538,7 +539,7 @@ def test_1100_slow_loris_connections_leave_a_good_client_served_within_15_s():
         reply, elapsed, attempts, opened = run(main(port), timeout=60)
     assert reply == "still here?" and elapsed < seconds(15), (elapsed, attempts)
     assert opened == loris_count
-    assert "refused: busy" in server.stats or "cut: idle handshake" in server.stats, server.stats
+    assert "cut: idle handshake" in server.stats or "refused: handshakes" in server.stats, server.stats
 
 
 def test_a_connection_beyond_the_cap_gets_503_with_retry_after():
