@@ -795,3 +795,22 @@ def test_accepted_sockets_send_small_frames_at_once():
             await srv.aclose()
 
     assert run(main()) == [1]
+
+
+def test_the_size_limit_comes_from_the_kit_limits_unless_given():
+    """One default for every listener: Limits.max_size; max_size= still wins."""
+
+    async def main():
+        srv = await wslab.serve_scratch(name="limits-size", limits=wslab.Limits(max_size=1000))
+        try:
+            async with connect(srv.url, compression=None) as ws:
+                await ws.send("x" * 1000)
+                assert await ws.recv() == "x" * 1000
+                await ws.send("x" * 1001)
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), seconds(5))
+            return closed.value.rcvd.code
+        finally:
+            await srv.aclose()
+
+    assert run(main()) == 1009

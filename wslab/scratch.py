@@ -240,7 +240,7 @@ async def serve_scratch(
     handler: MessageHandler = echo,
     name: str = "scratch",
     *,
-    max_size: int | None = DEFAULT_MAX_SIZE,
+    max_size: int | None = None,
     limits: Limits | None = None,
     origins: Sequence[Any] = (),
     **kwargs: Any,
@@ -248,7 +248,9 @@ async def serve_scratch(
     """Start the reference from-scratch server: :func:`connection` with ``handler``.
 
     ``handler(message)`` returns the reply (default: :func:`echo`);
-    ``max_size`` is the largest message in bytes (1009 beyond it).
+    ``max_size`` is the largest message in bytes (1009 beyond it; default
+    ``limits.max_size``, 1 MiB; ``limits=wslab.Limits(max_size=None)`` for
+    no limit).
     ``limits`` (:class:`wslab.Limits`) sets the timeouts, caps and Origin
     policy every wslab listener shares: pages from this computer and from the
     server's own address may connect, and ``origins`` (plus
@@ -259,6 +261,9 @@ async def serve_scratch(
     >>> report = await wslab.check_server(srv)
     """
     limits = DEFAULT_LIMITS if limits is None else limits
+    if not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a wslab.Limits, got {limits!r}")
+    max_size = limits.max_size if max_size is None else max_size
     stop_timeout = kwargs.get("stop_timeout", DEFAULT_STOP_TIMEOUT)
     limits = limits.replace(close_timeout=max(0.05, min(limits.close_timeout, stop_timeout)))
     allowed = (*origins, *env_origins())
