@@ -20,8 +20,8 @@ What each side really does (websockets 17, as its connections drive it):
 * Every masked frame decoded has its own key as well (frames built in advance).
 
 Each ratio is wslab's time over websockets' time for the same batch of frames
-(below 1: wslab is faster), measured in turns, repeated; the table prints the
-minimum, median and maximum over the repeats. The machine may be shared: read
+(below 1: wslab is faster), measured in turns (each side's best of 3 calls),
+repeated; the table prints the minimum, median and maximum over the repeats. The machine may be shared: read
 the ratios, not the absolute rates, and the spread says how noisy the run was.
 Target (issue 15): 1 MiB decode and encode within 2x of websockets.
 """
@@ -57,21 +57,29 @@ def batch(size: int, budget: int) -> int:
     return max(1, min(5000, budget // max(size, 1)))
 
 
-def timed(run: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
+def timed(run: Callable[[], object], best_of: int = 1) -> float:
+    """Seconds one call of ``run`` takes: the best of ``best_of`` calls (the least disturbed by other load)."""
+    best = float("inf")
+    for _ in range(best_of):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def compare(ours: Callable[[], object], theirs: Callable[[], object], repeats: int) -> list[float]:
-    """Ratios ours / theirs, one per repeat, the two timed back to back (order swapped each turn)."""
+    """Ratios ours / theirs, one per repeat, the two timed back to back (order swapped each turn).
+
+    Each side's time in a repeat is the best of 3 calls, so that one preemption by
+    another process does not make a ratio; the spread over repeats shows what is left.
+    """
     ours(), theirs()  # warm up: caches, first allocations
     ratios = []
     for i in range(repeats):
         if i % 2:
-            t_theirs, t_ours = timed(theirs), timed(ours)
+            t_theirs, t_ours = timed(theirs, 3), timed(ours, 3)
         else:
-            t_ours, t_theirs = timed(ours), timed(theirs)
+            t_ours, t_theirs = timed(ours, 3), timed(theirs, 3)
         ratios.append(t_ours / t_theirs)
     return ratios
 

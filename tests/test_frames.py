@@ -711,3 +711,36 @@ def test_the_codec_masks_with_websockets_c_helper_where_it_is_built():
     reader = Reader("server", max_size=None)
     assert reader.feed(wire[:5000]) == [] and reader.buffered == 5000  # the start of a frame is kept
     assert reader.feed(wire[5000:]) == [Message(Opcode.BINARY, payload)] and reader.buffered == 0
+
+
+def test_lesson_03_closing_handshake_the_server_closes_first_and_the_client_echoes():
+    """Lesson 03 section 7 (RFC 6455 5.5.1): a handler's close(4000) goes first, the client echoes 4000."""
+
+    async def main():
+        async def close_on_bye(ws):
+            async for message in ws:
+                if message == "bye":
+                    await ws.close(4000, "see you")
+
+        async with serve(close_on_bye, "127.0.0.1", 0, compression=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            tap = await wslab.wiretap(("127.0.0.1", port), name="test-frames-close")
+            try:
+                async with connect(f"ws://127.0.0.1:{tap.port}/", compression=None) as ws:
+                    await ws.send("bye")
+                    await asyncio.wait_for(ws.wait_closed(), seconds(5))
+            finally:
+                await tap.aclose()
+        return tap
+
+    tap = run(main(), timeout=20)
+    closes = [line.split(" ms ", 1)[1] for line in str(tap.frames()).splitlines() if "CLOSE" in line]
+    assert [c[:15] for c in closes] == ["< CLOSE 4000 (p", "> CLOSE 4000 (p"]
+
+
+def test_lesson_03_websockets_pure_python_fallback_is_the_big_xor():
+    """Lesson 03 section 5: websockets.utils.apply_mask (used without the C helper) gives mask()'s bytes."""
+    from websockets.utils import apply_mask as python_apply_mask
+
+    data = random.Random(5).randbytes(1001)
+    assert python_apply_mask(data, KEY) == mask(data, KEY) == mask_naive(data, KEY)

@@ -4,11 +4,12 @@ Each parser gets inputs built from valid frames (text, binary, fragmented,
 control, compressed, masked and not) and then mutated: bits flipped, bytes
 cut, inserted or appended, lengths rewritten to absurd values, frames spliced,
 plus plain random bytes. Only the exceptions the docstrings promise may come
-out: :class:`ProtocolError` from ``decode`` and ``Reader.feed`` (with a close
-code a peer may send), nothing at all from ``explain`` and ``transcript``.
+out: :class:`ProtocolError` from ``decode``, ``Reader.feed`` and ``parse_close``
+(with a close code a peer may send), that or ``zlib.error`` from ``inflate``,
+nothing at all from ``explain`` and ``transcript``.
 Memory stays bounded (``tracemalloc`` peak) and every run is seeded
 (``WSLAB_FUZZ_SEED``) and bounded in count and in time (``WSLAB_FUZZ_SECONDS``
-per parser, 2 s by default).
+per parser, 1.5 s by default).
 """
 
 from __future__ import annotations
@@ -21,10 +22,23 @@ import zlib
 
 import pytest
 
-from wslab.frames import Frame, Message, Opcode, ProtocolError, Reader, decode, encode, explain, mask, transcript
+from wslab.frames import (
+    Frame,
+    Message,
+    Opcode,
+    ProtocolError,
+    Reader,
+    decode,
+    encode,
+    explain,
+    inflate,
+    mask,
+    parse_close,
+    transcript,
+)
 
 SEED = int(os.environ.get("WSLAB_FUZZ_SEED", "6455"))
-SECONDS = float(os.environ.get("WSLAB_FUZZ_SECONDS", "2"))
+SECONDS = float(os.environ.get("WSLAB_FUZZ_SECONDS", "1.5"))
 MAX_CASES = 20_000  # per parser, whatever the clock says
 MAX_SIZE = 4096  # the readers' limit: a message over it is refused with 1009
 PEAK_BYTES = 48 * 2**20  # far below what an unbounded inflate of the corpus' bomb would take
@@ -145,6 +159,25 @@ def outcome(reader: Reader, pieces: list[bytes]) -> tuple[list, tuple | None]:
         except Exception as error:  # pragma: no cover - what the fuzz is here to catch
             raise AssertionError(f"{type(error).__name__} from feed({piece[:40].hex(' ')}...): {error}") from error
     return events, None
+
+
+def test_parse_close_and_inflate_raise_only_what_they_document(pool, bounded_memory):
+    """parse_close: ProtocolError (1002, 1007); inflate(max_size=...): ProtocolError (1009) or zlib.error."""
+    for rng, data in cases(SEED + 6, pool):
+        try:
+            code, reason = parse_close(data[: rng.randint(0, 125)])
+        except ProtocolError as error:
+            assert int(error.code) in (1002, 1007), repr(error)
+        else:
+            assert isinstance(reason, str) and (code == 1005 or 1000 <= code <= 4999)
+        try:
+            out = inflate(data[rng.randrange(len(data) + 1) :], max_size=MAX_SIZE)
+        except ProtocolError as error:
+            assert int(error.code) == 1009, repr(error)
+        except zlib.error:
+            pass
+        else:
+            assert len(out) <= MAX_SIZE
 
 
 def test_decode_raises_only_protocol_error(pool, bounded_memory):

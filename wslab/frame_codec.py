@@ -10,6 +10,7 @@ masking (:func:`mask_naive` and :func:`mask` for teaching, websockets' C
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import enum
 import struct
@@ -223,13 +224,15 @@ def _preview(opcode: int, payload: bytes, rsv1: bool, limit: int = 60) -> str:
         else:
             return f"{int(code)} ({_close_name(code)}) {_elide(repr(reason), limit)}"
     if opcode in (Opcode.TEXT, Opcode.CONT) and not rsv1:
+        head = payload[: 4 * limit + 4]  # enough for the preview: a large payload is not decoded whole
+        whole = len(head) == len(payload)
         try:
-            text = bytes(payload).decode()
+            text = codecs.getincrementaldecoder("utf-8")().decode(head, whole)
         except UnicodeDecodeError:
             pass
         else:  # as text, unless it is not readable (a piece of a compressed message, say)
             if opcode == Opcode.TEXT or text.replace("\n", "").replace("\t", "").isprintable():
-                return _elide(repr(text), limit)
+                return _elide(repr(text), limit) if whole else repr(text)[: limit - 5] + "..."
     if not payload:
         return "''" if opcode == Opcode.TEXT else "b''"
     if not rsv1 and all(0x20 <= b < 0x7F for b in payload[:limit]):

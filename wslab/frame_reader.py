@@ -101,10 +101,20 @@ class Reader:
     bytes in any chunking and returns what they completed: control frames
     (PING, PONG, CLOSE, also in the middle of a fragmented message) and whole
     :class:`Message` objects; with ``frames=True`` every data frame too.
-    Anything that breaks the protocol raises :class:`ProtocolError` (and the
-    reader stays broken: send a CLOSE with ``error.code`` and drop the
-    connection, section 7.1.7). After a CLOSE frame the reader reads nothing
-    more (``reader.closed``; later bytes are counted in ``reader.ignored``).
+    Anything that breaks the protocol raises :class:`ProtocolError`, whose
+    ``error.events`` are the events that call decoded before the bad frame:
+    handle them, then send a CLOSE with ``error.code`` and drop the connection
+    (section 7.1.7); the reader stays broken. After a CLOSE frame the reader
+    reads nothing more (``reader.closed``; later bytes are counted in
+    ``reader.ignored``).
+
+    ``max_size`` bounds a message's payload (1009 past it, section 10.4),
+    fragments included. It is checked on each frame's header, before its
+    payload arrives; with ``permessage_deflate`` the header's length counts
+    against what the inflated message has left (as websockets counts it), and
+    inflating stops one byte past the limit, so a "deflate bomb" never
+    inflates more than ``max_size``. ``max_size=None``: no limit (for trusted
+    bytes only).
     """
 
     def __init__(
