@@ -10,17 +10,39 @@ another thread goes through ``call_soon_threadsafe``.
 
 * Fan-out uses :func:`websockets.asyncio.server.broadcast`: it writes the
   frame to every connection's buffer without waiting for any of them, so one
-  slow reader cannot stall the others. A client whose unsent buffer grows
-  past ``max_buffer`` bytes is dropped (close code 1008) instead of letting
-  the buffer grow without bound.
+  slow reader cannot stall the others. Every write, pongs included, goes
+  through the room's :class:`wslab.limits.Guard`: a member whose unsent
+  buffer grows past ``max_buffer`` bytes is failed with close code 1008 at
+  that write (even when the room is quiet and only pongs pile up) instead of
+  letting the buffer grow without bound.
+* Publishing never re-enters itself. ``_publish`` records an event and hands
+  it to ``_fanout``, the one place that writes to members (a broker hook
+  belongs between the two). A member the guard drops during ``_fanout`` only
+  leaves ``members`` there (``_on_guard_close``); its leave notice is queued
+  and goes out later from ``_flush_notices``. (Before, ``_drop`` published
+  the notice from inside the loop over members: two slow members raised
+  ``KeyError``, 600 a ``RecursionError``.)
+* Join and leave notices are queued: at once (next loop turn) in a small room,
+  every ``NOTICE_DELAY`` seconds above ``NOTICE_BATCH_ABOVE`` members, and
+  several in a row go out as one event (``"nick": "ada, bob, cy and 47
+  others"``, ``"nicks": [...]``), so admitting n members costs about n
+  writes per batch instead of n squared in all. Only connections that are
+  open and not closing are written to (:func:`wslab.limits.writable`).
+* Names: ``room.say()`` speaks as the instructor (``"role": "instructor"``
+  in the event; the page marks those lines ``* [instructor]``). The nicks in
+  :data:`RESERVED_NICKS` and every nick ``say()`` used cannot be taken by a
+  student (compared after NFKC and case folding, ignoring spaces, '.', '-'
+  and '_'; refused with 1008).
 * Join order: the welcome (and the history) are written with ``broadcast``
   to the newcomer alone and the newcomer joins ``members`` with no ``await``
   in between, so the first thing every client reads is its welcome, and a
   client that has read it is guaranteed to get every later message.
-* Limits, both enforced by websockets before the room sees anything:
-  ``max_size`` (a bigger message closes the connection with 1009, message too
-  big) and ``origins`` (a page from another site gets HTTP 403 at the
-  handshake: cross-site WebSocket hijacking, RFC 6455 section 10.2).
+* Limits: :class:`wslab.Limits` with the room's own ``max_size`` (4096 bytes;
+  a bigger message closes with 1009, message too big) and ``max_buffer``;
+  the Origin policy answers a page from another site with HTTP 403 at the
+  handshake (cross-site WebSocket hijacking, RFC 6455 section 10.2). Under
+  JupyterHub the hub's origin comes from ``JUPYTERHUB_PUBLIC_URL`` or
+  ``WSLAB_ORIGINS`` (or ``origins=``), never from a request's ``Host``.
 * The same port serves the room's HTML page to plain HTTP GETs, so a browser
   can open ``http://127.0.0.1:<port>/``; the page shows every message as
   text (``textContent``), so a ``<script>`` sent as a chat message does not run.
@@ -33,8 +55,9 @@ The wire format is JSON, one event per message::
 
     {"type": "welcome", "room": ..., "nick": ..., "members": [...]}
     {"type": "history", "events": [...]}        (only if there is any)
-    {"type": "join" | "leave", "nick": ..., "time": ...}
-    {"type": "message", "nick": ..., "text": ..., "time": ...}
+    {"type": "join" | "leave", "nick": ..., "time": ...}   (+ "why": "too slow" if dropped)
+    {"type": "join" | "leave", "nick": "ada, bob, cy and 2 others", "nicks": [...], "time": ...}
+    {"type": "message", "nick": ..., "text": ..., "time": ...}   (+ "role": "instructor" from say())
 
 Clients send plain text; the nickname is in the URL: ``ws://.../?nick=ada``.
 """
