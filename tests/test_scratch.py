@@ -545,6 +545,8 @@ def test_1100_slow_loris_connections_leave_a_good_client_served_within_15_s():
 def test_a_connection_beyond_the_cap_gets_503_with_retry_after():
     """A cap on concurrent connections, refused cleanly with an HTTP answer (not a reset)."""
 
+    before = wslab.limits.open_connections()
+
     async def main():
         srv = await wslab.serve_scratch(name="capped", limits=wslab.Limits(max_connections=2))
         try:
@@ -566,6 +568,7 @@ def test_a_connection_beyond_the_cap_gets_503_with_retry_after():
             await srv.aclose()
 
     response, echoed, refused = run(main())
+    assert wslab.limits.open_connections() == before  # every socket left the process-wide count
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     assert b"busy" in response.body
     assert echoed == "in" and refused == 1
