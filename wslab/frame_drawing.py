@@ -230,7 +230,8 @@ def transcript(chunks: Iterable[tuple[str, float, bytes]], *, extensions: str = 
     it in that direction cannot be inflated: they show 0 bytes). The frames
     before a bad one are shown, then a ``!`` line ends that direction;
     leftover bytes are reported, never dropped. Never raises for any bytes
-    (``tests/test_fuzz_frames.py`` holds it to that).
+    (``tests/test_fuzz_frames.py`` holds it to that); a direction other than
+    ``>`` or ``<`` is a ``ValueError``.
     """
     params = [p.strip().lower() for p in extensions.split(";")]
     deflate = "permessage-deflate" in params
@@ -245,6 +246,8 @@ def transcript(chunks: Iterable[tuple[str, float, bytes]], *, extensions: str = 
     broken: set[str] = set()
     lines: list[str] = []
     for direction, t, data in chunks:
+        if direction not in readers:
+            raise ValueError(f"direction must be '>' (client to server) or '<' (server to client), not {direction!r}")
         if direction in broken:
             continue
         stamp = f"{t * 1000:10.3f} ms"
