@@ -34,6 +34,8 @@ MUTANTS = {
     "accepts-missing-key": "101 for a request with no Sec-WebSocket-Key (4.2.1)",
     "accepts-any-version": "101 for any Sec-WebSocket-Version (4.2.2, 4.4)",
     "no-version-header": "refuses an unknown version without Sec-WebSocket-Version (4.4)",
+    "keeps-the-mask": "does not unmask client frames: the echo is the masked bytes (6.2)",
+    "no-reassembly": "echoes each fragment as a message of its own (5.4)",
     "accepts-unmasked": "echoes unmasked client frames (5.1)",
     "ignores-reserved-opcode": "skips frames with a reserved opcode (5.2)",
     "ignores-rsv": "ignores reserved bits (5.2)",
@@ -180,6 +182,8 @@ class RawServer:
                 key = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
                 data = await reader.readexactly(n)
                 payload = bytes(b ^ key[i % 4] for i, b in enumerate(data)) if n < 4096 else _unmask(data, key)
+                if self.has("keeps-the-mask") and opcode in (0x0, 0x1, 0x2):
+                    payload = data
                 if not known:
                     continue
                 if opcode == 0x9:
@@ -207,6 +211,10 @@ class RawServer:
                         payload.decode("utf-8")
                     except UnicodeDecodeError:
                         raise Fail(1007) from None
+                if self.has("no-reassembly") and not fin:
+                    self.send(writer, kind, payload)
+                    parts = []
+                    continue
                 if not fin:
                     continue
                 message, kind_done = b"".join(parts), kind

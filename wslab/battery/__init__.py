@@ -33,9 +33,25 @@ subprotocols, timing under load). The Autobahn TestSuite
 (https://github.com/crossbario/autobahn-testsuite) is the industry's full
 conformance run, with some 500 cases.
 
-Known results on the installed libraries (pinned by ``tests/test_battery_zoo.py``)
----------------------------------------------------------------------------------
-See :data:`KNOWN_BREAKS`.
+Which library breaks which MUST (pinned by ``tests/test_battery_zoo.py``)
+-----------------------------------------------------------------------
+On the installed versions (:data:`KNOWN_BREAKS` has the details):
+
+* websockets 17.4 refuses an unknown ``Sec-WebSocket-Version`` with 400 and
+  no ``Sec-WebSocket-Version`` header (4.4: it MUST list the versions it
+  speaks);
+* aiohttp 3.14.5 does the same, and accepts an unmasked client frame
+  (5.1: the server MUST close the connection);
+* tornado 6.6.1 accepts an unmasked client frame, and echoes close codes
+  1005, 1006, 1015 and 999 back (7.4.1: 1005, 1006 and 1015 MUST NOT be set
+  in a close frame; 999 is not a status code);
+* wsproto 1.3.2 (behind a small server of the zoo's), Node's ws 8 and
+  wslab's reference server break none.
+
+Lower-level notes, never failures: tornado fails the connection without a
+close frame (7.1.7 SHOULD); aiohttp answers a close with 1000 rather than
+echoing the code (5.5.1 "typically"); Node's ws and websockets refuse with
+400 rather than 426 ("such as").
 
 Design note
 -----------
@@ -98,5 +114,24 @@ __all__ = [
     "main",
 ]
 
-#: Which installed library breaks which MUST case, as the zoo test finds and pins it.
-KNOWN_BREAKS: dict[str, dict[str, str]] = {}
+#: Which library breaks which MUST, as the zoo test (``tests/test_battery_zoo.py``) finds and pins it
+#: on the versions installed: websockets 17.4, aiohttp 3.14.5, tornado 6.6.1 (wsproto 1.3.2 and
+#: Node's ws 8 break none).
+KNOWN_BREAKS: dict[str, dict[str, str]] = {
+    "websockets": {
+        "handshake with version 25 (unknown)":
+            "refuses an unknown version with 400 but no Sec-WebSocket-Version header (4.4 MUST)",
+    },
+    "aiohttp": {
+        "handshake with version 25 (unknown)":
+            "refuses an unknown version with 400 but no Sec-WebSocket-Version header (4.4 MUST)",
+        "unmasked client frame": "accepts and echoes an unmasked client frame (5.1 MUST close the connection)",
+    },
+    "tornado": {
+        "unmasked client frame": "accepts and echoes an unmasked client frame (5.1 MUST close the connection)",
+        "close code 1005": "echoes close code 1005 back (7.4.1 MUST NOT be set)",
+        "close code 1006": "echoes close code 1006 back (7.4.1 MUST NOT be set)",
+        "close code 1015": "echoes close code 1015 back (7.4.1 MUST NOT be set)",
+        "close code 999": "echoes close code 999 back (5.5.1, 7.4.2: not a status code of 7.4)",
+    },
+}

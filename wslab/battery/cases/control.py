@@ -140,7 +140,7 @@ CASES = [
     Case("fragmented ping", CONTROL_SHORT, "the server fails the connection (close 1002 is usual)", _fragmented_ping),
     server_frames_case("server control frames", CONTROL_SHORT,
                        "the server's pongs and closes are unfragmented and 125 bytes or less",
-                       {"control-fragmented", "control-long"}),
+                       {"control-fragmented", "control-long"}, need_pong=True),
     Case("close with a code", ANSWER_CLOSE, "a close frame comes back", _close_answered),
     Case("close code echoed", ECHO_CODE, "close code 4000 comes back (typical, not required)", _close_echoed),
     Case("TCP closed after the closing handshake", CLOSE_TCP,

@@ -132,27 +132,35 @@ async def _rsv_bits(p: Probe, s: Settings, out: Outcome) -> str:
     return await refused(p, s, out, code=1002, code_rule=PROTOCOL_ERROR)
 
 
-def server_frames_case(name: str, rule: Rule, expected: str, kinds: set[str]) -> Case:
-    """A case that talks a little and then looks at every frame the server sent for ``kinds``."""
+def server_frames_case(name: str, rule: Rule, expected: str, kinds: set[str], *, need_pong: bool = False) -> Case:
+    """A case that talks a little, then looks at every frame the server sent for the rule ``kinds``.
+
+    Echoes of every length form (up to ``max_size``), then a 125-byte ping
+    and a last echo: the pong is looked at if it comes, and waited for only
+    with ``need_pong`` (5.5.2 has a case of its own).
+    """
 
     async def run(p: Probe, s: Settings, out: Outcome) -> str:
         sizes = [0, 5, 125, 126, 200, 65535, 65536]
         sizes = [n for n in sizes if s.max_size is None or n <= s.max_size]
         for n in sizes:
             await echo(p, BINARY, bytes(i % 251 for i in range(n)))
-        await p.send(encode_frame(PING, b"p" * 125))
-        while True:
+        ping = b"p" * 125
+        await p.send(encode_frame(PING, ping), encode_frame(TEXT, b"last"))
+        _, _, _, pongs = await p.message()
+        while need_pong and ping not in pongs:
             frame = await p.next_frame()
-            if frame.opcode == 0xA and frame.payload == b"p" * 125:
-                break
-            if frame.opcode == PING:
+            if frame.opcode == 0xA:
+                pongs.append(frame.payload)
+            elif frame.opcode == PING:
                 await p.send(encode_frame(0xA, frame.payload))
-            elif frame.opcode != 0xA:
+            else:
                 raise Failed(f"a {frame} came instead of the pong")
         bad = [text for kind, text in p.violations if kind in kinds]
         if bad:
             raise Failed(f"the server sent {bad[0]}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
-        return f"{len(p.seen)} frames (echoes of {len(sizes)} sizes up to {max(sizes):,} bytes, a pong), all well formed"
+        pong = ", a pong" if ping in pongs else ""
+        return f"{len(p.seen)} frames (echoes of {len(sizes) + 1} messages up to {max(sizes):,} bytes{pong}), all well formed"
 
     return Case(name, rule, expected, run)
 
