@@ -399,11 +399,13 @@ class ProtocolViolation(Exception):
         self.code = code
 
 
-def make_read_frame(*, check_mask=True, check_size_first=True, check_control=True):
+def make_read_frame(*, check_mask=True, check_size_first=True, check_control=True, check_rsv=True):
     async def read_frame(reader, max_size):
         b0, b1 = await reader.readexactly(2)
         fin, opcode, n = bool(b0 & 0x80), b0 & 0x0F, b1 & 0x7F
         if check_mask and not b1 & 0x80:
+            raise ProtocolViolation(1002)
+        if check_rsv and b0 & 0x70:
             raise ProtocolViolation(1002)
         if check_control and opcode not in (0, 1, 2, 8, 9, 10):
             raise ProtocolViolation(1002)
@@ -432,6 +434,7 @@ def test_check_read_frame_passes_a_correct_reader():
         ({"check_mask": False}, "unmasked frame"),
         ({"check_size_first": False}, "check the length against max_size before reading"),
         ({"check_control": False}, "reserved opcode"),
+        ({"check_rsv": False}, "RSV1 set"),
     ],
 )
 def test_check_read_frame_names_the_rule_a_reader_misses(bug, message):

@@ -14,6 +14,7 @@ lower-level rule did not: a SHOULD note or a remark), ``fail`` (a MUST failed).
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 
@@ -180,6 +181,8 @@ def test_each_mutant_fails_exactly_the_cases_of_its_rule_in_every_run():
 def test_libraries_get_the_same_verdicts_in_every_run():
     names = list(LIBRARIES)
     if shutil.which("node") is None:
+        if os.environ.get("WSLAB_REQUIRE_NODE") == "1":
+            pytest.fail("node is required here (WSLAB_REQUIRE_NODE=1): install nodejs and npm (.ci/run does)")
         names.remove("node-ws")  # the rest still run; the skip is named below
     grade_all(names)
     if "node-ws" not in names:

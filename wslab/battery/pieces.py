@@ -88,7 +88,7 @@ async def check_read_frame(
     Frames made by the websockets library (and the RFC's examples) go into an
     :class:`asyncio.StreamReader`; each must come back unmasked. Frames that
     break the rules must raise an exception whose ``.code`` is the close code
-    (1002 unmasked / reserved opcode / long control frame, 1009 over
+    (1002 unmasked / reserved bits / reserved opcode / long control frame, 1009 over
     ``max_size``, before reading the payload). Raises :class:`wslab.CheckFailed`.
     """
     from websockets.frames import Frame as WsFrame
@@ -133,6 +133,7 @@ async def check_read_frame(
     bad = [
         ("an unmasked frame (81 05 48 65 6c 6c 6f)", bytes.fromhex("810548656c6c6f"), 1002, True),
         ("a frame with the reserved opcode 0x3", encode_frame(0x3, b"?"), 1002, True),
+        ("a text frame with RSV1 set and no extension negotiated", encode_frame(TEXT, b"x", rsv=0b100), 1002, True),
         ("a ping of 126 bytes (control frames carry at most 125)", encode_frame(PING, b"x" * 126), 1002, True),
         (f"a frame that announces {max_size + 1:,} bytes (max_size {max_size:,})", header_only, 1009, False),
     ]
