@@ -132,9 +132,24 @@ _CLOSE_TCP = "5.5.1: The server MUST close the underlying TCP connection immedia
 # Shared steps
 
 
-async def echo(probe: Probe, opcode: int, payload: bytes, *frames: bytes) -> str:
-    """Send one message (``frames``, or one frame of ``payload``); it must come back unchanged."""
-    await probe.send(*(frames or (encode_frame(opcode, payload),)))
+async def echo(
+    probe: Probe,
+    opcode: int,
+    payload: bytes,
+    *frames: bytes,
+    settings: Settings | None = None,
+    out: Outcome | None = None,
+) -> str:
+    """Send one message (``frames``, or one frame of ``payload``); it must come back unchanged.
+
+    With ``settings``, a message over ``settings.max_size`` must be refused instead (10.4).
+    """
+    data = b"".join(frames) or encode_frame(opcode, payload)
+    if settings is not None and settings.max_size is not None and len(payload) > settings.max_size:
+        from .cases.payload import too_big  # the refusal lives with the size rule
+
+        return await too_big(probe, settings, out or Outcome(), data, len(payload))
+    await probe.send(data)
     got_opcode, got, parts, _ = await probe.message()
     kind = OPCODE_NAMES[opcode]
     if got_opcode != opcode:

@@ -4,8 +4,8 @@ Design note
 -----------
 * **Independent.** Nothing here imports ``wslab.frames`` or
   ``wslab.handshake``: the battery judges the code a learner writes, so it
-  must not share it. Frames are built with ``struct``; the accept key is
-  checked with ``websockets.utils.accept_key``.
+  must not share it. Frames are built with ``struct`` (the accept key is
+  checked in :mod:`.cases.handshake`, with ``websockets.utils.accept_key``).
 * **Reading never depends on writing.** One task reads the socket into a
   buffer from the moment it connects until the server closes it. Writes go
   through the same non-blocking socket (``loop.sock_sendall``); a write that
@@ -31,7 +31,6 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from websockets.utils import accept_key
 
 __all__ = [
     "encode_frame",

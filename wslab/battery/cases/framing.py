@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from ..case import MUST, USUAL, Case, Outcome, Rule, Settings, echo, refused
 from ..wire import BINARY, CONT, PING, TEXT, Failed, Probe, encode_frame
-from .payload import too_big
 
 __all__ = ["CASES", "PROTOCOL_ERROR", "server_frames_case"]
 
@@ -49,26 +48,20 @@ SERVER_RSV = Rule(MUST, "5.2", "RSV1, RSV2, RSV3: 1 bit each MUST be 0 unless an
 
 
 async def _text_echo(p: Probe, s: Settings, out: Outcome) -> str:
-    return await echo(p, TEXT, "Hello, WebSocket ✓".encode())
+    return await echo(p, TEXT, "Hello, WebSocket ✓".encode(), settings=s, out=out)
 
 
 async def _binary_echo(p: Probe, s: Settings, out: Outcome) -> str:
-    return await echo(p, BINARY, bytes(range(100)))
+    return await echo(p, BINARY, bytes(range(100)), settings=s, out=out)
 
 
 async def _length_16(p: Probe, s: Settings, out: Outcome) -> str:
-    payload = bytes(range(200))
-    if s.max_size is not None and len(payload) > s.max_size:
-        return await too_big(p, s, out, encode_frame(BINARY, payload), len(payload))
-    return await echo(p, BINARY, payload)
+    return await echo(p, BINARY, bytes(range(200)), settings=s, out=out)
 
 
 async def _length_64(p: Probe, s: Settings, out: Outcome) -> str:
-    payload = bytes(i % 251 for i in range(70_000))
-    if s.max_size is not None and len(payload) > s.max_size:
-        # max_size applies: this message is over the limit, so a refusal is right.
-        return await too_big(p, s, out, encode_frame(BINARY, payload), len(payload))
-    return await echo(p, BINARY, payload)
+    # Over max_size (say 65,536), this message must be refused instead: 10.4.
+    return await echo(p, BINARY, bytes(i % 251 for i in range(70_000)), settings=s, out=out)
 
 
 async def _two_in_one_write(p: Probe, s: Settings, out: Outcome) -> str:
@@ -83,6 +76,7 @@ async def _fragmented(p: Probe, s: Settings, out: Outcome) -> str:
     return await echo(
         p, TEXT, b"fragmented",
         encode_frame(TEXT, b"frag", fin=False), encode_frame(CONT, b"ment", fin=False), encode_frame(CONT, b"ed"),
+        settings=s, out=out,
     )
 
 

@@ -62,7 +62,8 @@ async def too_big(p: Probe, s: Settings, out: Outcome, data: bytes, size: int) -
 
 async def _split_utf8(p: Probe, s: Settings, out: Outcome) -> str:
     text = "€uro ✓".encode()  # € is e2 82 ac: the first frame ends inside it
-    return await echo(p, TEXT, text, encode_frame(TEXT, text[:2], fin=False), encode_frame(CONT, text[2:]))
+    return await echo(p, TEXT, text, encode_frame(TEXT, text[:2], fin=False), encode_frame(CONT, text[2:]),
+                      settings=s, out=out)
 
 
 async def _invalid_utf8(p: Probe, s: Settings, out: Outcome) -> str:
