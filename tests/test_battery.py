@@ -117,6 +117,30 @@ def test_cases_are_named_uniquely_and_follow_the_rfcs_order_of_sections():
     assert [c.name for c in CASES if c.level != MUST] == ["close code echoed"]
 
 
+def test_the_battery_shares_no_code_with_what_it_judges():
+    """It crafts its own frames and handshakes: wslab.frames and wslab.handshake never judge themselves."""
+    package = Path(battery.__file__).parent
+    imports = re.compile(
+        r"^\s*(?:(?:from|import)\s+(?:wslab\.|\.\.\.?)(?:frames|handshake)\b"
+        r"|from\s+(?:wslab|\.\.\.?)\s+import\s+.*\b(?:frames|handshake)\b)",
+        re.MULTILINE,
+    )
+    for path in package.rglob("*.py"):
+        found = imports.findall(path.read_text())
+        assert found == [], f"{path.relative_to(package)} imports {found}"
+    assert imports.search("from ..frames import Reader") and imports.search("from wslab import frames")
+
+
+def test_the_docs_state_the_battery_as_it_is():
+    root = Path(__file__).resolve().parent.parent
+    cases, musts = len(CASES), len(MUST_CASES)
+    assert f"a battery of {cases} protocol cases ({musts} RFC 6455 MUSTs)" in (root / "README.md").read_text()
+    assert f"a battery of {cases} named" in (root / "README.md").read_text()
+    assert f"({musts} of the {cases} cases are MUSTs;" in (root / "instructor" / "GUIDE.md").read_text()
+    lesson = (root / "instructor" / "source" / "06-build-a-server-from-scratch.ipynb").read_text()
+    assert f"a battery of {cases} protocol cases" in lesson
+
+
 # A correct server, a variant, a mutant: what the report says
 
 
