@@ -139,7 +139,10 @@ def test_mask_is_its_own_inverse_on_a_mebibyte():
 data_frames = st.builds(
     Frame,
     opcode=st.sampled_from([Opcode.TEXT, Opcode.BINARY, Opcode.CONT]),
-    payload=st.one_of(st.binary(max_size=200), st.binary(min_size=65530, max_size=65540)),
+    payload=st.one_of(  # short ones, and ones around the 16-bit length limit (drawn cheaply, seeded)
+        st.binary(max_size=200),
+        st.tuples(st.integers(65530, 65540), st.integers(0, 2**32)).map(lambda t: random.Random(t[1]).randbytes(t[0])),
+    ),
     fin=st.booleans(),
 )
 control_frames = st.builds(
@@ -242,14 +245,58 @@ def test_decode_and_explain_never_raise_anything_but_protocol_error(data, masked
 
 def wsproto_verdict(data: bytes, *, client: bool) -> int | None:
     """The close code wsproto's frame parser fails with, or None."""
+    return wsproto_events(data, client=client)[1]
+
+
+def wsproto_events(data: bytes, *, client: bool) -> tuple[list[tuple], int | None]:
+    """What wsproto's frame parser delivers before it fails: whole messages and control frames, then the code."""
     protocol = FrameProtocol(client=client, extensions=[])
     protocol.receive_bytes(data)
+    events: list[tuple] = []
+    parts: list = []
+    opcode = None
     try:
-        for _ in protocol.received_frames():
-            pass
+        for frame in protocol.received_frames():
+            op = int(frame.opcode)
+            if op == 0x8:
+                events.append(("close", int(frame.payload[0]), frame.payload[1]))
+            elif op >= 0x8:
+                events.append(("control", op, bytes(frame.payload)))
+            else:
+                opcode = op if op else opcode
+                parts.append(frame.payload)
+                if frame.message_finished:
+                    joined = "".join(parts) if opcode == 0x1 else b"".join(bytes(p) for p in parts)
+                    events.append(("message", opcode, joined))
+                    parts, opcode = [], None
     except ParseFailed as failed:
-        return int(failed.code)
-    return None
+        return events, int(failed.code)
+    return events, None
+
+
+def as_tuples(events: list) -> list[tuple]:
+    """wslab's events in wsproto_events()'s shape."""
+    out = []
+    for event in events:
+        if isinstance(event, Message):
+            out.append(("message", int(event.opcode), event.data))
+        elif event.opcode == Opcode.CLOSE:
+            out.append(("close", *parse_close(event.payload)))
+        else:
+            out.append(("control", int(event.opcode), event.payload))
+    return out
+
+
+def feed_all(reader: Reader, pieces: list[bytes], *, frames: bool = False) -> tuple[list, tuple | None]:
+    """Feed ``pieces`` one by one: every event delivered (the error's events too), and the error as a tuple."""
+    events: list = []
+    for piece in pieces:
+        try:
+            events += reader.feed(piece, frames=frames)
+        except ProtocolError as exc:
+            events += exc.events
+            return events, (int(exc.code), exc.section, str(exc))
+    return events, None
 
 
 odd_payloads = st.one_of(
@@ -273,12 +320,103 @@ def test_reader_finds_the_same_protocol_errors_as_wsproto(frames, client):
     """Sections 5.1-5.6, 7.4, 8.1: any sequence of whole frames, valid or not, same verdict as wsproto."""
     data = b"".join(frames)
     reader = Reader("client" if client else "server", max_size=None)
-    try:
-        reader.feed(data)
-        ours = None
-    except ProtocolError as exc:
-        ours = int(exc.code)
-    assert ours == wsproto_verdict(data, client=client), data.hex(" ")
+    events, error = feed_all(reader, [data])
+    theirs, code = wsproto_events(data, client=client)
+    assert (None if error is None else error[0]) == code, data.hex(" ")
+    assert as_tuples(events) == theirs, data.hex(" ")  # the events before the error too (issue 11)
+
+
+# -- events decoded before an error are delivered (issue 11) -----------------
+
+ISSUE_11_VECTOR = "81 85 61 62 63 64 09 07 0f 08 0e  89 81 61 62 63 64 11  81 81 61 62 63 64 9e"
+
+
+def test_events_before_a_bad_frame_ride_on_the_error_as_wsproto_delivers_them():
+    """Sections 7.1.7, 8.1: TEXT 'hello' and PING b'p' come out, then 1007 for the invalid UTF-8."""
+    data = h(ISSUE_11_VECTOR)
+    theirs, code = wsproto_events(data, client=False)
+    assert theirs == [("message", 1, "hello"), ("control", 9, b"p")] and code == 1007
+    with pytest.raises(ProtocolError) as caught:
+        Reader("server").feed(data)
+    assert as_tuples(caught.value.events) == theirs
+    assert (caught.value.code, caught.value.section) == (CloseCode.INVALID_DATA, "8.1")
+
+
+def test_a_broken_reader_raises_again_with_no_events():
+    reader = Reader("server")
+    with pytest.raises(ProtocolError) as first:
+        reader.feed(h(ISSUE_11_VECTOR))
+    with pytest.raises(ProtocolError) as again:
+        reader.feed(b"")
+    assert again.value.events == [] and len(first.value.events) == 2
+    assert (again.value.code, again.value.section, str(again.value)) == (
+        first.value.code, first.value.section, str(first.value))
+
+
+def test_events_in_one_call_one_byte_at_a_time_are_the_same():
+    data = h(ISSUE_11_VECTOR)
+    whole = feed_all(Reader("server"), [data], frames=True)
+    bytewise = feed_all(Reader("server"), [data[i : i + 1] for i in range(len(data))], frames=True)
+    assert whole == bytewise
+    assert [str(e) for e in whole[0]] == [
+        "TEXT 'hello' [5 bytes, masked with 61626364]",
+        "TEXT message 'hello' [5 bytes]",
+        "PING b'p' [1 byte, masked with 61626364]",
+    ]  # the bad TEXT frame itself is not delivered, even with frames=True
+
+
+def wire_frame(opcode: int, payload: bytes, fin: bool, masked: bool) -> bytes:
+    """One frame as websockets serializes it (websockets draws a fresh masking key)."""
+    return wsframes.Frame(wsframes.Opcode(opcode), payload, fin).serialize(mask=masked)
+
+
+BAD_ENDINGS = [  # (what, a frame every reader refuses): appended after a valid stream
+    ("invalid utf-8", Frame(Opcode.TEXT, b"\xc3\x28")),
+    ("unknown opcode", Frame(0x3, b"")),  # type: ignore[arg-type]
+    ("rsv2 without an extension", Frame(Opcode.TEXT, b"", rsv2=True)),
+    ("close code 1005", Frame(Opcode.CLOSE, b"\x03\xed")),
+    ("orphan continuation", Frame(Opcode.CONT, b"x")),
+    ("control frame too long", Frame(Opcode.PING, bytes(126))),
+    ("fragmented ping", Frame(Opcode.PING, b"", fin=False)),
+    ("too big", Frame(Opcode.BINARY, bytes(300))),
+]
+
+
+@st.composite
+def streams(draw):
+    """A valid stream of messages (fragmented or not, pings between fragments), maybe a bad frame at the end."""
+    masked = draw(st.booleans())
+    wire = b""
+    for _ in range(draw(st.integers(0, 4))):
+        text = draw(st.booleans())
+        raw = draw(st.text(max_size=20)).encode() if text else draw(st.binary(max_size=20))
+        cut = draw(st.integers(0, len(raw)))
+        pieces = [raw] if draw(st.booleans()) else [raw[:cut], raw[cut:]]
+        for i, piece in enumerate(pieces):
+            wire += wire_frame(0x0 if i else (0x1 if text else 0x2), piece, i == len(pieces) - 1, masked)
+            if draw(st.booleans()):
+                wire += wire_frame(0x9, draw(st.binary(max_size=5)), True, masked)
+    ending = draw(st.sampled_from([None, None, *range(len(BAD_ENDINGS))]))
+    if ending is not None:
+        wire += encode(BAD_ENDINGS[ending][1], mask_key=KEY if masked else None, strict=False)
+    return masked, wire, ending
+
+
+@settings(max_examples=300, deadline=None)
+@given(streams(), st.lists(st.integers(0, 1000), max_size=12), st.booleans())
+def test_whole_and_chunked_feeding_give_the_same_events_and_the_same_error(stream, cuts, frames):
+    """Issue 11: any chunking delivers the same events, the error's events included, and the same error."""
+    masked, wire, ending = stream
+    role = "server" if masked else "client"
+    whole = feed_all(Reader(role, max_size=256), [wire], frames=frames)
+    pieces = feed_all(Reader(role, max_size=256), chunked(wire, cuts), frames=frames)
+    assert whole == pieces
+    assert (whole[1] is None) == (ending is None), whole[1]
+    if not frames:  # and the same as wsproto (its limit aside)
+        theirs, code = wsproto_events(wire, client=not masked)
+        if ending is None or BAD_ENDINGS[ending][0] != "too big":
+            assert as_tuples(whole[0]) == theirs
+            assert (None if whole[1] is None else whole[1][0]) == code
 
 
 def test_nothing_is_read_after_a_close_frame():
@@ -383,6 +521,85 @@ def test_a_compressed_bomb_stops_at_max_size():
     assert caught.value.code == CloseCode.MESSAGE_TOO_BIG
 
 
+def test_a_compressed_continuation_claiming_2_to_the_62_bytes_gets_1009_from_its_header():
+    """Issue 14: the size check holds for every frame of a compressed message, before its payload comes."""
+    reader = Reader("client", permessage_deflate=True)  # max_size 1 MiB
+    start = zlib.compressobj(wbits=-15)
+    body = start.compress(b"x" * 100) + start.flush(zlib.Z_SYNC_FLUSH)
+    assert reader.feed(encode(Frame(Opcode.TEXT, body, fin=False, rsv1=True))) == []
+    head = bytes([0x00, 0x7F]) + (2**62).to_bytes(8, "big")  # CONT, not final, 64-bit length 2^62
+    fed = 0
+    with pytest.raises(ProtocolError) as caught:
+        for chunk in [head] + [bytes(65536)] * 32:  # at most 2 MiB more
+            reader.feed(chunk)
+            fed += len(chunk)
+    assert caught.value.code == CloseCode.MESSAGE_TOO_BIG and fed == 0  # refused on the header alone
+    assert "100 + 4611686018427387904 bytes" in str(caught.value)
+
+
+def test_compressed_continuations_count_inflated_bytes_against_max_size():
+    """Issue 14: many small compressed frames that inflate past max_size get 1009 (RFC 6455 10.4)."""
+    reader = Reader("client", max_size=10_000, permessage_deflate=True)
+    compressor = zlib.compressobj(wbits=-15)
+    with pytest.raises(ProtocolError) as caught:
+        for i in range(100):  # 100 frames of 1,000 inflated bytes each
+            body = compressor.compress(bytes(1000)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            reader.feed(encode(Frame(Opcode.CONT if i else Opcode.BINARY, body, fin=False, rsv1=i == 0)))
+    assert caught.value.code == CloseCode.MESSAGE_TOO_BIG and i == 10
+
+
+def deflate_bomb(mebibytes: int) -> bytes:
+    """About 1 KB per MiB of zeros once inflated: one full-flushed block, repeated (the sync tail stripped)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = c.compress(bytes(2**20)) + c.flush(zlib.Z_FULL_FLUSH)
+    return (block * mebibytes)[:-4]
+
+
+def bounded(call):
+    """Run ``call``: its result, the seconds it took and its peak of Python allocations in bytes."""
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        started = time.perf_counter()
+        result = call()
+        elapsed = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return result, elapsed, peak
+
+
+def test_explain_of_a_deflate_bomb_is_quick_small_and_says_it_truncated():
+    """Issue 14: 1 MB that inflates to 1 GiB; explain() returns within 1 s and under 50 MB."""
+    wire = encode(Frame(Opcode.BINARY, deflate_bomb(1000), rsv1=True))
+    assert len(wire) < 1_100_000
+    view, elapsed, peak = bounded(lambda: str(explain(wire)))
+    assert "inflated output truncated at 1,048,576 bytes" in view
+    assert peak < 50e6 and elapsed < seconds(1), (peak, elapsed)
+
+
+def test_transcript_of_a_deflate_bomb_is_quick_small_and_says_it_truncated():
+    """Issue 14: tap.frames() draws a capture with a bound on what it inflates."""
+    bomb = encode(Frame(Opcode.BINARY, deflate_bomb(300), rsv1=True))
+    after = encode(Frame(Opcode.TEXT, b"\xf2H\xcd\xc9\xc9\x07\x00", rsv1=True))  # 'Hello' on a fresh context
+    lines, elapsed, peak = bounded(lambda: wslab.frames.transcript(
+        [("<", 0.0, bomb), ("<", 0.1, after)], extensions="permessage-deflate; server_no_context_takeover"))
+    assert "inflated output truncated at 1048576 bytes" in lines[1]
+    assert "TEXT message 'Hello'" in lines[3]  # no context takeover: the next message inflates again
+    assert peak < 50e6 and elapsed < seconds(1), (peak, elapsed)
+    taken = wslab.frames.transcript([("<", 0.0, bomb), ("<", 0.1, after)], extensions="permessage-deflate")
+    assert "inflated output truncated at 0 bytes" in taken[3]  # its context was lost with the cut
+
+
+def test_inflate_stops_at_max_size():
+    with pytest.raises(ProtocolError) as caught:
+        wslab.frames.inflate(deflate_bomb(5), max_size=2**20)
+    assert caught.value.code == CloseCode.MESSAGE_TOO_BIG
+    assert wslab.frames.inflate(deflate_bomb(1), max_size=2**20) == bytes(2**20)
+
+
 # -- explain() ----------------------------------------------------------------
 
 
@@ -399,6 +616,19 @@ def test_explain_shows_lengths_errors_and_incomplete_frames():
     assert "64-bit length" in str(explain(h("82 7f 00 00 00 00 00 01 00 00") + bytes(65536)))
     assert "invalid opcode 0x3 (close code 1002" in str(explain(h("83 00")))
     assert "needs 3 more byte(s)" in str(explain(h("81 05 48 65")))
+
+
+# -- transcript() --------------------------------------------------------------
+
+
+def test_transcript_shows_the_frames_before_a_bad_one():
+    """Issue 11: a bad frame in the same chunk no longer hides the frames before it."""
+    lines = wslab.frames.transcript([(">", 0.001, h(ISSUE_11_VECTOR))])
+    assert [line.split(" ms ", 1)[1] for line in lines] == [
+        "> TEXT 'hello' [5 bytes, masked with 61626364]",
+        "> PING b'p' [1 byte, masked with 61626364]",
+        "! > invalid utf-8 in text message near byte 0 (close code 1007, RFC 6455 section 8.1)",
+    ]
 
 
 # -- a real websockets conversation, captured through the wiretap ---------------
@@ -458,3 +688,26 @@ def test_frames_captured_from_websockets_decode_to_the_messages_sent(compression
     else:
         view = str(tap.frames())
         assert "> TEXT 'Hello, Hello, Hello, Hello!'" in view and "< CLOSE 4000" in view
+
+
+@pytest.mark.parametrize("name", ["frames", "frame_codec", "frame_reader", "frame_drawing"])
+def test_the_examples_in_the_docstrings_hold(name):
+    import doctest
+    import importlib
+
+    module = importlib.import_module(f"wslab.{name}")
+    result = doctest.testmod(module)
+    assert result.failed == 0 and (result.attempted > 0 or name == "frames")
+
+
+def test_the_codec_masks_with_websockets_c_helper_where_it_is_built():
+    """Issue 15: mask_naive and mask stay for teaching; encode/decode use websockets.speedups.apply_mask."""
+    speedups = pytest.importorskip("websockets.speedups")
+    assert wslab.frames.FAST_MASK and wslab.frame_codec._xor is speedups.apply_mask
+    payload = random.Random(3).randbytes(2**20)
+    wire = encode(Frame.binary(payload), mask_key=KEY)
+    assert wire[14:] == mask(payload, KEY)
+    assert decode(wire, mask_required=True)[0].payload == payload
+    reader = Reader("server", max_size=None)
+    assert reader.feed(wire[:5000]) == [] and reader.buffered == 5000  # the start of a frame is kept
+    assert reader.feed(wire[5000:]) == [Message(Opcode.BINARY, payload)] and reader.buffered == 0

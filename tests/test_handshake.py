@@ -240,18 +240,31 @@ BAD_REQUESTS = [
     (good_request(Sec_WebSocket_Version=None), 400, "Sec-WebSocket-Version"),
     (good_request(Sec_WebSocket_Version="8"), 426, "Sec-WebSocket-Version"),
     (good_request(Origin="http://evil.example"), 403, "Origin"),
+    # RFC 9112 3.2: one Host, with a valid value; RFC 9110 5.5: no control characters;
+    # RFC 9110 9.3.1: a GET carries no body
+    (good_request().replace(b"Host: 127.0.0.1\r\n", b"Host: 127.0.0.1\r\nHost: evil.example\r\n"), 400, "Host"),
+    (good_request().replace(b"Host: 127.0.0.1\r\n", b"Host: 127.0.0.1\r\nHost: 127.0.0.1\r\n"), 400, "Host"),
+    (good_request(Host=""), 400, "Host"),
+    (good_request(X_Note="a\x00b"), 400, "X-Note"),
+    (good_request(X_Note="a\x01b"), 400, "X-Note"),
+    (good_request(X_Note="a\nb"), 400, "X-Note"),
+    (good_request(X_Note="a\x7fb"), 400, "X-Note"),
+    (good_request(Content_Length="5"), 400, "Content-Length"),
+    (good_request(Transfer_Encoding="chunked"), 400, "Transfer-Encoding"),
 ]
+
+SECTIONS = ("4.1", "4.2.1", "4.4", "10.2", "RFC 9112 section 3.2", "RFC 9110 section 5.5", "RFC 9110 section 9.3.1")
 
 
 @pytest.mark.parametrize("request_, status, header", BAD_REQUESTS, ids=[f"{s}-{h}-{i}" for i, (_, s, h) in enumerate(BAD_REQUESTS)])
 def test_every_refusal_has_the_right_status_and_names_the_header(request_, status, header):
     """Sections 4.2.1, 4.4 and 10.2: 400, 426 (with Sec-WebSocket-Version: 13), 403."""
-    parsed = hs.parse_request(request_)
     with pytest.raises(wslab.HandshakeError) as caught:
-        hs.check_request(parsed, origins=[None, "http://127.0.0.1:8888"])
+        hs.check_request(hs.parse_request(request_), origins=[None, "http://127.0.0.1:8888"])
     error = caught.value
     assert (error.status, error.header) == (status, header)
-    assert error.section in ("4.2.1", "4.4", "10.2")
+    assert error.section in SECTIONS
+    assert error.where.startswith("RFC ") and error.where in str(error)
 
     # The refusal is valid HTTP for an independent parser, over a real socket.
     async def serve_refusal():
@@ -283,6 +296,7 @@ def test_every_refusal_has_the_right_status_and_names_the_header(request_, statu
     assert error.message.encode() in body.data
     if header:
         assert header.encode() in body.data
+    assert error.where.encode() in body.data
 
 
 def test_websockets_refuses_the_same_requests_our_server_refuses():
@@ -292,7 +306,7 @@ def test_websockets_refuses_the_same_requests_our_server_refuses():
         srv = await wslab.serve(wslab.handlers.echo, name="hs-judge", origins=[None, "http://127.0.0.1:8888"])
         try:
             verdicts = []
-            # websockets does not insist on Host (RFC 9112 does: 400); leave that one out
+            # websockets does not check Host (RFC 9112 3.2 does: 400); leave those out
             cases = [case for case in BAD_REQUESTS if case[2] != "Host"]
             for request, _, _ in cases + [(good_request(), 101, None)]:
                 data = await handshake_with(srv.host, srv.port, request)
@@ -405,3 +419,232 @@ def test_any_bytes_give_a_request_none_or_a_handshake_error(data):
     except wslab.HandshakeError as error:
         assert error.status in (400, 403, 426, 431)
         assert hs.refusal(error).startswith(f"HTTP/1.1 {error.status} ".encode())
+
+
+# HTTP's own rules (RFC 9110, RFC 9112), checked against websockets' server
+
+
+def test_websockets_accepts_a_repeated_or_empty_host_where_rfc_9112_wants_400():
+    """RFC 9112 3.2 "MUST respond with a 400": websockets 17 does not check Host; wslab does."""
+
+    async def main():
+        srv = await wslab.serve(wslab.handlers.echo, name="hs-host")
+        try:
+            answers = []
+            for request, _, header in BAD_REQUESTS:
+                if header == "Host":
+                    answers.append((await handshake_with(srv.host, srv.port, request)).split(b"\r\n")[0])
+            return answers
+        finally:
+            await srv.aclose()
+
+    answers = run(main())
+    assert len(answers) == 4 and all(a == b"HTTP/1.1 101 Switching Protocols" for a in answers), answers
+
+
+def test_content_length_zero_is_no_body_and_is_accepted_like_websockets_does():
+    """RFC 9110 9.3.1: only a body is the smuggling risk; `Content-Length: 0` announces none."""
+    request = good_request(Content_Length="0")
+    assert hs.check_request(hs.parse_request(request)) == RFC_ACCEPT
+
+    async def main():
+        srv = await wslab.serve(wslab.handlers.echo, name="hs-cl0")
+        try:
+            return await handshake_with(srv.host, srv.port, request)
+        finally:
+            await srv.aclose()
+
+    assert run(main()).startswith(b"HTTP/1.1 101 ")
+
+
+def test_a_tab_and_latin_1_text_in_a_header_value_are_allowed():
+    """RFC 9110 5.5: field-vchar, SP, HTAB and obs-text are valid in a value."""
+    request = hs.parse_request(good_request().replace(b"\r\n\r\n", b"\r\nX-Note: a\tb \xe9\r\n\r\n"))
+    assert request.headers["X-Note"] == "a\tb \u00e9"
+    assert hs.check_request(request) == RFC_ACCEPT
+
+
+def test_a_header_name_that_is_not_a_token_is_refused():
+    """RFC 9110 5.1: field-name = token."""
+    with pytest.raises(hs.BadRequest, match="not a token") as caught:
+        hs.parse_request(good_request().replace(b"\r\n\r\n", b"\r\nX(A): b\r\n\r\n"))
+    assert caught.value.section == "RFC 9110 section 5.1"
+
+
+def test_the_reference_server_refuses_each_new_case_with_400_naming_header_and_section():
+    """Raw sockets to wslab.serve_scratch: the refusal's body names the header and the RFC section."""
+
+    async def main():
+        srv = await wslab.serve_scratch(name="hs-scratch")
+        try:
+            answers = []
+            for request, status, header in BAD_REQUESTS[-9:]:
+                reader, writer = await asyncio.open_connection(srv.host, srv.port)
+                writer.write(request)
+                await writer.drain()
+                answers.append((status, header, await asyncio.wait_for(reader.read(), seconds(5))))
+                writer.close()
+            return answers
+        finally:
+            await srv.aclose()
+
+    for status, header, answer in run(main()):
+        assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer
+        body = answer.split(b"\r\n\r\n", 1)[1]
+        assert header.encode() in body and b"RFC " in body and b"section" in body, body
+
+
+# Documented exceptions only (issue 14 item 5)
+
+
+@pytest.mark.parametrize("code", ["1\xb21", "\u0661\u0660\u0661", "1" * 4301, "99", "1010", "+10", " 10"])
+def test_a_status_code_that_is_not_three_ascii_digits_is_an_invalid_response(code):
+    """RFC 9112 4: status-code = 3DIGIT; '²' passes str.isdigit() but not int()."""
+    data = f"HTTP/1.1 {code} Switching Protocols\r\n\r\n".encode("utf-8")
+    with pytest.raises(hs.InvalidResponse, match="status"):
+        hs.parse_response(data)
+    request = hs.build_request("ws://127.0.0.1:1/", key=RFC_KEY)
+    with pytest.raises(hs.InvalidResponse):
+        hs.check_response(data, request)
+
+
+def test_checking_against_a_request_without_a_key_is_a_clear_handshake_error():
+    request = good_request(Sec_WebSocket_Key=None)
+    with pytest.raises(hs.BadRequest, match="no Sec-WebSocket-Key") as caught:
+        hs.check_response(REAL_101, request)
+    assert caught.value.header == "Sec-WebSocket-Key"
+    with pytest.raises(hs.BadRequest, match="incomplete"):
+        hs.check_response(REAL_101, request[:-2])
+
+
+def test_a_non_ascii_key_is_a_clear_error_not_a_unicode_error():
+    request = good_request(Sec_WebSocket_Key="\u00fcmlaut==").decode().encode("latin-1")
+    with pytest.raises(hs.BadRequest, match="not ASCII"):
+        hs.check_response(REAL_101, request)
+    with pytest.raises(hs.BadRequest, match="Sec-WebSocket-Key"):
+        hs.check_request(hs.parse_request(request))
+    with pytest.raises(ValueError, match="not ASCII") as caught:
+        wslab.accept_key("\u00fcmlaut==")
+    assert not isinstance(caught.value, UnicodeError)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"origin": "http://a.example\r\nX-Evil: 1"},
+    {"headers": [("X-A", "b\nc")]},
+    {"headers": [("X A", "b")]},
+    {"subprotocols": ["chat\r\n"]},
+    {"headers": [("X-A", "\u2713")]},
+])
+def test_build_request_refuses_a_header_that_would_split_the_head(kwargs):
+    """RFC 9110 5.5: a CR or LF in a value would start a header of the attacker's choosing."""
+    with pytest.raises(ValueError, match="cannot send"):
+        hs.build_request("ws://127.0.0.1:1/", **kwargs)
+
+
+# Lesson 02's claims, pinned to the versions they describe (issue 12)
+
+
+def refusals_from_websockets() -> dict[str, bytes]:
+    async def main():
+        srv = await wslab.serve(wslab.handlers.echo, name="hs-lesson-02")
+        try:
+            good = hs.build_request(srv.url, key=RFC_KEY)
+            requests = {
+                "version 8": good.replace(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 8"),
+                "key hello": good.replace(RFC_KEY.encode(), b"hello"),
+                "plain GET": b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n",
+            }
+            return {name: await handshake_with(srv.host, srv.port, raw) for name, raw in requests.items()}
+        finally:
+            await srv.aclose()
+
+    return run(main())
+
+
+def test_websockets_17_refuses_another_version_with_400_and_without_the_version_header():
+    """RFC 6455 4.4: "it MUST respond with a |Sec-WebSocket-Version| header field"; websockets does not."""
+    import websockets
+
+    response = hs.parse_response(refusals_from_websockets()["version 8"])
+    assert websockets.__version__.startswith("17."), "lesson 02 shows websockets 17: re-check its refusal"
+    assert response.status == 400
+    assert "Sec-WebSocket-Version" not in response.headers  # the MUST it breaks (lesson 02, section 5)
+
+
+def test_websockets_answers_a_plain_get_with_426_and_upgrade_websocket():
+    response = hs.parse_response(refusals_from_websockets()["plain GET"])
+    assert (response.status, response.headers["Upgrade"]) == (426, "websocket")
+
+
+def test_the_key_hello_is_not_base64_and_both_servers_say_so():
+    """Lesson 02: 'hello' is not base64 at all (5 characters), not "16 bytes short"."""
+    import binascii
+
+    with pytest.raises(binascii.Error):
+        base64.b64decode("hello", validate=True)
+    answer = refusals_from_websockets()["key hello"]
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"Invalid base64" in answer
+    with pytest.raises(hs.BadRequest, match="'hello' is not base64"):
+        hs.check_request(hs.parse_request(good_request(Sec_WebSocket_Key="hello")))
+    with pytest.raises(hs.BadRequest, match="decodes to 10 bytes, not 16"):
+        hs.check_request(hs.parse_request(good_request(Sec_WebSocket_Key="c2VjcmV0LWtleQ==")))
+
+
+def test_our_version_refusal_is_426_with_the_versions_we_speak():
+    """RFC 6455 4.2.2 ("such as 426 Upgrade Required") and 4.4 (the header is a MUST)."""
+    with pytest.raises(hs.UpgradeRequired) as caught:
+        hs.check_request(hs.parse_request(good_request(Sec_WebSocket_Version="8")))
+    response = hs.parse_response(hs.refusal(caught.value))
+    assert response.status == 426 and response.headers["Sec-WebSocket-Version"] == "13"
+
+
+FETCH_JS = """
+async (url) => {
+  const answer = await fetch(url, {method: "POST", headers: {"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13", "X-Ordinary": "yes"}, body: "x"});
+  return await answer.text();
+}
+"""
+
+
+@pytest.mark.browser
+def test_a_page_cannot_send_sec_headers_with_fetch(chromium):
+    """RFC 6455 1.6: "fields starting with |Sec-| cannot be set by an attacker from a web browser"."""
+
+    async def echo_headers():
+        async def handle(reader, writer):
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                body = head.split(b"\r\n\r\n")[0]
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nAccess-Control-Allow-Origin: *\r\n"
+                             + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+                await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+    from wslab.servers import LoopThread
+
+    thread = LoopThread("echo-headers")  # the sync Playwright API blocks this thread
+    try:
+        server = thread.run(echo_headers())
+        url = f"http://127.0.0.1:{port_of(server)}/"
+        page = chromium.new_page()
+        try:
+            page.goto(url)  # same origin: no CORS preflight in the way
+            seen = page.evaluate(FETCH_JS, url)
+        finally:
+            page.close()
+        thread.run(_close(server))
+    finally:
+        thread.stop()
+    assert "x-ordinary: yes" in seen.lower()
+    assert "sec-websocket-key" not in seen.lower() and "sec-websocket-version" not in seen.lower(), seen
+
+
+async def _close(server) -> None:
+    server.close()
+    await server.wait_closed()

@@ -26,7 +26,9 @@ Server side (what a from-scratch server does with the bytes it read)::
         writer.write(refusal(error))     # 400, 403, 426 with a body that says why
 
 Every error is a :class:`HandshakeError` carrying the HTTP status to answer
-with, the header concerned and the RFC section.
+with, the header concerned and the RFC section. Reading and writing the
+HTTP heads themselves (and HTTP's own rules on them, RFC 9110 and 9112) is
+in :mod:`wslab.http_head`; this module re-exports its public names.
 """
 
 from __future__ import annotations
@@ -34,9 +36,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Sequence
 from urllib.parse import urlsplit
+
+# The HTTP part (heads, their syntax, the errors) lives in http_head; re-exported here.
+from .http_head import (  # noqa: F401 - MAX_HEAD and REASONS stay reachable here
+    MAX_HEAD,
+    REASONS,
+    BadRequest,
+    ForbiddenOrigin,
+    HandshakeError,
+    Headers,
+    HeadersTooLarge,
+    InvalidResponse,
+    Request,
+    Response,
+    UpgradeRequired,
+    _outgoing,
+    _TARGET,
+    parse_request,
+    parse_response,
+)
 
 __all__ = [
     "GUID",
@@ -63,18 +83,6 @@ __all__ = [
 #: "258EAFA5-E914-47DA-95CA-C5AB0DC85B11", a GUID no other protocol uses (section 1.3).
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-#: Largest request or response head we read, in bytes (the head ends at the blank line).
-MAX_HEAD = 16 * 1024
-
-REASONS = {
-    101: "Switching Protocols",
-    400: "Bad Request",
-    403: "Forbidden",
-    426: "Upgrade Required",
-    431: "Request Header Fields Too Large",
-}
-
-
 # The accept key (section 1.3 and 4.2.2)
 
 
@@ -83,11 +91,17 @@ def accept_key(key: str) -> str:
 
     Section 4.2.2: "concatenate this with the Globally Unique Identifier
     258EAFA5-E914-47DA-95CA-C5AB0DC85B11 ... take the SHA-1 hash of this
-    concatenated value ... base64-encode this 20-byte hash".
+    concatenated value ... base64-encode this 20-byte hash". Raises
+    ``ValueError`` for a key that is not ASCII text.
 
     >>> accept_key("dGhlIHNhbXBsZSBub25jZQ==")
     's3pPLMBiTxaQ9kYGzzhZRbK+xOo='
     """
+    if not key.isascii():
+        raise ValueError(
+            f"Sec-WebSocket-Key {key!r} is not ASCII: a key is base64 text, "
+            f"base64.b64encode(os.urandom(16)).decode()"
+        )
     digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
     return base64.b64encode(digest).decode("ascii")
 
@@ -97,260 +111,24 @@ def new_key() -> str:
     return base64.b64encode(os.urandom(16)).decode("ascii")
 
 
-# Errors
-
-
-class HandshakeError(Exception):
-    """The handshake failed; the attributes say how a peer should learn of it.
-
-    ``status``: the HTTP status a server answers with (None on the client
-    side: a client just fails the connection); ``header``: the header
-    concerned (None for the request line); ``value``: what it held;
-    ``section``: where RFC 6455 says so; ``message``: what went wrong and
-    what to do.
-    """
-
-    status: int | None = 400
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        header: str | None = None,
-        value: str | None = None,
-        section: str = "4.2.1",
-        status: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.header = header
-        self.value = value
-        self.section = section
-        if status is not None:
-            self.status = status
-
-    def __str__(self) -> str:
-        return f"{self.message} (RFC 6455 section {self.section})"
-
-
-class BadRequest(HandshakeError):
-    """The request is not a valid WebSocket upgrade: 400 Bad Request."""
-
-    status = 400
-
-
-class UpgradeRequired(HandshakeError):
-    """The client speaks another WebSocket version: 426, with ``Sec-WebSocket-Version: 13``."""
-
-    status = 426
-
-
-class ForbiddenOrigin(HandshakeError):
-    """The page that opened the connection is not allowed: 403 Forbidden (section 10.2)."""
-
-    status = 403
-
-
-class HeadersTooLarge(HandshakeError):
-    """The request head is larger than the server reads: 431."""
-
-    status = 431
-
-
-class InvalidResponse(HandshakeError):
-    """The server's answer does not complete the handshake: the client fails the connection."""
-
-    status = None
-
-
-# Headers and messages
-
-
-class Headers:
-    """HTTP headers: names case-insensitive, repeats kept, in order.
-
-    ``headers["upgrade"]`` joins repeated headers with ", " (RFC 9110 5.3);
-    ``headers.get_all(name)`` lists them; ``name in headers`` tests presence.
-    """
-
-    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = list(items)
-
-    def items(self) -> list[tuple[str, str]]:
-        """(name, value) pairs in the order they came, names as written."""
-        return list(self._items)
-
-    def add(self, name: str, value: str) -> None:
-        self._items.append((name, value))
-
-    def get_all(self, name: str) -> list[str]:
-        name = name.lower()
-        return [v for n, v in self._items if n.lower() == name]
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        values = self.get_all(name)
-        return ", ".join(values) if values else default
-
-    def __getitem__(self, name: str) -> str:
-        value = self.get(name)
-        if value is None:
-            raise KeyError(name)
-        return value
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and bool(self.get_all(name))
-
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def tokens(self, name: str, *, lower: bool = True) -> list[str]:
-        """A comma-separated header (all its lines) as a list of tokens: ``keep-alive, Upgrade`` -> [...].
-
-        Lowercase by default, for case-insensitive tokens such as ``Connection``;
-        ``lower=False`` keeps case-sensitive ones such as subprotocol names.
-        """
-        found = [t.strip() for v in self.get_all(name) for t in v.split(",") if t.strip()]
-        return [t.lower() for t in found] if lower else found
-
-    def __str__(self) -> str:
-        return "".join(f"{n}: {v}\r\n" for n, v in self._items)
-
-    def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
-
-
-@dataclass
-class Request:
-    """A parsed HTTP request head; ``rest`` holds any bytes read after it."""
-
-    method: str
-    path: str
-    version: str
-    headers: Headers
-    rest: bytes = b""
-
-    def __str__(self) -> str:
-        return f"{self.method} {self.path} {self.version}\r\n{self.headers}"
-
-    def __repr__(self) -> str:
-        return f"<Request {self.method} {self.path} {self.version}, {len(self.headers)} headers>"
-
-    @property
-    def subprotocols(self) -> list[str]:
-        """What ``Sec-WebSocket-Protocol`` offers, in the client's order of preference."""
-        return self.headers.tokens("Sec-WebSocket-Protocol", lower=False)
-
-    @property
-    def extensions(self) -> list[str]:
-        """The offers in ``Sec-WebSocket-Extensions``, parameters included."""
-        return self.headers.tokens("Sec-WebSocket-Extensions", lower=False)
-
-
-@dataclass
-class Response:
-    """A parsed HTTP response head; ``rest`` holds any bytes read after it (frames, a body)."""
-
-    version: str
-    status: int
-    reason: str
-    headers: Headers
-    rest: bytes = b""
-
-    def __str__(self) -> str:
-        return f"{self.version} {self.status} {self.reason}\r\n{self.headers}"
-
-    def __repr__(self) -> str:
-        return f"<Response {self.status} {self.reason}, {len(self.headers)} headers>"
-
-
-def _split_head(data: bytes, max_size: int, what: str) -> tuple[list[str], bytes] | None:
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        bare = data.find(b"\n\n")
-        if bare >= 0 and (bare == 0 or data[bare - 1 : bare] != b"\r"):
-            raise BadRequest(
-                f"the {what} ends its lines with \\n alone; HTTP lines end with \\r\\n "
-                f"and the head ends with an empty line: b'\\r\\n\\r\\n'",
-                section="4.1",
-            )
-        if len(data) > max_size:
-            raise HeadersTooLarge(
-                f"no end of the {what} head after {len(data):,} bytes (limit {max_size:,}): "
-                f"a head ends with an empty line, b'\\r\\n\\r\\n'",
-                section="4.2.1",
-            )
-        return None  # incomplete: read more
-    if end > max_size:
-        raise HeadersTooLarge(f"the {what} head is {end:,} bytes (limit {max_size:,})")
-    head = data[:end].decode("latin-1")
-    return head.split("\r\n"), data[end + 4 :]
-
-
-def _parse_headers(lines: Sequence[str]) -> Headers:
-    headers = Headers()
-    for line in lines:
-        if line[:1] in (" ", "\t"):
-            raise BadRequest(f"header line {line!r} starts with whitespace (obsolete line folding)", header=None)
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():
-            raise BadRequest(f"malformed header line {line!r}: write `Name: value`", header=name.strip() or None)
-        headers.add(name, value.strip(" \t"))
-    return headers
-
-
-def parse_request(data: bytes, *, max_size: int = MAX_HEAD) -> Request | None:
-    """Parse the request head at the start of ``data``; None if more bytes are needed.
-
-    Raises :class:`BadRequest` for a malformed head, :class:`HeadersTooLarge`
-    when no head ends within ``max_size`` bytes. It does not judge whether
-    the request is a valid upgrade: that is :func:`check_request`.
-    """
-    split = _split_head(data, max_size, "request")
-    if split is None:
-        return None
-    lines, rest = split
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        raise BadRequest(
-            f"malformed request line {lines[0]!r}: write `GET /path HTTP/1.1`", section="4.1"
-        )
-    method, path, version = parts
-    return Request(method, path, version, _parse_headers(lines[1:]), rest)
-
-
-def parse_response(data: bytes, *, max_size: int = MAX_HEAD) -> Response | None:
-    """Parse the response head at the start of ``data``; None if more bytes are needed."""
-    try:
-        split = _split_head(data, max_size, "response")
-    except HandshakeError as exc:
-        raise InvalidResponse(exc.message, section="4.1") from None
-    if split is None:
-        return None
-    lines, rest = split
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise InvalidResponse(f"malformed status line {lines[0]!r}", section="4.1")
-    try:
-        headers = _parse_headers(lines[1:])
-    except HandshakeError as exc:
-        raise InvalidResponse(exc.message, header=exc.header, section="4.1") from None
-    return Response(parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "", headers, rest)
-
-
 # Server side (section 4.2)
 
 
-def check_request(request: Request, origins: Sequence[str | None] | None = None) -> str:
+def check_request(
+    request: Request,
+    origins: Sequence[str | None] | Callable[[str | None], bool] | None = None,
+) -> str:
     """Check a client's opening handshake; return the ``Sec-WebSocket-Accept`` value.
 
     ``origins``: the pages allowed to connect (``"http://127.0.0.1:8888"``;
     include None to allow clients that send no Origin, like non-browser
-    clients). None (the default) allows every origin.
+    clients), or a function of the ``Origin`` value (None when absent) that
+    says whether it may (``wslab.limits.origin_allowed``, the kit's policy).
+    None (the default) allows every origin.
 
-    Raises :class:`BadRequest` (400), :class:`UpgradeRequired` (426) or
+    Raises :class:`BadRequest` (400: among others a missing, repeated or empty
+    ``Host``, RFC 9112 3.2; a body announced by ``Content-Length`` or
+    ``Transfer-Encoding``), :class:`UpgradeRequired` (426) or
     :class:`ForbiddenOrigin` (403); :func:`refusal` turns one into bytes.
     """
     h = request.headers
@@ -359,9 +137,38 @@ def check_request(request: Request, origins: Sequence[str | None] | None = None)
         raise BadRequest(f"method {request.method} cannot open a WebSocket: the handshake is a GET request", value=request.method)
     if request.version != "HTTP/1.1":
         raise BadRequest(f"{request.version} cannot open a WebSocket: the handshake needs HTTP/1.1", value=request.version)
-    # (2) "A |Host| header field"
-    if "Host" not in h:
+    # (2) "A |Host| header field". RFC 9112 3.2: "A server MUST respond with a
+    # 400 (Bad Request) status code to any HTTP/1.1 request message that lacks
+    # a Host header field and to any request message that contains more than
+    # one Host header field line or a Host header field with an invalid field value."
+    hosts = h.get_all("Host")
+    if not hosts:
         raise BadRequest("missing Host header: HTTP/1.1 requests name the host they are for", header="Host")
+    if len(hosts) > 1:
+        raise BadRequest(
+            f"{len(hosts)} Host headers ({', '.join(map(repr, hosts))}): send exactly one",
+            header="Host", value=", ".join(hosts), section="RFC 9112 section 3.2",
+        )
+    # RFC 6455 4.1: "|Host| header field whose value contains /host/ plus
+    # optionally ":" followed by /port/".
+    if not hosts[0] or any(c in hosts[0] for c in " \t/?#@\\"):
+        raise BadRequest(
+            f"Host is {hosts[0]!r}: give the server's host and port, as in `Host: 127.0.0.1:8765`",
+            header="Host", value=hosts[0], section="4.1",
+        )
+    # RFC 9110 9.3.1: "content received in a GET request has no generally
+    # defined semantics ... might lead some implementations to reject the
+    # request ... because of its potential as a request smuggling attack". Here
+    # the bytes after the head are WebSocket frames: a body would make them
+    # ambiguous. (Content-Length: 0 says "no body"; websockets accepts it too.)
+    for name in ("Transfer-Encoding", "Content-Length"):
+        values = h.get_all(name)
+        if values and (name == "Transfer-Encoding" or values != ["0"]):
+            raise BadRequest(
+                f"a GET with {name}: {', '.join(values)} announces a body, but the bytes after "
+                f"a WebSocket request are frames (a body here is a request-smuggling risk): send no body",
+                header=name, value=", ".join(values), section="RFC 9110 section 9.3.1",
+            )
     # (3) "An |Upgrade| header field containing the value 'websocket'"
     if "websocket" not in h.tokens("Upgrade"):
         raise BadRequest(
@@ -389,11 +196,16 @@ def check_request(request: Request, origins: Sequence[str | None] | None = None)
     key = keys[0]
     try:
         raw = base64.b64decode(key, validate=True)
-    except ValueError:  # binascii.Error, or characters outside ASCII
-        raw = b""
+    except ValueError as exc:  # binascii.Error, or characters outside ASCII
+        why = str(exc).lower() if key.isascii() else "it holds characters outside ASCII"
+        raise BadRequest(
+            f"Sec-WebSocket-Key {key!r} is not base64 ({why}); send 16 random bytes, "
+            f"base64-encoded: base64.b64encode(os.urandom(16))",
+            header="Sec-WebSocket-Key", value=key,
+        ) from None
     if len(raw) != 16:
         raise BadRequest(
-            f"Sec-WebSocket-Key {key!r} is not 16 bytes in base64 (it decodes to {len(raw)} bytes); "
+            f"Sec-WebSocket-Key {key!r} decodes to {len(raw)} bytes, not 16; "
             f"use base64.b64encode(os.urandom(16))",
             header="Sec-WebSocket-Key", value=key,
         )
@@ -410,10 +222,12 @@ def check_request(request: Request, origins: Sequence[str | None] | None = None)
     #        but only for certain sites SHOULD verify the |Origin| field"
     if origins is not None:
         origin = h.get("Origin")
-        if origin not in origins:
+        allowed = origins(origin) if callable(origins) else origin in origins
+        if not allowed:
+            listed = "" if callable(origins) else f" (allowed: {list(origins)})"
             raise ForbiddenOrigin(
-                f"Origin {origin!r} is not allowed (allowed: {list(origins)}); a page from "
-                f"another site must not use your session (cross-site WebSocket hijacking)",
+                f"Origin {origin!r} is not allowed{listed}; a page from another site must not "
+                f"use your session (cross-site WebSocket hijacking)",
                 header="Origin", value=origin, section="10.2",
             )
     return accept_key(key)
@@ -430,7 +244,9 @@ def response_101(
 
     ``subprotocol`` must be one the client offered; ``extensions`` is the
     ``Sec-WebSocket-Extensions`` value you accept (None: no extensions, so
-    frames go uncompressed).
+    frames go uncompressed). Raises ``ValueError`` for a subprotocol the
+    client did not offer, a key that is not ASCII or a header value with a
+    control character (run :func:`check_request` first).
     """
     key = request.headers.get("Sec-WebSocket-Key") or ""
     if subprotocol is not None and subprotocol not in request.subprotocols:
@@ -449,7 +265,7 @@ def response_101(
     if extensions:
         lines.append(f"Sec-WebSocket-Extensions: {extensions}")
     lines += [f"{n}: {v}" for n, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return _outgoing(lines)
 
 
 def refusal(error: HandshakeError) -> bytes:
@@ -461,7 +277,7 @@ def refusal(error: HandshakeError) -> bytes:
     status = error.status or 400
     body = (
         f"Failed to open a WebSocket connection: {error.message}.\n"
-        f"(RFC 6455 section {error.section})\n"
+        f"({error.where})\n"
     ).encode("utf-8")
     lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}"]
     if status == 426:
@@ -490,13 +306,20 @@ def build_request(
 
     ``key`` defaults to a fresh random one (:func:`new_key`); ``subprotocols``
     and ``extensions`` are offered in order; ``origin`` is what a browser
-    sends for the page's site; ``headers`` are added as they are.
+    sends for the page's site; ``headers`` are added as they are. Raises
+    ``ValueError`` for a URL that is not ``ws://`` or a header that would
+    break the head (a CR or LF in a value: RFC 9110 5.5).
     """
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "http") or not parts.hostname:
         raise ValueError(f"cannot build a handshake for {url!r}: give a URL like 'ws://127.0.0.1:8765/'")
     host = parts.netloc.rsplit("@", 1)[-1]
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if not _TARGET.fullmatch(path):
+        raise ValueError(
+            f"cannot send the path {path!r}: a request target is visible ASCII; percent-encode "
+            f"the rest (urllib.parse.quote)"
+        )
     lines = [
         f"GET {path} HTTP/1.1",
         f"Host: {host}",
@@ -512,21 +335,33 @@ def build_request(
     if extensions:
         lines.append(f"Sec-WebSocket-Extensions: {', '.join(extensions)}")
     lines += [f"{n}: {v}" for n, v in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return _outgoing(lines)
 
 
 def check_response(response: Response | bytes, request: Request | bytes) -> Response:
     """Check the server's answer against the request we sent; return the parsed response.
 
-    Raises :class:`InvalidResponse` (section 4.1) when the status is not 101,
-    Upgrade or Connection are wrong, ``Sec-WebSocket-Accept`` does not match
-    our key, or the server picked a subprotocol or extension we did not offer.
+    Raises :class:`InvalidResponse` (section 4.1) when the response is
+    malformed, the status is not 101, Upgrade or Connection are wrong,
+    ``Sec-WebSocket-Accept`` does not match our key, or the server picked a
+    subprotocol or extension we did not offer; :class:`BadRequest` when
+    ``request`` itself cannot be checked against (incomplete, malformed, no
+    ``Sec-WebSocket-Key`` or one that is not ASCII).
     """
     if isinstance(request, bytes):
         parsed_request = parse_request(request)
         if parsed_request is None:
-            raise ValueError("the request bytes are incomplete: they must end with b'\\r\\n\\r\\n'")
+            raise BadRequest("the request bytes are incomplete: they must end with b'\\r\\n\\r\\n'", section="4.1")
         request = parsed_request
+    keys = request.headers.get_all("Sec-WebSocket-Key")
+    if len(keys) != 1 or not keys[0].isascii():
+        raise BadRequest(
+            (f"the request has {len(keys)} Sec-WebSocket-Key headers" if len(keys) > 1
+             else f"the request's Sec-WebSocket-Key {keys[0]!r} is not ASCII" if keys
+             else "the request has no Sec-WebSocket-Key")
+            + ", so no answer can be checked against it: send one key, base64.b64encode(os.urandom(16))",
+            header="Sec-WebSocket-Key", value=", ".join(keys) or None, section="4.1",
+        )
     if isinstance(response, bytes):
         parsed = parse_response(response)
         if parsed is None:
@@ -543,7 +378,7 @@ def check_response(response: Response | bytes, request: Request | bytes) -> Resp
         raise InvalidResponse(f"the 101 has Upgrade {h.get('Upgrade')!r}, not websocket", header="Upgrade", value=h.get("Upgrade"), section="4.1")
     if "upgrade" not in h.tokens("Connection"):
         raise InvalidResponse(f"the 101 has Connection {h.get('Connection')!r}, without the Upgrade token", header="Connection", value=h.get("Connection"), section="4.1")
-    expected = accept_key(request.headers["Sec-WebSocket-Key"])
+    expected = accept_key(keys[0])
     got = h.get("Sec-WebSocket-Accept")
     if got != expected:
         raise InvalidResponse(

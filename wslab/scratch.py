@@ -8,44 +8,59 @@ yourself. Read :func:`connection` top to bottom: it is the whole protocol.
 
 Design note
 -----------
-* :func:`connection` serves one client on one ``(reader, writer)`` pair from
-  :func:`asyncio.start_server`: it reads the upgrade request, answers 101 or a
-  refusal, then feeds every byte it reads to a :class:`wslab.frames.Reader`,
-  which unmasks, reassembles fragments, checks UTF-8 and the size limit, and
-  raises :class:`~wslab.frames.ProtocolError` with the close code to send.
-* :func:`serve_streams` runs *any* ``async def connection(reader, writer)``
-  (yours in lesson 06) like wslab's other servers: on the running loop (task
-  mode), on ``127.0.0.1`` with a port the OS picks, listed by
-  ``wslab.status()``, stopped by ``wslab.stop_all()``. An exception in the
-  connection code is printed once, kept in ``srv.errors``, and the client's
-  TCP connection is closed.
-* What must never happen: a stop that hangs. ``aclose()`` stops listening,
-  cancels every connection (the reference server answers a cancel with close
-  code 1001, going away) and aborts whatever is left after ``stop_timeout``.
+* :func:`connection` serves one client on one ``(reader, writer)`` pair: it
+  reads the upgrade request (within ``limits.open_timeout``, else 408),
+  answers 101 or a refusal (400, 403 for a page the Origin policy does not
+  allow, 426, 431), then feeds every byte it reads to a
+  :class:`wslab.frames.Reader`, which unmasks, reassembles fragments, checks
+  UTF-8 and the size limit. When a frame is bad the reader raises
+  :class:`~wslab.frames.ProtocolError`; ``error.events`` holds what it decoded
+  before the bad frame in the same read, and the server answers those first
+  (echoes, pongs), as websockets, wsproto and Node's ``ws`` do, then fails the
+  connection with the error's close code.
+* Failing the connection (RFC 6455 7.1.7) and refusing a handshake both end
+  in :func:`fail`/``_linger``: write the close frame (or the HTTP refusal),
+  half-close (TCP FIN after it), then read and discard whatever the client
+  still sends until it closes too, or ``limits.close_timeout``. Closing a
+  socket while unread bytes wait in it makes the kernel answer with a reset,
+  and a reset can wipe the client's copy of the close frame before it is read:
+  a client still writing a 1 MiB message would see "connection reset" instead
+  of 1009. The discarded bytes are never parsed (7.1.7: "MUST NOT continue to
+  attempt to process data (including a responding Close frame)"). websockets'
+  own server does the same (half-close, then discard until EOF).
+* Keepalive: after ``limits.ping_interval`` seconds without a byte from the
+  client the server pings; no byte within ``limits.ping_timeout`` more closes
+  with 1011. Every write waits for the client to read (``drain``) for at most
+  ``limits.stall_timeout`` seconds, then the TCP connection is cut: a client
+  that never reads cannot make the server buffer without bound (pongs
+  included: each one is drained before the next frame is read).
+* :func:`serve_scratch` runs :func:`connection` for every client with
+  :func:`wslab.stream_server.serve_streams`, which accepts the sockets under
+  the kit's connection caps and stops in bounded time (see its design note).
+* What must never happen: a stop that hangs. A cancel (the server stopping)
+  is answered with close code 1001, going away, unless a close frame went
+  already.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import sys
-import time
-import traceback
-from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Union
+from typing import Any, Awaitable, Callable, Sequence, Union
 
 from . import frames, handshake
 from .frames import CloseCode, Frame, Message, Opcode, ProtocolError
-from .servers import DEFAULT_STOP_TIMEOUT, Background, _check_host, _check_port, register, release
+from .limits import DEFAULT_LIMITS, Limits, env_origins, origin_allowed
+from .servers import DEFAULT_STOP_TIMEOUT
+from .stream_server import ScratchServer, _linger, serve_streams
 
-__all__ = ["connection", "echo", "serve_scratch", "serve_streams", "ScratchServer", "DEFAULT_MAX_SIZE"]
+__all__ = ["connection", "fail", "echo", "serve_scratch", "serve_streams", "ScratchServer", "DEFAULT_MAX_SIZE"]
 
-#: The largest message the reference server accepts, in bytes (1009 beyond it).
-DEFAULT_MAX_SIZE = 2**20
+#: The largest message the reference server accepts, in bytes (1009 beyond it): the kit's default.
+DEFAULT_MAX_SIZE = DEFAULT_LIMITS.max_size
 
 Data = Union[str, bytes]
 MessageHandler = Callable[[Data], Union[Data, None, Awaitable[Union[Data, None]]]]
-Connection = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 def echo(message: Data) -> Data:
@@ -62,25 +77,40 @@ async def connection(
     *,
     handler: MessageHandler = echo,
     max_size: int | None = DEFAULT_MAX_SIZE,
+    limits: Limits = DEFAULT_LIMITS,
+    origins: Sequence[Any] = (),
 ) -> None:
     """Serve one WebSocket client: handshake, then frames until one side closes.
 
     ``handler(message)`` gets each text (``str``) or binary (``bytes``)
     message and returns the reply (``None``: no reply); it may be async.
+    ``limits``: timeouts and the Origin policy (:class:`wslab.Limits`);
+    ``origins``: more pages allowed to connect besides the policy's own.
     """
     # 1. The opening handshake (RFC 6455 section 4.2): read until the blank
     #    line that ends the request head, check it, answer 101 or refuse.
+    sockname = writer.get_extra_info("sockname")
+
+    def allowed(origin: str | None) -> bool:  # 10.2: which pages may connect
+        return origin_allowed(origin, limits=limits, allow=origins, sockname=sockname)
+
     data = b""
     try:
-        while (request := handshake.parse_request(data)) is None:
-            chunk = await reader.read(4096)
-            if not chunk:
-                return  # the client left before finishing its request
-            data += chunk
-        handshake.check_request(request)
-    except handshake.HandshakeError as error:
-        writer.write(handshake.refusal(error))  # 400, 426, 431 with a body that says why
-        await writer.drain()
+        async with asyncio.timeout(limits.open_timeout):
+            while (request := handshake.parse_request(data)) is None:
+                chunk = await reader.read(4096)
+                if not chunk:
+                    return  # the client left before finishing its request
+                data += chunk
+        handshake.check_request(request, origins=allowed)
+    except (handshake.HandshakeError, TimeoutError) as error:
+        if isinstance(error, TimeoutError):
+            error = handshake.HandshakeError(
+                f"no complete request head within {limits.open_timeout:g} s: send the whole "
+                f"request at once", status=408, section="RFC 9110 section 15.5.9",
+            )
+        writer.write(handshake.refusal(error))  # 400, 403, 408, 426, 431 with a body that says why
+        await _linger(reader, writer, limits)
         return
     writer.write(handshake.response_101(request))
 
@@ -91,12 +121,10 @@ async def connection(
     try:
         while True:
             try:
-                events = incoming.feed(data)
-            except ProtocolError as error:
-                # 7.1.7 "Fail the WebSocket Connection": send a close frame
-                # with the code (1002, 1007, 1009...), then close TCP.
-                await send(writer, Frame.close(error.code, _reason(str(error))))
-                return
+                events, error = incoming.feed(data), None
+            except ProtocolError as exc:
+                # What came before the bad frame still counts: answer it first.
+                events, error = exc.events, exc
             for event in events:
                 if isinstance(event, Message):
                     try:
@@ -106,35 +134,90 @@ async def connection(
                         answer = _reply_frame(reply)
                     except Exception:
                         # A bug in the handler: 1011, internal error (7.4.1).
-                        await send(writer, Frame.close(CloseCode.INTERNAL_ERROR, "internal error"))
+                        await fail(reader, writer, CloseCode.INTERNAL_ERROR, "internal error", limits)
                         raise
                     if answer is not None:
-                        await send(writer, answer)
+                        await send(writer, answer, limits)
                 elif event.opcode == Opcode.PING:
                     # 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send
                     # a Pong frame in response", with the same application data.
-                    await send(writer, Frame.pong(event.payload))
+                    await send(writer, Frame.pong(event.payload), limits)
                 elif event.opcode == Opcode.CLOSE:
                     # 5.5.1: answer with a close frame, typically echoing the
                     # code; then the server closes TCP first (7.1.1).
                     code, reason = frames.parse_close(event.payload)
                     echoed = None if code == CloseCode.NO_STATUS_RCVD else code
-                    await send(writer, Frame.close(echoed, reason))
+                    await send(writer, Frame.close(echoed, reason), limits)
                     return
                 # A PONG needs no answer (5.5.3).
-            data = await reader.read(65536)
+            if error is not None:
+                # 7.1.7 "Fail the WebSocket Connection": a close frame with the
+                # code (1002, 1007, 1009...), then close TCP.
+                await fail(reader, writer, error.code, str(error), limits)
+                return
+            data = await _receive(reader, writer, limits)
             if not data:
                 return  # TCP closed without a close frame: 1006 for the client
     except asyncio.CancelledError:
-        # The server is stopping: tell the client why (1001, going away).
-        writer.write(frames.encode(Frame.close(CloseCode.GOING_AWAY, "server stopping")))
+        # The server is stopping: tell the client why (1001, going away),
+        # unless a close frame has gone already (then we half-closed).
+        if writer.can_write_eof() and not writer.transport.is_closing():
+            try:
+                writer.write(frames.encode(Frame.close(CloseCode.GOING_AWAY, "server stopping")))
+            except RuntimeError:
+                pass  # "Cannot call write() after write_eof()": our close frame went first
         raise
 
 
-async def send(writer: asyncio.StreamWriter, frame: Frame) -> None:
-    """Write one frame, unmasked: servers never mask (section 5.1)."""
+async def send(writer: asyncio.StreamWriter, frame: Frame, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Write one frame, unmasked: servers never mask (section 5.1).
+
+    Waits until the client has read enough (``drain``) for at most
+    ``limits.stall_timeout`` seconds; then the client is not reading, and the
+    TCP connection is cut (``ConnectionAbortedError``).
+    """
     writer.write(frames.encode(frame))
-    await writer.drain()
+    try:
+        async with asyncio.timeout(limits.stall_timeout):
+            await writer.drain()
+    except TimeoutError:
+        writer.transport.abort()
+        raise ConnectionAbortedError(
+            f"the client read nothing for {limits.stall_timeout:g} s: connection cut"
+        ) from None
+
+
+async def fail(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    code: int,
+    reason: str,
+    limits: Limits = DEFAULT_LIMITS,
+) -> None:
+    """7.1.7 "Fail the WebSocket Connection": a close frame with ``code``, then close cleanly.
+
+    After the close frame the server half-closes and discards what the client
+    still sends until it closes too (or ``limits.close_timeout``), so the
+    client reads the close frame instead of a TCP reset (see the design note).
+    """
+    writer.write(frames.encode(Frame.close(code, _reason(reason))))
+    await _linger(reader, writer, limits)
+
+
+async def _receive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limits: Limits) -> bytes:
+    """The next bytes from the client; a keepalive ping when it has been quiet (b"": close)."""
+    try:
+        async with asyncio.timeout(limits.ping_interval):
+            return await reader.read(65536)
+    except TimeoutError:
+        pass
+    await send(writer, Frame.ping(b"keepalive"), limits)  # 5.5.2: a ping "may serve as a keepalive"
+    try:
+        async with asyncio.timeout(limits.ping_timeout):
+            return await reader.read(65536)  # its pong, or anything else: it is alive
+    except TimeoutError:
+        await fail(reader, writer, CloseCode.INTERNAL_ERROR, "keepalive ping timeout", limits)
+        return b""
 
 
 def _reply_frame(reply: Any) -> Frame | None:
@@ -153,142 +236,39 @@ def _reason(text: str) -> str:
     return text.encode()[:123].decode(errors="ignore")
 
 
-# -- Running it in the background of a notebook ----------------------------------
-
-
-@dataclass(eq=False)
-class ScratchServer(Background):
-    """A handle on a server started by :func:`serve_streams` or :func:`serve_scratch`.
-
-    ``name``, ``host``, ``port``, ``url``, ``mode`` (always ``"task"``),
-    ``connections``, ``uptime``, ``errors``, ``running``; ``stop()`` and
-    ``await aclose()`` stop it within about ``stop_timeout`` seconds.
-    """
-
-    name: str
-    host: str
-    port: int
-    mode: str = "task"
-    started: float = field(default_factory=time.time)
-    errors: list[BaseException] = field(default_factory=list)
-    stop_timeout: float = DEFAULT_STOP_TIMEOUT
-    _server: asyncio.base_events.Server | None = field(default=None, repr=False)
-    _tasks: dict[asyncio.Task[Any], asyncio.StreamWriter] = field(default_factory=dict, repr=False)
-    _shown: set[str] = field(default_factory=set, repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/"
-
-    @property
-    def connections(self) -> int:
-        return len(self._tasks)
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"<wslab.ScratchServer {self.name!r} {self.url} {state}, {self.connections} connection(s)>"
-
-    async def _serve(self, code: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks[task] = writer
-        try:
-            await code(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client went away
-        except Exception as exc:  # noqa: BLE001 - reported, kept, never lost
-            self._report(exc)
-        finally:
-            self._tasks.pop(task, None)
-            writer.close()
-
-    def _report(self, exc: BaseException) -> None:
-        self.errors.append(exc)
-        key = f"{type(exc).__name__}: {exc}"
-        if key in self._shown:
-            return  # the same error on every connection: say it once
-        self._shown.add(key)
-        detail = "" if isinstance(exc, NotImplementedError) else "".join(traceback.format_exception(exc))
-        print(
-            f"! server {self.name!r}: the connection code raised {key}\n"
-            f"! the client's TCP connection was closed; the exception is kept in srv.errors\n{detail}",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    async def _close(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=self.stop_timeout)
-        for writer in list(self._tasks.values()):
-            writer.transport.abort()  # stragglers that ignored the cancel
-
-    def _begin_close(self) -> None:
-        super()._begin_close()  # _close() as a task, when the cell returns
-        assert self._server is not None
-        self._server.close()  # stop listening now
-
-    def _release(self) -> None:
-        if self._server is not None:
-            self._server.close()  # interpreter exit: release the port
-
-
-async def serve_streams(
-    code: Connection,
-    name: str | None = None,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 0,
-    allow_network: bool = False,
-    stop_timeout: float = DEFAULT_STOP_TIMEOUT,
-) -> ScratchServer:
-    """Run ``async def code(reader, writer)`` for every TCP client, in the background.
-
-    ``srv = await wslab.serve_streams(my_connection, name="mine")``: the
-    server listens on ``host`` (``127.0.0.1``) and a port the OS picks
-    (``srv.url``); a server already running under ``name`` is stopped first.
-    """
-    if not inspect.iscoroutinefunction(code):
-        raise TypeError(
-            f"{getattr(code, '__name__', code)!r} must be an async function: "
-            f"write `async def connection(reader, writer): ...`"
-        )
-    _check_host(host, allow_network)
-    _check_port(port)
-    name = name or getattr(code, "__name__", "streams")
-    await release(name)
-    handle = ScratchServer(name, host, 0, stop_timeout=stop_timeout)
-    handle._server = await asyncio.start_server(
-        lambda r, w: handle._serve(code, r, w), host, port
-    )
-    handle._loop = asyncio.get_running_loop()
-    handle.port = handle._server.sockets[0].getsockname()[1]
-    register(handle)
-    return handle
-
-
 async def serve_scratch(
     handler: MessageHandler = echo,
     name: str = "scratch",
     *,
-    max_size: int | None = DEFAULT_MAX_SIZE,
+    max_size: int | None = None,
+    limits: Limits | None = None,
+    origins: Sequence[Any] = (),
     **kwargs: Any,
 ) -> ScratchServer:
     """Start the reference from-scratch server: :func:`connection` with ``handler``.
 
     ``handler(message)`` returns the reply (default: :func:`echo`);
-    ``max_size`` is the largest message in bytes (1009 beyond it). Other
-    keyword arguments go to :func:`serve_streams`.
+    ``max_size`` is the largest message in bytes (1009 beyond it; default
+    ``limits.max_size``, 1 MiB; ``limits=wslab.Limits(max_size=None)`` for
+    no limit).
+    ``limits`` (:class:`wslab.Limits`) sets the timeouts, caps and Origin
+    policy every wslab listener shares: pages from this computer and from the
+    server's own address may connect, and ``origins`` (plus
+    ``WSLAB_ORIGINS``); others get 403. Other keyword arguments go to
+    :func:`serve_streams`.
 
     >>> srv = await wslab.serve_scratch()
     >>> report = await wslab.check_server(srv)
     """
+    limits = DEFAULT_LIMITS if limits is None else limits
+    if not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a wslab.Limits, got {limits!r}")
+    max_size = limits.max_size if max_size is None else max_size
+    stop_timeout = kwargs.get("stop_timeout", DEFAULT_STOP_TIMEOUT)
+    limits = limits.replace(close_timeout=max(0.05, min(limits.close_timeout, stop_timeout)))
+    allowed = (*origins, *env_origins())
 
     async def scratch(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await connection(reader, writer, handler=handler, max_size=max_size)
+        await connection(reader, writer, handler=handler, max_size=max_size, limits=limits, origins=allowed)
 
-    return await serve_streams(scratch, name, **kwargs)
+    return await serve_streams(scratch, name, limits=limits, **kwargs)

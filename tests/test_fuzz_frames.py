@@ -1,0 +1,202 @@
+"""Fuzzing wslab.frames: random and mutated bytes into every parser (issue 14).
+
+Each parser gets inputs built from valid frames (text, binary, fragmented,
+control, compressed, masked and not) and then mutated: bits flipped, bytes
+cut, inserted or appended, lengths rewritten to absurd values, frames spliced,
+plus plain random bytes. Only the exceptions the docstrings promise may come
+out: :class:`ProtocolError` from ``decode`` and ``Reader.feed`` (with a close
+code a peer may send), nothing at all from ``explain`` and ``transcript``.
+Memory stays bounded (``tracemalloc`` peak) and every run is seeded
+(``WSLAB_FUZZ_SEED``) and bounded in count and in time (``WSLAB_FUZZ_SECONDS``
+per parser, 2 s by default).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import tracemalloc
+import zlib
+
+import pytest
+
+from wslab.frames import Frame, Message, Opcode, ProtocolError, Reader, decode, encode, explain, mask, transcript
+
+SEED = int(os.environ.get("WSLAB_FUZZ_SEED", "6455"))
+SECONDS = float(os.environ.get("WSLAB_FUZZ_SECONDS", "2"))
+MAX_CASES = 20_000  # per parser, whatever the clock says
+MAX_SIZE = 4096  # the readers' limit: a message over it is refused with 1009
+PEAK_BYTES = 48 * 2**20  # far below what an unbounded inflate of the corpus' bomb would take
+CLOSE_CODES = {1002, 1007, 1009}  # what a reader may ask a peer to close with
+
+
+def compressed(data: bytes) -> bytes:
+    c = zlib.compressobj(wbits=-15)
+    return (c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def bomb(mebibytes: int) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return ((c.compress(bytes(2**20)) + c.flush(zlib.Z_FULL_FLUSH)) * mebibytes)[:-4]
+
+
+def corpus(rng: random.Random) -> list[bytes]:
+    """Valid streams: single frames and short conversations, masked (to a server) and not (to a client)."""
+    frames = [
+        Frame.text("Hello"),
+        Frame.text("héllo wörld " * 20),
+        Frame.binary(bytes(range(256))),
+        Frame.binary(rng.randbytes(70_000)),  # a 64-bit length
+        Frame(Opcode.TEXT, b"frag", fin=False),
+        Frame(Opcode.CONT, "ménted".encode(), fin=True),
+        Frame.ping(b"are you there"),
+        Frame.pong(b""),
+        Frame.close(1000, "bye"),
+        Frame.close(None),
+        Frame(Opcode.TEXT, compressed(b"Hello, Hello, Hello!" * 10), rsv1=True),
+        Frame(Opcode.BINARY, compressed(bytes(3000)), fin=False, rsv1=True),
+        Frame(Opcode.CONT, compressed(b"rest")),
+        Frame(Opcode.BINARY, bomb(8), rsv1=True),  # 8 KB that inflate to 8 MiB
+    ]
+    streams = []
+    for key in (None, b"\x37\xfa\x21\x3d"):
+        wires = [encode(f, mask_key=key, strict=False) for f in frames]
+        streams += wires
+        for _ in range(12):
+            streams.append(b"".join(rng.choice(wires) for _ in range(rng.randint(2, 5))))
+    return streams
+
+
+def mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:
+    """One to three random edits of ``data``."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 3)):
+        what = rng.randrange(8)
+        at = rng.randrange(len(out) + 1)
+        if what == 0 and out:  # flip a bit
+            i = rng.randrange(min(len(out), 16) if rng.random() < 0.7 else len(out))  # headers mostly
+            out[i] ^= 1 << rng.randrange(8)
+        elif what == 1:  # truncate
+            del out[at:]
+        elif what == 2:  # extend with random bytes
+            out += rng.randbytes(rng.randint(1, 40))
+        elif what == 3:  # insert random bytes
+            out[at:at] = rng.randbytes(rng.randint(1, 8))
+        elif what == 4 and out:  # delete a few bytes
+            del out[at : at + rng.randint(1, 8)]
+        elif what == 5 and len(out) >= 2:  # an absurd length: 16 or 64 bits, maybe 2^62, maybe top bit set
+            out[1] = (out[1] & 0x80) | rng.choice([126, 127])
+            out[2:2] = rng.choice([b"\xff\xff", (2**62).to_bytes(8, "big"), b"\x80" + bytes(7), rng.randbytes(8)])
+        elif what == 6:  # splice in another stream
+            out[at:at] = rng.choice(pool)[: rng.randint(1, 200)]
+        else:  # a random first byte: any opcode, any RSV bits
+            if out:
+                out[0] = rng.randrange(256)
+    return bytes(out)
+
+
+def cases(seed: int, pool: list[bytes]):
+    """Inputs until the time or count runs out: 1 in 8 plain random bytes, else mutated valid streams."""
+    rng = random.Random(seed)
+    deadline = time.monotonic() + SECONDS
+    for count in range(MAX_CASES):
+        if time.monotonic() > deadline and count >= 200:
+            return
+        if rng.random() < 0.125:
+            yield rng, rng.randbytes(rng.randint(0, 64))
+        else:
+            yield rng, mutate(rng, rng.choice(pool), pool)
+
+
+def chunks(rng: random.Random, data: bytes) -> list[bytes]:
+    cuts = sorted(rng.randrange(len(data) + 1) for _ in range(rng.randint(1, 6)))
+    edges = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in zip(edges, edges[1:])]
+
+
+@pytest.fixture
+def pool():
+    return corpus(random.Random(SEED))
+
+
+@pytest.fixture
+def bounded_memory():
+    """Fail if the test's Python allocations ever peak above PEAK_BYTES."""
+    tracemalloc.start()
+    try:
+        yield
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < PEAK_BYTES, f"peak {peak:,} bytes"
+
+
+def outcome(reader: Reader, pieces: list[bytes]) -> tuple[list, tuple | None]:
+    events: list = []
+    for piece in pieces:
+        try:
+            events += reader.feed(piece, frames=True)
+        except ProtocolError as error:
+            assert int(error.code) in CLOSE_CODES, repr(error)
+            assert str(error) and error.section
+            events += error.events
+            return events, (int(error.code), error.section, str(error))
+        except Exception as error:  # pragma: no cover - what the fuzz is here to catch
+            raise AssertionError(f"{type(error).__name__} from feed({piece[:40].hex(' ')}...): {error}") from error
+    return events, None
+
+
+def test_decode_raises_only_protocol_error(pool, bounded_memory):
+    for rng, data in cases(SEED + 1, pool):
+        masked = rng.choice([None, True, False])
+        try:
+            frame, n = decode(data, mask_required=masked, rsv1_allowed=rng.random() < 0.5,
+                              max_size=rng.choice([None, MAX_SIZE]))
+        except ProtocolError as error:
+            assert int(error.code) in (1002, 1009), repr(error)
+            continue
+        assert n > 0
+        if frame is not None:
+            assert n <= len(data) and isinstance(frame.payload, bytes)
+            on_wire = data[n - len(frame.payload) : n]
+            assert on_wire == (frame.payload if frame.mask_key is None else mask(frame.payload, frame.mask_key))
+            wire = encode(frame, strict=False)  # the minimal length encoding (5.2): data's may be longer
+            assert decode(wire, rsv1_allowed=True)[0] == frame and len(wire) <= n
+
+
+@pytest.mark.parametrize("role", ["server", "client"])
+def test_reader_raises_only_protocol_error_and_chunking_changes_nothing(pool, bounded_memory, role):
+    for rng, data in cases(SEED + (2 if role == "server" else 3), pool):
+        deflate = rng.random() < 0.5
+        whole = outcome(Reader(role, max_size=MAX_SIZE, permessage_deflate=deflate), [data])
+        reader = Reader(role, max_size=MAX_SIZE, permessage_deflate=deflate)
+        chunked = outcome(reader, chunks(rng, data))
+        assert chunked == whole, data[:60].hex(" ")
+        assert reader.buffered <= len(data)
+        for event in whole[0]:
+            assert isinstance(event, (Frame, Message))
+            if isinstance(event, Message):
+                assert len(event.data) <= MAX_SIZE
+
+
+def test_explain_never_raises(pool, bounded_memory):
+    for rng, data in cases(SEED + 4, pool):
+        try:
+            view = explain(data, inflate_payload=rng.random() < 0.8)
+            text, page = str(view), view._repr_html_()
+        except Exception as error:  # pragma: no cover
+            raise AssertionError(f"explain({data[:40].hex(' ')}...) raised {error!r}") from error
+        assert text and page
+
+
+def test_transcript_never_raises(pool, bounded_memory):
+    extensions = ["", "permessage-deflate", "permessage-deflate; client_no_context_takeover",
+                  "permessage-deflate; server_no_context_takeover; client_no_context_takeover"]
+    for rng, data in cases(SEED + 5, pool):
+        capture = [(rng.choice("<>"), i / 1000, piece) for i, piece in enumerate(chunks(rng, data))]
+        try:
+            lines = transcript(capture, extensions=rng.choice(extensions))
+        except Exception as error:  # pragma: no cover
+            raise AssertionError(f"transcript({data[:40].hex(' ')}...) raised {error!r}") from error
+        assert all(isinstance(line, str) for line in lines)
