@@ -64,9 +64,9 @@ EXPECTED: dict[str, dict[str, str]] = {
     ),
     "wsproto": verdicts(),
     "node-ws": verdicts(note=["handshake with version 25 (unknown)"]),
-    # wslab's reference server (wslab.scratch), out of process. Branch handshake fixes what the
-    # battery cannot see (it echoes and answers pings before failing, reads on after 1009, 400 for
-    # the handshake gaps); every pair here is "pass" already and must stay so once it is merged.
+    # wslab's reference server (wslab.scratch), out of process, with branch handshake's fixes merged
+    # (bf58374: it answers what came before a bad frame, drains after 1009; ba33703: 400 for the
+    # handshake gaps). Every MUST holds, with no note.
     "scratch": verdicts(),
     # Legal but unusual.
     "raw": verdicts(),
@@ -84,10 +84,16 @@ EXPECTED: dict[str, dict[str, str]] = {
     "raw:accepts-any-version": verdicts(fail=["handshake with version 25 (unknown)"]),
     "raw:no-version-header": verdicts(fail=["handshake with version 25 (unknown)"]),
     "raw:keeps-the-mask": verdicts(fail=[
-        "text echo", "binary echo", "200 bytes (16-bit length)", "70,000 bytes (64-bit length)",
-        "two frames in one write", "fragmented message", "ping inside a fragmented message",
+        "binary echo", "200 bytes (16-bit length)", "70,000 bytes (64-bit length)",  # every binary echo
         "server frames unmasked", "server lengths minimal", "server frames without RSV bits",
-        "server control frames", "valid UTF-8 split across fragments",  # every echo is garbage
+        "server control frames",  # is garbage, and these cases echo binary messages first
+    ]),
+    "raw:text-as-binary": verdicts(fail=[
+        "text echo", "fragmented message", "ping inside a fragmented message", "valid UTF-8 split across fragments",
+    ]),
+    "raw:one-frame-per-read": verdicts(fail=[
+        "two frames in one write", "fragmented message", "ping inside a fragmented message",
+        "valid UTF-8 split across fragments", "new message inside a fragmented one",  # all sent in one write
     ]),
     "raw:no-reassembly": verdicts(fail=[
         "fragmented message", "ping inside a fragmented message", "valid UTF-8 split across fragments",

@@ -34,7 +34,9 @@ MUTANTS = {
     "accepts-missing-key": "101 for a request with no Sec-WebSocket-Key (4.2.1)",
     "accepts-any-version": "101 for any Sec-WebSocket-Version (4.2.2, 4.4)",
     "no-version-header": "refuses an unknown version without Sec-WebSocket-Version (4.4)",
-    "keeps-the-mask": "does not unmask client frames: the echo is the masked bytes (6.2)",
+    "keeps-the-mask": "does not unmask binary frames: the echo is the masked bytes (6.2)",
+    "text-as-binary": "echoes text messages as binary ones (6.2: note the type from the opcode)",
+    "one-frame-per-read": "drops what a read brought after the first data frame (6.2: parse all incoming data)",
     "no-reassembly": "echoes each fragment as a message of its own (5.4)",
     "accepts-unmasked": "echoes unmasked client frames (5.1)",
     "ignores-reserved-opcode": "skips frames with a reserved opcode (5.2)",
@@ -182,8 +184,10 @@ class RawServer:
                 key = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
                 data = await reader.readexactly(n)
                 payload = bytes(b ^ key[i % 4] for i, b in enumerate(data)) if n < 4096 else _unmask(data, key)
-                if self.has("keeps-the-mask") and opcode in (0x0, 0x1, 0x2):
+                if self.has("keeps-the-mask") and (opcode == 0x2 or opcode == 0x0 and kind == 0x2):
                     payload = data
+                if self.has("one-frame-per-read") and opcode in (0x0, 0x1, 0x2):
+                    reader._buffer.clear()  # whatever came in the same read is lost
                 if not known:
                     continue
                 if opcode == 0x9:
@@ -224,6 +228,8 @@ class RawServer:
                         message.decode("utf-8")
                     except UnicodeDecodeError:
                         raise Fail(1007) from None
+                if kind_done == 0x1 and self.has("text-as-binary"):
+                    kind_done = 0x2
                 self.send_message(writer, kind_done, message)
                 await writer.drain()
         except Fail as failure:
