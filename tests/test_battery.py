@@ -473,3 +473,24 @@ def test_check_read_frame_catches_a_reader_that_ignores_the_mask():
 
     with pytest.raises(wslab.CheckFailed, match="masked 'Hello'"):
         run(battery.check_read_frame(no_unmasking, 2**20))
+
+
+def test_lesson_06s_claims_about_the_websockets_server_hold():
+    """Lesson 06 shows wslab.serve (websockets) failing RFC 6455 4.4's MUST and nothing else, and the
+    article's handler failing the echo cases on top of it."""
+
+    async def main():
+        library = await wslab.serve(pure_echo, name="library")
+        article = await wslab.serve(wslab.handlers.echo, name="article")
+        try:
+            return (await check_server(library, timeout=seconds(5)), await check_server(article, timeout=seconds(5)))
+        finally:
+            await library.aclose()
+            await article.aclose()
+
+    library, article = run(main(), timeout=60)
+    assert library.failed == ["handshake with version 25 (unknown)"], str(library)
+    assert "no Sec-WebSocket-Version header" in library["handshake with version 25 (unknown)"].happened
+    assert set(article.failed) == {"handshake with version 25 (unknown)", "text echo", "two frames in one write",
+                                   "fragmented message", "ping inside a fragmented message",
+                                   "valid UTF-8 split across fragments"}, str(article)
