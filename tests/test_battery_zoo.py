@@ -73,6 +73,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     "raw:close-1000": verdicts(note=["close code echoed"]),
     "raw:accepts-version-8": verdicts(),
     "raw:pings-first": verdicts(),
+    "raw:pings-often": verdicts(),
     "raw:echoes-in-fragments": verdicts(),
     "raw:drops-tcp-on-error": verdicts(note=FAILING_CONNECTION),
     "raw:426-for-missing-key": verdicts(note=["handshake without Sec-WebSocket-Key"]),

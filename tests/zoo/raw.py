@@ -21,6 +21,7 @@ VARIANTS = {
     "close-1000": "answers every close with code 1000 instead of echoing the code",
     "accepts-version-8": "accepts Sec-WebSocket-Version 8 as well as 13 (4.2.2: any version it understands)",
     "pings-first": "sends a ping and an unsolicited pong right after the handshake (5.5.2 MAY, 5.5.3 MAY)",
+    "pings-often": "sends a ping and an unsolicited pong before every frame it sends (5.5.2, 5.5.3 MAY)",
     "echoes-in-fragments": "sends every echo as several fragments (5.4 MAY)",
     "drops-tcp-on-error": "fails the connection by closing TCP, with no close frame (7.1.7 SHOULD, 5.1 MAY)",
     "426-for-missing-key": "refuses a missing Sec-WebSocket-Key with 426 (4.2.1 'such as 400')",
@@ -128,6 +129,9 @@ class RawServer:
     # Frames
 
     def send(self, writer, opcode: int, payload: bytes, fin: bool = True) -> None:
+        if self.has("pings-often") and opcode not in (0x9, 0xA):
+            self.send(writer, 0x9, b"often")
+            self.send(writer, 0xA, b"unsolicited")
         rsv = 0b100 if self.has("sets-rsv") else 0
         if opcode == 0xA and self.has("pong-without-fin"):
             fin = False
