@@ -1,26 +1,36 @@
-"""The battery passes a correct server and catches the bugs it claims to catch.
+"""The battery states each rule at the RFC's level, reports MUSTs apart from notes, and never hangs.
 
-The correct server is the websockets library's (an independent
-implementation). The buggy ones are a small raw-asyncio echo server written
-here with one bug switched on at a time: each must fail exactly the cases
-that name its bug, and pass the rest.
+Fast checks, in process: the frame encoder against the RFC's vectors and
+websockets' parser, the quotes against the RFC's text, the report's levels,
+JSON and JUnit output, the command line's exit status, the exercise checks.
+The grading of real servers, each in its own process, is in
+``test_battery_zoo.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import struct
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
+from websockets.asyncio.server import serve as ws_serve
 from websockets.frames import Frame, Opcode
 
 import wslab
 from wslab import battery
-from wslab.battery import CASES, check_server, check_server_sync, encode_frame
+from wslab.battery import CASES, MUST, SHOULD, USUAL, check_server, check_server_sync, encode_frame
+from wslab.battery.case import CLOSE_FRAME_FIRST, Rule
+from wslab.servers import LoopThread
 
 from .conftest import run, seconds
+from .zoo.raw import RawServer
 
-ALL = {case.name for case in CASES}
+MUST_CASES = [c.name for c in CASES if c.level == MUST]
+RFC_TEXT = Path(__file__).parent / "data" / "rfc6455.txt"
 
 
 async def pure_echo(connection):
@@ -41,7 +51,7 @@ def test_encode_frame_matches_the_rfc_examples():
     assert encode_frame(0x1, b"Hel", fin=False, mask=False).hex() == "010348656c"
 
 
-@pytest.mark.parametrize("size", [0, 125, 126, 200, 65535, 65536, 70_000])
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 70_000])
 def test_websockets_parses_encoded_frames_at_every_length_form(size):
     payload = bytes(i % 251 for i in range(size))
     data = encode_frame(0x2, payload)
@@ -61,229 +71,196 @@ def test_websockets_parses_encoded_frames_at_every_length_form(size):
     assert frame.opcode is Opcode.BINARY and frame.data == payload and frame.fin
 
 
-# A correct, independent server passes everything
+# Levels: the RFC's words, at the RFC's level
 
 
-def test_a_websockets_echo_server_passes_every_case():
+def _normalised_rfc() -> str:
+    lines = [
+        line for line in RFC_TEXT.read_text().splitlines()
+        if not line.startswith(("Fette & Melnikov", "RFC 6455                 The WebSocket Protocol"))
+    ]
+    return re.sub(r"\s+", " ", " ".join(lines).replace("\f", " "))
+
+
+def _rules():
+    yield from ((c.name, c.rule) for c in CASES)
+    yield "(notes)", CLOSE_FRAME_FIRST
+    for module in (battery.cases.handshake, battery.cases.framing, battery.cases.control, battery.cases.payload):
+        for value in vars(module).values():
+            if isinstance(value, Rule):
+                yield module.__name__, value
+
+
+def test_every_quote_is_the_rfcs_exact_words():
+    text = _normalised_rfc()
+    for where, rule in _rules():
+        for piece in re.split(r"\s*\[(?:\.\.\.|7\.4\.2)\]\s*", rule.quote):
+            piece = re.sub(r"\s+", " ", piece.strip()).strip("()")
+            assert piece and piece in text, f"{where}: not in RFC 6455 {rule.section}: {piece!r}"
+
+
+def test_every_rule_is_quoted_at_its_own_level():
+    """A MUST case quotes a MUST; a SHOULD note a SHOULD; a usual remark neither."""
+    for where, rule in _rules():
+        words = set(re.findall(r"\b(MUST|SHOULD)\b", rule.quote))
+        if rule.level == MUST:
+            assert "MUST" in words, (where, rule)
+        elif rule.level == SHOULD:
+            assert "SHOULD" in words, (where, rule)
+        else:
+            assert rule.level == USUAL and not words, (where, rule)
+
+
+def test_cases_are_named_uniquely_and_follow_the_rfcs_order_of_sections():
+    assert len({c.name for c in CASES}) == len(CASES)
+    assert CASES[0].section.startswith("4.") and CASES[-1].section == "10.4"
+    assert [c.name for c in CASES if c.level != MUST] == ["close code echoed"]
+
+
+def test_the_battery_shares_no_code_with_what_it_judges():
+    """It crafts its own frames and handshakes: wslab.frames and wslab.handshake never judge themselves."""
+    package = Path(battery.__file__).parent
+    imports = re.compile(
+        r"^\s*(?:(?:from|import)\s+(?:wslab\.|\.\.\.?)(?:frames|handshake)\b"
+        r"|from\s+(?:wslab|\.\.\.?)\s+import\s+.*\b(?:frames|handshake)\b)",
+        re.MULTILINE,
+    )
+    for path in package.rglob("*.py"):
+        found = imports.findall(path.read_text())
+        assert found == [], f"{path.relative_to(package)} imports {found}"
+    assert imports.search("from ..frames import Reader") and imports.search("from wslab import frames")
+
+
+def test_the_docs_state_the_battery_as_it_is():
+    root = Path(__file__).resolve().parent.parent
+    cases, musts = len(CASES), len(MUST_CASES)
+    assert f"a battery of {cases} protocol cases ({musts} RFC 6455 MUSTs)" in (root / "README.md").read_text()
+    assert f"a battery of {cases} named" in (root / "README.md").read_text()
+    assert f"({musts} of the {cases} cases are MUSTs;" in (root / "instructor" / "GUIDE.md").read_text()
+    lesson = (root / "instructor" / "source" / "06-build-a-server-from-scratch.ipynb").read_text()
+    assert f"a battery of {cases} protocol cases" in lesson
+
+
+# A correct server, a variant, a mutant: what the report says
+
+
+async def _raw(quirk: str = "", **kwargs):
+    server = RawServer(quirk)
+    port = await server.start()
+    try:
+        return await check_server(f"ws://127.0.0.1:{port}/", timeout=seconds(kwargs.pop("timeout", 2)), **kwargs)
+    finally:
+        server.server.close()
+
+
+def test_a_correct_server_holds_every_must_and_says_so():
+    report = run(_raw(), timeout=60)
+    assert report.passed and report.failed == [] and report.notes == [], str(report)
+    assert report.musts == (len(MUST_CASES), len(MUST_CASES))
+    assert f"{len(MUST_CASES)} of {len(MUST_CASES)} MUSTs hold" in report.summary
+    html = report._repr_html_()
+    assert "<table>" in html and "level" in html and "the RFC&#x27;s words" in html
+    assert "MUST NOT mask any frames" in html  # the quote is in the notebook's table
+
+
+def test_should_notes_are_listed_apart_and_never_fail_the_server():
+    """RFC 6455 7.1.7: failing the connection, a server SHOULD send a close frame first."""
+    report = run(_raw("drops-tcp-on-error"), timeout=60)
+    assert report.passed and report.failed == [], str(report)
+    noted = {name for name, note in report.should_notes}
+    assert "unmasked client frame" in noted and "invalid UTF-8 in a text message" in noted
+    assert all(note.rule is CLOSE_FRAME_FIRST for _, note in report.should_notes)
+    assert report["unmasked client frame"].mark == "!"
+    assert "Notes (not failures):" in str(report) and "SHOULD note" in report.summary
+
+
+def test_a_usual_behaviour_not_followed_is_a_remark_not_a_failure():
+    """RFC 6455 5.5.1: the endpoint "typically echos the status code it received"."""
+    report = run(_raw("close-1000", cases=["close with a code", "close code echoed"]))
+    assert report.passed, str(report)
+    echoed = report["close code echoed"]
+    assert echoed.status == "note" and echoed.mark == "~" and "1000" in echoed.happened
+
+
+def test_a_mutant_fails_only_its_must_and_the_failure_quotes_the_rfc():
+    report = run(_raw("accepts-unmasked"), timeout=60)
+    assert report.failed == ["unmasked client frame"], str(report)
+    with pytest.raises(wslab.CheckFailed, match=r"1 of \d+ MUSTs failed: unmasked client frame.*MUST close the connection"):
+        report.assert_passed()
+
+
+def test_max_size_applies_to_every_case_whose_message_is_over_it():
+    """RFC 6455 10.4: a websockets server with max_size=65536 rightly refuses 70,000 bytes."""
+
     async def main():
-        srv = await wslab.serve(pure_echo, name="reference", max_size=2**20)
-        try:
-            return await check_server(srv, max_size=2**20, timeout=seconds(5))
-        finally:
-            await srv.aclose()
+        async with ws_serve(pure_echo, "127.0.0.1", 0, max_size=65536) as server:
+            url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+            return await check_server(url, max_size=65536, timeout=seconds(5))
 
     report = run(main(), timeout=60)
-    assert report.failed == [], str(report)
-    assert len(report) == len(CASES)
-    assert "16 of 16 cases passed" in str(report) and "<table>" in report._repr_html_()
-
-
-def test_websockets_400_for_a_wrong_version_passes_with_a_note():
-    """RFC 6455 4.4: "such as 426"; websockets answers 400, a refusal all the same."""
-
-    async def main():
-        srv = await wslab.serve(pure_echo, name="reference")
-        try:
-            return await check_server(srv, cases=["handshake with version 8"], timeout=seconds(5))
-        finally:
-            await srv.aclose()
-
-    result = run(main())["handshake with version 8"]
-    assert result.passed and "400" in result.happened and "426" in result.happened
+    assert "70,000 bytes (64-bit length)" not in report.failed and "oversized message" not in report.failed
+    assert "1009" in report["70,000 bytes (64-bit length)"].happened
+    assert "up to 65,536 bytes" in report["server lengths minimal"].happened
 
 
 def test_a_smaller_limit_than_the_server_has_fails_the_oversized_case():
     async def main():
-        srv = await wslab.serve(pure_echo, name="reference", max_size=2**20)
-        try:
-            return await check_server(srv, max_size=1000, cases=["oversized message"], timeout=seconds(5))
-        finally:
-            await srv.aclose()
+        async with ws_serve(pure_echo, "127.0.0.1", 0, max_size=2**20) as server:
+            url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+            return await check_server(url, max_size=1000, cases=["oversized message"], timeout=seconds(5))
 
     result = run(main())["oversized message"]
-    assert not result.passed and "1009" in result.expected
+    assert not result.passed and "accepted a message of 1,001 bytes" in result.happened
 
 
-# Buggy servers fail exactly their cases
+def test_max_size_none_skips_the_oversized_case():
+    report = run(_raw(max_size=None, cases=["oversized message"]))
+    assert report.passed and report["oversized message"].skipped and report.musts == (0, 0)
 
 
-class Sloppy:
-    """A raw asyncio echo server with switchable bugs (all off: a correct server)."""
-
-    def __init__(self, **bugs: bool) -> None:
-        self.bugs = bugs
-        self.server: asyncio.base_events.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self.connection, "127.0.0.1", 0)
-        return f"ws://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/"
-
-    async def stop(self) -> None:
-        self.server.close()
-        for writer in self.writers:
-            writer.transport.abort()
-        async with asyncio.timeout(seconds(5)):
-            await self.server.wait_closed()
-
-    async def connection(self, reader, writer):
-        from websockets.utils import accept_key
-
-        self.writers.add(writer)
-        try:
-            head = (await reader.readuntil(b"\r\n\r\n")).decode()
-            headers = dict(
-                (k.strip().lower(), v.strip())
-                for k, v in (ln.split(":", 1) for ln in head.split("\r\n")[1:] if ":" in ln)
-            )
-            if "sec-websocket-key" not in headers:
-                writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-                return
-            if headers.get("sec-websocket-version") != "13":
-                writer.write(b"HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\n"
-                             b"Content-Length: 0\r\n\r\n")
-                return
-            writer.write(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                + f"Sec-WebSocket-Accept: {accept_key(headers['sec-websocket-key'])}\r\n\r\n".encode()
-            )
-            await self.frames(reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    def send(self, writer, opcode, payload):
-        writer.write(encode_frame(opcode, payload, mask=False))
-
-    def close(self, writer, code):
-        self.send(writer, 0x8, struct.pack("!H", code))
-
-    async def frames(self, reader, writer):
-        message, kind = b"", None
-        while True:
-            b0, b1 = await reader.readexactly(2)
-            fin, opcode, n = b0 & 0x80, b0 & 0x0F, b1 & 0x7F
-            if not b1 & 0x80 and not self.bugs.get("accept_unmasked"):
-                return self.close(writer, 1002)
-            if n == 126:
-                (n,) = struct.unpack("!H", await reader.readexactly(2))
-            elif n == 127:
-                (n,) = struct.unpack("!Q", await reader.readexactly(8))
-            if opcode >= 0x8 and n > 125 or opcode not in (0, 1, 2, 8, 9, 10):
-                return self.close(writer, 1002)
-            if len(message) + n > 2**20 and not self.bugs.get("no_size_limit"):
-                return self.close(writer, 1009)
-            key = await reader.readexactly(4) if b1 & 0x80 else b"\0\0\0\0"
-            payload = bytes(b ^ key[i % 4] for i, b in enumerate(await reader.readexactly(n)))
-            if opcode == 0x9:
-                if not self.bugs.get("ignore_pings"):
-                    self.send(writer, 0xA, payload)
-                continue
-            if opcode == 0x8:
-                writer.write(encode_frame(0x8, payload, mask=False))
-                if self.bugs.get("keep_tcp_open"):
-                    await reader.read()  # waits for the client to hang up
-                return
-            if opcode == 0xA:
-                continue
-            kind = kind if opcode == 0 else opcode
-            message += payload
-            if not fin:
-                continue
-            if kind == 1 and not self.bugs.get("no_utf8_check"):
-                try:
-                    message.decode()
-                except UnicodeDecodeError:
-                    return self.close(writer, 1007)
-            self.send(writer, kind, message)
-            message, kind = b"", None
-
-
-def check_sloppy(timeout: float = 1.0, **bugs: bool):
-    async def main():
-        sloppy = Sloppy(**bugs)
-        url = await sloppy.start()
-        try:
-            return await check_server(url, timeout=seconds(timeout))
-        finally:
-            await sloppy.stop()
-
-    return run(main(), timeout=60)
-
-
-def test_the_sloppy_server_with_no_bug_switched_on_passes_every_case():
-    report = check_sloppy()
-    assert report.failed == [], str(report)
-
-
-@pytest.mark.parametrize(
-    "bug, fails",
-    [
-        ("accept_unmasked", {"unmasked client frame"}),
-        ("no_utf8_check", {"invalid UTF-8 in a text message"}),
-        ("ignore_pings", {"ping -> pong", "ping inside a fragmented message"}),
-        ("no_size_limit", {"oversized message"}),
-        ("keep_tcp_open", {"close with a code"}),
-    ],
-)
-def test_a_server_with_one_bug_fails_exactly_the_cases_for_that_bug(bug, fails):
-    """RFC 6455 5.1 (masking), 8.1 (UTF-8), 5.5.2 (pong), 7.4.1 (1009)."""
-    report = check_sloppy(**{bug: True})
-    assert set(report.failed) == fails, str(report)
-    assert ALL - set(report.failed) == {r.name for r in report.results if r.passed}
-
-
-def test_a_server_that_keeps_tcp_open_after_closing_is_told_so():
-    """RFC 6455 7.1.1: after the closing handshake, the server closes TCP first."""
-    report = check_sloppy(keep_tcp_open=True)
-    assert "kept the TCP connection open" in report["close with a code"].happened
-
-
-def test_an_accepted_unmasked_frame_is_reported_with_what_came_back():
-    report = check_sloppy(accept_unmasked=True)
-    happened = report["unmasked client frame"].happened
-    assert "no answer within" in happened and "unmasked" in happened
+# Nothing hangs, nothing floods
 
 
 def test_a_server_that_never_answers_fails_each_case_in_bounded_time():
     async def main():
+        handlers = []
+
         async def silent(reader, writer):
+            handlers.append(asyncio.current_task())
             await reader.read()  # reads until the client gives up, never answers
+            writer.close()
 
         server = await asyncio.start_server(silent, "127.0.0.1", 0)
         url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
         try:
-            return await check_server(
-                url, timeout=seconds(0.3),
-                cases=["text echo", "handshake without Sec-WebSocket-Key"],
-            )
+            return await check_server(url, timeout=seconds(0.3), cases=["text echo", "handshake without Sec-WebSocket-Key"])
         finally:
             server.close()
+            await asyncio.wait(handlers, timeout=seconds(2))  # each ends once the battery hangs up
 
     report = run(main(), timeout=20)
-    assert report.failed == ["text echo", "handshake without Sec-WebSocket-Key"]
+    assert report.failed == ["handshake without Sec-WebSocket-Key", "text echo"]
     assert all("no answer within" in r.happened for r in report.results)
 
 
-def test_nothing_listening_is_a_failed_case_not_an_exception():
+def _free_port() -> int:
     async def main():
         server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         server.close()
         await server.wait_closed()
-        return await check_server(f"ws://127.0.0.1:{port}/", cases=["text echo"], timeout=seconds(2))
+        return port
 
-    result = run(main())["text echo"]
-    assert not result.passed and "could not connect" in result.happened
-
-
-# Reports, the blocking variant, bad arguments
+    return run(main())
 
 
-def test_assert_passed_names_the_failed_cases():
-    report = check_sloppy(no_utf8_check=True)
-    with pytest.raises(wslab.CheckFailed, match="invalid UTF-8 in a text message.*1007"):
+def test_nothing_listening_is_one_clear_line_not_a_row_per_case():
+    url = f"ws://127.0.0.1:{_free_port()}/"
+    report = run(check_server(url, timeout=seconds(2)))
+    assert not report.passed and report.results == [] and report.error
+    assert report.failed == MUST_CASES
+    assert str(report).count("\n") == 0 and "is the server running?" in str(report)
+    with pytest.raises(wslab.CheckFailed, match="could not test"):
         report.assert_passed()
 
 
@@ -291,6 +268,9 @@ def test_assert_passed_reraises_a_stub_so_the_exercise_is_not_done():
     report = battery.Report("ws://127.0.0.1:1/", [], server_errors=[NotImplementedError("not done yet")])
     with pytest.raises(NotImplementedError):
         report.assert_passed()
+
+
+# The blocking variant, bad arguments
 
 
 def test_check_server_sync_tests_a_server_in_a_thread():
@@ -325,31 +305,92 @@ def test_an_unknown_case_name_lists_the_cases():
         run(check_server("ws://127.0.0.1:1/", cases=["txt echo"]))
 
 
-def test_the_command_line_prints_the_report_and_sets_the_exit_status(capsys):
-    srv = wslab.serve_in_thread(pure_echo, name="cli")
-    try:
-        status = battery.main([srv.url, "--timeout", str(seconds(5))])
-    finally:
-        srv.stop()
-    assert status == 0
-    assert "16 of 16 cases passed" in capsys.readouterr().out
+# The command line: exit status, --json, --junit
+
+
+@pytest.fixture
+def raw_in_thread():
+    """Start RawServer(quirk) on a loop in a thread; yields a function quirk -> url."""
+    threads: list[tuple[LoopThread, RawServer]] = []
+
+    def start(quirk: str = "") -> str:
+        thread = LoopThread("zoo-raw")
+        server = RawServer(quirk)
+        port = thread.run(server.start())
+        threads.append((thread, server))
+        return f"ws://127.0.0.1:{port}/"
+
+    yield start
+    for thread, server in threads:
+        thread.loop.call_soon_threadsafe(server.server.close)
+        thread.stop()
+
+
+def test_the_exit_status_follows_must_failures_only(raw_in_thread, capsys):
+    timeout = str(seconds(2))
+    assert battery.main([raw_in_thread(""), "--timeout", timeout]) == 0
+    assert battery.main([raw_in_thread("drops-tcp-on-error"), "--timeout", timeout]) == 0  # SHOULD notes only
+    assert battery.main([raw_in_thread("no-utf8-check"), "--timeout", timeout]) == 1
+    assert battery.main([f"ws://127.0.0.1:{_free_port()}/", "--timeout", timeout]) == 2
+    out = capsys.readouterr().out
+    assert f"{len(MUST_CASES)} of {len(MUST_CASES)} MUSTs hold" in out
+    assert "✗ invalid UTF-8 in a text message: RFC 6455 8.1" in out
+    assert out.strip().splitlines()[-1].startswith("could not test ws://127.0.0.1:")
+
+
+def test_json_output_for_graders(raw_in_thread, capsys):
+    url = raw_in_thread("426-for-missing-key")
+    assert battery.main([url, "--json", "--timeout", str(seconds(2))]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["passed"] is True and data["failed"] == [] and data["url"] == url
+    assert data["musts_held"] == data["musts_total"] == len(MUST_CASES)
+    row = next(c for c in data["cases"] if c["name"] == "handshake without Sec-WebSocket-Key")
+    assert row["level"] == "MUST" and row["section"] == "4.2.1" and row["status"] == "pass"
+    assert row["notes"][0]["level"] == "usual" and "426" in row["notes"][0]["text"]
+    assert {c["name"] for c in data["cases"]} == {c.name for c in CASES}
+
+
+def test_junit_output_has_one_testcase_per_case_and_fails_musts_only(raw_in_thread, tmp_path, capsys):
+    path = tmp_path / "battery.xml"
+    url = raw_in_thread("echoes-close-payload")
+    assert battery.main([url, "--junit", str(path), "--timeout", str(seconds(2))]) == 1
+    suite = ET.parse(path).getroot()
+    cases = suite.findall("testcase")
+    assert [c.get("name") for c in cases] == [c.name for c in CASES]
+    failed = sorted(c.get("name") for c in cases if c.find("failure") is not None)
+    assert failed == sorted(["close code 1005", "close code 1006", "close code 1015", "close code 999",
+                             "1-byte close payload"])
+    assert suite.get("failures") == "5" and suite.get("tests") == str(len(CASES))
+    assert "MUST NOT be set" in cases[[c.name for c in CASES].index("close code 1005")].find("failure").text
+    capsys.readouterr()
+
+
+def test_junit_for_an_unreachable_server_is_one_error(tmp_path, capsys):
+    path = tmp_path / "battery.xml"
+    assert battery.main([f"ws://127.0.0.1:{_free_port()}/", "--junit", str(path)]) == 2
+    suite = ET.parse(path).getroot()
+    assert suite.get("errors") == "1" and suite.find("testcase/error") is not None
+    capsys.readouterr()
 
 
 # The checks for the pieces of a server (lesson 06's exercises)
 
 
-def respond(request: bytes, *, accept=None, version_header=True) -> bytes:
+def respond(request: bytes, *, accept=None, version_header=True, case_sensitive=False) -> bytes:
     """A handshake answer written for the test, with optional bugs."""
     from websockets.utils import accept_key
 
     lines = request.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:]) if _}
-    if "sec-websocket-key" not in headers:
+    pairs = [(k.strip(), v.strip()) for k, _, v in (ln.partition(":") for ln in lines[1:]) if _]
+    headers = {k if case_sensitive else k.lower(): v for k, v in pairs}
+    key = headers.get("Sec-WebSocket-Key" if case_sensitive else "sec-websocket-key")
+    version = headers.get("Sec-WebSocket-Version" if case_sensitive else "sec-websocket-version")
+    if key is None:
         return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
-    if headers.get("sec-websocket-version") != "13":
+    if version != "13":
         extra = b"Sec-WebSocket-Version: 13\r\n" if version_header else b""
         return b"HTTP/1.1 426 Upgrade Required\r\n" + extra + b"Content-Length: 0\r\n\r\n"
-    key = accept or accept_key(headers["sec-websocket-key"])
+    key = accept or accept_key(key)
     return (f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Accept: {key}\r\n\r\n").encode()
 
@@ -361,8 +402,9 @@ def test_check_handshake_response_passes_a_correct_answer():
 @pytest.mark.parametrize(
     "bug, message",
     [
-        ({"accept": "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="}, "websockets' client refused"),
+        ({"accept": "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="}, "its client refused"),
         ({"version_header": False}, "Sec-WebSocket-Version: 13"),
+        ({"case_sensitive": True}, "lowercase header names.*case-insensitive"),
     ],
 )
 def test_check_handshake_response_names_what_is_wrong(bug, message):
@@ -381,11 +423,13 @@ class ProtocolViolation(Exception):
         self.code = code
 
 
-def make_read_frame(*, check_mask=True, check_size_first=True, check_control=True):
+def make_read_frame(*, check_mask=True, check_size_first=True, check_control=True, check_rsv=True):
     async def read_frame(reader, max_size):
         b0, b1 = await reader.readexactly(2)
         fin, opcode, n = bool(b0 & 0x80), b0 & 0x0F, b1 & 0x7F
         if check_mask and not b1 & 0x80:
+            raise ProtocolViolation(1002)
+        if check_rsv and b0 & 0x70:
             raise ProtocolViolation(1002)
         if check_control and opcode not in (0, 1, 2, 8, 9, 10):
             raise ProtocolViolation(1002)
@@ -414,6 +458,7 @@ def test_check_read_frame_passes_a_correct_reader():
         ({"check_mask": False}, "unmasked frame"),
         ({"check_size_first": False}, "check the length against max_size before reading"),
         ({"check_control": False}, "reserved opcode"),
+        ({"check_rsv": False}, "RSV1 set"),
     ],
 )
 def test_check_read_frame_names_the_rule_a_reader_misses(bug, message):
@@ -428,3 +473,24 @@ def test_check_read_frame_catches_a_reader_that_ignores_the_mask():
 
     with pytest.raises(wslab.CheckFailed, match="masked 'Hello'"):
         run(battery.check_read_frame(no_unmasking, 2**20))
+
+
+def test_lesson_06s_claims_about_the_websockets_server_hold():
+    """Lesson 06 shows wslab.serve (websockets) failing RFC 6455 4.4's MUST and nothing else, and the
+    article's handler failing the echo cases on top of it."""
+
+    async def main():
+        library = await wslab.serve(pure_echo, name="library")
+        article = await wslab.serve(wslab.handlers.echo, name="article")
+        try:
+            return (await check_server(library, timeout=seconds(5)), await check_server(article, timeout=seconds(5)))
+        finally:
+            await library.aclose()
+            await article.aclose()
+
+    library, article = run(main(), timeout=60)
+    assert library.failed == ["handshake with version 25 (unknown)"], str(library)
+    assert "no Sec-WebSocket-Version header" in library["handshake with version 25 (unknown)"].happened
+    assert set(article.failed) == {"handshake with version 25 (unknown)", "text echo", "two frames in one write",
+                                   "fragmented message", "ping inside a fragmented message",
+                                   "valid UTF-8 split across fragments"}, str(article)

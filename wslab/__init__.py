@@ -45,7 +45,7 @@ from .frames import CloseCode, Frame, Message, Opcode, ProtocolError, Reader, ex
 from .browser import PushChannel, browser_client, push_channel, push_channel_in_thread
 from .chat import ChatClient, ChatRoom, chat_room, chat_room_in_thread, join_classroom
 
-# The protocol battery and the from-scratch server (battery.py, scratch.py)
+# The protocol battery and the from-scratch server (battery/, scratch.py)
 from .battery import check_server, check_server_sync
 from . import scratch
 from .scratch import ScratchServer, serve_scratch, serve_streams
@@ -134,7 +134,7 @@ __all__ = [
     "chat_room_in_thread",
     "ChatClient",
     "join_classroom",
-    # The protocol battery and the from-scratch server (battery.py, scratch.py)
+    # The protocol battery and the from-scratch server (battery/, scratch.py)
     "check_server",
     "check_server_sync",
     "scratch",

@@ -1,0 +1,216 @@
+"""What a case is: a rule of RFC 6455 at its level, quoted, and the coroutine that checks it.
+
+Three levels, as the RFC words them (RFC 2119):
+
+* ``MUST`` (and MUST NOT): a server that breaks it fails the case, and the
+  report lists the case in ``report.failed``;
+* ``SHOULD``: a note, listed apart; the server still passes;
+* ``usual``: what the RFC calls typical ("typically", "such as", a MAY
+  code): a remark, never a failure.
+
+A case checks one MUST (or, for a few, one lower-level rule) on a fresh
+connection; on its way it may write notes of a lower level (a close frame
+that SHOULD have come first, a close code that is usual but not required).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from .wire import CLOSE, Eof, Failed, Probe, TEXT, encode_frame, close_payload, parse_close, short, OPCODE_NAMES
+
+__all__ = [
+    "MUST",
+    "SHOULD",
+    "USUAL",
+    "LEVELS",
+    "Rule",
+    "Note",
+    "Case",
+    "Settings",
+    "Outcome",
+    "CLOSE_FRAME_FIRST",
+    "echo",
+    "refused",
+    "close_then_eof",
+]
+
+MUST, SHOULD, USUAL = "MUST", "SHOULD", "usual"
+LEVELS = (MUST, SHOULD, USUAL)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A requirement of RFC 6455: its level, its section, the RFC's exact words."""
+
+    level: str
+    section: str
+    quote: str
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise ValueError(f"level {self.level!r} is not one of {LEVELS}")
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something a server did that a lower-level rule (SHOULD, usual) would have it do otherwise."""
+
+    rule: Rule
+    text: str
+
+    @property
+    def level(self) -> str:
+        return self.rule.level
+
+    def __str__(self) -> str:
+        return f"{self.rule.level} ({self.rule.section}): {self.text}"
+
+
+@dataclass
+class Outcome:
+    """What a running case collects besides its verdict."""
+
+    notes: list[Note] = field(default_factory=list)
+    skipped: bool = False
+
+    def note(self, rule: Rule, text: str) -> None:
+        self.notes.append(Note(rule, text))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every case may need: the server's size limit and the time per case."""
+
+    max_size: int | None
+    timeout: float
+
+    @property
+    def close_wait(self) -> float:
+        """How long a server may take to close TCP once it should, in seconds."""
+        return max(self.timeout / 2, 0.2)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One named check: the rule, what passing looks like, and the coroutine that checks it."""
+
+    name: str
+    rule: Rule
+    expected: str
+    run: Callable[[Probe, Settings, Outcome], Awaitable[str]]
+    opens: bool = True  # False: the case does its own handshake
+
+    @property
+    def level(self) -> str:
+        return self.rule.level
+
+    @property
+    def section(self) -> str:
+        return self.rule.section
+
+    @property
+    def quote(self) -> str:
+        return self.rule.quote
+
+
+# Rules that many cases share
+
+#: 7.1.7: failing the connection, the server SHOULD send a close frame first.
+CLOSE_FRAME_FIRST = Rule(
+    SHOULD, "7.1.7",
+    "If _The WebSocket Connection is Established_ prior to the point where the endpoint is required "
+    "to _Fail the WebSocket Connection_, the endpoint SHOULD send a Close frame with an appropriate "
+    "status code (Section 7.4) before proceeding to _Close the WebSocket Connection_.",
+)
+
+_CLOSE_TCP = "5.5.1: The server MUST close the underlying TCP connection immediately"
+
+
+# Shared steps
+
+
+async def echo(
+    probe: Probe,
+    opcode: int,
+    payload: bytes,
+    *frames: bytes,
+    settings: Settings | None = None,
+    out: Outcome | None = None,
+) -> str:
+    """Send one message (``frames``, or one frame of ``payload``); it must come back unchanged.
+
+    With ``settings``, a message over ``settings.max_size`` must be refused instead (10.4).
+    """
+    data = b"".join(frames) or encode_frame(opcode, payload)
+    if settings is not None and settings.max_size is not None and len(payload) > settings.max_size:
+        from .cases.payload import too_big  # the refusal lives with the size rule
+
+        return await too_big(probe, settings, out or Outcome(), data, len(payload))
+    await probe.send(data)
+    got_opcode, got, parts, _ = await probe.message()
+    kind = OPCODE_NAMES[opcode]
+    if got_opcode != opcode:
+        raise Failed(f"a {OPCODE_NAMES.get(got_opcode, hex(got_opcode))} message came back for a {kind} one")
+    if got != payload:
+        raise Failed(f"{short(got)} came back; expected {short(payload)}")
+    shown = payload.decode() if opcode == TEXT else payload
+    pieces = f" (in {len(parts)} frames)" if len(parts) > 1 else ""
+    return f"{kind} message {short(shown)} came back{pieces}"
+
+
+async def close_then_eof(probe: Probe, settings: Settings) -> bool:
+    """Answer the server's close frame (a polite client), then wait for TCP to close.
+
+    True when the server closed TCP within ``settings.close_wait`` seconds.
+    """
+    if not probe.mid_frame:
+        await probe.send(encode_frame(CLOSE, close_payload(1000)))
+    else:
+        probe.shutdown_write()  # a frame is half written: no close frame can follow it
+    try:
+        await asyncio.wait_for(probe.eof(), settings.close_wait)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def refused(
+    probe: Probe,
+    settings: Settings,
+    out: Outcome,
+    *,
+    code: int,
+    code_rule: Rule,
+    follow_up: bool = True,
+) -> str:
+    """The server must fail the connection: echo nothing more, close TCP.
+
+    A close frame SHOULD come first (7.1.7); its code is usually ``code``
+    (``code_rule`` says where the RFC names it). With ``follow_up`` a valid
+    text message follows the bad frame, so a server that carries on is
+    caught at once: its echo comes back.
+    """
+    if follow_up:
+        await probe.send(encode_frame(TEXT, b"still there?"))
+    close = None
+    while close is None:
+        try:
+            frame = await probe.next_answer()
+        except Eof:
+            out.note(CLOSE_FRAME_FIRST, "the server closed TCP without a close frame")
+            return "the server closed TCP (no close frame)"
+        if frame.opcode != CLOSE:
+            raise Failed(f"the server carried on: it sent a {frame} instead of failing the connection")
+        close = frame
+    got, reason = parse_close(close.payload)
+    if got != code:
+        out.note(code_rule, f"close code {got if got is not None else '(none)'}; {code} is the usual one here")
+    if not await close_then_eof(probe, settings):
+        raise Failed(
+            f"the server sent a {close} but kept the TCP connection open for {settings.close_wait:g} s "
+            f"({_CLOSE_TCP})"
+        )
+    return f"{close}, then the server closed TCP"

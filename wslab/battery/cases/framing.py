@@ -1,0 +1,184 @@
+"""Cases of RFC 6455 sections 5.1-5.4 and 6.2: frames, masking, reserved bits, fragments."""
+
+from __future__ import annotations
+
+from ..case import MUST, USUAL, Case, Outcome, Rule, Settings, echo, refused
+from ..wire import BINARY, CONT, PING, TEXT, Failed, Probe, encode_frame
+
+__all__ = ["CASES", "PROTOCOL_ERROR", "server_frames_case"]
+
+PARSED = Rule(MUST, "6.2", "Incoming data MUST be parsed as WebSocket frames as defined in Section 5.2.")
+UNMASKING = Rule(
+    MUST, "6.2",
+    "A server MUST remove masking for data frames received from a client as described in Section 5.3.",
+)
+BOTH_KINDS = Rule(MUST, "5.4", "Clients and servers MUST support receiving both fragmented and unfragmented messages.")
+CONTROL_INSIDE = Rule(MUST, "5.4", "An endpoint MUST be capable of handling control frames in the middle of a fragmented message.")
+NOT_INTERLEAVED = Rule(
+    MUST, "5.4",
+    "The fragments of one message MUST NOT be interleaved between the fragments of another message "
+    "unless an extension has been negotiated that can interpret the interleaving.",
+)
+FIRST_FRAGMENT = Rule(
+    MUST, "5.4",
+    "Since control frames cannot be fragmented, the type for all fragments in a message MUST be "
+    "either text, binary, or one of the reserved opcodes.",
+)
+CLIENT_MASKS = Rule(MUST, "5.1", "The server MUST close the connection upon receiving a frame that is not masked.")
+MAY_1002 = Rule(USUAL, "5.1", "In this case, a server MAY send a Close frame with a status code of 1002 (protocol error)")
+UNKNOWN_OPCODE = Rule(
+    MUST, "5.2", "If an unknown opcode is received, the receiving endpoint MUST _Fail the WebSocket Connection_."
+)
+RSV_ZERO = Rule(
+    MUST, "5.2",
+    "MUST be 0 unless an extension is negotiated that defines meanings for non-zero values. If a "
+    "nonzero value is received and none of the negotiated extensions defines the meaning of such a "
+    "nonzero value, the receiving endpoint MUST _Fail the WebSocket Connection_.",
+)
+#: 7.4.1: the code for a protocol error (usual, never required: "Endpoints MAY use").
+PROTOCOL_ERROR = Rule(USUAL, "7.4.1", "1002 indicates that an endpoint is terminating the connection due to a protocol error.")
+
+SERVER_UNMASKED = Rule(MUST, "5.1", "A server MUST NOT mask any frames that it sends to the client.")
+SERVER_MINIMAL = Rule(
+    MUST, "5.2",
+    "Note that in all cases, the minimal number of bytes MUST be used to encode the length, for "
+    "example, the length of a 124-byte-long string can't be encoded as the sequence 126, 0, 124.",
+)
+SERVER_RSV = Rule(MUST, "5.2", "RSV1, RSV2, RSV3: 1 bit each MUST be 0 unless an extension is negotiated that defines meanings for non-zero values.")
+
+
+async def _text_echo(p: Probe, s: Settings, out: Outcome) -> str:
+    return await echo(p, TEXT, "Hello, WebSocket ✓".encode(), settings=s, out=out)
+
+
+async def _binary_echo(p: Probe, s: Settings, out: Outcome) -> str:
+    return await echo(p, BINARY, bytes(range(100)), settings=s, out=out)
+
+
+async def _length_16(p: Probe, s: Settings, out: Outcome) -> str:
+    return await echo(p, BINARY, bytes(range(200)), settings=s, out=out)
+
+
+async def _length_64(p: Probe, s: Settings, out: Outcome) -> str:
+    # Over max_size (say 65,536), this message must be refused instead: 10.4.
+    return await echo(p, BINARY, bytes(i % 251 for i in range(70_000)), settings=s, out=out)
+
+
+async def _two_in_one_write(p: Probe, s: Settings, out: Outcome) -> str:
+    await p.send(encode_frame(TEXT, b"first"), encode_frame(TEXT, b"second"))
+    replies = [(await p.message())[1] for _ in range(2)]
+    if replies != [b"first", b"second"]:
+        raise Failed(f"{replies!r} came back; expected [b'first', b'second']")
+    return "both messages came back, in order"
+
+
+async def _fragmented(p: Probe, s: Settings, out: Outcome) -> str:
+    return await echo(
+        p, TEXT, b"fragmented",
+        encode_frame(TEXT, b"frag", fin=False), encode_frame(CONT, b"ment", fin=False), encode_frame(CONT, b"ed"),
+        settings=s, out=out,
+    )
+
+
+async def _ping_inside_fragments(p: Probe, s: Settings, out: Outcome) -> str:
+    await p.send(
+        encode_frame(TEXT, b"Hel", fin=False),
+        encode_frame(PING, b"mid-message"),
+        encode_frame(CONT, b"lo", fin=True),
+    )
+    opcode, got, _, pongs = await p.message()
+    if (opcode, got) != (TEXT, b"Hello"):
+        raise Failed(f"a message {got!r} came back; expected text 'Hello'")
+    while b"mid-message" not in pongs:
+        # The pong may trail the echo; unsolicited pongs (5.5.3) are skipped.
+        frame = await p.next_frame()
+        if frame.opcode == PING:
+            await p.send(encode_frame(0xA, frame.payload))
+        elif frame.opcode == 0xA:
+            pongs.append(frame.payload)
+        else:
+            raise Failed(f"'Hello' came back but then a {frame}, and no pong b'mid-message'")
+    return "text 'Hello' and pong b'mid-message' came back"
+
+
+async def _orphan_continuation(p: Probe, s: Settings, out: Outcome) -> str:
+    await p.send(encode_frame(CONT, b"orphan"))
+    return await refused(p, s, out, code=1002, code_rule=PROTOCOL_ERROR)
+
+
+async def _interleaved(p: Probe, s: Settings, out: Outcome) -> str:
+    await p.send(encode_frame(TEXT, b"one", fin=False), encode_frame(TEXT, b"two"))
+    return await refused(p, s, out, code=1002, code_rule=PROTOCOL_ERROR, follow_up=False)
+
+
+async def _unmasked(p: Probe, s: Settings, out: Outcome) -> str:
+    await p.send(encode_frame(TEXT, b"unmasked", mask=False))
+    return await refused(p, s, out, code=1002, code_rule=MAY_1002)
+
+
+async def _reserved_opcode(p: Probe, s: Settings, out: Outcome) -> str:
+    await p.send(encode_frame(0x3, b"?"))
+    return await refused(p, s, out, code=1002, code_rule=PROTOCOL_ERROR)
+
+
+async def _rsv_bits(p: Probe, s: Settings, out: Outcome) -> str:
+    await p.send(encode_frame(TEXT, b"reserved bits", rsv=0b100))  # RSV1; no extension was offered
+    return await refused(p, s, out, code=1002, code_rule=PROTOCOL_ERROR)
+
+
+def server_frames_case(name: str, rule: Rule, expected: str, kinds: set[str], *, need_pong: bool = False) -> Case:
+    """A case that talks a little, then looks at every frame the server sent for the rule ``kinds``.
+
+    Echoes of every length form (up to ``max_size``), then a 125-byte ping
+    and a last echo: the pong is looked at if it comes, and waited for only
+    with ``need_pong`` (5.5.2 has a case of its own).
+    """
+
+    async def run(p: Probe, s: Settings, out: Outcome) -> str:
+        sizes = [0, 5, 125, 126, 200, 65535, 65536]
+        sizes = [n for n in sizes if s.max_size is None or n <= s.max_size]
+        for n in sizes:
+            await echo(p, BINARY, bytes(i % 251 for i in range(n)))
+        ping = b"p" * 125
+        await p.send(encode_frame(PING, ping), encode_frame(TEXT, b"last"))
+        _, _, _, pongs = await p.message()
+        while need_pong and ping not in pongs:
+            frame = await p.next_frame()
+            if frame.opcode == 0xA:
+                pongs.append(frame.payload)
+            elif frame.opcode == PING:
+                await p.send(encode_frame(0xA, frame.payload))
+            else:
+                raise Failed(f"a {frame} came instead of the pong")
+        bad = [text for kind, text in p.violations if kind in kinds]
+        if bad:
+            raise Failed(f"the server sent {bad[0]}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+        pong = ", a pong" if ping in pongs else ""
+        return f"{len(p.seen)} frames (echoes of {len(sizes) + 1} messages up to {max(sizes):,} bytes{pong}), all well formed"
+
+    return Case(name, rule, expected, run)
+
+
+CASES = [
+    Case("text echo", UNMASKING, "a text message comes back unchanged", _text_echo),
+    Case("binary echo", PARSED, "a binary message comes back unchanged", _binary_echo),
+    Case("200 bytes (16-bit length)", PARSED, "200 bytes come back (a 16-bit length)", _length_16),
+    Case("70,000 bytes (64-bit length)", PARSED,
+         "70,000 bytes come back (a 64-bit length); over max_size, a refusal", _length_64),
+    Case("two frames in one write", PARSED, "two messages sent in one TCP write both come back", _two_in_one_write),
+    Case("fragmented message", BOTH_KINDS, "'frag'+'ment'+'ed' comes back as one message 'fragmented'", _fragmented),
+    Case("ping inside a fragmented message", CONTROL_INSIDE,
+         "a pong comes back, and the message is still reassembled", _ping_inside_fragments),
+    Case("continuation frame with no message", FIRST_FRAGMENT,
+         "the server fails the connection (close 1002 is usual)", _orphan_continuation),
+    Case("new message inside a fragmented one", NOT_INTERLEAVED,
+         "the server fails the connection (close 1002 is usual)", _interleaved),
+    Case("unmasked client frame", CLIENT_MASKS, "the server closes the connection (close 1002 is usual)", _unmasked),
+    Case("reserved opcode 0x3", UNKNOWN_OPCODE, "the server fails the connection (close 1002 is usual)", _reserved_opcode),
+    Case("RSV1 set with no extension", RSV_ZERO, "the server fails the connection (close 1002 is usual)", _rsv_bits),
+    server_frames_case("server frames unmasked", SERVER_UNMASKED, "no frame from the server is masked", {"masked"}),
+    server_frames_case("server lengths minimal", SERVER_MINIMAL,
+                       "every length the server sends uses the shortest form", {"length"}),
+    server_frames_case("server frames without RSV bits", SERVER_RSV,
+                       "the server sets no reserved bit (no extension was negotiated)", {"rsv"}),
+]

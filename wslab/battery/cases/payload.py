@@ -1,0 +1,89 @@
+"""Cases of RFC 6455 sections 5.6, 8.1 and 10.4: what a message may hold, and how much."""
+
+from __future__ import annotations
+
+from ..case import CLOSE_FRAME_FIRST, MUST, USUAL, Case, Outcome, Rule, Settings, close_then_eof, echo, refused
+from ..wire import BINARY, CLOSE, CONT, TEXT, Eof, Failed, Probe, encode_frame, parse_close
+
+__all__ = ["CASES", "TOO_BIG_RULE", "too_big"]
+
+SPLIT_UTF8 = Rule(
+    MUST, "5.6",
+    "Note that a particular text frame might include a partial UTF-8 sequence; however, the whole "
+    "message MUST contain valid UTF-8.",
+)
+INVALID_UTF8 = Rule(
+    MUST, "8.1",
+    "When an endpoint is to interpret a byte stream as UTF-8 but finds that the byte stream is not, "
+    "in fact, a valid UTF-8 stream, that endpoint MUST _Fail the WebSocket Connection_.",
+)
+CODE_1007 = Rule(
+    USUAL, "7.4.1",
+    "1007 indicates that an endpoint is terminating the connection because it has received data "
+    "within a message that was not consistent with the type of the message (e.g., non-UTF-8 [RFC3629] "
+    "data within a text message).",
+)
+TOO_BIG_RULE = Rule(
+    MUST, "10.4",
+    "Implementations that have implementation- and/or platform-specific limitations regarding the "
+    "frame size or total message size after reassembly from multiple frames MUST protect themselves "
+    "against exceeding those limits.",
+)
+CODE_1009 = Rule(
+    USUAL, "7.4.1",
+    "1009 indicates that an endpoint is terminating the connection because it has received a message "
+    "that is too big for it to process.",
+)
+
+
+async def too_big(p: Probe, s: Settings, out: Outcome, data: bytes, size: int) -> str:
+    """``data`` holds a message of ``size`` bytes, over ``s.max_size``: the server must refuse it.
+
+    The battery reads while it writes and stops writing once the server
+    answers, so a server that refuses from the header and hangs up is seen
+    refusing, whatever the kernel does with the rest.
+    """
+    limit = f"{size:,} bytes > max_size {s.max_size:,}"
+    sent = await p.send_until_answered(data)
+    try:
+        frame = await p.next_answer()
+    except Eof:
+        out.note(CLOSE_FRAME_FIRST, "the server closed TCP without a close frame")
+        return f"the server closed TCP after {sent:,} bytes (no close frame; {limit})"
+    if frame.opcode != CLOSE:
+        raise Failed(f"the server accepted a message of {limit}: it sent a {frame}")
+    code, _ = parse_close(frame.payload)
+    if code != 1009:
+        out.note(CODE_1009, f"close code {code}; 1009 (message too big) is the usual one")
+    if not await close_then_eof(p, s):
+        raise Failed(f"the server sent a {frame} but kept the TCP connection open for {s.close_wait:g} s")
+    return f"{frame} after {sent:,} of {len(data):,} bytes ({limit}), then the server closed TCP"
+
+
+async def _split_utf8(p: Probe, s: Settings, out: Outcome) -> str:
+    text = "€uro ✓".encode()  # € is e2 82 ac: the first frame ends inside it
+    return await echo(p, TEXT, text, encode_frame(TEXT, text[:2], fin=False), encode_frame(CONT, text[2:]),
+                      settings=s, out=out)
+
+
+async def _invalid_utf8(p: Probe, s: Settings, out: Outcome) -> str:
+    await p.send(encode_frame(TEXT, b"caf\xc3"))
+    return await refused(p, s, out, code=1007, code_rule=CODE_1007)
+
+
+async def _oversized(p: Probe, s: Settings, out: Outcome) -> str:
+    if s.max_size is None:
+        out.skipped = True
+        return "skipped (max_size=None)"
+    size = s.max_size + 1
+    return await too_big(p, s, out, encode_frame(BINARY, bytes(size)), size)
+
+
+CASES = [
+    Case("valid UTF-8 split across fragments", SPLIT_UTF8,
+         "'€uro ✓' sent as e2 82 | ac ... comes back whole", _split_utf8),
+    Case("invalid UTF-8 in a text message", INVALID_UTF8,
+         "the server fails the connection (close 1007 is usual)", _invalid_utf8),
+    Case("oversized message", TOO_BIG_RULE,
+         "max_size + 1 bytes are refused (close 1009 is usual)", _oversized),
+]

@@ -1,0 +1,49 @@
+"""``python -m wslab battery URL``: the battery from a shell, for a person or a grading script.
+
+Exit status: 0 when every MUST holds (SHOULD notes never fail), 1 when a
+MUST fails, 2 when the server cannot be reached or the arguments are wrong.
+``--json`` prints the report as JSON instead of a table; ``--junit FILE``
+also writes JUnit XML (one test case per case) for CI or nbgrader-style
+tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from .runner import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, check_server
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m wslab battery ws://HOST:PORT/ [--max-size N] [--timeout S] [--json] [--junit FILE]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m wslab battery",
+        description="Run the RFC 6455 protocol battery against a WebSocket echo server. "
+                    "Exit status: 0 every MUST holds, 1 a MUST fails, 2 the server cannot be reached.",
+    )
+    parser.add_argument("url", help="the server's ws:// url, e.g. ws://127.0.0.1:8765/")
+    parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE,
+                        help=f"the server's message size limit in bytes (default {DEFAULT_MAX_SIZE}): "
+                             f"messages over it must be refused; 0 skips the oversized case")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help=f"seconds per case (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--junit", metavar="FILE", type=Path, help="also write the report as JUnit XML to FILE")
+    args = parser.parse_args(argv)
+    if args.max_size < 0:
+        parser.error(f"--max-size {args.max_size} is negative: give the limit in bytes, or 0 to skip")
+    try:
+        report = asyncio.run(check_server(args.url, max_size=args.max_size or None, timeout=args.timeout))
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(report.to_json(indent=2) if args.json else report)
+    if args.junit is not None:
+        args.junit.write_text(report.to_junit(), encoding="utf-8")
+    if report.error is not None:
+        return 2
+    return 0 if report.passed else 1

@@ -1,0 +1,291 @@
+"""The battery's report: one row per case, MUST failures apart from SHOULD notes; JSON, JUnit XML.
+
+A row's mark says how its rule fared:
+
+* ``✓`` the case held (notes of a lower level may still be attached);
+* ``✗`` a MUST failed: the server breaks RFC 6455 (``report.failed``);
+* ``!`` a SHOULD was not followed: a note, the server still passes;
+* ``~`` something usual but not required was not done: a remark;
+* ``-`` skipped (``max_size=None`` skips the oversized case).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+from ..checks import CheckFailed
+from ..display import Table
+from .case import MUST, SHOULD, USUAL, Note, Rule
+
+__all__ = ["CaseResult", "Report", "MARKS"]
+
+MARKS = {"pass": "✓", "fail": "✗", SHOULD: "!", USUAL: "~", "skipped": "-"}
+
+
+@dataclass
+class CaseResult:
+    """What one case expected and what happened.
+
+    ``passed`` is false only for a MUST that failed. A SHOULD or usual case
+    that did not hold has ``held`` false and ``passed`` true.
+    """
+
+    name: str
+    passed: bool
+    expected: str
+    happened: str
+    rfc: str = ""  # the section, e.g. "5.5.1"
+    seconds: float = 0.0
+    level: str = MUST
+    quote: str = ""
+    held: bool = True
+    skipped: bool = False
+    notes: list[Note] = field(default_factory=list)
+    unreachable: bool = False  # the case could not even connect
+
+    @property
+    def section(self) -> str:
+        return self.rfc
+
+    @property
+    def mark(self) -> str:
+        if self.skipped:
+            return MARKS["skipped"]
+        if not self.passed:
+            return MARKS["fail"]
+        levels = {n.level for n in self.notes} | (set() if self.held else {self.level})
+        if SHOULD in levels:
+            return MARKS[SHOULD]
+        if USUAL in levels:
+            return MARKS[USUAL]
+        return MARKS["pass"]
+
+    @property
+    def status(self) -> str:
+        """``pass``, ``fail`` (a MUST), ``note`` (a lower level did not hold), or ``skipped``."""
+        if self.skipped:
+            return "skipped"
+        if not self.passed:
+            return "fail"
+        return "pass" if self.held else "note"
+
+    def all_notes(self) -> list[Note]:
+        """The notes, with the case's own rule first when a SHOULD or usual case did not hold."""
+        own = [] if self.held or self.level == MUST else [Note(Rule(self.level, self.rfc, self.quote), self.happened)]
+        return own + self.notes
+
+    def __str__(self) -> str:
+        text = f"{self.mark} {self.name}: {self.happened}"
+        if not self.passed:
+            text += f" (expected {self.expected}; RFC 6455 {self.rfc}: {self.quote})"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "level": self.level,
+            "section": self.rfc,
+            "quote": self.quote,
+            "status": self.status,
+            "passed": self.passed,
+            "expected": self.expected,
+            "happened": self.happened,
+            "notes": [{"level": n.level, "section": n.rule.section, "quote": n.rule.quote, "text": n.text}
+                      for n in self.all_notes()],
+            "seconds": round(self.seconds, 4),
+        }
+
+
+@dataclass
+class Report:
+    """The battery's results: a table in Jupyter, text elsewhere.
+
+    ``report.passed`` is true when every MUST held; ``report.failed`` names
+    the cases whose MUST failed; ``report.notes`` are the SHOULD notes and
+    usual-behaviour remarks (never failures); ``report["text echo"]`` is one
+    :class:`CaseResult`; ``report.assert_passed()`` raises
+    :class:`wslab.CheckFailed` naming the failures. ``report.error`` is set
+    when the server could not be reached at all (then there are no rows).
+    """
+
+    url: str
+    results: list[CaseResult]
+    max_size: int | None = 2**20
+    server_errors: list[BaseException] = field(default_factory=list)
+    error: str | None = None
+    must_cases: list[str] = field(default_factory=list)  # what would have run, when error is set
+
+    # Verdicts
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(r.passed for r in self.results)
+
+    @property
+    def failed(self) -> list[str]:
+        """The cases whose MUST failed (every MUST case when nothing could be reached)."""
+        if self.error is not None:
+            return list(self.must_cases)
+        return [r.name for r in self.results if not r.passed]
+
+    @property
+    def musts(self) -> tuple[int, int]:
+        """(MUST cases that held, MUST cases run); skipped cases are not counted."""
+        if self.error is not None:
+            return 0, len(self.must_cases)
+        run = [r for r in self.results if r.level == MUST and not r.skipped]
+        return sum(r.passed for r in run), len(run)
+
+    @property
+    def notes(self) -> list[tuple[str, Note]]:
+        """(case name, note) for every SHOULD note and usual remark, SHOULD first."""
+        found = [(r.name, n) for r in self.results for n in r.all_notes()]
+        return sorted(found, key=lambda item: item[1].level != SHOULD)
+
+    @property
+    def should_notes(self) -> list[tuple[str, Note]]:
+        return [(name, n) for name, n in self.notes if n.level == SHOULD]
+
+    def __getitem__(self, name: str) -> CaseResult:
+        for result in self.results:
+            if result.name == name:
+                return result
+        raise KeyError(f"no case named {name!r}; the cases are {[r.name for r in self.results]}")
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @property
+    def summary(self) -> str:
+        if self.error is not None:
+            return f"could not test {self.url}: {self.error}"
+        held, total = self.musts
+        should = len(self.should_notes)
+        usual = len(self.notes) - should
+        text = f"{held} of {total} MUSTs hold against {self.url}; {should} SHOULD note(s), {usual} remark(s) on usual behaviour"
+        skipped = [r.name for r in self.results if r.skipped]
+        if skipped:
+            text += f"; skipped: {', '.join(skipped)}"
+        if self.server_errors:
+            text += f"; the server's code raised {len(self.server_errors)} exception(s), first: " \
+                    f"{type(self.server_errors[0]).__name__}: {self.server_errors[0]}"
+        return text
+
+    # Shown
+
+    def table(self, *, quotes: bool = True) -> Table:
+        columns = ["", "case", "level", "RFC 6455", "what happened"] + (["the RFC's words"] if quotes else [])
+        rows = []
+        for r in self.results:
+            happened = r.happened if r.passed else f"{r.happened}; expected {r.expected}"
+            extra = [n for n in r.notes]
+            if extra:
+                happened += "".join(f" [{n}]" for n in extra)
+            rows.append([r.mark, r.name, r.level, r.rfc, happened] + ([r.quote] if quotes else []))
+        return Table(columns, rows, title=self.summary, empty=self.summary)
+
+    def __str__(self) -> str:
+        if self.error is not None:
+            return self.summary
+        lines = [str(self.table(quotes=False))]
+        failed = [r for r in self.results if not r.passed]
+        if failed:
+            lines.append("")
+            lines.append("MUST failures:")
+            lines += [f"  ✗ {r.name}: RFC 6455 {r.rfc}: \"{r.quote}\"" for r in failed]
+        if self.notes:
+            lines.append("")
+            lines.append("Notes (not failures):")
+            lines += [f"  {MARKS[n.level]} {name}: {n.text} (RFC 6455 {n.rule.section}: \"{n.rule.quote}\")"
+                      for name, n in self.notes]
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        return self.table()._repr_html_()
+
+    # For graders
+
+    def as_dict(self) -> dict[str, Any]:
+        held, total = self.musts
+        return {
+            "url": self.url,
+            "passed": self.passed,
+            "musts_held": held,
+            "musts_total": total,
+            "failed": self.failed,
+            "should_notes": [{"case": name, "section": n.rule.section, "text": n.text} for name, n in self.should_notes],
+            "error": self.error,
+            "max_size": self.max_size,
+            "cases": [r.as_dict() for r in self.results],
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        """The report as JSON: ``passed``, ``musts_held``/``musts_total``, ``failed``, one object per case."""
+        return json.dumps(self.as_dict(), ensure_ascii=False, **kwargs)
+
+    def to_junit(self, suite: str | None = None) -> str:
+        """The report as JUnit XML: one ``<testcase>`` per case; only MUST failures are ``<failure>``.
+
+        SHOULD notes and remarks go in the test case's ``<system-out>``;
+        a skipped case is ``<skipped/>``; an unreachable server is one
+        ``<error>`` test case.
+        """
+        name = suite or f"wslab battery {self.url}"
+        if self.error is not None:
+            return (
+                '<?xml version="1.0" encoding="UTF-8"?>\n'
+                f'<testsuite name={quoteattr(name)} tests="1" failures="0" errors="1" skipped="0">\n'
+                f'  <testcase classname="rfc6455" name="connect"><error message={quoteattr(self.error)}/></testcase>\n'
+                "</testsuite>\n"
+            )
+        cases = []
+        for r in self.results:
+            body = ""
+            if r.skipped:
+                body += f"<skipped message={quoteattr(r.happened)}/>"
+            elif not r.passed:
+                message = f"{r.happened}; expected {r.expected}"
+                body += (f"<failure message={quoteattr(message)} type=\"MUST\">"
+                         f"{escape(f'RFC 6455 {r.rfc}: {r.quote}')}</failure>")
+            notes = r.all_notes()
+            out = [f"{r.level} (RFC 6455 {r.rfc}): {r.happened}"] + [
+                f"{n.level} note (RFC 6455 {n.rule.section}): {n.text}" for n in notes
+            ]
+            body += f"<system-out>{escape(chr(10).join(out))}</system-out>"
+            section = r.rfc.split(",")[0].replace(".", "_")
+            cases.append(
+                f'  <testcase classname="rfc6455.section_{section}" name={quoteattr(r.name)} '
+                f'time="{r.seconds:.3f}">{body}</testcase>'
+            )
+        failures = sum(not r.passed for r in self.results)
+        skipped = sum(r.skipped for r in self.results)
+        total_time = sum(r.seconds for r in self.results)
+        return (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<testsuite name={quoteattr(name)} tests="{len(self.results)}" failures="{failures}" '
+            f'errors="0" skipped="{skipped}" time="{total_time:.3f}">\n' + "\n".join(cases) + "\n</testsuite>\n"
+        )
+
+    def assert_passed(self) -> None:
+        """Raise unless every MUST held (SHOULD notes never raise).
+
+        A server whose code raised ``NotImplementedError`` (an exercise stub)
+        re-raises it, so ``wslab.exercise`` reports "not done yet".
+        """
+        for exc in self.server_errors:
+            if isinstance(exc, NotImplementedError):
+                raise exc
+        if self.error is not None:
+            raise CheckFailed(self.summary)
+        if not self.passed:
+            failed = "; ".join(
+                f"{r.name}: {r.happened} (expected {r.expected}; RFC 6455 {r.rfc}: \"{r.quote}\")"
+                for r in self.results if not r.passed
+            )
+            held, total = self.musts
+            raise CheckFailed(f"{total - held} of {total} MUSTs failed: {failed}")
