@@ -20,7 +20,11 @@ import websockets
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from .conftest import run, seconds
 
@@ -181,3 +185,61 @@ def test_websockets_draws_a_fresh_masking_key_for_every_frame():
     """Lesson 03, section 4: "websockets draws a fresh one for every frame" (RFC 6455 5.3)."""
     keys = {Frame(Opcode.TEXT, b"Hello").serialize(mask=True)[2:6] for _ in range(20)}
     assert len(keys) == 20
+
+
+def _client_frame_heads(compression: str | None) -> list[tuple[int, int]]:
+    """(first byte, payload length) of each frame a websockets client sends: a text
+    message, the same in three fragments, then its close (read by hand, 7-bit lengths)."""
+
+    async def scenario() -> bytes:
+        raw = bytearray()
+
+        async def sans_io_server(reader, writer):
+            protocol = ServerProtocol(extensions=[ServerPerMessageDeflateFactory()])
+            while data := await reader.read(65536):
+                if protocol.state is State.OPEN or raw:
+                    raw.extend(data)
+                protocol.receive_data(data)
+                for event in protocol.events_received():
+                    if isinstance(event, Request):
+                        protocol.send_response(protocol.accept(event))
+                writer.write(b"".join(protocol.data_to_send()))
+                await writer.drain()
+                if protocol.close_expected():  # both CLOSE frames passed: the server closes TCP first
+                    break
+            writer.close()
+
+        listener = await asyncio.start_server(sans_io_server, "127.0.0.1", 0)
+        try:
+            port = listener.sockets[0].getsockname()[1]
+            async with connect(f"ws://127.0.0.1:{port}/", compression=compression) as websocket:
+                await websocket.send("hello")
+                await websocket.send(["Hel", "lo ", "again"])
+        finally:
+            listener.close()
+        return bytes(raw)
+
+    raw, heads, pos = run(scenario()), [], 0
+    while pos < len(raw):
+        length = raw[pos + 1] & 0b0111_1111
+        assert raw[pos + 1] & 0b1000_0000 and length < 126, raw[pos:pos + 2].hex()
+        heads.append((raw[pos], length))
+        pos += 2 + 4 + length
+    return heads
+
+
+def test_websockets_ends_a_fragmented_send_with_an_empty_final_continuation_frame():
+    """Lesson 03, section 4: TEXT (not final), CONT, CONT (not final), then an empty final CONT."""
+    heads = _client_frame_heads(compression=None)
+    assert heads == [(0x81, 5), (0x01, 3), (0x00, 3), (0x00, 5), (0x80, 0), (0x88, 2)], heads
+
+
+def test_with_permessage_deflate_data_frames_set_rsv1_and_the_close_frame_does_not():
+    """Lesson 02, section 4: the TEXT frames go compressed (first byte c1), the CLOSE frame not (88).
+
+    RFC 7692 6: RSV1 marks the first frame of a compressed message, never a control frame.
+    """
+    firsts = [first for first, _ in _client_frame_heads(compression="deflate")]
+    assert firsts[0] == 0xC1 and firsts[1] == 0x41, [hex(b) for b in firsts]  # RSV1 on each first frame
+    assert all(b & 0b0111_0000 == 0 for b in firsts[2:]), [hex(b) for b in firsts]  # CONTs and CLOSE
+    assert firsts[-1] == 0x88
