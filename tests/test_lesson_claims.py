@@ -243,3 +243,60 @@ def test_with_permessage_deflate_data_frames_set_rsv1_and_the_close_frame_does_n
     assert firsts[0] == 0xC1 and firsts[1] == 0x41, [hex(b) for b in firsts]  # RSV1 on each first frame
     assert all(b & 0b0111_0000 == 0 for b in firsts[2:]), [hex(b) for b in firsts]  # CONTs and CLOSE
     assert firsts[-1] == 0x88
+
+
+PAGE = b"<!doctype html><title>wslab</title><p>a page</p>"
+OPEN_JS = """
+async (url) => await new Promise((resolve, reject) => {
+  const ws = new WebSocket(url);
+  ws.onmessage = (event) => { resolve(event.data); ws.close(); };
+  ws.onerror = () => reject(new Error("websocket error"));
+  setTimeout(() => reject(new Error("no message within 5 s")), 5000);
+})
+"""
+
+
+@pytest.mark.browser
+def test_chromium_sends_the_pages_origin_and_the_servers_cookies_from_another_port(chromium):
+    """Lesson 02, section 5: a browser sends `Origin` (the page's site) with every handshake, and
+    the cookies it holds for the *server's* host, even from a page on another port of 127.0.0.1
+    (same site: `SameSite` does not stop it). RFC 6455 4.1: browsers MUST send |Origin|."""
+    import threading
+
+    from websockets.datastructures import Headers
+    from websockets.http11 import Response
+    from websockets.sync.server import serve as sync_serve
+
+    seen: list[tuple[str | None, str | None]] = []
+
+    def page(connection, request):
+        if request.path == "/":
+            return Response(200, "OK", Headers({"Content-Type": "text/html", "Content-Length": str(len(PAGE))}), PAGE)
+        return None  # /ws: go on with the WebSocket handshake
+
+    def handler(connection):
+        seen.append((connection.request.headers.get("Origin"), connection.request.headers.get("Cookie")))
+        connection.send("ok")
+        connection.recv(timeout=seconds(5))  # until the page closes
+
+    servers = [sync_serve(handler, "127.0.0.1", 0, process_request=page) for _ in range(2)]
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
+    try:
+        ws_port, other_port = (s.socket.getsockname()[1] for s in servers)
+        tab = chromium.new_page()
+        try:
+            tab.goto(f"http://127.0.0.1:{ws_port}/")
+            tab.evaluate("document.cookie = 'session=s3cr3t; path=/'")
+            tab.goto(f"http://127.0.0.1:{other_port}/")  # another origin, the same site
+            assert tab.evaluate(OPEN_JS, f"ws://127.0.0.1:{ws_port}/ws") == "ok"
+        finally:
+            tab.close()
+    finally:
+        for server in servers:
+            server.shutdown()
+        for thread in threads:
+            thread.join(timeout=seconds(5))
+    assert seen and seen[0][0] == f"http://127.0.0.1:{other_port}", seen
+    assert "session=s3cr3t" in (seen[0][1] or ""), seen
