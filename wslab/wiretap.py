@@ -52,6 +52,7 @@ from urllib.parse import urlsplit
 
 from . import servers
 from .display import Table
+from .link import Link, Pipe, Shaper, resolve as _resolve_link
 from .servers import Background
 
 __all__ = ["Chunk", "Connection", "Capture", "Tap", "View", "wiretap", "wiretap_in_thread", "load"]
@@ -496,8 +497,11 @@ class Tap(Capture, Background):
         *,
         max_capture: int,
         connect_timeout: float,
+        link: Link | None = None,
     ) -> None:
         super().__init__(max_capture=max_capture)
+        self.link = link
+        self._shapers = None if link is None else {UP: Shaper(link, UP), DOWN: Shaper(link, DOWN)}
         self.name = name
         self.scheme = scheme
         self.target_host = target_host
@@ -556,12 +560,20 @@ class Tap(Capture, Background):
             self._transports.discard(cwriter.transport)
             return
         self._transports.add(swriter.transport)
+        pipes: list[Pipe] = []
+        if self._shapers is not None:
+            loop = asyncio.get_running_loop()
+            pipes = [Pipe(self._shapers[UP], swriter.transport, loop), Pipe(self._shapers[DOWN], cwriter.transport, loop)]
         try:
             await asyncio.gather(
-                self._pump(conn, creader, cwriter, swriter, UP),
-                self._pump(conn, sreader, swriter, cwriter, DOWN),
+                self._pump(conn, creader, cwriter, swriter, UP, pipes[0] if pipes else None),
+                self._pump(conn, sreader, swriter, cwriter, DOWN, pipes[1] if pipes else None),
             )
+            for pipe in pipes:  # what is still on the link arrives before the connection closes
+                await pipe.flushed()
         finally:
+            for pipe in pipes:
+                pipe.close()
             for writer in (cwriter, swriter):
                 writer.close()
                 self._transports.discard(writer.transport)
@@ -575,8 +587,12 @@ class Tap(Capture, Background):
         source: asyncio.StreamWriter,
         writer: asyncio.StreamWriter,
         direction: str,
+        pipe: Pipe | None = None,
     ) -> None:
-        """Copy ``reader`` to ``writer`` until EOF; ``source`` is the reader's own socket."""
+        """Copy ``reader`` to ``writer`` until EOF; ``source`` is the reader's own socket.
+
+        With a link, ``pipe`` holds each chunk until the link delivers it (in order).
+        """
         side = "client" if direction == UP else "server"
         other = "server" if direction == UP else "client"
         while True:  # until EOF or an error; each turn waits for data
@@ -584,11 +600,16 @@ class Tap(Capture, Background):
                 data = await reader.read(READ_SIZE)
             except OSError as exc:  # a reset: pass the abrupt close on
                 self._record(conn, ERROR, self._now(), note=f"{side} reset the connection ({exc}); aborting the {other}'s")
-                writer.transport.abort()
+                if pipe is not None:
+                    pipe.send_abort()
+                else:
+                    writer.transport.abort()
                 return
             if not data:
                 self._record(conn, STATE, self._now(), note=f"{side} sent EOF (half-close); passing it to the {other}")
-                if not writer.is_closing() and writer.can_write_eof():
+                if pipe is not None:
+                    pipe.send_eof()
+                elif not writer.is_closing() and writer.can_write_eof():
                     try:
                         writer.write_eof()
                     except OSError:
@@ -597,8 +618,13 @@ class Tap(Capture, Background):
             self._record(conn, direction, self._now(), data)
             if writer.is_closing():
                 continue  # the other side is gone: drain the reader until EOF
-            writer.write(data)
             try:
+                if pipe is None:
+                    writer.write(data)
+                else:
+                    pipe.send(data)  # the link delivers it when due
+                    if pipe.queued >= pipe.limit:
+                        await pipe.room()
                 await writer.drain()
             except OSError as exc:
                 self._record(conn, ERROR, self._now(), note=f"writing to the {other} failed ({exc}); aborting the {side}'s connection")
@@ -619,6 +645,12 @@ class Tap(Capture, Background):
 
     async def _close(self) -> None:
         self._abort_all()
+        # A connection the listener accepted a moment ago is still inside
+        # asyncio (no transport handed to us yet): let it reach accept(), then
+        # abort it too, or its client would wait for a close that never comes.
+        for _ in range(5):
+            await asyncio.sleep(0)
+        self._abort_all()
         tasks = [t for t in self._tasks if not t.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=self.stop_timeout)
@@ -631,14 +663,16 @@ class Tap(Capture, Background):
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
+        link = f", link {self.link}" if self.link is not None else ""
         return (
-            f"<wslab.Tap {self.name!r} {self.url} -> {self.target}, {self.mode} mode, {state}, "
+            f"<wslab.Tap {self.name!r} {self.url} -> {self.target}{link}, {self.mode} mode, {state}, "
             f"{len(self.conns)} connection(s), {self.bytes_up:,} bytes up, {self.bytes_down:,} bytes down>"
         )
 
 
 async def _start(tap: Tap) -> Tap:
     def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tap._transports.add(writer.transport)  # now, so a stop before the task runs still closes it
         task = asyncio.ensure_future(tap._relay(reader, writer))
         tap._tasks.add(task)
         task.add_done_callback(tap._tasks.discard)
@@ -649,9 +683,9 @@ async def _start(tap: Tap) -> Tap:
     return tap
 
 
-def _make(target: Any, name: str, mode: str, max_capture: int, connect_timeout: float) -> Tap:
+def _make(target: Any, name: str, mode: str, max_capture: int, connect_timeout: float, link: Link | None) -> Tap:
     scheme, host, port, path = _parse_target(target)
-    return Tap(name, scheme, host, port, path, mode, max_capture=max_capture, connect_timeout=connect_timeout)
+    return Tap(name, scheme, host, port, path, mode, max_capture=max_capture, connect_timeout=connect_timeout, link=link)
 
 
 class _PendingTap(servers._PendingServer):
@@ -671,6 +705,11 @@ def wiretap(
     target: Any,
     name: str = "wiretap",
     *,
+    # The network between client and server (link.py)
+    link: Link | str | None = None,
+    rtt_ms: float | None = None,
+    rate_kbps: float | None = None,
+    # Capture and timeouts
     max_capture: int = DEFAULT_MAX_CAPTURE,
     connect_timeout: float = CONNECT_TIMEOUT,
 ) -> Awaitable[Tap]:
@@ -682,8 +721,15 @@ def wiretap(
     >>> tap = await wslab.wiretap(srv)
     >>> async with websockets.asyncio.client.connect(tap.url) as ws: ...
     >>> tap.http()
+
+    ``link`` puts a network between client and server: a :class:`wslab.Link`
+    (``Link(rtt_ms=100, jitter_ms=5, rate_kbps=1000)``) or a preset name
+    (``"same-city"``, ``"cross-ocean"``, ``"3g"``: :data:`wslab.link.PRESETS`);
+    ``rtt_ms=`` and ``rate_kbps=`` are shortcuts (and override the link's).
+    Every byte is then delayed per direction, in order; the counts stay
+    exact. Raises ``ValueError`` for a bad value or an unknown preset.
     """
-    tap = _make(target, name, "task", max_capture, connect_timeout)
+    tap = _make(target, name, "task", max_capture, connect_timeout, _resolve_link(link, rtt_ms=rtt_ms, rate_kbps=rate_kbps))
 
     async def start() -> Tap:
         await servers.release(name)
@@ -698,12 +744,18 @@ def wiretap_in_thread(
     target: Any,
     name: str = "wiretap",
     *,
+    # The network between client and server (link.py)
+    link: Link | str | None = None,
+    rtt_ms: float | None = None,
+    rate_kbps: float | None = None,
+    # Capture and timeouts
     max_capture: int = DEFAULT_MAX_CAPTURE,
     connect_timeout: float = CONNECT_TIMEOUT,
 ) -> Tap:
     """Like :func:`wiretap`, with the relay on its own loop in a daemon thread (no ``await``).
 
     Use it when the clients block (a synchronous client in a cell, another thread).
+    ``link``, ``rtt_ms`` and ``rate_kbps`` as for :func:`wiretap`.
     """
-    tap = _make(target, name, "thread", max_capture, connect_timeout)
+    tap = _make(target, name, "thread", max_capture, connect_timeout, _resolve_link(link, rtt_ms=rtt_ms, rate_kbps=rate_kbps))
     return servers.start_in_thread(name, lambda: _start(tap))
