@@ -276,7 +276,7 @@ def test_a_bad_link_is_refused_with_the_value_named(make, words):
 def test_stop_is_bounded_while_bytes_wait_on_a_long_link():
     """The echo is held by a 40 s downlink: stop() returns at once, the client sees the close, nothing more."""
     server = StampingServer()
-    tap = wslab.wiretap_in_thread(("127.0.0.1", server.port), name="link-stop", link=Link(up_ms=0, down_ms=40_000))
+    tap = wslab.wiretap_in_thread(("127.0.0.1", server.port), name="link-stop", link=Link(up_ms=0, down_ms=40_000, handshake=False))
     try:
         with client_socket(tap.port) as sock:
             sock.sendall(StampingServer.RECORD.pack(1, time.perf_counter()))
@@ -292,3 +292,21 @@ def test_stop_is_bounded_while_bytes_wait_on_a_long_link():
     finally:
         server.close()
     assert tap.bytes_down in (0, StampingServer.RECORD.size)  # perhaps read by the tap; never delivered
+
+
+@pytest.mark.parametrize("handshake, expected_ms", [(True, 60 + 20), (False, 20)])
+def test_a_new_connection_pays_the_tcp_handshake_round_trip(handshake, expected_ms):
+    """Up 20 ms, down 40 ms: bytes sent right after connect() reach the server after 60 + 20 ms (SYN, SYN-ACK, data), or 20 without."""
+    server = StampingServer(echo=False)
+    link = Link(up_ms=20, down_ms=40, handshake=handshake)
+    tap = wslab.wiretap_in_thread(("127.0.0.1", server.port), name="link-syn", link=link)
+    try:
+        started = time.perf_counter()
+        with client_socket(tap.port) as sock:
+            sock.sendall(StampingServer.RECORD.pack(0, started))
+            assert server.got.wait(seconds(5))
+    finally:
+        tap.stop()
+        server.close()
+    arrived = (server.arrivals[0][2] - started) * 1000
+    assert expected_ms - EARLY_MS <= arrived <= expected_ms + LATE_MS, arrived

@@ -22,6 +22,11 @@ side::
     sent = max(now, link busy until) + len(chunk) * 8 / rate     # serialisation
     due  = max(sent + delay + jitter, due of the previous chunk)  # propagation, in order
 
+A new connection also pays TCP's handshake (``handshake=True``): its
+first bytes up are not due before one round trip after the client
+connected, plus the one-way delay. The relay's own connections are on
+loopback, so without this a connection would cost nothing to open.
+
 The rate is a property of the link, so it is shared by every connection of a
 tap in that direction (like one phone's radio); delay and order are per
 connection. Byte counts stay exact: nothing is dropped, added or split.
@@ -89,6 +94,11 @@ class Link:
     direction. ``seed`` makes the jitter reproducible. ``None`` means "no
     cap". Times are milliseconds.
 
+    ``handshake`` (default True) charges each new connection the round trip
+    of TCP's handshake: on loopback ``connect()`` returns at once, so the
+    client's first bytes are held until one round trip after it connected,
+    plus the one-way delay, as on a real network (SYN, SYN-ACK, then data).
+
     >>> wslab.Link(rtt_ms=100).down_ms
     50.0
     >>> wslab.Link(up_ms=30, rtt_ms=100).down_ms
@@ -104,6 +114,7 @@ class Link:
     up_kbps: float | None = None
     down_kbps: float | None = None
     name: str = ""
+    handshake: bool = True
 
     def __post_init__(self) -> None:
         for field in ("rtt_ms", "jitter_ms", "up_ms", "down_ms"):
@@ -377,6 +388,10 @@ class Pipe:
         now = time.monotonic()
         due = self.shaper.sent(len(data), now) + self.shaper.propagation()
         self._put(max(due, self.last_due), data)
+
+    def hold(self, until: float) -> None:
+        """Deliver nothing before ``until`` (``time.monotonic()``): the TCP handshake's round trip."""
+        self.last_due = max(self.last_due, until)
 
     def send_eof(self) -> None:
         """Pass the half-close on after every byte before it (one-way delay later)."""

@@ -160,6 +160,7 @@ class Tap(Capture, Background):
     # One relayed connection
 
     async def _relay(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
+        accepted = time.monotonic()
         self._ids += 1
         peer = cwriter.get_extra_info("peername") or ("?", 0)
         conn = self._open(self._ids, f"{peer[0]}:{peer[1]}", self._now())
@@ -188,6 +189,8 @@ class Tap(Capture, Background):
         if self._shapers is not None:
             loop = asyncio.get_running_loop()
             pipes = [Pipe(self._shapers[UP], swriter.transport, loop), Pipe(self._shapers[DOWN], cwriter.transport, loop)]
+            if self.link is not None and self.link.handshake:  # SYN, SYN-ACK: then the client's bytes may leave
+                pipes[0].hold(accepted + (self.link.round_trip_ms + self.link.up_delay_ms) / 1000)
         try:
             await asyncio.gather(
                 self._pump(conn, creader, cwriter, swriter, UP, pipes[0] if pipes else None),
