@@ -36,8 +36,9 @@ class StampingServer:
 
     RECORD = struct.Struct("!Id")
 
-    def __init__(self, *, echo: bool = True) -> None:
+    def __init__(self, *, echo: bool = True, records: bool = True) -> None:
         self.echo = echo
+        self.records = records  # False: stamp each recv() as (bytes so far, 0, now) instead
         self.arrivals: list[tuple[int, float, float]] = []  # (seq, sent by client, arrived here)
         self.raw = bytearray()
         self.got = threading.Event()  # set at the first record
@@ -65,6 +66,9 @@ class StampingServer:
                 if not data:
                     return
                 self.raw += data
+                if not self.records:
+                    self.arrivals.append((len(self.raw), 0.0, now))
+                    continue
                 buf += data
                 while len(buf) >= self.RECORD.size:
                     seq, sent = self.RECORD.unpack(buf[: self.RECORD.size])
@@ -158,7 +162,7 @@ def test_a_task_mode_tap_delays_an_asyncio_client_by_the_round_trip():
 
 def test_the_rate_cap_spreads_a_burst_over_its_serialisation_time():
     """At 800 kbit/s (100,000 bytes/s) one way, 60,000 bytes take 0.6 s to reach the server; the other way is free."""
-    server = StampingServer(echo=False)
+    server = StampingServer(echo=False, records=False)
     size = 60_000
     tap = wslab.wiretap_in_thread(("127.0.0.1", server.port), name="link-rate", link=Link(up_kbps=800))
     try:
@@ -310,3 +314,39 @@ def test_a_new_connection_pays_the_tcp_handshake_round_trip(handshake, expected_
         server.close()
     arrived = (server.arrivals[0][2] - started) * 1000
     assert expected_ms - EARLY_MS <= arrived <= expected_ms + LATE_MS, arrived
+
+
+def test_a_long_transfer_runs_at_the_capped_rate_and_the_link_pushes_back():
+    """2 MB through a 16,000 kbit/s (2 MB/s) uplink arrive at 2 MB/s by the server's clock; the relay holds at most its limit."""
+    import wslab.link as link_module
+
+    server = StampingServer(echo=False, records=False)
+    size = 2_000_000
+    most = [0]
+    original = link_module.Pipe.send
+
+    def send(self, data):  # watch what the pipe holds
+        original(self, data)
+        most[0] = max(most[0], self.queued)
+
+    link_module.Pipe.send = send
+    tap = wslab.wiretap_in_thread(("127.0.0.1", server.port), name="link-long", link=Link(up_kbps=16_000, handshake=False))
+    try:
+        with client_socket(tap.port) as sock:
+            block = bytes(60_000)
+            for _ in range(size // len(block)):
+                sock.sendall(block)
+            sock.sendall(bytes(size % len(block)))
+            sock.shutdown(socket.SHUT_WR)
+            server.thread.join(seconds(15))
+    finally:
+        link_module.Pipe.send = original
+        tap.stop()
+        server.close()
+    assert len(server.raw) == size == tap.bytes_up
+    first_bytes, _, first = server.arrivals[0]
+    last = server.arrivals[-1][2]
+    rate = (size - first_bytes) / (last - first)  # bytes per second after the first read, by the server's clock
+    assert 2e6 * 0.85 <= rate <= 2e6 * 1.1, rate
+    limit = link_module.Shaper(Link(up_kbps=16_000), ">").limit  # a quarter second of the link: 500,000 bytes
+    assert limit == 500_000 and most[0] <= limit + 65536, most[0]  # at most one read past the limit

@@ -53,10 +53,12 @@ callback delivers everything due, in order, and schedules the next head. A
 chunk already due with nothing queued before it (a link with zero delay and
 no rate) is written at once, without the clock.
 
-*Flow control.* A pipe holds at most ``limit`` bytes not yet delivered (a
-bandwidth-delay product plus a margin, at least 256 KiB); the relay stops
+*Flow control.* A pipe holds at most ``limit`` bytes not yet delivered
+(with a cap, what the link carries in its delay plus a quarter second, at
+least 256 KiB; without one, 1 MiB, like a TCP window); the relay stops
 reading that direction until it drains, so a slow link pushes back on the
-sender through TCP as a real one does, and memory stays bounded.
+sender through TCP as a real one does, and memory stays bounded (about
+``limit`` per direction per connection, plus asyncio's write buffers).
 
 What must never happen: bytes delivered out of order, a byte lost or counted
 twice, a pipe that keeps a stopped tap's connection alive (``close()``
@@ -327,6 +329,10 @@ CLOCK = Clock()
 # Shaping one direction of a tap
 
 
+#: Bytes a pipe of an uncapped link holds in flight before the relay stops reading.
+UNCAPPED_LIMIT = 1024 * 1024
+
+
 class Shaper:
     """One direction of a link, shared by a tap's connections: delay, jitter, the rate's busy time."""
 
@@ -337,9 +343,13 @@ class Shaper:
         self.bytes_per_s = None if rate is None else rate * 1000 / 8
         self.busy_until = 0.0
         self.rng = random.Random(f"{link.seed}{direction}") if link.seed is not None else random.Random()
-        # In flight per pipe: a bandwidth-delay product plus a margin, at least 256 KiB.
-        margin = self.delay + self.jitter + 0.25
-        self.limit = max(256 * 1024, int((self.bytes_per_s or 16 * 1024 * 1024) * margin))
+        # In flight per pipe: with a cap, what the link carries in its delay
+        # plus a quarter second (at least 256 KiB); without one, 1 MiB (like
+        # a TCP window: an uncapped link then carries up to 1 MiB per delay).
+        if self.bytes_per_s is None:
+            self.limit = UNCAPPED_LIMIT
+        else:
+            self.limit = max(256 * 1024, int(self.bytes_per_s * (self.delay + self.jitter + 0.25)))
 
     def sent(self, size: int, now: float) -> float:
         """When the last bit of ``size`` bytes handed over at ``now`` has left (serialisation)."""
