@@ -242,7 +242,8 @@ class Capture:
         return Table(
             ["conn", "client", "state", "bytes up (>)", "bytes down (<)"],
             rows,
-            title=f"wiretap to {self.target}" if self.target else "",
+            title=(f"wiretap to {self.target}" + (f" over {link}" if (link := getattr(self, "link", None)) else ""))
+            if self.target else "",
             align_right={3, 4},
         )
 
@@ -262,7 +263,11 @@ class Capture:
         """The HTTP messages: request and response heads in full, bodies summarized.
 
         After a ``101 Switching Protocols`` the rest of the connection is
-        WebSocket frames: see :meth:`frames`.
+        WebSocket frames: see :meth:`frames`. Never raises on what a peer
+        sent: a ``Content-Length`` that is not ``1*DIGIT`` (``²``, ``-5``,
+        ``5, 6``; RFC 9110 section 8.6) or a chunk size that is not hex (RFC
+        9112 section 7.1) ends that direction's parse with a ``!`` note; a
+        length of more digits than any capture holds reads as "the rest".
         """
         out: list[str] = []
         for cid in self._conn_ids(conn):

@@ -103,7 +103,8 @@ class Tap(Capture, Background):
     ``url`` (connect here: the target's scheme and path, the tap's port),
     ``target`` (the target URL), ``mode``, ``running``, ``connections`` (open
     now), ``uptime``, ``errors``, ``bytes_up``/``bytes_down`` (totals),
-    ``conns`` (per connection: :class:`Connection`), ``log``/``chunks``.
+    ``conns`` (per connection: :class:`Connection`), ``log``/``chunks``,
+    ``link`` (the :class:`wslab.Link` between client and server, or None).
     ``stop()`` / ``await aclose()`` close its port and abort every relayed
     connection (see :class:`wslab.servers.Background`); the capture stays
     readable.
