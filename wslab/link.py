@@ -342,6 +342,8 @@ class Shaper:
         rate = link.rate(direction)
         self.bytes_per_s = None if rate is None else rate * 1000 / 8
         self.busy_until = 0.0
+        #: Nothing to do (no delay, no jitter, no cap): a pipe writes at once.
+        self.instant = self.bytes_per_s is None and not self.delay and not self.jitter
         self.rng = random.Random(f"{link.seed}{direction}") if link.seed is not None else random.Random()
         # In flight per pipe: with a cap, what the link carries in its delay
         # plus a quarter second (at least 256 KiB); without one, 1 MiB (like
@@ -395,6 +397,10 @@ class Pipe:
         return self.shaper.limit
 
     def send(self, data: bytes) -> None:
+        if self.shaper.instant and not self.queue and not self.closed:
+            if not self.transport.is_closing():
+                self.transport.write(data)  # a link with nothing to do costs one check
+            return
         now = time.monotonic()
         due = self.shaper.sent(len(data), now) + self.shaper.propagation()
         self._put(max(due, self.last_due), data)

@@ -273,10 +273,18 @@ class Tap(Capture, Background):
             task.cancel()
 
     async def _close(self) -> None:
-        self._abort_all()
-        # A connection the listener accepted a moment ago is still inside
-        # asyncio (no transport handed to us yet): let it reach accept(), then
-        # abort it too, or its client would wait for a close that never comes.
+        # Stop accepting first, then let a connection accepted a moment ago
+        # reach accept() (it is still inside asyncio, without a transport),
+        # then close the listener and abort everything. Closing the listener
+        # while asyncio is still making a transport for an accepted socket
+        # loses that socket (CPython 3.11: Server._attach asserts), and its
+        # client waits for a close that never comes.
+        loop = asyncio.get_running_loop()
+        for sock in self._server.sockets if self._server is not None else ():
+            try:
+                loop.remove_reader(sock.fileno())
+            except (NotImplementedError, ValueError, OSError):
+                pass
         for _ in range(5):
             await asyncio.sleep(0)
         self._abort_all()
