@@ -22,8 +22,8 @@ from wslab.link import PRESETS, Link, resolve
 
 from .conftest import run, seconds
 
-#: How far a measured delay may sit above the one set (a shared, loaded CI machine).
-LATE_MS = 15.0
+#: How far a measured median delay may sit above the one set (a shared, loaded CI machine).
+LATE_MS = seconds(20.0)
 #: How far below: the link never delivers early (the clock may wake a hair before).
 EARLY_MS = 0.5
 
@@ -124,9 +124,10 @@ def test_round_trip_and_each_one_way_delay_match_the_link_by_independent_clocks(
     finally:
         tap.stop()
         server.close()
-    rtts = [(back - sent) * 1000 for _, sent, back in pings]
-    ups = [(arrived - sent) * 1000 for _, sent, arrived in server.arrivals]
-    downs = [(back - arrived) * 1000 for (_, _, back), (_, _, arrived) in zip(pings, server.arrivals)]
+    # The first record also paid TCP's handshake (tested below): leave it out.
+    rtts = [(back - sent) * 1000 for _, sent, back in pings][1:]
+    ups = [(arrived - sent) * 1000 for _, sent, arrived in server.arrivals][1:]
+    downs = [(back - arrived) * 1000 for (_, _, back), (_, _, arrived) in zip(pings, server.arrivals)][1:]
     assert min(rtts) >= 100 - EARLY_MS and statistics.median(rtts) <= 100 + LATE_MS, rtts
     assert min(ups) >= 20 - EARLY_MS and statistics.median(ups) <= 20 + LATE_MS, ups
     assert min(downs) >= 80 - EARLY_MS and statistics.median(downs) <= 80 + LATE_MS, downs
@@ -142,13 +143,13 @@ def test_a_task_mode_tap_delays_an_asyncio_client_by_the_round_trip():
         try:
             reader, writer = await asyncio.open_connection(tap.host, tap.port)
             rtts = []
-            for seq in range(6):
+            for seq in range(9):
                 sent = time.perf_counter()
                 writer.write(StampingServer.RECORD.pack(seq, sent))
                 await reader.readexactly(StampingServer.RECORD.size)
                 rtts.append((time.perf_counter() - sent) * 1000)
             writer.close()
-            return tap, rtts
+            return tap, rtts[1:]  # the first paid TCP's handshake too (tested below)
         finally:
             await tap.aclose()
 
