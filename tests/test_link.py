@@ -351,3 +351,10 @@ def test_a_long_transfer_runs_at_the_capped_rate_and_the_link_pushes_back():
     assert 2e6 * 0.85 <= rate <= 2e6 * 1.1, rate
     limit = link_module.Shaper(Link(up_kbps=16_000), ">").limit  # a quarter second of the link: 500,000 bytes
     assert limit == 500_000 and most[0] <= limit + 65536, most[0]  # at most one read past the limit
+
+
+def test_a_saved_capture_remembers_its_link(tmp_path):
+    tap = wslab.wiretap_in_thread(("127.0.0.1", 9), name="link-save", link="3g")
+    tap.stop()
+    loaded = wslab.Capture.load(tap.save(tmp_path / "3g.json"))
+    assert loaded.link == PRESETS["3g"] and "over 3g: 150 ms up" in str(loaded.summary())

@@ -26,12 +26,13 @@ such, with a ``!`` note, and the rest of that direction as unparsed bytes.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from .display import Table
 
@@ -131,6 +132,7 @@ class Capture:
         self.forgotten = 0  # closed connections whose record was let go (capture full)
         self.held = 0  # estimated bytes held: payload + CHUNK_COST per chunk + CONNECTION_COST per record
         self.target = ""
+        self.link: Any = None  # a wslab.Link when the capture was taken through one
 
     # Recording (called on the relay's loop only)
 
@@ -242,7 +244,7 @@ class Capture:
         return Table(
             ["conn", "client", "state", "bytes up (>)", "bytes down (<)"],
             rows,
-            title=(f"wiretap to {self.target}" + (f" over {link}" if (link := getattr(self, "link", None)) else ""))
+            title=(f"wiretap to {self.target}" + (f" over {self.link}" if self.link is not None else ""))
             if self.target else "",
             align_right={3, 4},
         )
@@ -343,6 +345,7 @@ class Capture:
             "dropped_events": self.dropped_events,
             "forgotten": self.forgotten,
             "max_capture": self.max_capture,
+            "link": dataclasses.asdict(self.link) if self.link is not None else None,
             "connections": [
                 {k: getattr(c, k) for k in ("id", "client", "opened", "closed", "bytes_up", "bytes_down", "error")}
                 for c in self.conns.values()
@@ -366,6 +369,10 @@ class Capture:
         capture.bytes_up, capture.bytes_down = doc["bytes_up"], doc["bytes_down"]
         capture.dropped = doc["dropped"]
         capture.dropped_events = doc.get("dropped_events", 0)
+        if doc.get("link"):
+            from .link import Link
+
+            capture.link = Link(**doc["link"])
         capture.forgotten = doc.get("forgotten", 0)
         for c in doc["connections"]:
             capture.conns[c["id"]] = Connection(**c)
