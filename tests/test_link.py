@@ -258,6 +258,7 @@ def test_presets_and_shortcuts_resolve_to_links():
     assert resolve(None) is None
     assert Link(rtt_ms=100).up_delay_ms == Link(rtt_ms=100).down_delay_ms == 50
     assert Link(up_ms=30, rtt_ms=100).down_delay_ms == 70
+    assert Link(up_ms=20, down_ms=80).rtt_ms == 100 == Link(up_ms=20, down_ms=80).round_trip_ms
     assert "3g" in str(g3) and "768 kbit/s up" in str(g3)
 
 

@@ -136,6 +136,8 @@ class Link:
                 f"Link up_ms={self.up_ms!r} and down_ms={self.down_ms!r} add up to {self.up_ms + self.down_ms:g} ms, "
                 f"not rtt_ms={self.rtt_ms!r}: give rtt_ms, or the two one-way delays"
             )
+        if self.up_ms is not None and self.down_ms is not None and not self.rtt_ms:
+            object.__setattr__(self, "rtt_ms", self.up_ms + self.down_ms)  # so link.rtt_ms is the round trip
         for one in (self.up_ms, self.down_ms):
             if one is not None and self.rtt_ms and one > self.rtt_ms and (self.up_ms is None or self.down_ms is None):
                 raise ValueError(f"Link one-way delay {one!r} ms is more than rtt_ms={self.rtt_ms!r}")
@@ -293,7 +295,7 @@ class Clock:
 
     @staticmethod
     def cancel(entry: list[Any]) -> None:
-        entry[3] = None
+        entry[2] = entry[3] = None  # dropped when it reaches the head; holds nothing meanwhile
 
     def _run(self) -> None:
         while True:  # a daemon: lives as long as the process; each turn waits for the next entry
