@@ -165,13 +165,15 @@ def main(quick: bool) -> None:
         medians_plain.append(p)
         medians_zero.append(z)
         ratios.append(z / p)
-        bp, bz = [], []
-        cpu = relay_cpu(bulk_plain), relay_cpu(bulk_zero)
+        speeds: dict[str, list[float]] = {"plain": [], "zero": []}
+        cpus: dict[str, list[float]] = {"plain": [], "zero": []}
         for turn in range(4):
-            for which, port in ((bp, bulk_plain.port), (bz, bulk_zero.port))[:: 1 if turn % 2 else -1]:
-                which.append(bulk(port, size // 4))
-        bulk_cpu_ratios.append((relay_cpu(bulk_zero) - cpu[1]) / (relay_cpu(bulk_plain) - cpu[0]))
-        bulk_ratios.append(statistics.median(bz) / statistics.median(bp))
+            for key, tap in (("plain", bulk_plain), ("zero", bulk_zero))[:: 1 if turn % 2 else -1]:
+                before = relay_cpu(tap)
+                speeds[key].append(bulk(tap.port, size // 4))
+                cpus[key].append(relay_cpu(tap) - before)
+        bulk_cpu_ratios.append(statistics.median(cpus["zero"]) / statistics.median(cpus["plain"]))
+        bulk_ratios.append(statistics.median(speeds["zero"]) / statistics.median(speeds["plain"]))
         base = statistics.median(round_trips(plain.port, slow_count, gap=0.01))
         delayed = round_trips(slow.port, slow_count, gap=0.01)
         these = [d - base - 100 for d in delayed]
