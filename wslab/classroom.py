@@ -5,14 +5,18 @@ The instructor runs it once; students join from lesson 05 with
 It binds ``127.0.0.1`` unless told otherwise: ``--listen-on-network`` binds
 every interface (students on the lab network can then reach it, and so can
 anyone else on that network), prints a warning, and allows pages served from
-the room's own network address. Ctrl-C stops it: every student gets close
-code 1001 (going away). See ``instructor/CLASSROOM.md`` for the setups.
+the room's own network address. Ctrl-C or SIGTERM (what ``kill``, systemd
+and ``docker stop`` send) stops it: every student gets close code 1001 (going
+away) and "stopped" is printed. The room installs its own handlers for both
+signals, so it stops the same way even when it was started with SIGINT
+ignored (``cmd &`` in a shell does that). See ``instructor/CLASSROOM.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import socket
 import sys
 from typing import Any
@@ -91,9 +95,17 @@ async def _run(args: argparse.Namespace, out: Any) -> None:
         print("  (127.0.0.1 only: students on other machines cannot join; "
               "see --listen-on-network and instructor/CLASSROOM.md)", file=out)
     print("  Ctrl-C stops the room", file=out, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Our own handlers, whatever the inherited dispositions (a background
+    # process starts with SIGINT ignored): both signals end the wait below.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
         joined = len(room.members)
         await room.server.aclose()
         print(f"= classroom stopped: {joined} still joined got 1001 (going away)", file=out, flush=True)
