@@ -267,28 +267,47 @@ def test_broadcast_to_1000_clients_completes_in_bounded_time():
     assert "fanout" not in str(wslab.status())
 
 
-@pytest.mark.parametrize("hub, expected", [(True, "page"), (False, 403)])
-def test_under_jupyterhub_the_hubs_own_page_origin_is_let_in(monkeypatch, hub, expected):
-    """Through the hub and jupyter-server-proxy, Origin is the hub and Host is passed through."""
-    if hub:
-        monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
-    else:
-        monkeypatch.delenv("JUPYTERHUB_SERVICE_PREFIX", raising=False)
+def test_under_jupyterhub_a_page_whose_origin_matches_host_is_refused_and_nothing_is_learnt(monkeypatch):
+    """Origin equal to Host proves nothing (DNS rebinding); the allow-list never grows from requests."""
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
+    monkeypatch.delenv("JUPYTERHUB_PUBLIC_URL", raising=False)
+    monkeypatch.delenv("WSLAB_ORIGINS", raising=False)
 
     async def main():
         room = await wslab.chat_room(name="t-hub")
         port = room.server.port
-        sock = socket.create_connection(("127.0.0.1", port))
-        try:
-            async with connect(f"ws://hub.test:{port}/?nick=page", sock=sock,
-                               origin=f"https://hub.test:{port}") as ws:
-                return (await recv_json(ws))["nick"]
-        except InvalidStatus as exc:
-            return exc.response.status_code
-        finally:
-            sock.close()
+        before = list(room.origins)
+        statuses = set()
+        for i in range(20):
+            sock = socket.create_connection(("127.0.0.1", port))
+            try:
+                async with connect(f"ws://evil{i}.test:{port}/?nick=page", sock=sock,
+                                   origin=f"http://evil{i}.test:{port}"):
+                    statuses.add(101)
+            except InvalidStatus as exc:
+                statuses.add(exc.response.status_code)
+            finally:
+                sock.close()
+        return statuses, before, list(room.origins)
 
-    assert run(main()) == expected
+    statuses, before, after = run(main())
+    assert statuses == {403}
+    assert after == before
+
+
+def test_under_jupyterhub_the_hubs_configured_public_origin_is_let_in(monkeypatch):
+    """The hub's origin comes from the environment (JUPYTERHUB_PUBLIC_URL), never from a request."""
+    monkeypatch.setenv("JUPYTERHUB_PUBLIC_URL", "https://hub.test/")
+
+    async def main():
+        room = await wslab.chat_room(name="t-hub2")
+        async with connect(room.url + "?nick=page", origin="https://hub.test") as ws:
+            nick = (await recv_json(ws))["nick"]
+        with pytest.raises(InvalidStatus) as info:
+            await connect(room.url + "?nick=eve", origin="https://hub.test.evil.example")
+        return nick, info.value.response.status_code
+
+    assert run(main()) == ("page", 403)
 
 
 def test_raise_fd_limit_raises_the_soft_limit_up_to_the_hard_one():

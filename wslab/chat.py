@@ -65,6 +65,7 @@ from websockets.http11 import Request, Response
 
 from .browser import html_page_responder, page_html
 from .display import Table
+from .limits import DEFAULT_LIMITS, Guard, writable
 from .servers import LoopThread, Server, register, release, serve, serve_in_thread, unregister
 
 __all__ = [
@@ -74,6 +75,7 @@ __all__ = [
     "ChatClient",
     "join_classroom",
     "LOOPBACK_ORIGINS",
+    "RESERVED_NICKS",
     "measure_fanout",
     "plot_fanout",
     "raise_fd_limit",
@@ -99,6 +101,16 @@ class BadNickname(ValueError):
     """The nickname in the URL is missing or not acceptable (close code 1008)."""
 
 
+#: Names a student cannot take (compared case-insensitively, NFKC): the
+#: instructor's. Every nick ``room.say()`` speaks as joins the room's own set.
+RESERVED_NICKS = frozenset({"teacher", "instructor", "room", "server", "wslab"})
+
+
+def _nick_key(nick: str) -> str:
+    """What makes two nicknames the same one: NFKC, case-folded, without spaces, '.', '-', '_'."""
+    return re.sub(r"[\s.\-_]", "", unicodedata.normalize("NFKC", nick).casefold())
+
+
 def _clean_nick(path: str) -> str:
     values = parse_qs(urlsplit(path).query).get("nick", [])
     nick = unicodedata.normalize("NFC", values[0]).strip() if values else ""
@@ -112,13 +124,21 @@ def _clean_nick(path: str) -> str:
     return nick
 
 
+#: Join and leave notices wait this long (seconds) once the room has more than
+#: NOTICE_BATCH_ABOVE members, so that many joins become one notice.
+NOTICE_DELAY = 0.25
+NOTICE_BATCH_ABOVE = 50
+
+
 class ChatRoom:
     """The room: who is in it, what was said, and the handler that runs it.
 
     Start one with :func:`chat_room` (notebook's loop) or
     :func:`chat_room_in_thread`. ``room.say(text)`` speaks as ``"teacher"``
-    from any thread. ``room.members`` lists nicknames, ``room.dropped`` the
-    nicknames dropped for reading too slowly.
+    from any thread; its events carry ``"role": "instructor"`` and the page
+    shows them marked, and no student can take that name (nor any in
+    :data:`RESERVED_NICKS`). ``room.members`` lists nicknames,
+    ``room.dropped`` the nicknames dropped for reading too slowly (1008).
     """
 
     client_format = "chat"
@@ -140,12 +160,14 @@ class ChatRoom:
         self.history: deque[dict[str, Any]] = deque(maxlen=history)
         self.dropped: list[str] = []
         self.server: Server | None = None
-        #: The Origin allow-list the server checks (None: any site may connect).
+        self.guard: Guard | None = None
+        #: The explicit Origin allow-list (the guard's; code may append, requests never do).
         self.origins: list[Any] | None = None
-        #: Under JupyterHub, also accept the page whose Origin matches its Host
-        #: header (the hub's own pages; see _allow_same_origin).
-        self.trust_hub_origin = bool(os.environ.get("JUPYTERHUB_SERVICE_PREFIX"))
         self._members: dict[ServerConnection, str] = {}
+        self._taken: set[str] = set()  # _nick_key of every member's nick
+        self._reserved: set[str] = {_nick_key(n) for n in RESERVED_NICKS}
+        self._notices: list[tuple[str, str, str | None]] = []  # (kind, nick, why) waiting to go out
+        self._notice_timer: Any = None
 
     # What it looks like
 
@@ -168,50 +190,35 @@ class ChatRoom:
     # The server side
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if self.trust_hub_origin and self.origins is not None:
-            self._allow_same_origin(request)
         page = page_html(title=self.room, format="chat",
                          intro="Messages show as text: markup you send is shown, never run.")
         return html_page_responder(page)(connection, request)
 
-    def _allow_same_origin(self, request: Request) -> None:
-        """Under JupyterHub: let in the page that came through the hub to this kernel.
-
-        A notebook page on a hub has the hub's origin (``https://hub.example.org``),
-        which the kernel cannot know in advance. The hub's proxy and
-        jupyter-server-proxy pass the browser's ``Host`` header through, so a
-        page from the hub has ``Origin`` equal to ``scheme://<Host>``: that one
-        origin joins ``self.origins`` before websockets checks it.
-        """
-        origin = request.headers.get("Origin")
-        host = request.headers.get("Host")
-        if origin and host and urlsplit(origin).netloc == host and origin not in self.origins:
-            assert self.origins is not None
-            self.origins.append(origin)
-
     def _nick_for(self, wanted: str) -> str:
-        taken = set(self._members.values())
+        if _nick_key(wanted) in self._reserved:
+            raise BadNickname(f"nickname {wanted!r} is reserved for the instructor: pick another")
         nick, n = wanted, 2
-        while nick in taken:
+        while _nick_key(nick) in self._taken:
             nick, n = f"{wanted}-{n}", n + 1
         return nick
 
     async def handler(self, connection: ServerConnection) -> None:
         try:
-            wanted = _clean_nick(connection.request.path)
+            nick = self._nick_for(_clean_nick(connection.request.path))
         except BadNickname as exc:
             await connection.close(CloseCode.POLICY_VIOLATION, str(exc)[:120])
             return
-        nick = self._nick_for(wanted)
         # No await from here to the end of the join: see the design note.
         welcome = {"type": "welcome", "room": self.room, "nick": nick,
                    "members": sorted([*self._members.values(), nick])}
         broadcast([connection], json.dumps(welcome))
         if self.history:
             broadcast([connection], json.dumps({"type": "history", "events": list(self.history)}))
+        if not writable(connection):  # dropped already (its buffer overflowed)
+            return
         self._members[connection] = nick
-        if self.notices:
-            self._publish({"type": "join", "nick": nick, "time": time.time()})
+        self._taken.add(_nick_key(nick))
+        self._notice("join", nick)
         try:
             async for message in connection:
                 if not isinstance(message, str):
@@ -220,38 +227,86 @@ class ChatRoom:
                 if message.strip():
                     self._publish({"type": "message", "nick": nick, "text": message, "time": time.time()})
         finally:
-            if self._members.pop(connection, None) is not None and self.notices:
-                self._publish({"type": "leave", "nick": nick, "time": time.time()})
+            self._leave(connection)
+
+    def _leave(self, connection: ServerConnection, why: str | None = None) -> None:
+        """``connection`` is no longer a member (it left, or was dropped); queue its leave notice."""
+        nick = self._members.pop(connection, None)
+        if nick is None:
+            return
+        self._taken.discard(_nick_key(nick))
+        if why is not None:
+            self.dropped.append(nick)
+        self._notice("leave", nick, why)
+
+    def _on_guard_close(self, connection: ServerConnection, stat: str) -> None:
+        """The guard closed ``connection`` (1008, too much buffered, or not reading).
+
+        Called in the middle of a write (even inside ``broadcast()``): it only
+        updates the members and queues the notice, it never publishes.
+        """
+        self._leave(connection, "too slow")
+
+    # Publishing: _publish records an event and hands it to _fanout, the one
+    # place that writes to the members (a broker can take the event between them).
 
     def _publish(self, event: dict[str, Any]) -> None:
         """Record ``event`` and send it to every member now (on the room's loop)."""
-        data = json.dumps(event)
         if self.history.maxlen:
             self.history.append(event)
-        healthy = []
-        for connection, nick in list(self._members.items()):
-            transport = connection.transport
-            if transport is not None and transport.get_write_buffer_size() > self.max_buffer:
-                self._drop(connection, nick)
-            else:
-                healthy.append(connection)
-        broadcast(healthy, data)
+        self._fanout(json.dumps(event))
 
-    def _drop(self, connection: ServerConnection, nick: str) -> None:
-        del self._members[connection]
-        self.dropped.append(nick)
-        # The close frame queues behind the unsent data; close_timeout then aborts.
-        asyncio.ensure_future(connection.close(CloseCode.POLICY_VIOLATION, "too slow: dropped from the room"))
-        if self.notices:
-            self._publish({"type": "leave", "nick": nick, "time": time.time(), "why": "too slow"})
+    def _fanout(self, data: str) -> None:
+        """Write ``data`` to every member whose connection is still open.
+
+        A member whose buffer passes ``max_buffer`` is dropped by the guard
+        during this write (``_on_guard_close``): its leave notice goes out
+        later, from :meth:`_flush_notices`, so publishing never re-enters
+        itself.
+        """
+        broadcast([c for c in self._members if writable(c)], data)
+
+    def _notice(self, kind: str, nick: str, why: str | None = None) -> None:
+        """Queue a join or leave notice; several in a row go out as one."""
+        if not self.notices or self.server is None or self.server._loop is None:
+            return
+        self._notices.append((kind, nick, why))
+        if self._notice_timer is None:
+            delay = NOTICE_DELAY if len(self._members) > NOTICE_BATCH_ABOVE else 0
+            self._notice_timer = self.server._loop.call_later(delay, self._flush_notices)
+
+    def _flush_notices(self) -> None:
+        self._notice_timer = None
+        pending, self._notices = self._notices, []
+        now = time.time()
+        for kind in ("join", "leave"):
+            group = [(nick, why) for k, nick, why in pending if k == kind]
+            if not group:
+                continue
+            if len(group) == 1:
+                event: dict[str, Any] = {"type": kind, "nick": group[0][0], "time": now}
+                if group[0][1]:
+                    event["why"] = group[0][1]
+            else:
+                nicks = [nick for nick, _ in group]
+                shown = ", ".join(nicks[:3]) + (f" and {len(nicks) - 3} others" if len(nicks) > 3 else "")
+                event = {"type": kind, "nick": shown, "nicks": nicks, "time": now}
+                dropped = [nick for nick, why in group if why]
+                if dropped:
+                    event["dropped"] = dropped
+            self._publish(event)
 
     def say(self, text: str, nick: str = "teacher") -> None:
-        """Post ``text`` to everyone, from any thread or cell."""
+        """Post ``text`` to everyone as the instructor, from any thread or cell.
+
+        ``nick`` becomes reserved: no student can join under it afterwards.
+        """
         if not isinstance(text, str):
             raise TypeError(f"say() sends text, got {type(text).__name__}")
         if self.server is None or not self.server.running:
             raise RuntimeError("this room is stopped: start a new one with wslab.chat_room()")
-        event = {"type": "message", "nick": nick, "text": text, "time": time.time()}
+        self._reserved.add(_nick_key(nick))
+        event = {"type": "message", "nick": nick, "text": text, "time": time.time(), "role": "instructor"}
         _on_loop(self.server, self._publish, event)
 
     def stop(self) -> None:
@@ -272,38 +327,54 @@ def _on_loop(server: Server, fn: Any, *args: Any) -> None:
         loop.call_soon_threadsafe(fn, *args)
 
 
-def _room_args(kwargs: dict[str, Any]) -> tuple[ChatRoom, dict[str, Any]]:
+def _room_args(name: str, kwargs: dict[str, Any]) -> tuple[ChatRoom, dict[str, Any]]:
     room_keys = ("room", "history", "notices", "max_buffer")
     room = ChatRoom(**{k: kwargs.pop(k) for k in room_keys if k in kwargs})
-    kwargs.setdefault("max_size", DEFAULT_MAX_SIZE)
+    limits = kwargs.pop("limits", None) or DEFAULT_LIMITS
+    limits = limits.replace(max_buffer=room.max_buffer)
+    if "max_size" not in kwargs:
+        limits = limits.replace(max_size=DEFAULT_MAX_SIZE)
+    origins = kwargs.pop("origins", _DEFAULT)
+    if origins is None:
+        kwargs["origins"] = None  # every site: websockets checks nothing
+    elif origins is not _DEFAULT:
+        limits = limits.replace(origins=tuple(o for o in origins if o is not None),
+                                local_origins=False, allow_no_origin=None in origins)
     # permessage-deflate compresses every broadcast once per member (each
     # connection has its own compression context): off unless asked for.
     kwargs.setdefault("compression", None)
-    origins = kwargs.get("origins", LOOPBACK_ORIGINS)
-    # A list of our own, which websockets reads at every handshake: appending
-    # to room.origins later (the classroom does, once its port is known) works.
-    room.origins = kwargs["origins"] = None if origins is None else list(origins)
+    room.guard = Guard(limits, name=name, on_close=room._on_guard_close)
+    # The guard's list, read at every handshake: appending to room.origins
+    # later (the classroom does, once its port is known) works.
+    room.origins = room.guard.origins
+    kwargs["limits"] = room.guard
     return room, kwargs
+
+
+_DEFAULT: Any = object()
 
 
 async def chat_room(name: str = "chat", **kwargs: Any) -> ChatRoom:
     """Start a chat room on the notebook's loop; ``room = await wslab.chat_room()``.
 
     Room options: ``room`` (its title), ``history`` (messages kept for
-    newcomers, default 50), ``notices`` (join/leave messages), ``max_buffer``.
-    Server options go to :func:`wslab.serve`: ``max_size`` (default 4096 bytes;
-    bigger messages close with 1009), ``origins`` (default: pages from this
-    computer and clients without an Origin header; None allows every site),
+    newcomers, default 50), ``notices`` (join/leave messages), ``max_buffer``
+    (bytes waiting for one member before it is dropped with 1008, default
+    256 KiB). Server options go to :func:`wslab.serve`: ``max_size`` (default
+    4096 bytes; bigger messages close with 1009), ``origins`` (default: the
+    Origin policy of :class:`wslab.Limits`: pages from this computer, the
+    room's own address, ``WSLAB_ORIGINS`` and the hub's public URL, and
+    clients without an Origin header; None allows every site), ``limits``,
     ``host``/``port``/``allow_network``, ``ping_interval``/``ping_timeout``.
     """
-    room, kwargs = _room_args(kwargs)
+    room, kwargs = _room_args(name, kwargs)
     room.server = await serve(room.handler, name, process_request=room.process_request, **kwargs)
     return room
 
 
 def chat_room_in_thread(name: str = "chat", **kwargs: Any) -> ChatRoom:
     """Like :func:`chat_room`, on its own loop in a thread (cells may block)."""
-    room, kwargs = _room_args(kwargs)
+    room, kwargs = _room_args(name, kwargs)
     room.server = serve_in_thread(room.handler, name, process_request=room.process_request, **kwargs)
     return room
 
