@@ -142,6 +142,8 @@ class ChatRoom:
     """
 
     client_format = "chat"
+    #: A wslab.broker.Broker when the room spans processes (it takes every event; see broker.py).
+    broker: Any = None
 
     def __init__(
         self,
@@ -252,6 +254,8 @@ class ChatRoom:
 
     def _publish(self, event: dict[str, Any]) -> None:
         """Record ``event`` and send it to every member now (on the room's loop)."""
+        if self.broker is not None and self.broker.take(self, event):
+            return  # it comes back through Redis, to this process and every other (broker.py)
         if self.history.maxlen:
             self.history.append(event)
         self._fanout(json.dumps(event))
@@ -366,16 +370,23 @@ async def chat_room(name: str = "chat", **kwargs: Any) -> ChatRoom:
     room's own address, ``WSLAB_ORIGINS`` and the hub's public URL, and
     clients without an Origin header; None allows every site), ``limits``,
     ``host``/``port``/``allow_network``, ``ping_interval``/``ping_timeout``.
+    ``broker`` (a :class:`wslab.broker.Broker`) joins the room of that title in other processes.
     """
+    broker = kwargs.pop("broker", None)
     room, kwargs = _room_args(name, kwargs)
     room.server = await serve(room.handler, name, process_request=room.process_request, **kwargs)
+    if broker is not None:
+        await broker.attach(room)
     return room
 
 
 def chat_room_in_thread(name: str = "chat", **kwargs: Any) -> ChatRoom:
     """Like :func:`chat_room`, on its own loop in a thread (cells may block)."""
+    broker = kwargs.pop("broker", None)
     room, kwargs = _room_args(name, kwargs)
     room.server = serve_in_thread(room.handler, name, process_request=room.process_request, **kwargs)
+    if broker is not None:
+        broker.attach_in_thread(room)
     return room
 
 
