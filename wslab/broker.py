@@ -67,7 +67,7 @@ from typing import Any
 
 from . import servers
 
-__all__ = ["Broker", "RedisServer", "redis_server", "RoomProcess", "room_processes", "stop_processes", "CHANNEL_PREFIX"]
+__all__ = ["Broker", "RedisServer", "redis_server", "RoomProcess", "room_processes", "stop_processes", "measure_rooms", "CHANNEL_PREFIX"]
 
 #: Redis channel of a room: this prefix and the room's title.
 CHANNEL_PREFIX = "wslab:room:"
@@ -467,12 +467,13 @@ class RoomProcess:
         return f"<wslab.broker.RoomProcess {self.name!r} pid {self.proc.pid} {self.url}>"
 
 
-def room_processes(n: int, redis_url: str, *, room: str = "wslab classroom", history: int = 0,
+def room_processes(n: int, redis_url: str | None, *, room: str = "wslab classroom", history: int = 0,
                    name: str = "room", timeout: float = 30, extra: list[str] | None = None) -> list[RoomProcess]:
     """Start ``n`` room processes that share one room through Redis at ``redis_url``.
 
     Each is ``python -m wslab classroom --redis <url>`` on ``127.0.0.1``, port
     picked by the OS; returns them once every one listens (and has subscribed).
+    ``redis_url=None`` starts rooms that are not joined (for comparison).
     """
     if n < 1:
         raise ValueError(f"n must be at least 1 process, got {n!r}")
@@ -482,7 +483,8 @@ def room_processes(n: int, redis_url: str, *, room: str = "wslab classroom", his
         for i in range(n):
             servers.release_sync(f"{name}-{i + 1}")
             proc = subprocess.Popen(
-                [sys.executable, "-m", "wslab", "classroom", "--redis", redis_url, "--room", room,
+                [sys.executable, "-m", "wslab", "classroom", *(["--redis", redis_url] if redis_url else []),
+                 "--room", room,
                  "--history", str(history), *(extra or [])],
                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             )
@@ -503,3 +505,80 @@ def stop_processes(rooms: list[RoomProcess]) -> None:
         room.terminate()
     for room in rooms:
         room.stop()
+
+
+# Measuring: what does Redis add?
+#
+# Both clients live in the caller's process, so one clock (time.perf_counter)
+# stamps the send and the arrival. Latency: one message at a time, the next
+# sent when the last arrived. Throughput: `burst` messages sent back to back by
+# one client, timed until the last reaches a client on the other process.
+
+
+async def _timed_pair(send_url: str, recv_url: str, n: int, burst: int, tag: str) -> dict[str, Any]:
+    from websockets.asyncio.client import connect
+
+    async def join(url: str, nick: str) -> Any:
+        ws = await connect(f"{url}?nick={nick}", max_size=None, compression=None, open_timeout=10)
+        await asyncio.wait_for(ws.recv(), 10)  # the welcome
+        return ws
+
+    async def next_message(ws: Any, prefix: str) -> str:
+        while True:
+            event = json.loads(await ws.recv())
+            if event.get("type") == "message" and event["text"].startswith(prefix):
+                return event["text"]
+
+    sender, receiver = await join(send_url, f"{tag}-a"), await join(recv_url, f"{tag}-b")
+    try:
+        latencies = []
+        async with asyncio.timeout(60 + n * 0.05):
+            for k in range(n):
+                t0 = time.perf_counter()
+                await sender.send(f"lat {k}")
+                await next_message(receiver, f"lat {k}")
+                latencies.append(time.perf_counter() - t0)
+        async with asyncio.timeout(60 + burst * 0.01):
+            t0 = time.perf_counter()
+            for k in range(burst):
+                await sender.send(f"burst {k}")
+            last = f"burst {burst - 1}"
+            while await next_message(receiver, "burst ") != last:
+                pass
+            rate = burst / (time.perf_counter() - t0)
+    finally:
+        await sender.close()
+        await receiver.close()
+    return {"latencies": latencies, "rate": rate}
+
+
+async def measure_rooms(single: str, pair: tuple[str, str], *, n: int = 200, burst: int = 2000) -> Any:
+    """One room in one process (``single``, its ws:// URL) against one room in two processes (``pair``).
+
+    The rooms are running already (:func:`room_processes`; ``single`` not
+    joined through Redis, ``pair`` joined). Returns a
+    :class:`wslab.display.Table`: latency min / median / p90 (ms) of ``n``
+    messages sent one at a time, and messages per second for a burst of
+    ``burst``; ``table.raw`` keeps every figure, ``table.extra_ms`` the median
+    latency Redis adds.
+    """
+    import statistics
+
+    from .display import Table
+
+    raw: dict[str, dict[str, Any]] = {
+        "one process": await _timed_pair(single, single, n, burst, "one"),
+        "two processes + Redis": await _timed_pair(pair[0], pair[1], n, burst, "two"),
+    }
+    rows = []
+    for label, r in raw.items():
+        ms = sorted(x * 1000 for x in r["latencies"])
+        p90 = ms[int(0.9 * (len(ms) - 1))]
+        rows.append([label, f"{ms[0]:.2f}", f"{statistics.median(ms):.2f}", f"{p90:.2f}", f"{r['rate']:,.0f}"])
+    medians = [statistics.median(r["latencies"]) * 1000 for r in raw.values()]
+    table = Table(["room", "min ms", "median ms", "p90 ms", "burst msgs/s"], rows,
+                  title=f"sender to a receiver, {n} messages one at a time, then a burst of {burst}",
+                  align_right={1, 2, 3, 4})
+    table.raw = raw  # type: ignore[attr-defined]
+    table.extra_ms = medians[1] - medians[0]  # type: ignore[attr-defined]
+    return table
