@@ -203,9 +203,9 @@ async def check_first_message(handler: Any, token: str, *, wait: float = 1.0) ->
 
     async def attempt(url: str, first: str | None) -> str:
         async with connect(url, open_timeout=5, close_timeout=2) as ws:
-            if first is not None:
-                await ws.send(first)
             try:
+                if first is not None:
+                    await ws.send(first)
                 async with asyncio.timeout(wait * 2 + 2):
                     reply = await ws.recv()
                 return f"answer {reply[:40]!r}" if isinstance(reply, str) else "answer (bytes)"
