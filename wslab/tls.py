@@ -40,9 +40,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from .display import Table
 from .servers import Server, serve, serve_in_thread
 
@@ -88,6 +85,9 @@ class CA:
 
     @property
     def spki_sha256(self) -> str:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
         cert = x509.load_pem_x509_certificate(self.cert_pem.encode())
         spki = cert.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
