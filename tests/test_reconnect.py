@@ -85,3 +85,24 @@ def test_websockets_default_backoff_is_random_first_then_growing_and_capped():
     assert delays[1] == pytest.approx(3.1) and delays[2] == pytest.approx(3.1 * 1.618)
     assert delays[-1] == 90.0 and max(delays) == 90.0
     assert connect.__init__.__kwdefaults__["reconnect_delays"] is websockets.client.backoff
+
+
+@pytest.mark.parametrize("code, raises", [(1000, False), (1001, False), (1012, True)])
+def test_async_for_over_a_connection_ends_quietly_on_1000_and_1001_and_raises_on_1012(code, raises):
+    """What the lesson's hint says: both outcomes must lead to the next connection."""
+    from websockets.asyncio.server import serve
+
+    async def close_with(connection):
+        await connection.close(code)
+
+    async def main():
+        async with serve(close_with, "127.0.0.1", 0) as server:
+            ws = await connect(f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/")
+            try:
+                async for _ in ws:
+                    pass
+            except ConnectionClosedError:
+                return True
+            return False
+
+    assert run(main()) is raises
