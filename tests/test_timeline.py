@@ -63,3 +63,23 @@ def test_draw_makes_one_row_per_transport_with_every_mark():
 def test_draw_without_results_says_what_to_do():
     with pytest.raises(ValueError, match="run wslab.receive"):
         timeline.draw([])
+
+
+def test_over_a_link_every_poll_bar_spans_a_round_trip_and_every_delivery_the_way_down():
+    """Through a 60 ms round trip: each short poll's bar lasts at least 60 ms, each event takes at least 30 ms to arrive."""
+    import wslab
+
+    async def main():
+        lab = await lab_server()
+        tap = await wslab.wiretap(lab.http_url, name="timeline-link", rtt_ms=60)
+        try:
+            return await deliver("short_poll", lab, poisson(0.05, 3, seed=2), interval=0.1, tap=tap)
+        finally:
+            await tap.aclose()
+            await lab.aclose()
+
+    result = run(main(), timeout=20)
+    m = timeline.marks(result)
+    assert all(end - start >= 60 - 0.5 for start, end, _ in m.requests)
+    assert all(received - created >= 30 - 0.5 for created, received in m.deliveries)
+    assert result.bytes_up and result.bytes_down  # counted through the link
