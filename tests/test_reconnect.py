@@ -106,3 +106,90 @@ def test_async_for_over_a_connection_ends_quietly_on_1000_and_1001_and_raises_on
             return False
 
     assert run(main()) is raises
+
+
+# In a real browser: EventSource comes back by itself with Last-Event-ID; WebSocket does not.
+
+_PAGE = b"""<!doctype html><meta charset="utf-8"><title>reconnect</title><script>
+window.seen = [];
+const es = new EventSource("/events");
+es.onmessage = e => { window.seen.push(e.lastEventId + ":" + e.data); };
+</script>"""
+
+
+class _SSEServer:
+    """A page and an SSE endpoint that ends the first stream after one event (retry: 100 ms)."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+
+    async def handle(self, reader, writer):
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        path = head.split(" ", 2)[1]
+        headers = {ln.partition(":")[0].lower(): ln.partition(":")[2].strip() for ln in head.split("\r\n")[1:] if ln}
+        if path == "/":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n"
+                         b"Connection: close\r\n\r\n" % len(_PAGE) + _PAGE)
+        elif path == "/events":
+            self.requests.append(headers)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+                         b"Connection: close\r\n\r\n")
+            if len(self.requests) == 1:
+                writer.write(b"retry: 100\nid: 1\ndata: one\n\n")  # then the stream ends
+            else:
+                writer.write(b"id: 2\ndata: two\n\n")
+                await writer.drain()
+                await asyncio.sleep(1)  # keep this stream open while the page reads it
+        else:
+            writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+
+def test_in_chromium_eventsource_reconnects_with_last_event_id_and_websocket_does_not(chromium):
+    """HTML standard, server-sent events: the user agent reconnects after `retry` ms and sends
+    Last-Event-ID. A WebSocket closed with 1012 stays closed (readyState 3) and does not reconnect."""
+    import threading
+
+    from websockets.asyncio.server import serve
+
+    sse = _SSEServer()
+    ws_connections = []
+    ready = threading.Event()
+    box = {}
+
+    async def closes_1012(connection):
+        ws_connections.append(connection.request.path)
+        await connection.close(1012, "service restart")
+
+    async def servers(stop):
+        http = await asyncio.start_server(sse.handle, "127.0.0.1", 0)
+        async with serve(closes_1012, "127.0.0.1", 0) as ws_server:
+            box["http"] = http.sockets[0].getsockname()[1]
+            box["ws"] = ws_server.sockets[0].getsockname()[1]
+            ready.set()
+            await stop.wait()
+        http.close()
+
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete, args=(servers(stop),), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(seconds(10))
+        page = chromium.new_page()
+        page.goto(f"http://127.0.0.1:{box['http']}/", timeout=seconds(15) * 1000)
+        page.wait_for_function("window.seen.length >= 2", timeout=seconds(10) * 1000)
+        seen = page.evaluate("window.seen")
+        state = page.evaluate("""url => new Promise(resolve => {
+            const ws = new WebSocket(url);
+            ws.onclose = e => setTimeout(() => resolve([e.code, ws.readyState]), 500);
+        })""", f"ws://127.0.0.1:{box['ws']}/")
+        page.close()
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(seconds(10))
+    assert seen[:2] == ["1:one", "2:two"]
+    assert sse.requests[1].get("last-event-id") == "1"
+    assert state == [1012, 3]
+    assert ws_connections == ["/"]  # one connection: the page did not come back
