@@ -39,7 +39,7 @@ def test_a_proxy_that_strips_hop_by_hop_headers_gets_426_and_one_that_forwards_t
 def test_an_idle_timeout_closes_a_quiet_connection_unless_pings_keep_it_busy():
     async def main():
         srv = await wslab.serve(echo, "behind", ping_interval=None)
-        cutter = await proxy.reverse_proxy(srv, "cutter", idle_timeout=0.5)
+        cutter = await proxy.reverse_proxy(srv, "cutter", idle_timeout=1.0)
         quiet = await connect(cutter.url, ping_interval=None)
         busy = await connect(cutter.url, ping_interval=0.2, ping_timeout=5)
         with pytest.raises(ConnectionClosed) as info:
