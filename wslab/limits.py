@@ -34,7 +34,7 @@ websockets' security guide lists the limits a server needs: message size
 high-water mark (``write_limit``), the opening handshake's duration
 (``open_timeout``) and keepalive pings (``ping_interval``, ``ping_timeout``).
 wslab passes them all, with the same values for every listener, and closes
-three gaps websockets leaves:
+the gaps websockets leaves:
 
 * **Pongs are queued without backpressure.** websockets answers every ping in
   ``data_received`` and writes the pong to the transport at once, whether or
@@ -50,6 +50,12 @@ three gaps websockets leaves:
   what the peer sends, so no more pongs) and aborts the TCP connection after
   ``close_timeout``. Memory per client is bounded by ``max_buffer`` plus one
   read (asyncio reads at most 256 KiB at a time).
+* **Writes to a dead transport.** websockets writes each pong of a read
+  separately; when the peer resets the connection in the middle, every
+  further write logs asyncio's "socket.send() raised exception" (thousands
+  per read of a ping flood). The guarded connection writes what is due in one
+  ``write()`` and nothing once the transport is closing; fan-out skips such
+  connections too (:func:`writable`).
 * **A peer that neither reads nor answers.** When the write buffer is over
   ``write_limit`` (writing paused) for ``stall_timeout`` seconds in a row, the
   connection is closed the same way: the keepalive cannot catch it (see above).
@@ -481,6 +487,9 @@ def _close(connection: Any, stat: str, reason: str) -> None:
             pass
     transport = connection.transport
     if transport is not None and not transport.is_closing():
+        # Nothing the peer sends matters now (the protocol discards it): stop
+        # reading, so a flood costs this process no CPU and TCP holds the peer back.
+        transport.pause_reading()
         delay = connection.close_timeout if connection.close_timeout is not None else 0
         connection.loop.call_later(delay, transport.abort)
     elif transport is not None:
@@ -513,13 +522,36 @@ class GuardedConnection(ServerConnection):
 
     def send_data(self) -> None:
         # Every write goes through here: pongs (data_received), send(), ping(),
-        # close(), broadcast(). See the design note.
-        super().send_data()
+        # close(), broadcast(). See the design note. As websockets' own
+        # send_data (an empty chunk means: half-close), except that what is
+        # due goes out in one write, and nothing is written to a transport
+        # that is closing (its write() would only log a warning per chunk).
         transport = self.transport
+        due: list[bytes] = []
+        for data in self.protocol.data_to_send():
+            if data:
+                due.append(data)
+                continue
+            self._write(due)
+            due = []
+            if transport.is_closing():
+                continue
+            if transport.can_write_eof():
+                try:
+                    transport.write_eof()
+                except Exception:  # noqa: BLE001 - as websockets: write_eof() documents no exceptions
+                    pass
+            else:  # pragma: no cover - TLS
+                transport.close()
+        self._write(due)
         if (not self._wslab_closing and transport is not None
                 and transport.get_write_buffer_size() > self.guard.limits.max_buffer):
             _close(self, "closed: overflow",
                    f"too slow: more than {self.guard.limits.max_buffer} bytes waiting to be sent")
+
+    def _write(self, due: list[bytes]) -> None:
+        if due and not self.transport.is_closing():
+            self.transport.write(due[0] if len(due) == 1 else b"".join(due))
 
     def pause_writing(self) -> None:
         super().pause_writing()
