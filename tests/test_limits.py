@@ -433,3 +433,22 @@ def test_a_script_whose_main_raises_exits_although_a_client_stopped_reading(tmp_
     took = time.monotonic() - t0
     assert out.returncode == 1 and "RuntimeError: main failed" in out.stderr
     assert took < seconds(10)
+
+
+def test_the_process_wide_budget_refuses_with_503_before_files_run_out(monkeypatch):
+    from wslab import limits
+
+    async def main():
+        srv = await wslab.serve(wslab.handlers.echo, name="l-budget")
+        monkeypatch.setattr(limits, "fd_budget", lambda: limits.open_connections() + 1)
+        async with connect(srv.url) as first:
+            with pytest.raises(InvalidStatus) as info:
+                await connect(srv.url)
+            await first.send("still served")
+            echo = await asyncio.wait_for(first.recv(), seconds(5))
+        return info.value.response, echo
+
+    response, echo = run(main())
+    assert response.status_code == 503 and b"open-file limit" in response.body
+    assert echo == "Data received: still served"
+    assert limits.count_open(+1) - 1 == limits.count_open(-1)

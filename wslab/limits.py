@@ -24,8 +24,9 @@ Public API
   (skip the others when fanning out).
 * :func:`origin_allowed`, :func:`env_origins`: the Origin policy on its own,
   for listeners not built on websockets (the from-scratch server, tornado).
-* :func:`fd_budget`, :func:`open_connections`: the process-wide cap on guarded
-  sockets, derived from the open-file limit.
+* :func:`fd_budget`, :func:`open_connections`, :func:`count_open`: the
+  process-wide cap on guarded sockets, derived from the open-file limit
+  (``count_open(+1)`` / ``count_open(-1)`` for a listener of one's own).
 
 Design note
 -----------
@@ -122,6 +123,7 @@ __all__ = [
     "LOCAL_ORIGIN",
     "fd_budget",
     "open_connections",
+    "count_open",
 ]
 
 #: Pages served from this computer, on any port.
@@ -296,6 +298,19 @@ def fd_budget() -> int:
 def open_connections() -> int:
     """Guarded sockets open in this process, over every listener."""
     return _open_total
+
+
+def count_open(delta: int) -> int:
+    """Add ``delta`` to the process-wide count of guarded sockets; return the new count.
+
+    For listeners not built on websockets (the from-scratch server): +1 when
+    a socket is accepted, -1 when it is closed, and refuse it when the count
+    passes :func:`fd_budget`. :class:`Guard` counts its own.
+    """
+    global _open_total
+    with _lock:
+        _open_total += delta
+        return _open_total
 
 
 def writable(connection: Any) -> bool:
