@@ -158,7 +158,9 @@ async def _members_main(conn: Any) -> None:
     tasks += [asyncio.ensure_future(_hostile(port, f"stalled{i}", False, stop, counts)) for i in range(n_stalled)]
     tasks += [asyncio.ensure_future(_hostile(port, f"flooder{i}", True, stop, counts)) for i in range(n_flood)]
     conn.send(("ready", len(live)))
+    cpu0 = time.process_time()
     command, sent = await asyncio.to_thread(conn.recv)
+    cpu = time.process_time() - cpu0
     assert command == "stop"
     deadline = time.monotonic() + 10
     while any(m.last < sent - 1 and m.closed is None for m in live) and time.monotonic() < deadline:
@@ -181,6 +183,7 @@ async def _members_main(conn: Any) -> None:
         "delivery_p50": statistics.median(deliveries) if deliveries else None,
         "delivery_p99": deliveries[int(0.99 * (len(deliveries) - 1))] if deliveries else None,
         "hostile": counts,
+        "cpu_s": cpu,
     }))
 
 
@@ -231,6 +234,7 @@ def main(argv: list[str]) -> int:
         print(f"{joined} live members joined, plus {args.stalled} stalled and {args.flooders} ping flooders; "
               f"soaking for {duration:.0f} s at {args.rate:g} messages/s")
         rss_start = peak = rss_mb()
+        cpu0, load0 = time.process_time(), os.getloadavg()[0]
         assert room.server._loop is not None
         sent, t_start, next_at = 0, time.monotonic(), time.monotonic()
         while time.monotonic() - t_start < duration:
@@ -243,6 +247,8 @@ def main(argv: list[str]) -> int:
             peak = max(peak, rss_mb())
             time.sleep(max(0.0, next_at - time.monotonic()))
         rss_end = rss_mb()
+        room_cpu, soaked = time.process_time() - cpu0, time.monotonic() - t_start
+        load1 = os.getloadavg()[0]
         parent.send(("stop", sent))
         if not parent.poll(60):
             raise TimeoutError("the members did not report within 60 s")
@@ -271,6 +277,8 @@ def main(argv: list[str]) -> int:
     print(f"hostile members: {report['hostile']['joins']} joins, {report['hostile']['closed by the room']} closed "
           f"while misbehaving, {report['hostile']['ping bytes'] / 1e6:.0f} MB of pings sent")
     print(f"the room's guard: {stats}; dropped from the room: {dropped}")
+    print(f"CPU over the soak: the room's process {room_cpu / soaked:.2f} cores, the members' process "
+          f"{report['cpu_s'] / soaked:.2f} cores; machine load average {load0:.1f} at the start, {load1:.1f} at the end")
     print(f"\n(cpu count {os.cpu_count()}; one run on a shared machine: times and memory are noisy)")
     ok = report["complete"] == report["live"]
     return 0 if ok else 1
