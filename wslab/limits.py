@@ -69,7 +69,8 @@ the gaps websockets leaves:
   process: a socket that arrives when the listener has ``max_connections``, or
   the process :func:`fd_budget` sockets, is refused: HTTP 503 with
   ``Retry-After`` if it sends its request within ``handshake_grace`` seconds,
-  cut otherwise. At most ``max_handshakes`` sockets per listener may be still
+  cut otherwise (and cut at once when ``max_handshakes`` refused sockets
+  already wait for their 503). At most ``max_handshakes`` sockets per listener may be still
   waiting for their request: a newcomer beyond that cuts the oldest one if it
   has waited more than ``handshake_grace`` (a real client sends its request at
   once), and is itself cut at once if none has, so a flood of idle sockets
@@ -355,6 +356,7 @@ class Guard:
         self.stats: collections.Counter[str] = collections.Counter()
         self.connections: set[ServerConnection] = set()
         self._pending: dict[ServerConnection, float] = {}  # waiting for their request, oldest first
+        self._refusing: set[ServerConnection] = set()  # over a cap, waiting for their 503
         self.connection_class = type(f"GuardedConnection[{name}]", (GuardedConnection,), {"guard": self})
 
     def __repr__(self) -> str:
@@ -449,7 +451,11 @@ class Guard:
             connection._wslab_refused = "server busy: the process is near its open-file limit"
         if connection._wslab_refused is not None:
             self.stats["refused: busy"] += 1
+            if len(self._refusing) >= limits.max_handshakes:
+                connection.transport.abort()  # enough are waiting for their 503 already
+                return
             # A client that sends its request in time gets the 503; a silent one is cut.
+            self._refusing.add(connection)
             connection._wslab_timer = loop.call_later(limits.handshake_grace, _cut_if_waiting, connection)
             return
         if len(self._pending) >= limits.max_handshakes:
@@ -471,6 +477,7 @@ class Guard:
             with _lock:
                 _open_total -= 1
         self._pending.pop(connection, None)
+        self._refusing.discard(connection)
 
 
 def _cut_if_waiting(connection: ServerConnection) -> None:
