@@ -85,10 +85,12 @@ socket with the learner's network position): allowed are requests with no
 listener's own address as the socket saw it (``http://<local ip>:<port>``, so
 the page a listener serves on the network can connect back; read from the
 socket, never from the ``Host`` header), the explicit ``origins``, and the
-origins named by the environment: ``WSLAB_ORIGINS`` (comma-separated) and the
-hub's public URL ``JUPYTERHUB_PUBLIC_URL`` (JupyterHub sets it when
-``c.JupyterHub.public_url`` is configured) or ``JUPYTERHUB_HOST`` (set with
-subdomains). Behind a JupyterHub a notebook page's origin is the hub's, and
+origins named by the environment: ``WSLAB_ORIGINS`` (comma-separated) and
+``JUPYTERHUB_PUBLIC_URL``, the public URL of the learner's own server, which
+JupyterHub (5.2, ``Spawner.get_env``) hands to the single-user server and so
+to its kernels: set when ``c.JupyterHub.public_url`` is configured or
+subdomains are used, an empty string otherwise (then name the hub with
+``WSLAB_ORIGINS``). Behind a JupyterHub a notebook page's origin is the hub's, and
 jupyter-server-proxy passes the browser's ``Origin`` and ``Host`` through, so
 "Origin equals Host" would let in any page that sets Host to its own name (DNS
 rebinding): the hub's origin is configured, never learnt from a request, and
@@ -213,16 +215,16 @@ _WS_KEYS = tuple(DEFAULT_LIMITS.websockets_kwargs())
 
 
 def env_origins(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """Origins the environment names: ``WSLAB_ORIGINS`` (comma-separated) and the hub's public URL.
+    """Origins the environment names: ``WSLAB_ORIGINS`` (comma-separated) and ``JUPYTERHUB_PUBLIC_URL``.
 
-    ``JUPYTERHUB_PUBLIC_URL`` and ``JUPYTERHUB_HOST`` count when they hold a
-    scheme and a host (``https://hub.example.org/...`` gives
-    ``https://hub.example.org``). Read once per :class:`Guard`.
+    A value counts when it holds a scheme and a host
+    (``https://hub.example.org/user/ada/`` gives ``https://hub.example.org``);
+    others are ignored. Read once per :class:`Guard`.
     """
     env = os.environ if env is None else env
     found: list[str] = []
     candidates = [v.strip() for v in env.get("WSLAB_ORIGINS", "").split(",")]
-    candidates += [env.get("JUPYTERHUB_PUBLIC_URL", ""), env.get("JUPYTERHUB_HOST", "")]
+    candidates.append(env.get("JUPYTERHUB_PUBLIC_URL", ""))
     for value in candidates:
         origin = _origin_of(value.strip())
         if origin and origin not in found:
