@@ -85,17 +85,18 @@ socket with the learner's network position): allowed are requests with no
 listener's own address as the socket saw it (``http://<local ip>:<port>``, so
 the page a listener serves on the network can connect back; read from the
 socket, never from the ``Host`` header), the explicit ``origins``, and the
-origins named by the environment: ``WSLAB_ORIGINS`` (comma-separated) and
+origins the environment names: ``WSLAB_ORIGINS`` (comma-separated) and
 ``JUPYTERHUB_PUBLIC_URL``, the public URL of the learner's own server, which
 JupyterHub (5.2, ``Spawner.get_env``) hands to the single-user server and so
-to its kernels: set when ``c.JupyterHub.public_url`` is configured or
-subdomains are used, an empty string otherwise (then name the hub with
-``WSLAB_ORIGINS``). Behind a JupyterHub a notebook page's origin is the hub's, and
-jupyter-server-proxy passes the browser's ``Origin`` and ``Host`` through, so
-"Origin equals Host" would let in any page that sets Host to its own name (DNS
-rebinding): the hub's origin is configured, never learnt from a request, and
-the allow-list never grows from requests. An upgrade from any other page gets
-HTTP 403 before the handshake completes.
+to its kernels (set when ``c.JupyterHub.public_url`` is configured or
+subdomains are used, else empty: then name the hub in ``WSLAB_ORIGINS``).
+Behind a hub a notebook page's origin is the hub's, and jupyter-server-proxy
+(4.6) copies the request's headers, ``Origin`` and ``Host`` included, to the
+kernel's server (after Jupyter's own ``check_origin``). So "Origin equals
+Host" proves nothing (any page can reach the server under a name of its own
+choosing: DNS rebinding): the hub's origin is configured, never learnt from a
+request, and the allow-list never grows from requests. An upgrade from any
+other page gets HTTP 403 before the handshake completes.
 """
 
 from __future__ import annotations
