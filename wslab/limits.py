@@ -513,7 +513,8 @@ def _close(connection: Any, stat: str, reason: str) -> None:
     transport = connection.transport
     if transport is not None and not transport.is_closing():
         # Nothing the peer sends matters now (the protocol discards it): stop
-        # reading, so a flood costs this process no CPU and TCP holds the peer back.
+        # reading, so a flood costs this process no CPU and TCP holds the peer
+        # back (reading resumes if the peer drains its backlog: resume_writing).
         transport.pause_reading()
         delay = connection.close_timeout if connection.close_timeout is not None else 0
         connection.loop.call_later(delay, transport.abort)
@@ -589,6 +590,10 @@ class GuardedConnection(ServerConnection):
         if self._wslab_stall is not None:
             self._wslab_stall.cancel()
             self._wslab_stall = None
+        if self._wslab_closing and self.transport is not None and not self.transport.is_closing():
+            # A peer the guard failed has read its backlog after all: read
+            # again, so its close frame and EOF end the connection now.
+            self.transport.resume_reading()
 
     async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close as websockets does, but never wait longer than ``close_timeout`` for a peer that does not read.
