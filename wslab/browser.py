@@ -505,7 +505,8 @@ class PushChannel:
 
     @property
     def clients(self) -> int:
-        return len(self._clients)
+        """Pages connected and not being closed (a page the guard dropped no longer counts)."""
+        return sum(1 for c in list(self._clients) if writable(c))
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         return html_page_responder(lambda: page_html(title="wslab push channel"))(connection, request)
@@ -542,7 +543,7 @@ class PushChannel:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        reached = len(self._clients)
+        reached = self.clients
         if running is loop:
             self._push_now(text)
         else:

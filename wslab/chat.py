@@ -10,17 +10,39 @@ another thread goes through ``call_soon_threadsafe``.
 
 * Fan-out uses :func:`websockets.asyncio.server.broadcast`: it writes the
   frame to every connection's buffer without waiting for any of them, so one
-  slow reader cannot stall the others. A client whose unsent buffer grows
-  past ``max_buffer`` bytes is dropped (close code 1008) instead of letting
-  the buffer grow without bound.
+  slow reader cannot stall the others. Every write, pongs included, goes
+  through the room's :class:`wslab.limits.Guard`: a member whose unsent
+  buffer grows past ``max_buffer`` bytes is failed with close code 1008 at
+  that write (even when the room is quiet and only pongs pile up) instead of
+  letting the buffer grow without bound.
+* Publishing never re-enters itself. ``_publish`` records an event and hands
+  it to ``_fanout``, the one place that writes to members (a broker hook
+  belongs between the two). A member the guard drops during ``_fanout`` only
+  leaves ``members`` there (``_on_guard_close``); its leave notice is queued
+  and goes out later from ``_flush_notices``. (Before, ``_drop`` published
+  the notice from inside the loop over members: two slow members raised
+  ``KeyError``, 600 a ``RecursionError``.)
+* Join and leave notices are queued: at once (next loop turn) in a small room,
+  every ``NOTICE_DELAY`` seconds above ``NOTICE_BATCH_ABOVE`` members, and
+  several in a row go out as one event (``"nick": "ada, bob, cy and 47
+  others"``, ``"nicks": [...]``), so admitting n members costs about n
+  writes per batch instead of n squared in all. Only connections that are
+  open and not closing are written to (:func:`wslab.limits.writable`).
+* Names: ``room.say()`` speaks as the instructor (``"role": "instructor"``
+  in the event; the page marks those lines ``* [instructor]``). The nicks in
+  :data:`RESERVED_NICKS` and every nick ``say()`` used cannot be taken by a
+  student (compared after NFKC and case folding, ignoring spaces, '.', '-'
+  and '_'; refused with 1008).
 * Join order: the welcome (and the history) are written with ``broadcast``
   to the newcomer alone and the newcomer joins ``members`` with no ``await``
   in between, so the first thing every client reads is its welcome, and a
   client that has read it is guaranteed to get every later message.
-* Limits, both enforced by websockets before the room sees anything:
-  ``max_size`` (a bigger message closes the connection with 1009, message too
-  big) and ``origins`` (a page from another site gets HTTP 403 at the
-  handshake: cross-site WebSocket hijacking, RFC 6455 section 10.2).
+* Limits: :class:`wslab.Limits` with the room's own ``max_size`` (4096 bytes;
+  a bigger message closes with 1009, message too big) and ``max_buffer``;
+  the Origin policy answers a page from another site with HTTP 403 at the
+  handshake (cross-site WebSocket hijacking, RFC 6455 section 10.2). Under
+  JupyterHub the hub's origin comes from ``JUPYTERHUB_PUBLIC_URL`` or
+  ``WSLAB_ORIGINS`` (or ``origins=``), never from a request's ``Host``.
 * The same port serves the room's HTML page to plain HTTP GETs, so a browser
   can open ``http://127.0.0.1:<port>/``; the page shows every message as
   text (``textContent``), so a ``<script>`` sent as a chat message does not run.
@@ -33,8 +55,9 @@ The wire format is JSON, one event per message::
 
     {"type": "welcome", "room": ..., "nick": ..., "members": [...]}
     {"type": "history", "events": [...]}        (only if there is any)
-    {"type": "join" | "leave", "nick": ..., "time": ...}
-    {"type": "message", "nick": ..., "text": ..., "time": ...}
+    {"type": "join" | "leave", "nick": ..., "time": ...}   (+ "why": "too slow" if dropped)
+    {"type": "join" | "leave", "nick": "ada, bob, cy and 2 others", "nicks": [...], "time": ...}
+    {"type": "message", "nick": ..., "text": ..., "time": ...}   (+ "role": "instructor" from say())
 
 Clients send plain text; the nickname is in the URL: ``ws://.../?nick=ada``.
 """
@@ -47,26 +70,23 @@ import multiprocessing
 import os
 import re
 import resource
-import socket
 import statistics
-import threading
 import time
 import traceback
 import unicodedata
 from collections import deque
 from typing import Any, Sequence
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast
-from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from .browser import html_page_responder, page_html
 from .display import Table
 from .limits import DEFAULT_LIMITS, Guard, writable
-from .servers import LoopThread, Server, register, release, serve, serve_in_thread, unregister
+from .servers import Server, serve, serve_in_thread
 
 __all__ = [
     "ChatRoom",
@@ -272,12 +292,12 @@ class ChatRoom:
 
     def _notice(self, kind: str, nick: str, why: str | None = None) -> None:
         """Queue a join or leave notice; several in a row go out as one."""
-        if not self.notices or self.server is None or self.server._loop is None:
+        if not self.notices:
             return
         self._notices.append((kind, nick, why))
-        if self._notice_timer is None:
+        if self._notice_timer is None:  # on the room's loop: handler and guard callbacks run there
             delay = NOTICE_DELAY if len(self._members) > NOTICE_BATCH_ABOVE else 0
-            self._notice_timer = self.server._loop.call_later(delay, self._flush_notices)
+            self._notice_timer = asyncio.get_running_loop().call_later(delay, self._flush_notices)
 
     def _flush_notices(self) -> None:
         self._notice_timer = None
@@ -390,234 +410,9 @@ def chat_room_in_thread(name: str = "chat", **kwargs: Any) -> ChatRoom:
     return room
 
 
-# A client for a learner
+# A client for a learner: wslab/chat_client.py (re-exported here)
 
-
-class ChatClient:
-    """A chat client running in a thread of its own: join, read, send.
-
-    ``events`` holds every event received (dicts, oldest first); ``messages``
-    just the chat lines as ``"nick: text"``. It shows in ``wslab.status()`` and
-    ``wslab.stop_all()`` closes it. After the connection ends, ``close_info``
-    says who closed it, with which code and reason.
-    """
-
-    mode = "thread"
-
-    def __init__(self, url: str, nick: str, *, name: str, connect_timeout: float = 5, **kwargs: Any) -> None:
-        self.name = name
-        self.nick = nick
-        self.url = url
-        self.started = time.time()
-        self.errors: list[BaseException] = []
-        self.events: list[dict[str, Any]] = []
-        self.close_info: str | None = None
-        self._cond = threading.Condition()
-        self._thread = LoopThread(name)
-        self._connection: Any = None
-        self._done: Any = None
-        self._stopping = False
-        try:
-            self._thread.run(self._open(kwargs), connect_timeout + 1)
-        except BaseException:
-            self._thread.stop()
-            raise
-
-    async def _open(self, kwargs: dict[str, Any]) -> None:
-        kwargs.setdefault("open_timeout", 5)
-        kwargs.setdefault("close_timeout", 1)
-        self._connection = await connect(self.url, **kwargs)
-        first = await asyncio.wait_for(self._connection.recv(), kwargs["open_timeout"])
-        self._record(first)
-        self._done = asyncio.ensure_future(self._read())
-
-    def _record(self, data: Any) -> None:
-        try:
-            event = json.loads(data)
-        except (TypeError, ValueError):
-            event = {"type": "raw", "text": data}
-        with self._cond:
-            if event.get("type") == "welcome":
-                self.nick = event.get("nick", self.nick)
-            self.events.append(event)
-            self._cond.notify_all()
-
-    async def _read(self) -> None:
-        try:
-            async for data in self._connection:
-                self._record(data)
-        except ConnectionClosed:
-            pass
-        finally:
-            exc = self._connection.close_exc if hasattr(self._connection, "close_exc") else None
-            self.close_info = _describe_close(exc)
-            with self._cond:
-                self._cond.notify_all()
-
-    # What a learner uses
-
-    @property
-    def messages(self) -> list[str]:
-        with self._cond:
-            events = list(self.events)
-        lines = []
-        for event in events:
-            for ev in event.get("events", [event]):
-                if ev.get("type") == "message":
-                    lines.append(f"{ev['nick']}: {ev['text']}")
-        return lines
-
-    @property
-    def running(self) -> bool:
-        return self.close_info is None and self._connection is not None
-
-    @property
-    def connections(self) -> int:
-        return 1 if self.running else 0
-
-    @property
-    def uptime(self) -> float:
-        return time.time() - self.started
-
-    def send(self, text: str) -> None:
-        """Send one chat message."""
-        if not self.running:
-            raise RuntimeError(f"{self.name!r} is not connected ({self.close_info}); join again")
-        self._thread.run(self._connection.send(text))
-
-    async def wait_for(self, text: str, timeout: float = 5) -> str:
-        """Wait until a chat line containing ``text`` arrives; return it.
-
-        Raises TimeoutError after ``timeout`` seconds with what did arrive.
-        Use ``await``: the notebook's loop keeps serving meanwhile.
-        """
-        return await asyncio.to_thread(self._wait_sync, text, timeout)
-
-    def _wait_sync(self, text: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.messages:
-                    if text in line:
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0 or self.close_info is not None:
-                    raise TimeoutError(
-                        f"no message containing {text!r} within {timeout} s "
-                        f"(got {len(self.events)} events; connection: {self.close_info or 'open'})"
-                    )
-                self._cond.wait(left)
-
-    async def wait_closed(self, timeout: float = 5) -> str:
-        """Wait until the connection has ended; return :attr:`close_info`."""
-        def wait() -> str:
-            with self._cond:
-                self._cond.wait_for(lambda: self.close_info is not None, timeout)
-            if self.close_info is None:
-                raise TimeoutError(f"{self.name!r} still open after {timeout} s")
-            return self.close_info
-        return await asyncio.to_thread(wait)
-
-    def stop(self) -> None:
-        """Leave the room. Returns at once: the client's thread closes the
-        connection (at most ``close_timeout`` seconds) and then ends."""
-        unregister(self)
-        if self._stopping:
-            return
-        self._stopping = True
-        loop = self._thread.loop
-        if not loop.is_running():
-            return
-
-        async def finish() -> None:
-            try:
-                if self._connection is not None:
-                    await self._connection.close()
-                if self._done is not None:
-                    await asyncio.wait_for(asyncio.shield(self._done), 2)
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
-            finally:
-                loop.stop()
-
-        asyncio.run_coroutine_threadsafe(finish(), loop)
-
-    async def aclose(self) -> None:
-        """Leave the room and wait until the client's thread has ended."""
-        self.stop()
-        await asyncio.to_thread(self._thread.thread.join, 5)  # finish() stops the loop
-        self._thread.stop(1)  # closes the loop (or stops it, if finish() is stuck)
-
-    def __repr__(self) -> str:
-        return f"<wslab.ChatClient {self.nick!r} {self.url} {self.close_info or 'connected'}>"
-
-
-def _describe_close(exc: BaseException | None) -> str:
-    if exc is None:
-        return "closed"
-    sent = getattr(exc, "sent", None)
-    rcvd = getattr(exc, "rcvd", None)
-    if rcvd is not None:
-        return f"closed by the server: {rcvd.code} {rcvd.reason}".rstrip()
-    if sent is not None:
-        return f"closed by this client: {sent.code} {sent.reason} (no answer from the server)".rstrip()
-    return "connection lost: 1006 (no close frame)"
-
-
-def _ws_url(url: str, nick: str) -> str:
-    if url.startswith("http://"):
-        url = "ws://" + url[len("http://"):]
-    elif url.startswith("https://"):
-        url = "wss://" + url[len("https://"):]
-    if not url.startswith(("ws://", "wss://")):
-        raise ValueError(f"not a room address: {url!r}; expected ws://host:port/ or http://host:port/")
-    parts = urlsplit(url)
-    query = urlencode({"nick": nick})
-    return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}?{query}"
-
-
-async def join_classroom(url: str, nick: str, *, name: str | None = None, **kwargs: Any) -> ChatClient:
-    """Join a chat room (your class's, or one from :func:`chat_room`) as ``nick``.
-
-    ``url`` is what the instructor's ``python -m wslab classroom`` printed
-    (``http://...`` or ``ws://...``), or ``room.url``. Returns once the room
-    has welcomed you; meanwhile the notebook's loop keeps running, so a room
-    on that loop (``await wslab.chat_room()``) can answer. The client itself
-    runs in a thread of its own. Other keyword arguments go to
-    :func:`websockets.asyncio.client.connect` (``ping_interval=...``).
-
-    >>> me = await wslab.join_classroom("http://127.0.0.1:8765/", "ada")
-    >>> me.send("hello, class")
-    """
-    if not isinstance(nick, str) or not nick.strip():
-        raise ValueError("join_classroom needs a nickname: join_classroom(url, 'ada')")
-    name = name or f"chat-{nick.strip()}"
-    await release(name)
-    client = await asyncio.to_thread(ChatClient, _ws_url(url, nick.strip()), nick.strip(), name=name, **kwargs)
-    register(client)
-    return client
-
-
-async def stalled_client(url: str, nick: str) -> Any:
-    """Join the room at ``url`` as ``nick``, read the welcome, then never read again.
-
-    The client asks the OS for a tiny receive buffer, so what the room sends
-    soon piles up on the room's side: the slow reader of lesson 05. Returns
-    the websockets connection; ``connection.transport.abort()`` ends it.
-    """
-    parts = urlsplit(_ws_url(url, nick))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    try:
-        await asyncio.to_thread(sock.connect, (parts.hostname, parts.port))
-        connection = await connect(f"{parts.scheme}://{parts.netloc}{parts.path}?{parts.query}",
-                                   sock=sock, ping_interval=None)
-    except BaseException:
-        sock.close()
-        raise
-    await asyncio.wait_for(connection.recv(), 5)  # the welcome
-    connection.transport.pause_reading()
-    return connection
+from .chat_client import ChatClient, join_classroom, stalled_client  # noqa: E402
 
 
 # Fan-out: how long does broadcast take to reach 100, 500, 1,000 clients?
