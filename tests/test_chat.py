@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import time
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -494,7 +495,7 @@ def test_a_student_cannot_take_the_instructors_names(nick):
         room = await wslab.chat_room(name="t-reserved")
         room.say("office hours at 3", nick="ta")
         with pytest.raises(ConnectionClosed) as info:
-            async with connect(room.url + "?" + chat.urlencode({"nick": nick})) as ws:
+            async with connect(room.url + "?" + urlencode({"nick": nick})) as ws:
                 await ws.recv()
         async with connect(room.url + "?nick=ada") as ada:
             welcome = await recv_json(ada)

@@ -28,11 +28,15 @@ ROOT = Path(__file__).resolve().parent.parent
 class Classroom:
     """The command in a subprocess; its output read line by line in a thread."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, sigint: str = "default") -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # The child's SIGINT disposition is set here, never inherited from
+        # whoever started pytest (a background shell job ignores SIGINT).
+        disposition = signal.SIG_IGN if sigint == "ignored" else signal.SIG_DFL
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "wslab", "classroom", *args],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, disposition),
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
@@ -55,8 +59,8 @@ class Classroom:
                 return match
         raise AssertionError(f"no {pattern!r} in {self.seen}")
 
-    def interrupt(self) -> int:
-        self.proc.send_signal(signal.SIGINT)
+    def interrupt(self, signum: int = signal.SIGINT) -> int:
+        self.proc.send_signal(signum)
         return self.proc.wait(timeout=seconds(15))
 
     def kill(self) -> None:
@@ -69,8 +73,8 @@ class Classroom:
 def classroom():
     started: list[Classroom] = []
 
-    def start(*args: str) -> Classroom:
-        started.append(Classroom(*args))
+    def start(*args: str, sigint: str = "default") -> Classroom:
+        started.append(Classroom(*args, sigint=sigint))
         return started[-1]
 
     yield start
@@ -82,8 +86,13 @@ def test_classroom_is_a_registered_command():
     assert COMMANDS["classroom"][0] == "wslab.classroom"
 
 
-def test_classroom_starts_on_loopback_prints_how_to_join_and_stops_cleanly_on_ctrl_c(classroom):
-    room = classroom("--room", "Monday class")
+@pytest.mark.parametrize("signum, sigint", [
+    (signal.SIGINT, "default"),
+    (signal.SIGTERM, "default"),
+    (signal.SIGINT, "ignored"),  # started in the background: Ctrl-C must still stop it
+], ids=["ctrl-c", "sigterm", "ctrl-c-with-sigint-ignored-at-start"])
+def test_classroom_starts_on_loopback_prints_how_to_join_and_stops_cleanly_on_a_signal(classroom, signum, sigint):
+    room = classroom("--room", "Monday class", sigint=sigint)
     url = room.wait_for(r"is open at (http://127\.0\.0\.1:\d+/)")[1]
     room.wait_for(r"Ctrl-C stops the room")
     assert not any("WARNING" in line for line in room.seen)
@@ -104,7 +113,7 @@ def test_classroom_starts_on_loopback_prints_how_to_join_and_stops_cleanly_on_ct
     async def main():
         ws, welcome = await join()
         await asyncio.wait_for(ws.recv(), seconds(5))  # ada's own join notice
-        code = await asyncio.to_thread(room.interrupt)
+        code = await asyncio.to_thread(room.interrupt, signum)
         return welcome, code, await closed(ws)
 
     welcome, exit_code, close_code = run(main(), timeout=30)

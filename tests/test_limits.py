@@ -379,7 +379,7 @@ def test_the_origin_policy_on_its_own():
     assert not origin_allowed("http://10.0.0.5:8766", sockname=("10.0.0.5", 8765))
     assert origin_allowed("https://hub.example.org", limits=Limits(origins=("https://hub.example.org",)))
     assert env_origins({"WSLAB_ORIGINS": "https://a.example, nonsense, https://user@b.example",
-                        "JUPYTERHUB_PUBLIC_URL": "https://Hub.Example.org/hub/"}) == (
+                        "JUPYTERHUB_PUBLIC_URL": "https://Hub.Example.org/user/ada/"}) == (
         "https://a.example", "https://hub.example.org")
 
 
@@ -433,3 +433,23 @@ def test_a_script_whose_main_raises_exits_although_a_client_stopped_reading(tmp_
     took = time.monotonic() - t0
     assert out.returncode == 1 and "RuntimeError: main failed" in out.stderr
     assert took < seconds(10)
+
+
+def test_the_process_wide_budget_refuses_with_503_before_files_run_out(monkeypatch):
+    from wslab import limits
+
+    async def main():
+        srv = await wslab.serve(wslab.handlers.echo, name="l-budget")
+        budget = limits.open_connections() + 1  # room for one more socket in this process
+        monkeypatch.setattr(limits, "fd_budget", lambda: budget)
+        async with connect(srv.url) as first:
+            with pytest.raises(InvalidStatus) as info:
+                await connect(srv.url)
+            await first.send("still served")
+            echo = await asyncio.wait_for(first.recv(), seconds(5))
+        return info.value.response, echo
+
+    response, echo = run(main())
+    assert response.status_code == 503 and b"open-file limit" in response.body
+    assert echo == "Data received: still served"
+    assert limits.count_open(+1) - 1 == limits.count_open(-1)

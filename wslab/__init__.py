@@ -62,6 +62,11 @@ from .experiment import ExperimentConfig, Results, TransportResult, load_results
 from . import limits
 from .limits import Guard, Limits
 
+# Production (lesson 07): wss:// with a throwaway CA, a reverse proxy, authentication,
+# reconnection, one room over several processes through Redis
+# (tls.py, proxy.py, auth.py, reconnect.py, broker.py; redis and trustme load on first use)
+from . import auth, broker, proxy, reconnect, tls
+
 __version__ = "0.1.0"
 
 

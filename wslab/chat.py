@@ -70,26 +70,23 @@ import multiprocessing
 import os
 import re
 import resource
-import socket
 import statistics
-import threading
 import time
 import traceback
 import unicodedata
 from collections import deque
 from typing import Any, Sequence
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast
-from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from .browser import html_page_responder, page_html
 from .display import Table
 from .limits import DEFAULT_LIMITS, Guard, writable
-from .servers import LoopThread, Server, register, release, serve, serve_in_thread, unregister
+from .servers import Server, serve, serve_in_thread
 
 __all__ = [
     "ChatRoom",
@@ -165,6 +162,8 @@ class ChatRoom:
     """
 
     client_format = "chat"
+    #: A wslab.broker.Broker when the room spans processes (it takes every event; see broker.py).
+    broker: Any = None
 
     def __init__(
         self,
@@ -275,6 +274,8 @@ class ChatRoom:
 
     def _publish(self, event: dict[str, Any]) -> None:
         """Record ``event`` and send it to every member now (on the room's loop)."""
+        if self.broker is not None and self.broker.take(self, event):
+            return  # it comes back through Redis, to this process and every other (broker.py)
         if self.history.maxlen:
             self.history.append(event)
         self._fanout(json.dumps(event))
@@ -291,12 +292,12 @@ class ChatRoom:
 
     def _notice(self, kind: str, nick: str, why: str | None = None) -> None:
         """Queue a join or leave notice; several in a row go out as one."""
-        if not self.notices or self.server is None or self.server._loop is None:
+        if not self.notices:
             return
         self._notices.append((kind, nick, why))
-        if self._notice_timer is None:
+        if self._notice_timer is None:  # on the room's loop: handler and guard callbacks run there
             delay = NOTICE_DELAY if len(self._members) > NOTICE_BATCH_ABOVE else 0
-            self._notice_timer = self.server._loop.call_later(delay, self._flush_notices)
+            self._notice_timer = asyncio.get_running_loop().call_later(delay, self._flush_notices)
 
     def _flush_notices(self) -> None:
         self._notice_timer = None
@@ -389,247 +390,29 @@ async def chat_room(name: str = "chat", **kwargs: Any) -> ChatRoom:
     room's own address, ``WSLAB_ORIGINS`` and the hub's public URL, and
     clients without an Origin header; None allows every site), ``limits``,
     ``host``/``port``/``allow_network``, ``ping_interval``/``ping_timeout``.
+    ``broker`` (a :class:`wslab.broker.Broker`) joins the room of that title in other processes.
     """
+    broker = kwargs.pop("broker", None)
     room, kwargs = _room_args(name, kwargs)
     room.server = await serve(room.handler, name, process_request=room.process_request, **kwargs)
+    if broker is not None:
+        await broker.attach(room)
     return room
 
 
 def chat_room_in_thread(name: str = "chat", **kwargs: Any) -> ChatRoom:
     """Like :func:`chat_room`, on its own loop in a thread (cells may block)."""
+    broker = kwargs.pop("broker", None)
     room, kwargs = _room_args(name, kwargs)
     room.server = serve_in_thread(room.handler, name, process_request=room.process_request, **kwargs)
+    if broker is not None:
+        broker.attach_in_thread(room)
     return room
 
 
-# A client for a learner
+# A client for a learner: wslab/chat_client.py (re-exported here)
 
-
-class ChatClient:
-    """A chat client running in a thread of its own: join, read, send.
-
-    ``events`` holds every event received (dicts, oldest first); ``messages``
-    just the chat lines as ``"nick: text"``. It shows in ``wslab.status()`` and
-    ``wslab.stop_all()`` closes it. After the connection ends, ``close_info``
-    says who closed it, with which code and reason.
-    """
-
-    mode = "thread"
-
-    def __init__(self, url: str, nick: str, *, name: str, connect_timeout: float = 5, **kwargs: Any) -> None:
-        self.name = name
-        self.nick = nick
-        self.url = url
-        self.started = time.time()
-        self.errors: list[BaseException] = []
-        self.events: list[dict[str, Any]] = []
-        self.close_info: str | None = None
-        self._cond = threading.Condition()
-        self._thread = LoopThread(name)
-        self._connection: Any = None
-        self._done: Any = None
-        self._stopping = False
-        try:
-            self._thread.run(self._open(kwargs), connect_timeout + 1)
-        except BaseException:
-            self._thread.stop()
-            raise
-
-    async def _open(self, kwargs: dict[str, Any]) -> None:
-        kwargs.setdefault("open_timeout", 5)
-        kwargs.setdefault("close_timeout", 1)
-        self._connection = await connect(self.url, **kwargs)
-        first = await asyncio.wait_for(self._connection.recv(), kwargs["open_timeout"])
-        self._record(first)
-        self._done = asyncio.ensure_future(self._read())
-
-    def _record(self, data: Any) -> None:
-        try:
-            event = json.loads(data)
-        except (TypeError, ValueError):
-            event = {"type": "raw", "text": data}
-        with self._cond:
-            if event.get("type") == "welcome":
-                self.nick = event.get("nick", self.nick)
-            self.events.append(event)
-            self._cond.notify_all()
-
-    async def _read(self) -> None:
-        try:
-            async for data in self._connection:
-                self._record(data)
-        except ConnectionClosed:
-            pass
-        finally:
-            exc = self._connection.close_exc if hasattr(self._connection, "close_exc") else None
-            self.close_info = _describe_close(exc)
-            with self._cond:
-                self._cond.notify_all()
-
-    # What a learner uses
-
-    @property
-    def messages(self) -> list[str]:
-        with self._cond:
-            events = list(self.events)
-        lines = []
-        for event in events:
-            for ev in event.get("events", [event]):
-                if ev.get("type") == "message":
-                    lines.append(f"{ev['nick']}: {ev['text']}")
-        return lines
-
-    @property
-    def running(self) -> bool:
-        return self.close_info is None and self._connection is not None
-
-    @property
-    def connections(self) -> int:
-        return 1 if self.running else 0
-
-    @property
-    def uptime(self) -> float:
-        return time.time() - self.started
-
-    def send(self, text: str) -> None:
-        """Send one chat message."""
-        if not self.running:
-            raise RuntimeError(f"{self.name!r} is not connected ({self.close_info}); join again")
-        self._thread.run(self._connection.send(text))
-
-    async def wait_for(self, text: str, timeout: float = 5) -> str:
-        """Wait until a chat line containing ``text`` arrives; return it.
-
-        Raises TimeoutError after ``timeout`` seconds with what did arrive.
-        Use ``await``: the notebook's loop keeps serving meanwhile.
-        """
-        return await asyncio.to_thread(self._wait_sync, text, timeout)
-
-    def _wait_sync(self, text: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.messages:
-                    if text in line:
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0 or self.close_info is not None:
-                    raise TimeoutError(
-                        f"no message containing {text!r} within {timeout} s "
-                        f"(got {len(self.events)} events; connection: {self.close_info or 'open'})"
-                    )
-                self._cond.wait(left)
-
-    async def wait_closed(self, timeout: float = 5) -> str:
-        """Wait until the connection has ended; return :attr:`close_info`."""
-        def wait() -> str:
-            with self._cond:
-                self._cond.wait_for(lambda: self.close_info is not None, timeout)
-            if self.close_info is None:
-                raise TimeoutError(f"{self.name!r} still open after {timeout} s")
-            return self.close_info
-        return await asyncio.to_thread(wait)
-
-    def stop(self) -> None:
-        """Leave the room. Returns at once: the client's thread closes the
-        connection (at most ``close_timeout`` seconds) and then ends."""
-        unregister(self)
-        if self._stopping:
-            return
-        self._stopping = True
-        loop = self._thread.loop
-        if not loop.is_running():
-            return
-
-        async def finish() -> None:
-            try:
-                if self._connection is not None:
-                    await self._connection.close()
-                if self._done is not None:
-                    await asyncio.wait_for(asyncio.shield(self._done), 2)
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
-            finally:
-                loop.stop()
-
-        asyncio.run_coroutine_threadsafe(finish(), loop)
-
-    async def aclose(self) -> None:
-        """Leave the room and wait until the client's thread has ended."""
-        self.stop()
-        await asyncio.to_thread(self._thread.thread.join, 5)  # finish() stops the loop
-        self._thread.stop(1)  # closes the loop (or stops it, if finish() is stuck)
-
-    def __repr__(self) -> str:
-        return f"<wslab.ChatClient {self.nick!r} {self.url} {self.close_info or 'connected'}>"
-
-
-def _describe_close(exc: BaseException | None) -> str:
-    if exc is None:
-        return "closed"
-    sent = getattr(exc, "sent", None)
-    rcvd = getattr(exc, "rcvd", None)
-    if rcvd is not None:
-        return f"closed by the server: {rcvd.code} {rcvd.reason}".rstrip()
-    if sent is not None:
-        return f"closed by this client: {sent.code} {sent.reason} (no answer from the server)".rstrip()
-    return "connection lost: 1006 (no close frame)"
-
-
-def _ws_url(url: str, nick: str) -> str:
-    if url.startswith("http://"):
-        url = "ws://" + url[len("http://"):]
-    elif url.startswith("https://"):
-        url = "wss://" + url[len("https://"):]
-    if not url.startswith(("ws://", "wss://")):
-        raise ValueError(f"not a room address: {url!r}; expected ws://host:port/ or http://host:port/")
-    parts = urlsplit(url)
-    query = urlencode({"nick": nick})
-    return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}?{query}"
-
-
-async def join_classroom(url: str, nick: str, *, name: str | None = None, **kwargs: Any) -> ChatClient:
-    """Join a chat room (your class's, or one from :func:`chat_room`) as ``nick``.
-
-    ``url`` is what the instructor's ``python -m wslab classroom`` printed
-    (``http://...`` or ``ws://...``), or ``room.url``. Returns once the room
-    has welcomed you; meanwhile the notebook's loop keeps running, so a room
-    on that loop (``await wslab.chat_room()``) can answer. The client itself
-    runs in a thread of its own. Other keyword arguments go to
-    :func:`websockets.asyncio.client.connect` (``ping_interval=...``).
-
-    >>> me = await wslab.join_classroom("http://127.0.0.1:8765/", "ada")
-    >>> me.send("hello, class")
-    """
-    if not isinstance(nick, str) or not nick.strip():
-        raise ValueError("join_classroom needs a nickname: join_classroom(url, 'ada')")
-    name = name or f"chat-{nick.strip()}"
-    await release(name)
-    client = await asyncio.to_thread(ChatClient, _ws_url(url, nick.strip()), nick.strip(), name=name, **kwargs)
-    register(client)
-    return client
-
-
-async def stalled_client(url: str, nick: str) -> Any:
-    """Join the room at ``url`` as ``nick``, read the welcome, then never read again.
-
-    The client asks the OS for a tiny receive buffer, so what the room sends
-    soon piles up on the room's side: the slow reader of lesson 05. Returns
-    the websockets connection; ``connection.transport.abort()`` ends it.
-    """
-    parts = urlsplit(_ws_url(url, nick))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    try:
-        await asyncio.to_thread(sock.connect, (parts.hostname, parts.port))
-        connection = await connect(f"{parts.scheme}://{parts.netloc}{parts.path}?{parts.query}",
-                                   sock=sock, ping_interval=None)
-    except BaseException:
-        sock.close()
-        raise
-    await asyncio.wait_for(connection.recv(), 5)  # the welcome
-    connection.transport.pause_reading()
-    return connection
+from .chat_client import ChatClient, join_classroom, stalled_client  # noqa: E402
 
 
 # Fan-out: how long does broadcast take to reach 100, 500, 1,000 clients?

@@ -23,7 +23,12 @@ What must never happen:
   client with 1001 (going away) and return within ``stop_timeout`` seconds
   even when a handler misbehaves (stragglers are aborted);
 * a handler exception that vanishes: it is printed with its traceback, kept in
-  ``srv.errors``, and the client gets close code 1011 (internal error).
+  ``srv.errors``, and the client gets close code 1011 (internal error);
+* a listener without limits: every server gets :class:`wslab.limits.Guard`
+  (``srv.guard``) with :class:`wslab.Limits` (handshake timeout, keepalive,
+  message size, a bound on bytes buffered per client, pongs included, a cap
+  on connections answered with HTTP 503, the Origin policy answered with
+  HTTP 403); ``limits=`` changes them. See ``wslab/limits.py``.
 
 A registry maps names to running servers: starting a server under a name that
 is taken stops the old one first, so re-running a cell just works. At

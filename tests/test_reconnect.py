@@ -1,0 +1,195 @@
+"""Reconnection: a client that resumes from the last event id loses and doubles nothing over
+server restarts that close with 1012 (service restart) and 1001 (going away), RFC 6455 7.4.1."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+
+import pytest
+import websockets.client
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+
+import wslab
+from wslab import reconnect
+
+from .conftest import run, seconds
+
+
+def backoff(base=0.05, cap=1.0, rng=None):
+    rng = rng or random.Random(7)
+    for n in itertools.count():
+        yield rng.uniform(0, min(cap, base * 2**n))
+
+
+async def follow(url, count):
+    events = []
+    async for ws in connect(url, reconnect_delays=backoff, open_timeout=2):
+        try:
+            await ws.send(json.dumps({"last": events[-1]["id"] if events else 0}))
+            async for message in ws:
+                events.append(json.loads(message))
+                if len(events) >= count:
+                    return events
+        except ConnectionClosed:
+            continue
+
+
+def test_a_resuming_client_loses_and_doubles_nothing_over_two_restarts():
+    table = run(reconnect.check_follow(follow, count=120), timeout=40)
+    assert [row[1] for row in table.rows] == [1012, 1001]
+    assert all(gap >= 0.3 for gap in table.gaps)  # the port was closed 300 ms
+
+
+def test_a_client_that_starts_over_is_told_which_event_came_twice():
+    async def start_over(url, count):
+        events = []
+        async for ws in connect(url, reconnect_delays=backoff, open_timeout=2):
+            try:
+                await ws.send(json.dumps({"last": 0}))
+                async for message in ws:
+                    events.append(json.loads(message))
+                    if len(events) >= count:
+                        return events
+            except ConnectionClosed:
+                continue
+
+    with pytest.raises(wslab.CheckFailed, match="arrived twice"):
+        run(reconnect.check_follow(start_over, count=60, restarts=(1012,)), timeout=40)
+
+
+def test_a_plain_websocket_does_not_come_back_by_itself():
+    async def main():
+        stream = await reconnect.resumable_stream("plain", interval=0.01)
+        ws = await connect(stream.url)
+        await ws.send(json.dumps({"last": 0}))
+        await asyncio.wait_for(ws.recv(), seconds(5))
+        restarting = asyncio.ensure_future(stream.restart(code=1012, down=0.1))
+        with pytest.raises(ConnectionClosedError) as info:
+            while True:
+                await asyncio.wait_for(ws.recv(), seconds(5))
+        await restarting
+        await stream.aclose()
+        return info.value.rcvd.code, ws.state.name
+
+    assert run(main()) == (1012, "CLOSED")
+
+
+def test_websockets_default_backoff_is_random_first_then_growing_and_capped():
+    """What the lesson says of websockets 17's reconnect_delays default."""
+    delays = list(itertools.islice(websockets.client.backoff(), 12))
+    assert 0 <= delays[0] < 5
+    assert delays[1] == pytest.approx(3.1) and delays[2] == pytest.approx(3.1 * 1.618)
+    assert delays[-1] == 90.0 and max(delays) == 90.0
+    assert connect.__init__.__kwdefaults__["reconnect_delays"] is websockets.client.backoff
+
+
+@pytest.mark.parametrize("code, raises", [(1000, False), (1001, False), (1012, True)])
+def test_async_for_over_a_connection_ends_quietly_on_1000_and_1001_and_raises_on_1012(code, raises):
+    """What the lesson's hint says: both outcomes must lead to the next connection."""
+    from websockets.asyncio.server import serve
+
+    async def close_with(connection):
+        await connection.close(code)
+
+    async def main():
+        async with serve(close_with, "127.0.0.1", 0) as server:
+            ws = await connect(f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/")
+            try:
+                async for _ in ws:
+                    pass
+            except ConnectionClosedError:
+                return True
+            return False
+
+    assert run(main()) is raises
+
+
+# In a real browser: EventSource comes back by itself with Last-Event-ID; WebSocket does not.
+
+_PAGE = b"""<!doctype html><meta charset="utf-8"><title>reconnect</title><script>
+window.seen = [];
+const es = new EventSource("/events");
+es.onmessage = e => { window.seen.push(e.lastEventId + ":" + e.data); };
+</script>"""
+
+
+class _SSEServer:
+    """A page and an SSE endpoint that ends the first stream after one event (retry: 100 ms)."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+
+    async def handle(self, reader, writer):
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        path = head.split(" ", 2)[1]
+        headers = {ln.partition(":")[0].lower(): ln.partition(":")[2].strip() for ln in head.split("\r\n")[1:] if ln}
+        if path == "/":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n"
+                         b"Connection: close\r\n\r\n" % len(_PAGE) + _PAGE)
+        elif path == "/events":
+            self.requests.append(headers)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
+                         b"Connection: close\r\n\r\n")
+            if len(self.requests) == 1:
+                writer.write(b"retry: 100\nid: 1\ndata: one\n\n")  # then the stream ends
+            else:
+                writer.write(b"id: 2\ndata: two\n\n")
+                await writer.drain()
+                await asyncio.sleep(1)  # keep this stream open while the page reads it
+        else:
+            writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+
+def test_in_chromium_eventsource_reconnects_with_last_event_id_and_websocket_does_not(chromium):
+    """HTML standard, server-sent events: the user agent reconnects after `retry` ms and sends
+    Last-Event-ID. A WebSocket closed with 1012 stays closed (readyState 3) and does not reconnect."""
+    import threading
+
+    from websockets.asyncio.server import serve
+
+    sse = _SSEServer()
+    ws_connections = []
+    ready = threading.Event()
+    box = {}
+
+    async def closes_1012(connection):
+        ws_connections.append(connection.request.path)
+        await connection.close(1012, "service restart")
+
+    async def servers(stop):
+        http = await asyncio.start_server(sse.handle, "127.0.0.1", 0)
+        async with serve(closes_1012, "127.0.0.1", 0) as ws_server:
+            box["http"] = http.sockets[0].getsockname()[1]
+            box["ws"] = ws_server.sockets[0].getsockname()[1]
+            ready.set()
+            await stop.wait()
+        http.close()
+
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete, args=(servers(stop),), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(seconds(10))
+        page = chromium.new_page()
+        page.goto(f"http://127.0.0.1:{box['http']}/", timeout=seconds(15) * 1000)
+        page.wait_for_function("window.seen.length >= 2", timeout=seconds(10) * 1000)
+        seen = page.evaluate("window.seen")
+        state = page.evaluate("""url => new Promise(resolve => {
+            const ws = new WebSocket(url);
+            ws.onclose = e => setTimeout(() => resolve([e.code, ws.readyState]), 500);
+        })""", f"ws://127.0.0.1:{box['ws']}/")
+        page.close()
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(seconds(10))
+    assert seen[:2] == ["1:one", "2:two"]
+    assert sse.requests[1].get("last-event-id") == "1"
+    assert state == [1012, 3]
+    assert ws_connections == ["/"]  # one connection: the page did not come back

@@ -1,0 +1,147 @@
+"""wss:// on loopback: websockets' client and Chromium against a TLS server whose
+certificate comes from a throwaway CA (trustme); trust is scoped, never switched off."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.datastructures import Headers
+from websockets.http11 import Response
+
+import wslab
+from wslab import tls
+
+from .conftest import CHROMIUM, CHROMIUM_ARGS, need_chromium, run, seconds
+
+PAGE = b"""<!doctype html><meta charset="utf-8"><title>wss test</title><p id="state">loaded</p>"""
+
+
+def page_or_upgrade(connection, request):
+    """Serve PAGE to plain GETs (the https page), let WebSocket upgrades through."""
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return None
+    headers = Headers([("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(PAGE)))])
+    return Response(200, "OK", headers, PAGE)
+
+
+async def echo(connection):
+    async for message in connection:
+        await connection.send(message)
+
+
+def test_websockets_client_talks_wss_when_it_trusts_the_test_ca():
+    ca = tls.make_ca()
+
+    async def main():
+        srv = await tls.serve_tls(echo, "wss-echo", ca=ca)
+        assert srv.url.startswith("wss://127.0.0.1:")
+        async with connect(srv.url, ssl=ca.client_context()) as ws:
+            await ws.send("over tls")
+            reply = await asyncio.wait_for(ws.recv(), seconds(5))
+            version = ws.transport.get_extra_info("ssl_object").version()
+        await srv.aclose()
+        return reply, version
+
+    assert run(main()) == ("over tls", "TLSv1.3")
+
+
+def test_a_client_that_does_not_know_the_ca_is_refused():
+    ca, other = tls.make_ca(), tls.make_ca()
+
+    async def main():
+        srv = await tls.serve_tls(echo, "wss-echo", ca=ca)
+        for ctx in (ssl.create_default_context(), other.client_context()):
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await connect(srv.url, ssl=ctx, open_timeout=seconds(5))
+        await srv.aclose()
+
+    run(main())
+
+
+def test_the_wiretap_sees_ciphertext_on_wss_and_the_handshake_on_ws():
+    """TLS 1.3 costs one more round trip before the 101 than plain ws (RFC 8446 section 2)."""
+    ca = tls.make_ca()
+
+    async def main():
+        secure = await tls.serve_tls(echo, "wss-echo", ca=ca)
+        plain = await wslab.serve(echo, "ws-echo")
+        results = {}
+        for srv, ctx in ((plain, None), (secure, ca.client_context())):
+            tap = await wslab.wiretap(srv, name=f"tap-{srv.name}")
+            ws = await connect(tap.url, ssl=ctx, compression=None)
+            trips = tls.round_trips(tap, 1)
+            await ws.send("secret words")
+            await asyncio.wait_for(ws.recv(), seconds(5))
+            await ws.close()
+            up, down = tap.streams(1)
+            results[srv.name] = (trips, up, down)
+        await wslab.aclose_all()
+        return results
+
+    results = run(main())
+    trips, up, down = results["ws-echo"]
+    assert trips == 1 and b"Upgrade: websocket" in up and down.startswith(b"HTTP/1.1 101")
+    trips, up, down = results["wss-echo"]
+    assert trips == 2
+    assert up[:1] == b"\x16" and down[:1] == b"\x16"  # TLS handshake records (RFC 8446 section 5.1)
+    for clear in (b"GET /", b"Upgrade", b"websocket", b"HTTP/1.1", b"secret words"):
+        assert clear not in up and clear not in down
+
+
+def _browser_check(ca: tls.CA, extra_ca: tls.CA) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    secure = tls.serve_tls_in_thread(echo, "wss-page", ca=ca, process_request=page_or_upgrade)
+    stranger = tls.serve_tls_in_thread(echo, "wss-stranger", ca=extra_ca, process_request=page_or_upgrade)
+    plain = wslab.serve_in_thread(echo, "ws-plain")
+    out: dict = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=[*CHROMIUM_ARGS, *ca.chromium_args(),
+                                          # a name that is not loopback, for the same server
+                                          "--host-resolver-rules=MAP plain.test 127.0.0.1"])
+        try:
+            page = browser.new_page()
+            page.goto(secure.page_url, timeout=seconds(15) * 1000)
+            out["page"] = page.text_content("#state")
+            out["echo"] = page.evaluate(
+                """url => new Promise((resolve, reject) => {
+                    const ws = new WebSocket(url);
+                    ws.onopen = () => ws.send("from chromium");
+                    ws.onmessage = e => { resolve(e.data); ws.close(); };
+                    ws.onerror = () => reject(new Error("wss failed"));
+                })""",
+                secure.url,
+            )
+            attempt = """url => new Promise(resolve => {
+                let ws;
+                try { ws = new WebSocket(url); } catch (e) { resolve(e.name + ": " + e.message); return; }
+                ws.onopen = () => { resolve("opened"); ws.close(); };
+                ws.onerror = () => resolve("error");
+            })"""
+            out["mixed"] = page.evaluate(attempt, f"ws://plain.test:{plain.port}/")
+            out["loopback"] = page.evaluate(attempt, plain.url)
+            try:
+                page.goto(stranger.page_url, timeout=seconds(15) * 1000)
+                out["stranger"] = "loaded"
+            except Exception as exc:  # playwright's Error: net::ERR_CERT_AUTHORITY_INVALID
+                out["stranger"] = str(exc)
+        finally:
+            browser.close()
+    return out
+
+
+def test_chromium_talks_wss_to_the_test_ca_and_refuses_ws_from_an_https_page():
+    """Mixed content: an https page cannot open ws:// to a host that is not loopback (W3C Mixed
+    Content); ws:// to 127.0.0.1 is allowed. The SPKI flag trusts one key, not every certificate."""
+    need_chromium()
+    out = _browser_check(tls.make_ca(), tls.make_ca())
+    assert out["page"] == "loaded"
+    assert out["echo"] == "from chromium"
+    assert out["mixed"].startswith("SecurityError"), out["mixed"]
+    # 127.0.0.1 is "potentially trustworthy" (Secure Contexts section 3.2): not mixed content
+    assert out["loopback"] == "opened", out["loopback"]
+    assert "ERR_CERT_AUTHORITY_INVALID" in out["stranger"], out["stranger"]
