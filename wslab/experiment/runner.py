@@ -39,6 +39,7 @@ __all__ = ["run_experiment", "measure_transport", "expected_seconds", "link_fiel
 
 _LAB_NAME = "latency-lab"
 _TAP_NAME = "latency-tap"
+_HTTP_NAME = "latency-http"
 
 
 def _budget(config: ExperimentConfig, extra: float = 10.0) -> float:
@@ -142,10 +143,35 @@ class _Pass:
 
 
 def _client_args(key: str) -> tuple[str, dict[str, Any]]:
+    """Transport key -> (the client's transport name, its options)."""
     interval = short_poll_interval(key)
     if interval is not None:
         return "short_poll", {"interval": interval}
+    if key.endswith("_tornado"):
+        return key[: -len("_tornado")], {}
     return key, {}
+
+
+def _start_server(key: str, config: ExperimentConfig) -> tuple[Any, str, asyncio.AbstractEventLoop]:
+    """A fresh server for ``key`` in a thread of its own -> (handle, URL, its loop).
+
+    WebSocket: the lab server's websockets side. ``*_tornado``: the lab
+    server's tornado side (lesson 01's). Every other HTTP transport: the
+    light asyncio server of :mod:`wslab.experiment.httpserver`. Events are
+    stamped with :data:`CLOCK`.
+    """
+    if key.startswith("websocket") or key.endswith("_tornado"):
+        from ..labserver import lab_server_in_thread
+
+        lab = lab_server_in_thread(_LAB_NAME, seed=config.seed)
+        # Set on the lab's own fresh source: an empty EventSource passed as
+        # source= is falsy, and labserver replaces it.
+        lab.source.clock = CLOCK
+        return lab, lab.ws_url if key.startswith("websocket") else lab.http_url, lab._loop  # type: ignore[return-value]
+    from .httpserver import light_http_server
+
+    light = light_http_server(_HTTP_NAME, seed=config.seed, clock=CLOCK)
+    return light, light.http_url, light._thread.loop  # type: ignore[union-attr]
 
 
 async def _lab_pass(
@@ -153,22 +179,14 @@ async def _lab_pass(
     report: Callable[[int], Any] | None = None,
 ) -> _Pass:
     """Run ``key``'s client against a lab server in its own thread; the schedule starts once it is warm."""
-    from ..labserver import lab_server_in_thread
-
     transport, options = _client_args(key)
     gaps, payloads = schedule(config)
-    lab = lab_server_in_thread(_LAB_NAME, seed=config.seed)
-    # Stamp events with our clock. (Set on the lab's own fresh source: an empty
-    # EventSource passed as source= is falsy, and labserver replaces it.)
-    lab.source.clock = CLOCK
-    server_loop: asyncio.AbstractEventLoop = lab._loop  # type: ignore[assignment]
+    lab, target, server_loop = _start_server(key, config)
     tap = world = None
     stop_blocking: Callable[[], None] = lambda: None  # noqa: E731
     state: dict[str, Any] = {}
     errors: list[str] = []
     try:
-        websocket = transport.startswith("websocket")
-        target = lab.ws_url if websocket else lab.http_url
         if through_tap:
             tap = _tap(target, config)
             target = tap.url
@@ -224,7 +242,7 @@ async def _lab_pass(
         await lab.aclose()
         if world is not None:
             world.stop()
-        errors.extend(f"lab server: {e!r}" for e in lab.errors)
+        errors.extend(f"server: {e!r}" for e in lab.errors)
 
 
 async def _httpx_long_poll(url: str, config: ExperimentConfig, warmup: int,
