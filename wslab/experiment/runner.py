@@ -272,9 +272,13 @@ async def _httpx_long_poll(url: str, config: ExperimentConfig, warmup: int,
             if warmup:
                 await receive("long_poll", {"http": url}, warmup, on_ready=listening, client=client,
                               clock=CLOCK, timeout=_budget(config), longpoll_timeout=LONGPOLL_HOLD)
-            else:
-                listening()
-            timed = receive("long_poll", {"http": url}, config.events, on_ready=on_warm, client=client,
+
+            def start() -> None:
+                if not warmup:
+                    listening()  # no warm-up: listening now, after the set-up request
+                on_warm()
+
+            timed = receive("long_poll", {"http": url}, config.events, on_ready=start, client=client,
                             clock=CLOCK, timeout=_budget(config), longpoll_timeout=LONGPOLL_HOLD)
             result = await timed
         except ReceiveTimeout as exc:
