@@ -543,3 +543,114 @@ def test_a_bad_target_is_refused_with_a_hint():
         wslab.wiretap_in_thread("127.0.0.1:8000", name="tap-bad")
     with pytest.raises(TypeError, match="server, a URL or"):
         wslab.wiretap_in_thread(8000, name="tap-bad")
+
+
+async def _tap_exchange(name: str, request: bytes, reply: bytes, **options):
+    """A raw server answers ``reply`` to a raw client's ``request``, through a tap; -> the tap."""
+    server = CountingServer(reply=reply)
+    target = await server.start()
+    tap = await wslab.wiretap(target, name=name, **options)
+    try:
+        reader, writer = await asyncio.open_connection(tap.host, tap.port)
+        writer.write(request)
+        writer.write_eof()
+        await read_all(reader)
+        writer.close()
+        return tap
+    finally:
+        await tap.aclose()
+        server.server.close()
+
+
+@pytest.mark.parametrize(
+    "length, note",
+    [
+        ("\u00b2".encode("latin-1"), "Content-Length '²' is not a decimal number (RFC 9110 section 8.6"),
+        (b"1\xb21", "Content-Length '1²1' is not a decimal number"),
+        (b"-5", "Content-Length '-5' is not a decimal number"),
+        (b"5, 6", "Content-Length '5, 6' is not a decimal number"),
+    ],
+)
+def test_the_http_view_shows_a_content_length_that_is_not_a_number_instead_of_raising(length, note):
+    """RFC 9110 8.6, ``Content-Length = 1*DIGIT``: a superscript digit (``str.isdigit`` says yes) gets a note, not a ValueError."""
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\n\r\nbody"
+    tap = run(_tap_exchange("tap-length", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", reply))
+    text = str(tap.http())
+    assert "< HTTP/1.1 200 OK" in text and "> GET / HTTP/1.1" in text
+    assert note in text
+    assert "the rest (7 bytes) is not parsed" in text  # "body" + the server's "bye"
+
+
+def test_the_http_view_reads_huge_lengths_and_bad_chunk_sizes_without_raising():
+    """A 5,000-digit Content-Length (beyond int()'s 4,300) is "the rest"; a list of equal values is one (8.6); a bad chunk size gets a note (RFC 9112 7.1)."""
+    huge = b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\nall of it"
+    tap = run(_tap_exchange("tap-huge", b"GET /h HTTP/1.1\r\n\r\n", huge))
+    assert "< all of itbye" in str(tap.http()).splitlines()
+
+    listed = b"HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\n\r\nfourHTTP/1.1 204 No Content\r\n\r\n"
+    tap = run(_tap_exchange("tap-list", b"GET /l HTTP/1.1\r\n\r\n", listed))
+    lines = str(tap.http()).splitlines()
+    assert "< four" in lines and "< HTTP/1.1 204 No Content" in lines
+
+    for size in (b"-5", b"\xb2", b"1_0", b"zz"):
+        chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n" + size + b"\r\nhello\r\n0\r\n\r\n"
+        tap = run(_tap_exchange("tap-chunk", b"GET /c HTTP/1.1\r\n\r\n", chunked))
+        text = str(tap.http())
+        assert "< abc" in text.splitlines()
+        assert "is not hexadecimal (RFC 9112 section 7.1: 1*HEXDIG)" in text
+
+
+def test_memory_stays_within_max_capture_including_bookkeeping():
+    """Many tiny chunks and many short connections: what the capture holds (tracemalloc) stays under max_capture.
+
+    Before, each chunk cost about 200 bytes beyond its payload and each
+    connection 1.6 KB, none of it counted: 20,000 one-byte chunks held 4 MB
+    under a 64 KB max_capture.
+    """
+    import tracemalloc
+
+    limit = 256 * 1024
+    capture = Capture(max_capture=limit)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for cid in range(1, 4001):  # 4,000 connections, each opened, 10 one-byte chunks, closed
+        conn = capture._open(cid, f"127.0.0.1:{40000 + cid % 20000}", cid * 0.001)
+        capture._record(conn, "=", cid * 0.001, note=f"client {conn.client} connected")
+        for i in range(10):
+            capture._record(conn, ">" if i % 2 else "<", cid * 0.001, bytes([i]))
+        capture._record(conn, "=", cid * 0.001, note="connection closed")
+        capture._closed(conn, cid * 0.001)
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert capture.bytes_up == capture.bytes_down == 4000 * 5  # the counts stay exact
+    assert capture.truncated and capture.forgotten > 0 and capture.dropped > 0
+    assert held <= limit * 1.25, f"held {held:,} bytes for max_capture={limit:,}"
+    assert capture.held <= limit
+    assert "records of" in str(capture.hexdump()) and "closed, not kept" in str(capture.summary())
+    capture.clear()
+    assert capture.held == 0 and not capture.conns and not capture.truncated
+
+
+def test_a_full_capture_forgets_closed_connections_of_a_real_tap():
+    """Through a real tap with a tiny max_capture: 30 connections, the summary keeps a few and counts the rest."""
+
+    async def main():
+        server = CountingServer(echo=True)
+        target = await server.start()
+        tap = await wslab.wiretap(target, name="tap-forget", max_capture=4096)
+        try:
+            for i in range(30):
+                reader, writer = await asyncio.open_connection(tap.host, tap.port)
+                writer.write(b"x" * 100)
+                writer.write_eof()
+                await read_all(reader)
+                writer.close()
+        finally:
+            await tap.aclose()  # waits until every relayed connection has wound down
+            server.server.close()
+        return tap
+
+    tap = run(main(), timeout=30)
+    assert tap.bytes_up == 3000 and tap.bytes_down == 30 * 103
+    assert tap.forgotten > 0 and len(tap.conns) + tap.forgotten == 30
+    assert tap.held <= tap.max_capture

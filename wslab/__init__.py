@@ -31,6 +31,10 @@ from . import handshake
 from .handshake import HandshakeError, accept_key
 from .wiretap import Capture, Tap, wiretap, wiretap_in_thread
 
+# A real network's delay, jitter and bandwidth between client and server (link.py)
+from . import link
+from .link import Link
+
 # Polling, long polling and streaming over HTTP (events.py, labserver.py, transports.py, timeline.py)
 from . import timeline, transports
 from .events import CursorError, Event, EventSource, poisson
@@ -99,6 +103,9 @@ __all__ = [
     "wiretap_in_thread",
     "Tap",
     "Capture",
+    # A real network between client and server (link.py)
+    "link",
+    "Link",
     # Polling, long polling and streaming over HTTP (events.py, labserver.py, transports.py, timeline.py)
     "Event",
     "EventSource",

@@ -1,0 +1,312 @@
+"""The link emulator delays every byte as set, caps the rate, never reorders, counts exactly.
+
+Every timing here is taken by an independent clock on both sides: a raw-socket
+client and a raw-socket server, each in its own thread, each stamping with
+``time.perf_counter()`` (system-wide CLOCK_MONOTONIC on Linux): never the
+tap's own clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import statistics
+import struct
+import threading
+import time
+
+import pytest
+
+import wslab
+from wslab.link import PRESETS, Link, resolve
+
+from .conftest import run, seconds
+
+#: How far a measured delay may sit above the one set (a shared, loaded CI machine).
+LATE_MS = 15.0
+#: How far below: the link never delivers early (the clock may wake a hair before).
+EARLY_MS = 0.5
+
+
+class StampingServer:
+    """A blocking TCP server in a thread: stamps each 12-byte record (seq, client's send time) on arrival.
+
+    With ``echo`` it sends each record straight back.
+    """
+
+    RECORD = struct.Struct("!Id")
+
+    def __init__(self, *, echo: bool = True) -> None:
+        self.echo = echo
+        self.arrivals: list[tuple[int, float, float]] = []  # (seq, sent by client, arrived here)
+        self.raw = bytearray()
+        self.got = threading.Event()  # set at the first record
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(seconds(20))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(seconds(20))
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            buf = b""
+            for _ in range(1_000_000):  # bounded: until EOF
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                now = time.perf_counter()
+                if not data:
+                    return
+                self.raw += data
+                buf += data
+                while len(buf) >= self.RECORD.size:
+                    seq, sent = self.RECORD.unpack(buf[: self.RECORD.size])
+                    self.arrivals.append((seq, sent, now))
+                    self.got.set()
+                    if self.echo:
+                        conn.sendall(buf[: self.RECORD.size])
+                    buf = buf[self.RECORD.size :]
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(seconds(5))
+
+
+def client_socket(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=seconds(20))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    for _ in range(100_000):
+        if len(data) >= n:
+            return data
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise AssertionError(f"EOF after {len(data)} of {n} bytes")
+        data += chunk
+    raise AssertionError("too many reads")
+
+
+def ping(sock: socket.socket, count: int) -> list[tuple[int, float, float]]:
+    """Send ``count`` records one at a time; -> (seq, sent, back) stamped by this thread."""
+    out = []
+    for seq in range(count):
+        sent = time.perf_counter()
+        sock.sendall(StampingServer.RECORD.pack(seq, sent))
+        echoed = recv_exactly(sock, StampingServer.RECORD.size)
+        back = time.perf_counter()
+        assert StampingServer.RECORD.unpack(echoed)[0] == seq
+        out.append((seq, sent, back))
+    return out
+
+
+def test_round_trip_and_each_one_way_delay_match_the_link_by_independent_clocks():
+    """Up 20 ms and down 80 ms: the server sees each record 20 ms after it left, the client gets it back 100 ms after."""
+    server = StampingServer()
+    tap = wslab.wiretap_in_thread(("127.0.0.1", server.port), name="link-rtt", link=Link(up_ms=20, down_ms=80))
+    try:
+        with client_socket(tap.port) as sock:
+            pings = ping(sock, 12)
+    finally:
+        tap.stop()
+        server.close()
+    rtts = [(back - sent) * 1000 for _, sent, back in pings]
+    ups = [(arrived - sent) * 1000 for _, sent, arrived in server.arrivals]
+    downs = [(back - arrived) * 1000 for (_, _, back), (_, _, arrived) in zip(pings, server.arrivals)]
+    assert min(rtts) >= 100 - EARLY_MS and statistics.median(rtts) <= 100 + LATE_MS, rtts
+    assert min(ups) >= 20 - EARLY_MS and statistics.median(ups) <= 20 + LATE_MS, ups
+    assert min(downs) >= 80 - EARLY_MS and statistics.median(downs) <= 80 + LATE_MS, downs
+    assert tap.bytes_up == tap.bytes_down == 12 * StampingServer.RECORD.size
+
+
+def test_a_task_mode_tap_delays_an_asyncio_client_by_the_round_trip():
+    """``wiretap(target, rtt_ms=60)`` on the running loop; a raw blocking server in a thread answers."""
+    server = StampingServer()
+
+    async def main():
+        tap = await wslab.wiretap(("127.0.0.1", server.port), name="link-task", rtt_ms=60)
+        try:
+            reader, writer = await asyncio.open_connection(tap.host, tap.port)
+            rtts = []
+            for seq in range(6):
+                sent = time.perf_counter()
+                writer.write(StampingServer.RECORD.pack(seq, sent))
+                await reader.readexactly(StampingServer.RECORD.size)
+                rtts.append((time.perf_counter() - sent) * 1000)
+            writer.close()
+            return tap, rtts
+        finally:
+            await tap.aclose()
+
+    try:
+        tap, rtts = run(main(), timeout=20)
+    finally:
+        server.close()
+    assert tap.link == Link(rtt_ms=60)
+    assert min(rtts) >= 60 - EARLY_MS and statistics.median(rtts) <= 60 + LATE_MS, rtts
+
+
+def test_the_rate_cap_spreads_a_burst_over_its_serialisation_time():
+    """At 800 kbit/s (100,000 bytes/s) one way, 60,000 bytes take 0.6 s to reach the server; the other way is free."""
+    server = StampingServer(echo=False)
+    size = 60_000
+    tap = wslab.wiretap_in_thread(("127.0.0.1", server.port), name="link-rate", link=Link(up_kbps=800))
+    try:
+        with client_socket(tap.port) as sock:
+            started = time.perf_counter()
+            sock.sendall(bytes(size))
+            sock.shutdown(socket.SHUT_WR)
+            server.thread.join(seconds(10))  # the server returns at EOF, after the last byte
+    finally:
+        tap.stop()
+        server.close()
+    assert len(server.raw) == size and tap.bytes_up == size
+    # The last record is stamped when its bytes arrived: the whole burst's time on the link.
+    elapsed = server.arrivals[-1][2] - started
+    assert 0.6 * 0.95 <= elapsed <= 0.6 + seconds(0.25), elapsed
+
+
+def test_jitter_varies_the_delay_but_never_reorders_a_stream():
+    """Sequence numbers through a 20 ms ± 15 ms link, one record at a time: every record in order, none lost."""
+    server = StampingServer(echo=False)
+    tap = wslab.wiretap_in_thread(("127.0.0.1", server.port), name="link-order", link=Link(rtt_ms=40, jitter_ms=15, seed=1))
+    count = 300
+    try:
+        with client_socket(tap.port) as sock:
+            for seq in range(count):
+                sock.sendall(StampingServer.RECORD.pack(seq, time.perf_counter()))
+                # Pace the records so the tap reads them one by one (pacing, not synchronisation).
+                deadline = time.perf_counter() + 0.0005
+                while time.perf_counter() < deadline:
+                    pass
+            sock.shutdown(socket.SHUT_WR)
+            server.thread.join(seconds(10))
+    finally:
+        tap.stop()
+        server.close()
+    seqs = [seq for seq, _, _ in server.arrivals]
+    assert seqs == list(range(count))
+    delays = [(arrived - sent) * 1000 for _, sent, arrived in server.arrivals]
+    assert min(delays) >= 20 - 15 - EARLY_MS
+    assert max(delays) - min(delays) > 5, "jitter should spread the delays"
+    assert len(tap.chunks) > 10, "the tap should have read many chunks"
+
+
+def test_bytes_and_half_close_cross_a_slow_link_exactly():
+    """Random payloads up and an echo down through 3G: both ends agree with the tap's counts; EOF comes after the data."""
+    import random
+
+    rng = random.Random(5)
+    payload = rng.randbytes(150_000)
+
+    async def main():
+        async def echo(reader, writer):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.write(b"bye")
+            await writer.drain()
+            writer.close()
+
+        srv = await asyncio.start_server(echo, "127.0.0.1", 0)
+        tap = await wslab.wiretap(("127.0.0.1", srv.sockets[0].getsockname()[1]), name="link-bytes",
+                                  link=Link(rtt_ms=10, rate_kbps=8_000))
+        try:
+            reader, writer = await asyncio.open_connection(tap.host, tap.port)
+            writer.write(payload)
+            await writer.drain()
+            writer.write_eof()
+            got = b""
+            for _ in range(10_000):
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                got += chunk
+            writer.close()
+            return tap, got
+        finally:
+            await tap.aclose()
+            srv.close()
+
+    tap, got = run(main(), timeout=30)
+    assert got == payload + b"bye"
+    assert tap.bytes_up == len(payload) and tap.bytes_down == len(payload) + 3
+    assert tap.streams(1) == (payload, payload + b"bye")
+
+
+def test_presets_and_shortcuts_resolve_to_links():
+    assert set(PRESETS) >= {"same-city", "cross-ocean", "3g"}
+    g3 = PRESETS["3g"]
+    assert (g3.round_trip_ms, g3.up_rate_kbps, g3.down_rate_kbps) == (300, 768, 1600)
+    assert resolve("3g", rtt_ms=500).round_trip_ms == 500 and resolve("3g", rtt_ms=500).down_rate_kbps == 1600
+    assert resolve(rtt_ms=100) == Link(rtt_ms=100)
+    assert resolve(None) is None
+    assert Link(rtt_ms=100).up_delay_ms == Link(rtt_ms=100).down_delay_ms == 50
+    assert Link(up_ms=30, rtt_ms=100).down_delay_ms == 70
+    assert "3g" in str(g3) and "768 kbit/s up" in str(g3)
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: Link(rtt_ms=-1), "rtt_ms=-1"),
+        (lambda: Link(rate_kbps=0), "rate_kbps=0"),
+        (lambda: Link(jitter_ms="5"), "jitter_ms='5'"),
+        (lambda: Link(up_ms=10, down_ms=10, rtt_ms=100), "add up to 20"),
+        (lambda: resolve("4g"), "no link preset '4g'"),
+        (lambda: resolve(100), "link must be a wslab.Link"),
+    ],
+)
+def test_a_bad_link_is_refused_with_the_value_named(make, words):
+    with pytest.raises((ValueError, TypeError)) as info:
+        make()
+    assert words in str(info.value)
+
+
+def test_stop_is_bounded_while_bytes_wait_on_a_long_link():
+    """The echo is held by a 40 s downlink: stop() returns at once, the client sees the close, nothing more."""
+    server = StampingServer()
+    tap = wslab.wiretap_in_thread(("127.0.0.1", server.port), name="link-stop", link=Link(up_ms=0, down_ms=40_000, handshake=False))
+    try:
+        with client_socket(tap.port) as sock:
+            sock.sendall(StampingServer.RECORD.pack(1, time.perf_counter()))
+            assert server.got.wait(seconds(5)), "the record should cross the 0 ms uplink"
+            started = time.perf_counter()
+            tap.stop()
+            assert time.perf_counter() - started < seconds(4)
+            sock.settimeout(seconds(5))
+            try:
+                assert sock.recv(10) == b""
+            except ConnectionError:
+                pass
+    finally:
+        server.close()
+    assert tap.bytes_down in (0, StampingServer.RECORD.size)  # perhaps read by the tap; never delivered
+
+
+@pytest.mark.parametrize("handshake, expected_ms", [(True, 60 + 20), (False, 20)])
+def test_a_new_connection_pays_the_tcp_handshake_round_trip(handshake, expected_ms):
+    """Up 20 ms, down 40 ms: bytes sent right after connect() reach the server after 60 + 20 ms (SYN, SYN-ACK, data), or 20 without."""
+    server = StampingServer(echo=False)
+    link = Link(up_ms=20, down_ms=40, handshake=handshake)
+    tap = wslab.wiretap_in_thread(("127.0.0.1", server.port), name="link-syn", link=link)
+    try:
+        started = time.perf_counter()
+        with client_socket(tap.port) as sock:
+            sock.sendall(StampingServer.RECORD.pack(0, started))
+            assert server.got.wait(seconds(5))
+    finally:
+        tap.stop()
+        server.close()
+    arrived = (server.arrivals[0][2] - started) * 1000
+    assert expected_ms - EARLY_MS <= arrived <= expected_ms + LATE_MS, arrived

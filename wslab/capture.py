@@ -1,0 +1,518 @@
+"""The capture: recorded chunks of relayed connections, and the views on them.
+
+A :class:`Capture` is what a wiretap records (a :class:`wslab.Tap` is one)
+or what :func:`load` reads back from a file: a log of :class:`Chunk`
+events (data ``>`` up and ``<`` down, state changes ``=``, errors ``!``),
+per-connection :class:`Connection` records, and byte counters. The views
+(``hexdump()``, ``http()``, ``frames()``, ``summary()``, ``show()``) are
+computed from the log when asked; nothing is parsed while relaying.
+
+Memory is bounded by ``max_capture``: payload bytes *and* the bookkeeping
+around them (about :data:`CHUNK_COST` bytes per chunk kept, and
+:data:`CONNECTION_COST` per connection record) count against it. When the
+next chunk would not fit, it is counted but not kept (``dropped`` bytes,
+``dropped_events`` for state notes), and a connection that closes while the
+capture is full is forgotten too (its bytes stay in the totals; the summary
+says how many were forgotten). What stays beyond ``max_capture`` is one
+record per connection still open, which the operating system's file limit
+bounds. The byte counters are always exact.
+
+Parsing what was captured never raises on hostile bytes: a ``Content-Length``
+that is not ``1*DIGIT`` (RFC 9110 section 8.6), a chunk size that is not
+``1*HEXDIG`` (RFC 9112 section 7.1), or a head that never ends is shown as
+such, with a ``!`` note, and the rest of that direction as unparsed bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from .display import Table
+
+__all__ = ["Chunk", "Connection", "Capture", "View", "load", "hexdump_lines", "DEFAULT_MAX_CAPTURE"]
+
+#: Bytes kept in memory (payload and bookkeeping) before capture stops (the counters go on).
+DEFAULT_MAX_CAPTURE = 64 * 1024 * 1024
+
+UP, DOWN, STATE, ERROR = ">", "<", "=", "!"
+
+
+#: Bytes of bookkeeping per chunk kept, beyond its payload and note (measured
+#: with tracemalloc on CPython 3.11: the slotted object, its float, its
+#: ``bytes`` header and its slot in the log take about 136).
+CHUNK_COST = 160
+#: Bytes per connection record (the slotted object, its strings, its entry in ``conns``).
+CONNECTION_COST = 480
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One recorded event on one relayed connection.
+
+    ``direction`` is ``>`` (client to server), ``<`` (server to client),
+    ``=`` (a state change: opened, EOF, closed) or ``!`` (an error);
+    ``t`` is seconds since the tap started; ``data`` the bytes as they
+    crossed (empty for ``=`` and ``!``), ``note`` the text for those.
+    """
+
+    conn: int
+    direction: str
+    t: float
+    data: bytes = b""
+    note: str = ""
+
+    def __str__(self) -> str:
+        what = f"{len(self.data)} bytes" if self.direction in (UP, DOWN) else self.note
+        return f"{self.t * 1000:10.3f} ms  #{self.conn} {self.direction} {what}"
+
+
+@dataclass(slots=True)
+class Connection:
+    """What the tap knows about one relayed connection."""
+
+    id: int
+    client: str
+    opened: float
+    closed: float | None = None
+    bytes_up: int = 0
+    bytes_down: int = 0
+    error: str = ""
+
+    @property
+    def state(self) -> str:
+        if self.error:
+            return f"error: {self.error}"
+        return "open" if self.closed is None else "closed"
+
+
+class View:
+    """Text in a monospace block: ``<pre>`` in Jupyter, plain text elsewhere."""
+
+    def __init__(self, title: str, text: str) -> None:
+        self.title = title
+        self.text = text
+
+    def __str__(self) -> str:
+        return f"{self.title}\n{self.text}" if self.title else self.text
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        title = f"<b>{html.escape(self.title)}</b>" if self.title else ""
+        return (
+            f"{title}<pre style=\"font-family: monospace; white-space: pre; "
+            f"line-height: 1.25\">{html.escape(self.text)}</pre>"
+        )
+
+
+# The capture and its views
+
+
+class Capture:
+    """Recorded chunks and the views on them (a :class:`Tap` is one; so is a loaded file)."""
+
+    def __init__(self, *, max_capture: int = DEFAULT_MAX_CAPTURE) -> None:
+        if isinstance(max_capture, bool) or not isinstance(max_capture, int) or max_capture < 0:
+            raise ValueError(f"max_capture={max_capture!r}: give a number of bytes, 0 or more")
+        self.max_capture = max_capture
+        self.log: list[Chunk] = []
+        self.conns: dict[int, Connection] = {}
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.captured = 0  # payload bytes kept in self.log
+        self.dropped = 0  # payload bytes counted but not kept (capture full)
+        self.dropped_events = 0  # state and error notes not kept (capture full)
+        self.forgotten = 0  # closed connections whose record was let go (capture full)
+        self.held = 0  # estimated bytes held: payload + CHUNK_COST per chunk + CONNECTION_COST per record
+        self.target = ""
+
+    # Recording (called on the relay's loop only)
+
+    def _open(self, conn_id: int, client: str, t: float) -> Connection:
+        """A new connection's record: always kept while it is open (its socket bounds how many)."""
+        conn = Connection(conn_id, client, t)
+        self.conns[conn_id] = conn
+        self.held += CONNECTION_COST
+        return conn
+
+    def _closed(self, conn: Connection, t: float) -> None:
+        """Mark ``conn`` closed; when the capture is full, let its record go (totals keep its bytes)."""
+        conn.closed = t
+        if self.held > self.max_capture and self.conns.get(conn.id) is conn:
+            del self.conns[conn.id]
+            self.held -= CONNECTION_COST
+            self.forgotten += 1
+
+    def _record(self, conn: Connection, direction: str, t: float, data: bytes = b"", note: str = "") -> None:
+        if direction == UP:
+            self.bytes_up += len(data)
+            conn.bytes_up += len(data)
+        elif direction == DOWN:
+            self.bytes_down += len(data)
+            conn.bytes_down += len(data)
+        cost = len(data) + len(note) + CHUNK_COST
+        if self.held + cost > self.max_capture:
+            if data:
+                self.dropped += len(data)
+            else:
+                self.dropped_events += 1
+            return
+        self.held += cost
+        self.captured += len(data)
+        self.log.append(Chunk(conn.id, direction, t, bytes(data), note))
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        """The data chunks (``>`` and ``<``), in the order they were read."""
+        return [c for c in self.log if c.direction in (UP, DOWN)]
+
+    @property
+    def truncated(self) -> bool:
+        """True when the capture filled up and later bytes or events were counted but not kept."""
+        return self.dropped > 0 or self.dropped_events > 0 or self.forgotten > 0
+
+    def clear(self) -> None:
+        """Forget every recorded chunk and reset all byte counters to zero.
+
+        Connections still open stay listed (with zeroed counters); closed ones go.
+        """
+        self.log = []
+        self.captured = self.dropped = self.dropped_events = self.forgotten = 0
+        self.bytes_up = self.bytes_down = 0
+        for cid, conn in list(self.conns.items()):
+            if conn.closed is not None:
+                del self.conns[cid]
+            else:
+                conn.bytes_up = conn.bytes_down = 0
+        self.held = CONNECTION_COST * len(self.conns)
+
+    def streams(self, conn: int) -> tuple[bytes, bytes]:
+        """The bytes of connection ``conn`` as two streams: (client to server, server to client)."""
+        up = b"".join(c.data for c in self.log if c.conn == conn and c.direction == UP)
+        down = b"".join(c.data for c in self.log if c.conn == conn and c.direction == DOWN)
+        return up, down
+
+    def after_upgrade(self, conn: int) -> tuple[bytes, bytes] | None:
+        """The WebSocket bytes of ``conn`` (after the request and the 101), or None if it never upgraded."""
+        up, down = self.streams(conn)
+        req_end, resp_end = up.find(b"\r\n\r\n"), down.find(b"\r\n\r\n")
+        if req_end < 0 or resp_end < 0 or not down.startswith(b"HTTP/1.1 101"):
+            return None
+        return up[req_end + 4 :], down[resp_end + 4 :]
+
+    def _conn_ids(self, conn: int | None) -> list[int]:
+        ids = sorted({c.conn for c in self.log} | set(self.conns))
+        if conn is None:
+            return ids
+        if conn not in ids:
+            raise KeyError(f"no connection #{conn} in this capture; connections: {ids}")
+        return [conn]
+
+    def _note(self) -> str:
+        if not self.truncated:
+            return ""
+        lost = [f"{self.dropped:,} later bytes"]
+        if self.dropped_events:
+            lost.append(f"{self.dropped_events:,} state notes")
+        if self.forgotten:
+            lost.append(f"the records of {self.forgotten:,} closed connections")
+        return (
+            f"! capture full: kept the first {self.captured:,} bytes and their bookkeeping "
+            f"(max_capture={self.max_capture:,}); {', '.join(lost)} were relayed and counted but not kept. "
+            f"Call tap.clear() before the part you want to see, or pass a larger max_capture\n"
+        )
+
+    # Views
+
+    def summary(self) -> Table:
+        """One row per connection: client, state, bytes each way."""
+        rows = [
+            [f"#{c.id}", c.client, c.state, f"{c.bytes_up:,}", f"{c.bytes_down:,}"]
+            for c in sorted(self.conns.values(), key=lambda c: c.id)
+        ]
+        if self.forgotten:
+            rows.append([f"+{self.forgotten:,}", "", "closed, not kept (capture full)", "", ""])
+        rows.append(["all", "", "", f"{self.bytes_up:,}", f"{self.bytes_down:,}"])
+        return Table(
+            ["conn", "client", "state", "bytes up (>)", "bytes down (<)"],
+            rows,
+            title=f"wiretap to {self.target}" if self.target else "",
+            align_right={3, 4},
+        )
+
+    def hexdump(self, conn: int | None = None, *, limit: int | None = 512) -> View:
+        """Every event, data chunks as hex + ASCII (at most ``limit`` bytes per chunk; None for all)."""
+        ids = set(self._conn_ids(conn))
+        lines: list[str] = []
+        for chunk in self.log:
+            if chunk.conn not in ids:
+                continue
+            lines.append(str(chunk))
+            if chunk.direction in (UP, DOWN):
+                lines.extend(hexdump_lines(chunk.data, limit=limit))
+        return View("hex dump", self._note() + ("\n".join(lines) or "(nothing captured yet)"))
+
+    def http(self, conn: int | None = None, *, body_limit: int = 200) -> View:
+        """The HTTP messages: request and response heads in full, bodies summarized.
+
+        After a ``101 Switching Protocols`` the rest of the connection is
+        WebSocket frames: see :meth:`frames`.
+        """
+        out: list[str] = []
+        for cid in self._conn_ids(conn):
+            up, down = self.streams(cid)
+            out.append(f"= connection #{cid}")
+            requests = list(_http_messages(up, body_limit, is_response=False))
+            responses = list(_http_messages(down, body_limit, is_response=True))
+            for i in range(max(len(requests), len(responses))):
+                for sign, messages in ((UP, requests), (DOWN, responses)):
+                    if i < len(messages):
+                        out.extend(f"{sign} {line}" for line in messages[i].splitlines())
+            out.append("")
+        return View("HTTP messages", self._note() + ("\n".join(out).rstrip() or "(nothing captured yet)"))
+
+    # Frame decoding lives in wslab/frames.py (issue 4); the frames helper
+    # owns this method and the frames section of show(). Keep it the one place
+    # that knows about frames: it imports wslab.frames lazily.
+    def frames(self, conn: int | None = None) -> View:
+        """The WebSocket frames after the upgrade, in the order their bytes arrived.
+
+        ``>`` client to server (masked), ``<`` server to client (unmasked), each
+        frame decoded by :mod:`wslab.frames`; with permessage-deflate negotiated,
+        RSV1 shows as "compressed" and each message follows inflated (``=``).
+        """
+        from . import frames as _frames
+
+        out: list[str] = []
+        for cid in self._conn_ids(conn):
+            streams = self.after_upgrade(cid)
+            if streams is None:
+                continue
+            up, down = self.streams(cid)
+            skip = {UP: len(up) - len(streams[0]), DOWN: len(down) - len(streams[1])}
+            head = down[: skip[DOWN]].decode("latin-1").split("\r\n")
+            extensions = ", ".join(
+                line.split(":", 1)[1].strip()
+                for line in head[1:]
+                if line.lower().startswith("sec-websocket-extensions:")
+            )
+            chunks = []
+            for chunk in self.log:
+                if chunk.conn != cid or chunk.direction not in (UP, DOWN):
+                    continue
+                data = chunk.data
+                cut = min(skip[chunk.direction], len(data))
+                skip[chunk.direction] -= cut
+                if data[cut:]:
+                    chunks.append((chunk.direction, chunk.t, data[cut:]))
+            out.append(f"= connection #{cid}" + (f", extensions: {extensions}" if extensions else ""))
+            out.extend(_frames.transcript(chunks, extensions=extensions))
+        return View("WebSocket frames", self._note() + ("\n".join(out) or "(no upgraded connection)"))
+
+    def show(self, conn: int | None = None) -> View:
+        """Everything at once: the summary, the HTTP messages and the frames."""
+        parts = [str(self.summary()), "", str(self.http(conn))]
+        try:
+            parts += ["", str(self.frames(conn))]
+        except NotImplementedError as exc:
+            parts += ["", f"WebSocket frames\n({exc})"]
+        return View("", "\n".join(parts))
+
+    # Saving and loading
+
+    def save(self, path: str | Path) -> Path:
+        """Write the capture to ``path`` as JSON (data in base64); :func:`load` reads it back."""
+        path = Path(path)
+        doc = {
+            "wslab_capture": 1,
+            "target": self.target,
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+            "dropped": self.dropped,
+            "dropped_events": self.dropped_events,
+            "forgotten": self.forgotten,
+            "max_capture": self.max_capture,
+            "connections": [
+                {k: getattr(c, k) for k in ("id", "client", "opened", "closed", "bytes_up", "bytes_down", "error")}
+                for c in self.conns.values()
+            ],
+            "log": [
+                {"conn": c.conn, "dir": c.direction, "t": c.t, "data": base64.b64encode(c.data).decode(), "note": c.note}
+                for c in self.log
+            ],
+        }
+        path.write_text(json.dumps(doc, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Capture:
+        """Read a capture written by :meth:`save`."""
+        doc = json.loads(Path(path).read_text())
+        if doc.get("wslab_capture") != 1:
+            raise ValueError(f"{path} is not a wslab capture (no 'wslab_capture': 1 in it)")
+        capture = Capture(max_capture=doc.get("max_capture", DEFAULT_MAX_CAPTURE))
+        capture.target = doc["target"]
+        capture.bytes_up, capture.bytes_down = doc["bytes_up"], doc["bytes_down"]
+        capture.dropped = doc["dropped"]
+        capture.dropped_events = doc.get("dropped_events", 0)
+        capture.forgotten = doc.get("forgotten", 0)
+        for c in doc["connections"]:
+            capture.conns[c["id"]] = Connection(**c)
+        capture.held = CONNECTION_COST * len(capture.conns)
+        for c in doc["log"]:
+            data = base64.b64decode(c["data"])
+            capture.log.append(Chunk(c["conn"], c["dir"], c["t"], data, c["note"]))
+            capture.captured += len(data)
+            capture.held += len(data) + len(c["note"]) + CHUNK_COST
+        return capture
+
+    def __repr__(self) -> str:
+        return (
+            f"<wslab.Capture of {self.target or '?'}: {len(self.conns)} connection(s), "
+            f"{self.bytes_up:,} bytes up, {self.bytes_down:,} bytes down>"
+        )
+
+    def _repr_html_(self) -> str:
+        return self.show()._repr_html_()
+
+
+def load(path: str | Path) -> Capture:
+    """Read a capture written by ``tap.save(path)``."""
+    return Capture.load(path)
+
+
+def hexdump_lines(data: bytes, *, limit: int | None = None, width: int = 16) -> list[str]:
+    """``0000  47 45 54 20 ...  GET ...`` lines, like ``hexdump -C``."""
+    shown = data if limit is None else data[:limit]
+    lines = []
+    for offset in range(0, len(shown), width):
+        row = shown[offset : offset + width]
+        hexes = " ".join(f"{b:02x}" for b in row)
+        if len(row) > 8:
+            hexes = hexes[:23] + " " + hexes[23:]
+        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in row)
+        lines.append(f"    {offset:04x}  {hexes:<49} {text}")
+    if len(shown) < len(data):
+        lines.append(f"    ... {len(data) - len(shown):,} more bytes (hexdump(limit=None) shows all)")
+    return lines
+
+
+def _summarize_body(body: bytes, limit: int) -> str:
+    if not body:
+        return ""
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        return f"[{len(body):,} bytes of binary body]"
+    if len(text) > limit:
+        text = text[:limit] + f"... [{len(body):,} bytes in all]"
+    return text
+
+
+#: RFC 9110 section 8.6: ``Content-Length = 1*DIGIT`` (ASCII digits only: ``str.isdigit`` also takes "²").
+_DIGITS = re.compile(r"[0-9]+")
+#: RFC 9112 section 7.1: ``chunk-size = 1*HEXDIG``, then optional ``;`` extensions.
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]+)[ \t]*(?:;.*)?")
+#: Longer lengths than this many digits exceed any capture: read them as "the rest".
+_MAX_DIGITS = 18
+
+
+def _content_length(value: str) -> int | None:
+    """The body length a ``Content-Length`` value gives, or None if it is not one (RFC 9110 8.6).
+
+    A list of identical values (``5, 5``) counts as one, as 8.6 allows; a
+    number longer than any capture reads as "the rest of the stream" (never
+    ``int()`` on thousands of digits: Python refuses more than 4,300).
+    """
+    values = {v.strip() for v in value.split(",")}
+    if len(values) != 1:
+        return None
+    digits = values.pop()
+    if not _DIGITS.fullmatch(digits):
+        return None
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 1 << 62
+
+
+def _http_messages(data: bytes, body_limit: int, *, is_response: bool) -> Iterable[str]:
+    """Split one direction of a connection into HTTP messages, shown as text.
+
+    Never raises on what a peer sent: a message whose framing cannot be read
+    (a bad ``Content-Length`` or chunk size) is shown with a ``!`` note, and
+    the rest of the direction as unparsed bytes.
+    """
+    pos = 0
+    for _ in range(len(data) + 1):  # bounded: each message consumes at least its 4-byte end of head
+        if pos >= len(data):
+            return
+        end = data.find(b"\r\n\r\n", pos)
+        if end < 0:
+            yield f"[{len(data) - pos:,} bytes: not a complete HTTP head]"
+            return
+        head = data[pos:end].decode("latin-1")
+        pos = end + 4
+        headers = {}
+        for line in head.split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        first = head.split("\r\n", 1)[0]
+        upgrade = not is_response and headers.get("upgrade", "").lower() == "websocket"
+        if upgrade or (is_response and first.split(" ")[1:2] == ["101"]):
+            rest = len(data) - pos
+            yield head + (f"\n\n[then {rest:,} bytes of WebSocket frames: tap.frames() decodes them]" if rest else "")
+            return
+        problem = ""
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body, pos, problem = _dechunk(data, pos)
+        elif "content-length" in headers:
+            length = _content_length(headers["content-length"])
+            if length is None:
+                rest = len(data) - pos
+                yield head + (
+                    f"\n\n! Content-Length {headers['content-length'][:40]!r} is not a decimal number "
+                    f"(RFC 9110 section 8.6: 1*DIGIT): the body's end is unknown, so the rest "
+                    f"({rest:,} bytes) is not parsed"
+                )
+                return
+            body, pos = data[pos : pos + length], min(len(data), pos + length)
+        elif is_response and not first.split(" ")[1:2] in (["204"], ["304"]):
+            body, pos = data[pos:], len(data)  # read until the server closed
+        else:
+            body = b""
+        summary = _summarize_body(body, body_limit)
+        yield head + (f"\n\n{summary}" if summary else "") + (f"\n\n{problem}" if problem else "")
+        if problem:
+            return
+
+
+def _dechunk(data: bytes, pos: int) -> tuple[bytes, int, str]:
+    """-> (body, position after it, a ``!`` note if a chunk size was bad) (RFC 9112 section 7.1)."""
+    body = bytearray()
+    for _ in range(len(data)):  # bounded: each chunk consumes at least 3 bytes
+        eol = data.find(b"\r\n", pos)
+        if eol < 0:
+            break
+        line = data[pos:eol]
+        match = _CHUNK_SIZE.fullmatch(line)
+        if match is None:
+            return bytes(body), len(data), (
+                f"! chunk size {line[:40]!r} is not hexadecimal (RFC 9112 section 7.1: 1*HEXDIG): "
+                f"the rest ({len(data) - pos:,} bytes) is not parsed"
+            )
+        digits = match.group(1).lstrip(b"0") or b"0"
+        size = int(digits, 16) if len(digits) <= 15 else 1 << 62
+        pos = eol + 2
+        if size == 0:
+            end = data.find(b"\r\n\r\n", pos - 2)
+            return bytes(body), (end + 4 if end >= 0 else len(data)), ""
+        body += data[pos : pos + size]
+        pos += size + 2
+        if pos >= len(data):
+            break
+    return bytes(body), len(data), ""
