@@ -5,7 +5,7 @@
 
 Prints the medians and their ratios (targets: WebSocket p50 within 1.5x of the
 raw TCP floor measured in the same run; the runner's bookkeeping under 10 us
-per event). Also measures bare websockets (a push handler on wslab.serve_in_thread,
+per event, timed over several repeats: median and spread). Also measures bare websockets (a push handler on wslab.serve_in_thread,
 no lab server) to show what the lab server adds. The rounds interleave the
 transports so a busy machine hurts them alike; compare ratios, not absolutes.
 """
@@ -56,21 +56,21 @@ async def bare_websockets(config: ExperimentConfig) -> list[float]:
     return rec.latencies_ms()
 
 
-def bookkeeping_us(n: int = 200_000) -> dict[str, float]:
-    """Time the per-event record paths, microseconds per event."""
-    from wslab.transports import Result, _Run
+def bookkeeping_us(n: int = 100_000) -> dict[str, float]:
+    """Time the per-event record paths once, microseconds per event."""
+    from wslab.experiment.clients import LightResult, _Timed
 
     rec = Recorder()
     t0 = time.perf_counter()
     for i in range(n):
-        rec.record(i, 1.0)
+        rec.record(i, 1.0, 2.0)
     floor = (time.perf_counter() - t0) / n * 1e6
 
-    run = _Run(Result("websocket", n), 0, CLOCK, None)
-    events = [[{"seq": i, "created": 1.0, "data": {"value": 1.0}}] for i in range(1, n + 1)]
+    run = _Timed(LightResult("websocket"), n, 0, None, None)
+    run.ready(0)
     t0 = time.perf_counter()
-    for batch in events:
-        run.take(batch, CLOCK())
+    for seq in range(1, n + 1):
+        run.take(seq, 1.0, 2.0)
     take = (time.perf_counter() - t0) / n * 1e6
 
     line = Event(1, 1.0, {"value": 101.5}).dumps().encode()
@@ -78,8 +78,18 @@ def bookkeeping_us(n: int = 200_000) -> dict[str, float]:
     for _ in range(n // 4):
         Event.from_json(line)
     parse = (time.perf_counter() - t0) / (n // 4) * 1e6
-    return {"Recorder.record (floor)": floor, "transports _Run.take (lab clients)": take,
+    return {"Recorder.record (floor)": floor, "clients _Timed.take (lab clients)": take,
             "Event.from_json (parsing, protocol work)": parse}
+
+
+def bookkeeping_repeated(repeats: int = 7) -> dict[str, list[float]]:
+    """:func:`bookkeeping_us` ``repeats`` times: one figure per repeat, per path."""
+    runs = [bookkeeping_us() for _ in range(repeats)]
+    return {name: [r[name] for r in runs] for name in runs[0]}
+
+
+def spread(values: list[float], fmt: str = ".2f") -> str:
+    return f"{min(values):{fmt}} / {statistics.median(values):{fmt}} / {max(values):{fmt}}"
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -112,12 +122,14 @@ async def main(args: argparse.Namespace) -> int:
     bare_ratio = statistics.median(b / t for b, t in zip(p50["bare websockets"], p50["tcp_floor"]))
     print(f"\nWebSocket (wslab lab server) p50 / raw TCP p50 = {ratio:.2f}x  (target < 1.5x)")
     print(f"bare websockets p50 / raw TCP p50           = {bare_ratio:.2f}x")
-    print("\nbookkeeping per event (us):")
-    costs = bookkeeping_us()
+    print(f"\nbookkeeping per event, us, min / median / max of {args.bookkeeping_repeats} repeats:")
+    costs = bookkeeping_repeated(args.bookkeeping_repeats)
     for name, us in costs.items():
-        print(f"  {name:<44}{us:8.2f}")
-    runner = max(costs["Recorder.record (floor)"], costs["transports _Run.take (lab clients)"])
-    print(f"runner bookkeeping {runner:.2f} us/event (target < 10 us)")
+        print(f"  {name:<44}{spread(us):>24}")
+    runner = max(statistics.median(costs["Recorder.record (floor)"]),
+                 statistics.median(costs["clients _Timed.take (lab clients)"]))
+    print(f"runner bookkeeping, median: {runner:.2f} us/event (target < 10 us)")
+    print(f"WebSocket / raw TCP p50 per round: {spread(ratios)}")
     if args.json:
         Path(args.json).write_text(json.dumps({"p50": p50, "p99": p99, "ratio": ratio,
                                                "bare_ratio": bare_ratio, "bookkeeping_us": costs}, indent=1))
@@ -130,5 +142,6 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=900)
     parser.add_argument("--mean-gap-ms", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--bookkeeping-repeats", type=int, default=7)
     parser.add_argument("--json", help="also write the figures to this JSON file")
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -261,12 +261,16 @@ def test_config_keeps_the_link_and_reads_files_with_fields_it_does_not_know(tmp_
     assert config.linked and config.link_text() == "100 ms round trip, 1000 kbit/s"
     assert not ExperimentConfig().linked and ExperimentConfig().link_text() == "loopback"
     data = json.loads(Results(config).save(tmp_path / "r.json").read_text())
-    assert data["link"] == {"rtt_ms": 100, "jitter_ms": 0.0, "rate_kbps": 1000, "text": config.link_text()}
+    assert data["link"] == {"rtt_ms": 100, "jitter_ms": 0.0, "rate_kbps": 1000, "up_kbps": None,
+                            "down_kbps": None, "text": config.link_text()}
     data["config"]["from_the_future"] = 1
     assert ExperimentConfig.from_dict(data["config"]) == config
     with pytest.raises(ValueError, match="rate_kbps must be positive"):
         ExperimentConfig(rate_kbps=0)
-    assert link_fields({"rtt_ms": 20}) == {"rtt_ms": 20.0, "jitter_ms": 0.0, "rate_kbps": None}
+    assert link_fields({"rtt_ms": 20}) == {"rtt_ms": 20.0, "jitter_ms": 0.0, "rate_kbps": None,
+                                           "up_kbps": None, "down_kbps": None}
+    three_g = ExperimentConfig(**link_fields("3g"))
+    assert three_g.rtt_ms == 300 and three_g.link_text() == "300 ms round trip, 1600 kbit/s down, 768 kbit/s up"
 
 
 def test_quick_mode_compares_short_polls_with_interval_over_2_only_over_enough_polls():

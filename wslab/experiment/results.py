@@ -127,11 +127,15 @@ class ExperimentConfig:
     rtt_ms: float = 0.0
     jitter_ms: float = 0.0
     rate_kbps: float | None = None
+    #: Per-direction caps (kbit/s), overriding ``rate_kbps`` (a preset such as "3g" has both).
+    up_kbps: float | None = None
+    down_kbps: float | None = None
 
     @property
     def linked(self) -> bool:
         """True when the run goes through an emulated link (a round trip, jitter or a rate cap)."""
-        return self.rtt_ms > 0 or self.jitter_ms > 0 or self.rate_kbps is not None
+        return (self.rtt_ms > 0 or self.jitter_ms > 0 or self.rate_kbps is not None
+                or self.up_kbps is not None or self.down_kbps is not None)
 
     def link_text(self) -> str:
         """``"loopback"``, or ``"100 ms round trip, 1000 kbit/s"``."""
@@ -140,7 +144,11 @@ class ExperimentConfig:
         parts = [f"{self.rtt_ms:g} ms round trip"]
         if self.jitter_ms:
             parts.append(f"jitter {self.jitter_ms:g} ms")
-        if self.rate_kbps is not None:
+        if self.up_kbps is not None or self.down_kbps is not None:
+            up = self.up_kbps if self.up_kbps is not None else self.rate_kbps
+            down = self.down_kbps if self.down_kbps is not None else self.rate_kbps
+            parts.append(f"{_kbps(down)} down, {_kbps(up)} up")
+        elif self.rate_kbps is not None:
             parts.append(f"{self.rate_kbps:g} kbit/s")
         return ", ".join(parts)
 
@@ -161,8 +169,10 @@ class ExperimentConfig:
             raise ValueError(f"warmup must be 0 or more events, got {self.warmup!r}")
         if self.rtt_ms < 0 or self.jitter_ms < 0:
             raise ValueError(f"rtt_ms and jitter_ms must be 0 or more, got {self.rtt_ms!r} and {self.jitter_ms!r}")
-        if self.rate_kbps is not None and not self.rate_kbps > 0:
-            raise ValueError(f"rate_kbps must be positive (or None for no cap), got {self.rate_kbps!r}")
+        for name in ("rate_kbps", "up_kbps", "down_kbps"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive (or None for no cap), got {value!r}")
         unknown = [k for k in self.transports if k not in TRANSPORTS and short_poll_interval(k) is None]
         if unknown:
             raise ValueError(
@@ -311,6 +321,10 @@ class TransportResult:
             raise ValueError(f"transport {key!r} in the results is malformed: {exc!r}") from None
 
 
+def _kbps(value: float | None) -> str:
+    return "no cap" if value is None else f"{value:g} kbit/s"
+
+
 def _r(value: float) -> float | None:
     return None if value is None or math.isnan(value) else round(value, 4)
 
@@ -390,7 +404,8 @@ class Results:
             "seconds": round(self.seconds, 2),
             "config": asdict(self.config),
             "link": {"rtt_ms": self.config.rtt_ms, "jitter_ms": self.config.jitter_ms,
-                     "rate_kbps": self.config.rate_kbps, "text": self.config.link_text()},
+                     "rate_kbps": self.config.rate_kbps, "up_kbps": self.config.up_kbps,
+                     "down_kbps": self.config.down_kbps, "text": self.config.link_text()},
             "machine": self.machine,
             "versions": self.versions,
             "transports": {k: r.to_dict() for k, r in self.transports.items()},

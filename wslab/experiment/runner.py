@@ -100,7 +100,7 @@ def link_fields(link: Any) -> dict[str, Any]:
     """A :class:`wslab.Link`, a preset name (``wslab.link.PRESETS``) or a dict -> config fields.
 
     >>> link_fields({"rtt_ms": 100})
-    {'rtt_ms': 100.0, 'jitter_ms': 0.0, 'rate_kbps': None}
+    {'rtt_ms': 100.0, 'jitter_ms': 0.0, 'rate_kbps': None, 'up_kbps': None, 'down_kbps': None}
     """
     if link is None:
         return {}
@@ -111,9 +111,15 @@ def link_fields(link: Any) -> dict[str, Any]:
             raise ValueError(f"unknown link preset {link!r}; choose one of {', '.join(PRESETS)}")
         link = PRESETS[link]
     get = link.get if isinstance(link, dict) else lambda name, default=None: getattr(link, name, default)
-    rate = get("rate_kbps", None)
-    return {"rtt_ms": float(get("rtt_ms", 0.0) or 0.0), "jitter_ms": float(get("jitter_ms", 0.0) or 0.0),
-            "rate_kbps": None if rate is None else float(rate)}
+    out: dict[str, Any] = {"rtt_ms": float(get("rtt_ms", 0.0) or 0.0),
+                           "jitter_ms": float(get("jitter_ms", 0.0) or 0.0)}
+    for name in ("rate_kbps", "up_kbps", "down_kbps"):
+        value = get(name, None)
+        out[name] = None if value is None else float(value)
+    up, down = get("up_ms", None), get("down_ms", None)
+    if up is not None or down is not None:
+        raise ValueError("the latency lab takes a symmetric link (rtt_ms); up_ms/down_ms are not supported here")
+    return out
 
 
 def _tap(target: Any, config: ExperimentConfig, name: str = _TAP_NAME) -> Any:
@@ -124,7 +130,8 @@ def _tap(target: Any, config: ExperimentConfig, name: str = _TAP_NAME) -> Any:
         return wiretap_in_thread(target, name, max_capture=64 * 1024)
     from ..link import Link
 
-    link = Link(rtt_ms=config.rtt_ms, jitter_ms=config.jitter_ms, rate_kbps=config.rate_kbps, seed=config.seed)
+    link = Link(rtt_ms=config.rtt_ms, jitter_ms=config.jitter_ms, rate_kbps=config.rate_kbps,
+                up_kbps=config.up_kbps, down_kbps=config.down_kbps, seed=config.seed)
     return wiretap_in_thread(target, name, max_capture=64 * 1024, link=link)
 
 
