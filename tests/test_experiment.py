@@ -371,3 +371,25 @@ def test_light_http_client_reads_content_length_and_chunked_bodies_from_aiohttp(
     assert second == b"id: 1\ndata: {}\n\n"
     for name, value in REQUEST_HEADERS:
         assert seen[name] == value
+
+
+# Import time
+
+
+def test_import_wslab_loads_httpx_tornado_and_matplotlib_only_when_first_used():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, wslab\n"
+        "heavy = ('httpx', 'tornado', 'matplotlib', 'wslab.experiment', 'wslab.labserver')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "wslab.receive, wslab.lab_server_in_thread, wslab.run_experiment\n"
+        "print(sorted(m for m in heavy[:2] if m in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]", "['httpx', 'tornado']"]

@@ -30,7 +30,9 @@ The package, by concept:
   transport, a whole run as JSON and CSV, the schedule, percentiles);
 * :mod:`~wslab.experiment.floor`: the raw TCP floor;
 * :mod:`~wslab.experiment.clients`: the light measuring clients;
-* :mod:`~wslab.experiment.runner`: :func:`run_experiment`.
+* :mod:`~wslab.experiment.httpserver`: the light HTTP server for polling and SSE;
+* :mod:`~wslab.experiment.runner`: :func:`run_experiment`;
+* :mod:`~wslab.experiment.sweep`: latency against round trip (:func:`sweep_rtt`).
 
 What must never happen: an event silently lost (each result counts
 ``received`` against ``events`` and names what is missing); a server left
@@ -58,6 +60,7 @@ from .results import (
     versions,
 )
 from .runner import expected_seconds, link_fields, measure_transport, run_experiment
+from .sweep import Sweep, expected_ms, sweep_rtt
 
 __all__ = [
     "TRANSPORTS",
@@ -68,6 +71,9 @@ __all__ = [
     "measure_transport",
     "expected_seconds",
     "link_fields",
+    "sweep_rtt",
+    "Sweep",
+    "expected_ms",
     "schedule",
     "load_results",
     "percentile",
