@@ -7,6 +7,7 @@ neither), measured in one quick run; no absolute timings.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import math
@@ -393,3 +394,133 @@ def test_import_wslab_loads_httpx_tornado_and_matplotlib_only_when_first_used():
                           env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["[]", "['httpx', 'tornado']"]
+
+
+# TCP_NODELAY: what lesson 04 says about Nagle's algorithm, on the installed versions
+
+
+def _nodelay(sock) -> int:
+    import socket
+
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def _server_side_socket(client_sock):
+    """The accepted socket of ``client_sock``'s connection, found in this process's open files."""
+    import os
+    import socket
+
+    want = client_sock.getsockname()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            sock = socket.socket(fileno=os.dup(int(fd)))
+        except OSError:
+            continue
+        try:
+            if sock.type == socket.SOCK_STREAM and sock.getpeername() == want:
+                return sock
+        except OSError:
+            pass
+        sock.close()
+    raise AssertionError(f"no server-side socket for {want}")
+
+
+def test_asyncio_sets_tcp_nodelay_on_its_own_tcp_transports():
+    """asyncio's selector transport calls base_events._set_nodelay: Nagle is off both ends."""
+    async def main():
+        accepted = asyncio.get_running_loop().create_future()
+
+        async def handle(reader, writer):
+            accepted.set_result(_nodelay(writer.get_extra_info("socket")))
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        client = _nodelay(writer.get_extra_info("socket"))
+        serverside = await asyncio.wait_for(accepted, 5)
+        writer.close()
+        server.close()
+        return client, serverside
+
+    client, serverside = run(main(), timeout=10)
+    assert client != 0 and serverside != 0
+
+
+def test_tornado_streams_are_not_asyncio_transports_and_keep_nagle_on_between_responses():
+    """tornado 6 turns TCP_NODELAY on only to finish a response, then off again; a flush() does not."""
+    import socket
+
+    import tornado.iostream
+    import tornado.netutil
+    import tornado.web
+    from tornado.httpserver import HTTPServer
+
+    seen = {}
+
+    class Stream(tornado.web.RequestHandler):
+        async def get(self):
+            stream = self.request.connection.stream
+            seen["iostream"] = isinstance(stream, tornado.iostream.IOStream)
+            seen["asyncio transport"] = isinstance(stream, asyncio.BaseTransport)
+            seen["at start"] = _nodelay(stream.socket)
+            self.write("part")
+            await self.flush()
+            seen["after flush"] = _nodelay(stream.socket)
+            self.finish()
+
+    async def main():
+        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+        server = HTTPServer(tornado.web.Application([(r"/", Stream)]))
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(2):  # two requests on one keep-alive connection
+            writer.write(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            await reader.readuntil(b"0\r\n\r\n")
+        theirs = _server_side_socket(writer.get_extra_info("socket"))
+        between = theirs.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        theirs.close()
+        writer.close()
+        server.stop()
+        return between
+
+    between = run(main(), timeout=15)
+    assert seen == {"iostream": True, "asyncio transport": False, "at start": 0, "after flush": 0}
+    assert between == 0
+
+
+def test_wslab_lab_server_sets_tcp_nodelay_on_its_sse_streams():
+    from wslab.labserver import lab_server_in_thread
+
+    lab = lab_server_in_thread("test-nodelay-lab")
+
+    async def main():
+        host, port = "127.0.0.1", int(lab.http_url.rsplit(":", 1)[1].strip("/"))
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(f"GET /events HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        await reader.readuntil(b"\n\n")  # the preamble has been flushed
+        theirs = _server_side_socket(writer.get_extra_info("socket"))
+        value = _nodelay(theirs)
+        theirs.close()
+        writer.close()
+        return value
+
+    try:
+        assert run(main(), timeout=15) != 0
+    finally:
+        lab.stop()
+
+
+def test_tcp_nodelay_leaves_delayed_acks_alone():
+    """tcp(7): TCP_NODELAY disables Nagle's algorithm; delayed ACKs are TCP_QUICKACK's, a separate option."""
+    import socket
+
+    if not hasattr(socket, "TCP_QUICKACK"):
+        pytest.skip("TCP_QUICKACK is Linux's")
+    with socket.create_server(("127.0.0.1", 0)) as server, \
+            socket.create_connection(server.getsockname()) as sock:
+        before = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == before
+    assert socket.TCP_NODELAY != socket.TCP_QUICKACK
