@@ -54,7 +54,7 @@ def expected_ms(key: str, rtt_ms: float, mean_gap_ms: float) -> tuple[float, flo
     return d, d
 
 
-@dataclass
+@dataclass(repr=False)
 class Sweep:
     """One :class:`~wslab.experiment.results.Results` per round trip (ms), in order."""
 
@@ -116,6 +116,8 @@ class Sweep:
 
     def __str__(self) -> str:
         return str(self.table())
+
+    __repr__ = __str__
 
 
 async def sweep_rtt(rtts: Sequence[float], *, transports: Sequence[str] | None = None, rate_kbps: float | None = None,
