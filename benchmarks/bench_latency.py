@@ -30,8 +30,16 @@ from wslab.events import Event  # noqa: E402
 from wslab.experiment import CLOCK, ExperimentConfig, Recorder, percentile, run_experiment, schedule  # noqa: E402
 
 
-async def bare_websockets(config: ExperimentConfig) -> list[float]:
-    """Push the schedule with a plain websockets handler on a server thread: no lab server."""
+WARM = 5  # events left out of the statistics of the bare clients below (warm-up)
+
+
+async def bare_websockets(config: ExperimentConfig) -> tuple[list[float], list[float]]:
+    """Push the schedule with a plain websockets handler on a server thread: no lab server.
+
+    Returns the latencies and, per event, the part spent in the client
+    process after the bytes arrived (``data_received`` to ``recv()``
+    returning: frame parsing, UTF-8, the hand-off to the reading task), ms.
+    """
     gaps, payloads = schedule(config)
 
     async def push(connection) -> None:
@@ -44,16 +52,55 @@ async def bare_websockets(config: ExperimentConfig) -> list[float]:
         await connection.close()
 
     srv = wslab.serve_in_thread(push, name="bench-bare-websockets", compression=None)
-    rec = Recorder()
+    rec, client_part = Recorder(), []
     try:
         async with connect(srv.url, compression=None) as ws:
+            arrived = [0.0]
+            original = ws.data_received
+
+            def data_received(data: bytes) -> None:  # the bytes reach the client process
+                arrived[0] = CLOCK()
+                original(data)
+
+            ws.data_received = data_received  # the transport looks it up on each call
             async for message in ws:
                 received = CLOCK()
                 event = Event.from_json(message)
                 rec.record(event.seq, event.created, received)
+                client_part.append((received - arrived[0]) * 1000)
     finally:
         srv.stop()
-    return rec.latencies_ms()
+    return rec.latencies_ms()[WARM:], client_part[WARM:]
+
+
+async def bare_floor(config: ExperimentConfig) -> tuple[list[float], list[float]]:
+    """The floor's server with a client that also stamps when the bytes reach the process."""
+    from wslab.experiment.floor import serve_tcp_push
+
+    server = serve_tcp_push(config, name="bench-bare-floor")
+    rec, client_part = Recorder(), []
+    try:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        protocol = writer.transport.get_protocol()
+        arrived = [0.0]
+        original = protocol.data_received
+
+        def data_received(data: bytes) -> None:
+            arrived[0] = CLOCK()
+            original(data)
+
+        protocol.data_received = data_received
+        writer.write(b"go\n")
+        await reader.readline()  # ready
+        while line := await reader.readline():
+            received = CLOCK()
+            event = Event.from_json(line)
+            rec.record(event.seq, event.created, received)
+            client_part.append((received - arrived[0]) * 1000)
+        writer.close()
+    finally:
+        await server.aclose()
+    return rec.latencies_ms()[WARM:], client_part[WARM:]
 
 
 def bookkeeping_us(n: int = 100_000) -> dict[str, float]:
@@ -98,14 +145,18 @@ async def main(args: argparse.Namespace) -> int:
     p50 = {"tcp_floor": [], "websocket": [], "bare websockets": []}
     p99 = {"tcp_floor": [], "websocket": [], "bare websockets": []}
     ratios = []
+    split: dict[str, list[tuple[float, float]]] = {"raw TCP": [], "bare websockets": []}
     for rnd in range(args.rounds):
         results = await run_experiment(config, bytes_pass=False, progress=False)
-        bare = await bare_websockets(config)
+        bare, bare_client = await bare_websockets(config)
+        floor_lat, floor_client = await bare_floor(config)
+        split["bare websockets"].append((percentile(bare, 50), statistics.median(bare_client)))
+        split["raw TCP"].append((percentile(floor_lat, 50), statistics.median(floor_client)))
         for key in ("tcp_floor", "websocket"):
             p50[key].append(results[key].p50_ms)
             p99[key].append(results[key].p99_ms)
             assert results[key].missing == [], (key, results[key].missing[:5])
-        p50["bare websockets"].append(percentile(bare, 50))
+        p50["bare websockets"].append(percentile(bare, 50))  # noqa: E501
         p99["bare websockets"].append(percentile(bare, 99))
         ratios.append(results["websocket"].p50_ms / results["tcp_floor"].p50_ms)
         print(f"round {rnd + 1}: tcp {p50['tcp_floor'][-1]:.3f} ms, websockets bare "
@@ -122,6 +173,14 @@ async def main(args: argparse.Namespace) -> int:
     bare_ratio = statistics.median(b / t for b, t in zip(p50["bare websockets"], p50["tcp_floor"]))
     print(f"\nWebSocket (wslab lab server) p50 / raw TCP p50 = {ratio:.2f}x  (target < 1.5x)")
     print(f"bare websockets p50 / raw TCP p50           = {bare_ratio:.2f}x")
+    print("\nwhere the time goes (p50 of the events, median of rounds): server and kernel = created to the")
+    print("bytes reaching the client process (data_received); client = from there to the application")
+    for key, parts in split.items():
+        total = statistics.median(p for p, _ in parts)
+        client = statistics.median(c for _, c in parts)
+        print(f"  {key:<18} total {total:.3f} ms = server and kernel {total - client:.3f} + client {client:.3f} ms")
+    lab_extra = statistics.median(w - b for w, b in zip(p50["websocket"], p50["bare websockets"]))
+    print(f"  the lab server's push adds {lab_extra:+.3f} ms to bare websockets (its event source, one wake-up)")
     print(f"\nbookkeeping per event, us, min / median / max of {args.bookkeeping_repeats} repeats:")
     costs = bookkeeping_repeated(args.bookkeeping_repeats)
     for name, us in costs.items():
