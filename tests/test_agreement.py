@@ -50,5 +50,6 @@ def test_p50_ratios_to_the_floor_agree_with_the_reference_within_25_percent():
     report = "; ".join(
         ", ".join(f"{k} wslab {o[k]:.2f}x vs reference {r[k]:.2f}x" for k in r) for r, o, _ in attempts
     )
+    print(f"agreement after {len(attempts)} attempt(s): {report}")
     assert all(abs(x - 1) <= TOLERANCE for x in off.values()), f"after {len(attempts)} attempt(s): {report}"
     assert set(off) == {"websocket", "sse", "long_poll"}
