@@ -5,7 +5,7 @@
 
 Prints the medians and their ratios (targets: WebSocket p50 within 1.5x of the
 raw TCP floor measured in the same run; the runner's bookkeeping under 10 us
-per event). Also measures bare websockets (a push handler on wslab.serve_in_thread,
+per event, timed over several repeats: median and spread). Also measures bare websockets (a push handler on wslab.serve_in_thread,
 no lab server) to show what the lab server adds. The rounds interleave the
 transports so a busy machine hurts them alike; compare ratios, not absolutes.
 """
@@ -30,8 +30,16 @@ from wslab.events import Event  # noqa: E402
 from wslab.experiment import CLOCK, ExperimentConfig, Recorder, percentile, run_experiment, schedule  # noqa: E402
 
 
-async def bare_websockets(config: ExperimentConfig) -> list[float]:
-    """Push the schedule with a plain websockets handler on a server thread: no lab server."""
+WARM = 5  # events left out of the statistics of the bare clients below (warm-up)
+
+
+async def bare_websockets(config: ExperimentConfig) -> tuple[list[float], list[float]]:
+    """Push the schedule with a plain websockets handler on a server thread: no lab server.
+
+    Returns the latencies and, per event, the part spent in the client
+    process after the bytes arrived (``data_received`` to ``recv()``
+    returning: frame parsing, UTF-8, the hand-off to the reading task), ms.
+    """
     gaps, payloads = schedule(config)
 
     async def push(connection) -> None:
@@ -44,33 +52,72 @@ async def bare_websockets(config: ExperimentConfig) -> list[float]:
         await connection.close()
 
     srv = wslab.serve_in_thread(push, name="bench-bare-websockets", compression=None)
-    rec = Recorder()
+    rec, client_part = Recorder(), []
     try:
         async with connect(srv.url, compression=None) as ws:
+            arrived = [0.0]
+            original = ws.data_received
+
+            def data_received(data: bytes) -> None:  # the bytes reach the client process
+                arrived[0] = CLOCK()
+                original(data)
+
+            ws.data_received = data_received  # the transport looks it up on each call
             async for message in ws:
                 received = CLOCK()
                 event = Event.from_json(message)
                 rec.record(event.seq, event.created, received)
+                client_part.append((received - arrived[0]) * 1000)
     finally:
         srv.stop()
-    return rec.latencies_ms()
+    return rec.latencies_ms()[WARM:], client_part[WARM:]
 
 
-def bookkeeping_us(n: int = 200_000) -> dict[str, float]:
-    """Time the per-event record paths, microseconds per event."""
-    from wslab.transports import Result, _Run
+async def bare_floor(config: ExperimentConfig) -> tuple[list[float], list[float]]:
+    """The floor's server with a client that also stamps when the bytes reach the process."""
+    from wslab.experiment.floor import serve_tcp_push
+
+    server = serve_tcp_push(config, name="bench-bare-floor")
+    rec, client_part = Recorder(), []
+    try:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        protocol = writer.transport.get_protocol()
+        arrived = [0.0]
+        original = protocol.data_received
+
+        def data_received(data: bytes) -> None:
+            arrived[0] = CLOCK()
+            original(data)
+
+        protocol.data_received = data_received
+        writer.write(b"go\n")
+        await reader.readline()  # ready
+        while line := await reader.readline():
+            received = CLOCK()
+            event = Event.from_json(line)
+            rec.record(event.seq, event.created, received)
+            client_part.append((received - arrived[0]) * 1000)
+        writer.close()
+    finally:
+        await server.aclose()
+    return rec.latencies_ms()[WARM:], client_part[WARM:]
+
+
+def bookkeeping_us(n: int = 100_000) -> dict[str, float]:
+    """Time the per-event record paths once, microseconds per event."""
+    from wslab.experiment.clients import LightResult, _Timed
 
     rec = Recorder()
     t0 = time.perf_counter()
     for i in range(n):
-        rec.record(i, 1.0)
+        rec.record(i, 1.0, 2.0)
     floor = (time.perf_counter() - t0) / n * 1e6
 
-    run = _Run(Result("websocket", n), 0, CLOCK, None)
-    events = [[{"seq": i, "created": 1.0, "data": {"value": 1.0}}] for i in range(1, n + 1)]
+    run = _Timed(LightResult("websocket"), n, 0, None, None)
+    run.ready(0)
     t0 = time.perf_counter()
-    for batch in events:
-        run.take(batch, CLOCK())
+    for seq in range(1, n + 1):
+        run.take(seq, 1.0, 2.0)
     take = (time.perf_counter() - t0) / n * 1e6
 
     line = Event(1, 1.0, {"value": 101.5}).dumps().encode()
@@ -78,8 +125,18 @@ def bookkeeping_us(n: int = 200_000) -> dict[str, float]:
     for _ in range(n // 4):
         Event.from_json(line)
     parse = (time.perf_counter() - t0) / (n // 4) * 1e6
-    return {"Recorder.record (floor)": floor, "transports _Run.take (lab clients)": take,
+    return {"Recorder.record (floor)": floor, "clients _Timed.take (lab clients)": take,
             "Event.from_json (parsing, protocol work)": parse}
+
+
+def bookkeeping_repeated(repeats: int = 7) -> dict[str, list[float]]:
+    """:func:`bookkeeping_us` ``repeats`` times: one figure per repeat, per path."""
+    runs = [bookkeeping_us() for _ in range(repeats)]
+    return {name: [r[name] for r in runs] for name in runs[0]}
+
+
+def spread(values: list[float], fmt: str = ".2f") -> str:
+    return f"{min(values):{fmt}} / {statistics.median(values):{fmt}} / {max(values):{fmt}}"
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -88,14 +145,18 @@ async def main(args: argparse.Namespace) -> int:
     p50 = {"tcp_floor": [], "websocket": [], "bare websockets": []}
     p99 = {"tcp_floor": [], "websocket": [], "bare websockets": []}
     ratios = []
+    split: dict[str, list[tuple[float, float]]] = {"raw TCP": [], "bare websockets": []}
     for rnd in range(args.rounds):
         results = await run_experiment(config, bytes_pass=False, progress=False)
-        bare = await bare_websockets(config)
+        bare, bare_client = await bare_websockets(config)
+        floor_lat, floor_client = await bare_floor(config)
+        split["bare websockets"].append((percentile(bare, 50), statistics.median(bare_client)))
+        split["raw TCP"].append((percentile(floor_lat, 50), statistics.median(floor_client)))
         for key in ("tcp_floor", "websocket"):
             p50[key].append(results[key].p50_ms)
             p99[key].append(results[key].p99_ms)
             assert results[key].missing == [], (key, results[key].missing[:5])
-        p50["bare websockets"].append(percentile(bare, 50))
+        p50["bare websockets"].append(percentile(bare, 50))  # noqa: E501
         p99["bare websockets"].append(percentile(bare, 99))
         ratios.append(results["websocket"].p50_ms / results["tcp_floor"].p50_ms)
         print(f"round {rnd + 1}: tcp {p50['tcp_floor'][-1]:.3f} ms, websockets bare "
@@ -112,12 +173,22 @@ async def main(args: argparse.Namespace) -> int:
     bare_ratio = statistics.median(b / t for b, t in zip(p50["bare websockets"], p50["tcp_floor"]))
     print(f"\nWebSocket (wslab lab server) p50 / raw TCP p50 = {ratio:.2f}x  (target < 1.5x)")
     print(f"bare websockets p50 / raw TCP p50           = {bare_ratio:.2f}x")
-    print("\nbookkeeping per event (us):")
-    costs = bookkeeping_us()
+    print("\nwhere the time goes (p50 of the events, median of rounds): server and kernel = created to the")
+    print("bytes reaching the client process (data_received); client = from there to the application")
+    for key, parts in split.items():
+        total = statistics.median(p for p, _ in parts)
+        client = statistics.median(c for _, c in parts)
+        print(f"  {key:<18} total {total:.3f} ms = server and kernel {total - client:.3f} + client {client:.3f} ms")
+    lab_extra = statistics.median(w - b for w, b in zip(p50["websocket"], p50["bare websockets"]))
+    print(f"  the lab server's push adds {lab_extra:+.3f} ms to bare websockets (its event source, one wake-up)")
+    print(f"\nbookkeeping per event, us, min / median / max of {args.bookkeeping_repeats} repeats:")
+    costs = bookkeeping_repeated(args.bookkeeping_repeats)
     for name, us in costs.items():
-        print(f"  {name:<44}{us:8.2f}")
-    runner = max(costs["Recorder.record (floor)"], costs["transports _Run.take (lab clients)"])
-    print(f"runner bookkeeping {runner:.2f} us/event (target < 10 us)")
+        print(f"  {name:<44}{spread(us):>24}")
+    runner = max(statistics.median(costs["Recorder.record (floor)"]),
+                 statistics.median(costs["clients _Timed.take (lab clients)"]))
+    print(f"runner bookkeeping, median: {runner:.2f} us/event (target < 10 us)")
+    print(f"WebSocket / raw TCP p50 per round: {spread(ratios)}")
     if args.json:
         Path(args.json).write_text(json.dumps({"p50": p50, "p99": p99, "ratio": ratio,
                                                "bare_ratio": bare_ratio, "bookkeeping_us": costs}, indent=1))
@@ -130,5 +201,6 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=900)
     parser.add_argument("--mean-gap-ms", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--bookkeeping-repeats", type=int, default=7)
     parser.add_argument("--json", help="also write the figures to this JSON file")
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -61,3 +61,16 @@ def test_bad_options_exit_2_and_say_what_was_wrong(tmp_path, args, message):
     done = bench(*args, "--out", str(tmp_path / "x"), cwd=tmp_path)
     assert done.returncode == 2
     assert message in done.stderr
+
+
+def test_bench_through_a_link_writes_the_round_trip_and_rate_into_results_json(tmp_path):
+    out = tmp_path / "far"
+    done = bench("--quick", "--rtt-ms", "40", "--rate-kbps", "2000", "--transports", "tcp_floor,websocket",
+                 "--no-plots", "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads((out / "results.json").read_text())
+    assert data["config"]["rtt_ms"] == 40 and data["config"]["rate_kbps"] == 2000
+    assert data["link"]["text"] == "40 ms round trip, 2000 kbit/s"
+    # Pushed events cross the link once: at least the one-way delay each.
+    assert data["transports"]["websocket"]["p50_ms"] >= 20
+    assert "40 ms round trip" in done.stderr

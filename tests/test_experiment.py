@@ -7,9 +7,11 @@ neither), measured in one quick run; no absolute timings.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,8 +23,10 @@ from wslab.experiment import (
     Recorder,
     Results,
     TransportResult,
+    link_fields,
     load_results,
     measure_tcp_floor,
+    measure_transport,
     percentile,
     run_experiment,
     schedule,
@@ -36,7 +40,7 @@ QUICK = dict(events=40, mean_gap_ms=10.0, seed=3)
 @pytest.fixture(scope="module")
 def quick_run() -> Results:
     config = ExperimentConfig(
-        transports=["tcp_floor", "websocket", "sse", "long_poll", "short_poll_250ms"], **QUICK
+        transports=["tcp_floor", "websocket", "sse", "long_poll", "long_poll_httpx", "short_poll_250ms"], **QUICK
     )
     results = run(run_experiment(config), timeout=90)
     wslab.stop_all()
@@ -181,9 +185,19 @@ def test_every_event_is_accounted_for_on_every_transport(quick_run):
 
 def test_latency_ordering_is_what_the_physics_demands(quick_run):
     short, long_, ws = quick_run["short_poll_250ms"], quick_run["long_poll"], quick_run["websocket"]
-    assert short.p50_ms > long_.p50_ms > ws.p50_ms
+    # On loopback a long poll's next request is waiting long before the next
+    # event (the round trip hides in the gap), so only short polling is slower.
+    assert short.p50_ms > long_.p50_ms and short.p50_ms > ws.p50_ms
     # An event waits for the next poll: the median wait is within one interval (generous slack).
     assert short.p(50) < 2 * 250
+
+
+def test_httpx_is_a_row_of_its_own_and_costs_more_than_the_light_client(quick_run):
+    """What a heavier client adds is shown beside the transport, never mixed into it."""
+    light, heavy = quick_run["long_poll"], quick_run["long_poll_httpx"]
+    assert heavy.label == "long polling, httpx client" and light.label == "long polling"
+    assert heavy.p50_ms > light.p50_ms
+    assert heavy.missing == [] and 0.5 <= heavy.requests_per_event <= 1.0
 
 
 def test_bytes_per_event_websocket_below_sse_below_long_polling(quick_run):
@@ -231,3 +245,282 @@ def test_event_lines_read_back_as_events():
     """The floor carries exactly the events' JSON: one Event per line."""
     event = Event(1, 2.5, {"value": 1.0})
     assert Event.from_json(event.dumps() + "\n") == event
+
+
+def test_timed_events_start_after_the_warm_up_and_are_numbered_from_one():
+    """The warm-up events reach the client but are not timed; the schedule's events are 1..N."""
+    config = ExperimentConfig(events=12, mean_gap_ms=5.0, seed=2, warmup=4, transports=["long_poll"])
+    result = run(measure_transport("long_poll", config, bytes_pass=False), timeout=30)
+    assert result.seqs == list(range(1, 13)) and result.errors == []
+    assert 6 <= result.requests <= 12  # the timed requests only: not the set-up or warm-up ones
+    floor = run(measure_tcp_floor(config), timeout=30)
+    assert floor.seqs == list(range(1, 13))
+
+
+def test_config_keeps_the_link_and_reads_files_with_fields_it_does_not_know(tmp_path):
+    config = ExperimentConfig(events=5, rtt_ms=100, rate_kbps=1000)
+    assert config.linked and config.link_text() == "100 ms round trip, 1000 kbit/s"
+    assert not ExperimentConfig().linked and ExperimentConfig().link_text() == "loopback"
+    data = json.loads(Results(config).save(tmp_path / "r.json").read_text())
+    assert data["link"] == {"rtt_ms": 100, "jitter_ms": 0.0, "rate_kbps": 1000, "up_kbps": None,
+                            "down_kbps": None, "text": config.link_text()}
+    data["config"]["from_the_future"] = 1
+    assert ExperimentConfig.from_dict(data["config"]) == config
+    with pytest.raises(ValueError, match="rate_kbps must be positive"):
+        ExperimentConfig(rate_kbps=0)
+    assert link_fields({"rtt_ms": 20}) == {"rtt_ms": 20.0, "jitter_ms": 0.0, "rate_kbps": None,
+                                           "up_kbps": None, "down_kbps": None}
+    three_g = ExperimentConfig(**link_fields("3g"))
+    assert three_g.rtt_ms == 300 and three_g.link_text() == "300 ms round trip, 1600 kbit/s down, 768 kbit/s up"
+
+
+def test_quick_mode_compares_short_polls_with_interval_over_2_only_over_enough_polls():
+    from wslab.bench import comparisons
+
+    results = synthetic(40)  # 40 events x 20 ms: 0.8 s, so a 50 ms poll ran 16 times
+    results.config = ExperimentConfig(events=40, mean_gap_ms=20, transports=["websocket", "short_poll_50ms", "short_poll_1000ms"])
+    slow = replace(results["short_poll_50ms"], key="short_poll_1000ms", interval_ms=1000.0)
+    results.transports["short_poll_1000ms"] = slow
+    lines = comparisons(results)
+    assert any(line.startswith("short poll 50 ms: p50") and "interval/2 = 25 ms" in line for line in lines)
+    assert not any("interval/2 = 500" in line for line in lines)
+    assert any(line.startswith("short poll 1 s: not compared") for line in lines)
+
+
+# The light HTTP server and client, each against an independent peer
+
+
+def test_light_http_server_answers_httpx_like_the_lab_server_and_refuses_clearly():
+    import httpx
+
+    from wslab.experiment.httpserver import light_http_server
+
+    server = light_http_server("test-light-http")
+    server.source.publish_many([{"value": 1}, {"value": 2}])
+
+    async def main():
+        async with httpx.AsyncClient(base_url=server.http_url, timeout=5) as client:
+            polled = (await client.get("/poll", params={"since": 0})).json()
+            held = (await client.get("/longpoll", params={"since": 2, "timeout": 0.05})).json()
+            bad = await client.get("/poll", params={"since": "-3"})
+            missing = await client.get("/nowhere")
+            posted = await client.post("/poll")
+            lines = []
+            async with client.stream("GET", "/events", params={"since": 1}) as stream:
+                assert stream.headers["content-type"] == "text/event-stream"
+                async for line in stream.aiter_lines():
+                    lines.append(line)
+                    if line.startswith("data:"):
+                        break
+            return polled, held, bad, missing, posted, lines
+
+    try:
+        polled, held, bad, missing, posted, lines = run(main(), timeout=20)
+    finally:
+        server.stop()
+    assert [e["seq"] for e in polled["events"]] == [1, 2] and polled["cursor"] == 2
+    assert polled["events"][1]["data"] == {"value": 2}
+    assert held == {"events": [], "cursor": 2}  # held, then answered empty on time
+    assert bad.status_code == 400 and "-3" in bad.json()["error"]
+    assert missing.status_code == 404 and posted.status_code == 405
+    assert lines[:3] == ["retry: 1000", "id: 1", ""] and lines[-2] == "id: 2"
+    assert wslab.servers.servers() == [] or "test-light-http" not in [s.name for s in wslab.servers.servers()]
+
+
+def test_light_http_client_reads_content_length_and_chunked_bodies_from_aiohttp():
+    from aiohttp import web
+
+    from wslab.experiment.clients import REQUEST_HEADERS, HttpConnection
+
+    seen = {}
+
+    async def fixed(request):
+        seen.update(request.headers)
+        return web.Response(body=b'{"events":[],"cursor":0}', content_type="application/json")
+
+    async def chunked(request):
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for part in (b"id: 1\n", b"data: {}\n\n"):
+            await response.write(part)
+        await response.write_eof()
+        return response
+
+    async def main():
+        app = web.Application()
+        app.router.add_get("/fixed", fixed)
+        app.router.add_get("/chunked", chunked)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        http = HttpConnection("127.0.0.1", port)
+        await http.open()
+        try:
+            first, _ = await http.get("/fixed")
+            second, _ = await http.get("/chunked")  # the same keep-alive connection
+            third, _ = await http.get("/fixed")
+        finally:
+            http.close()
+            await runner.cleanup()
+        return first, second, third
+
+    first, second, third = run(main(), timeout=20)
+    assert first == third == b'{"events":[],"cursor":0}'
+    assert second == b"id: 1\ndata: {}\n\n"
+    for name, value in REQUEST_HEADERS:
+        assert seen[name] == value
+
+
+# Import time
+
+
+def test_import_wslab_loads_httpx_tornado_and_matplotlib_only_when_first_used():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, wslab\n"
+        "heavy = ('httpx', 'tornado', 'matplotlib', 'wslab.experiment', 'wslab.labserver')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "wslab.receive, wslab.lab_server_in_thread, wslab.run_experiment\n"
+        "print(sorted(m for m in heavy[:2] if m in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]", "['httpx', 'tornado']"]
+
+
+# TCP_NODELAY: what lesson 04 says about Nagle's algorithm, on the installed versions
+
+
+def _nodelay(sock) -> int:
+    import socket
+
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def _server_side_socket(client_sock):
+    """The accepted socket of ``client_sock``'s connection, found in this process's open files."""
+    import os
+    import socket
+
+    want = client_sock.getsockname()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            sock = socket.socket(fileno=os.dup(int(fd)))
+        except OSError:
+            continue
+        try:
+            if sock.type == socket.SOCK_STREAM and sock.getpeername() == want:
+                return sock
+        except OSError:
+            pass
+        sock.close()
+    raise AssertionError(f"no server-side socket for {want}")
+
+
+def test_asyncio_sets_tcp_nodelay_on_its_own_tcp_transports():
+    """asyncio's selector transport calls base_events._set_nodelay: Nagle is off both ends."""
+    async def main():
+        accepted = asyncio.get_running_loop().create_future()
+
+        async def handle(reader, writer):
+            accepted.set_result(_nodelay(writer.get_extra_info("socket")))
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        client = _nodelay(writer.get_extra_info("socket"))
+        serverside = await asyncio.wait_for(accepted, 5)
+        writer.close()
+        server.close()
+        return client, serverside
+
+    client, serverside = run(main(), timeout=10)
+    assert client != 0 and serverside != 0
+
+
+def test_tornado_streams_are_not_asyncio_transports_and_keep_nagle_on_between_responses():
+    """tornado 6 turns TCP_NODELAY on only to finish a response, then off again; a flush() does not."""
+    import socket
+
+    import tornado.iostream
+    import tornado.netutil
+    import tornado.web
+    from tornado.httpserver import HTTPServer
+
+    seen = {}
+
+    class Stream(tornado.web.RequestHandler):
+        async def get(self):
+            stream = self.request.connection.stream
+            seen["iostream"] = isinstance(stream, tornado.iostream.IOStream)
+            seen["asyncio transport"] = isinstance(stream, asyncio.BaseTransport)
+            seen["at start"] = _nodelay(stream.socket)
+            self.write("part")
+            await self.flush()
+            seen["after flush"] = _nodelay(stream.socket)
+            self.finish()
+
+    async def main():
+        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+        server = HTTPServer(tornado.web.Application([(r"/", Stream)]))
+        server.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(2):  # two requests on one keep-alive connection
+            writer.write(f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            await reader.readuntil(b"0\r\n\r\n")
+        theirs = _server_side_socket(writer.get_extra_info("socket"))
+        between = theirs.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        theirs.close()
+        writer.close()
+        server.stop()
+        return between
+
+    between = run(main(), timeout=15)
+    assert seen == {"iostream": True, "asyncio transport": False, "at start": 0, "after flush": 0}
+    assert between == 0
+
+
+def test_wslab_lab_server_sets_tcp_nodelay_on_its_sse_streams():
+    from wslab.labserver import lab_server_in_thread
+
+    lab = lab_server_in_thread("test-nodelay-lab")
+
+    async def main():
+        host, port = "127.0.0.1", int(lab.http_url.rsplit(":", 1)[1].strip("/"))
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(f"GET /events HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        await reader.readuntil(b"\n\n")  # the preamble has been flushed
+        theirs = _server_side_socket(writer.get_extra_info("socket"))
+        value = _nodelay(theirs)
+        theirs.close()
+        writer.close()
+        return value
+
+    try:
+        assert run(main(), timeout=15) != 0
+    finally:
+        lab.stop()
+
+
+def test_tcp_nodelay_leaves_delayed_acks_alone():
+    """tcp(7): TCP_NODELAY disables Nagle's algorithm; delayed ACKs are TCP_QUICKACK's, a separate option."""
+    import socket
+
+    if not hasattr(socket, "TCP_QUICKACK"):
+        pytest.skip("TCP_QUICKACK is Linux's")
+    with socket.create_server(("127.0.0.1", 0)) as server, \
+            socket.create_connection(server.getsockname()) as sock:
+        before = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == before
+    assert socket.TCP_NODELAY != socket.TCP_QUICKACK

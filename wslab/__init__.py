@@ -35,11 +35,9 @@ from .wiretap import Capture, Tap, wiretap, wiretap_in_thread
 from . import link
 from .link import Link
 
-# Polling, long polling and streaming over HTTP (events.py, labserver.py, transports.py, timeline.py)
-from . import timeline, transports
+# Polling, long polling and streaming over HTTP (events.py, labserver.py, transports.py, timeline.py;
+# labserver loads tornado and transports loads httpx: both on first use, see _LAZY below)
 from .events import CursorError, Event, EventSource, poisson
-from .labserver import LabServer, lab_server, lab_server_in_thread
-from .transports import deliver, receive
 
 # Frames, bit by bit (frames.py)
 from . import frames
@@ -54,9 +52,8 @@ from .battery import check_server, check_server_sync
 from . import scratch
 from .scratch import ScratchServer, serve_scratch, serve_streams
 
-# The latency lab: push against polling, measured and plotted (experiment.py, plots.py;
-# plots loads matplotlib on first use, see __getattr__ below)
-from .experiment import ExperimentConfig, Results, TransportResult, load_results, run_experiment
+# The latency lab: push against polling, measured and plotted (experiment/, plots.py;
+# both load on first use, see _LAZY below)
 
 # Listener limits, one set for every server (limits.py; engineer guard)
 from . import limits
@@ -70,13 +67,41 @@ from . import auth, broker, proxy, reconnect, tls
 __version__ = "0.1.0"
 
 
+# The latency lab (measure): names whose modules import a heavy library load on first use, so
+# `import wslab` costs about what `import websockets` does. name -> (module, attribute or None).
+_LAZY = {
+    "plots": (".plots", None),  # matplotlib, about 0.3 s
+    "transports": (".transports", None),  # httpx
+    "receive": (".transports", "receive"),
+    "deliver": (".transports", "deliver"),
+    "timeline": (".timeline", None),  # imports transports
+    "LabServer": (".labserver", "LabServer"),  # tornado
+    "lab_server": (".labserver", "lab_server"),
+    "lab_server_in_thread": (".labserver", "lab_server_in_thread"),
+    "experiment": (".experiment", None),
+    "run_experiment": (".experiment", "run_experiment"),
+    "ExperimentConfig": (".experiment", "ExperimentConfig"),
+    "Results": (".experiment", "Results"),
+    "TransportResult": (".experiment", "TransportResult"),
+    "load_results": (".experiment", "load_results"),
+}
+
+
 def __getattr__(name: str):
-    # `wslab.plots` imports matplotlib (about 0.3 s): only when first used.
-    if name == "plots":
+    if name in _LAZY:
         import importlib
 
-        return importlib.import_module(".plots", __name__)
+        module, attribute = _LAZY[name]
+        value = importlib.import_module(module, __name__)
+        if attribute is not None:
+            value = getattr(value, attribute)
+        globals()[name] = value  # once loaded, a plain attribute
+        return value
     raise AttributeError(f"module 'wslab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 #: True when the test suite runs the lessons (WSLAB_QUICK=1): lessons measure less.

@@ -21,12 +21,56 @@ import sys
 import time
 from pathlib import Path
 
-from .experiment import TRANSPORTS, ExperimentConfig, Results, expected_seconds, run_experiment, short_poll_interval
+from .experiment import (
+    TRANSPORTS,
+    ExperimentConfig,
+    Results,
+    expected_seconds,
+    run_experiment,
+    schedule,
+    short_poll_interval,
+)
 
-__all__ = ["main", "QUICK_CONFIG"]
+__all__ = ["main", "QUICK_CONFIG", "comparisons", "MIN_POLLS"]
 
 #: What ``--quick`` runs: every transport, few and frequent events.
 QUICK_CONFIG = {"events": 50, "mean_gap_ms": 10.0}
+
+
+#: A short poll's p50 is compared with interval/2 only when the schedule spans this many polls.
+MIN_POLLS = 10
+
+
+def comparisons(results: Results) -> list[str]:
+    """The ratios and expectations this run's schedule can support, one line each.
+
+    A short poll's median is set beside interval/2 only when the schedule
+    lasted at least :data:`MIN_POLLS` intervals: over one or two polls the
+    phase of the first poll decides it, and the comparison means nothing.
+    """
+    lines = []
+    floor = results.transports.get("tcp_floor")
+    if floor and floor.received:
+        for key in ("websocket", "sse", "long_poll", "long_poll_httpx"):
+            r = results.transports.get(key)
+            if r and r.received:
+                lines.append(f"{r.label} p50 / raw TCP p50 = {r.p50_ms / floor.p50_ms:.2f}x")
+    light, heavy = results.transports.get("long_poll"), results.transports.get("long_poll_httpx")
+    if light and heavy and light.received and heavy.received:
+        lines.append(f"httpx adds {heavy.p50_ms - light.p50_ms:.2f} ms to the long-poll p50 "
+                     f"({heavy.p50_ms:.2f} against {light.p50_ms:.2f} ms with the light client): "
+                     f"the client's cost, not the transport's")
+    span = sum(schedule(results.config)[0])
+    for r in results:
+        interval = short_poll_interval(r.key)
+        if not interval or not r.received:
+            continue
+        if span >= MIN_POLLS * interval:
+            lines.append(f"{r.label}: p50 {r.p50_ms:.0f} ms (interval/2 = {interval * 500:.0f} ms)")
+        else:
+            lines.append(f"{r.label}: not compared with interval/2: the schedule lasted {span:.1f} s, "
+                         f"{span / interval:.1f} polls (at least {MIN_POLLS} needed)")
+    return lines
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--payload-bytes", type=int, help="padding added to each event (default 0)")
     parser.add_argument("--seed", type=int, help="seed of the schedule (default 1)")
     parser.add_argument("--transports", help="comma-separated keys; default all: " + ",".join(TRANSPORTS))
+    parser.add_argument("--rtt-ms", type=float, help="put every transport through an emulated link "
+                        "with this round trip, ms (default 0: loopback)")
+    parser.add_argument("--jitter-ms", type=float, help="the link's jitter, ms (with --rtt-ms)")
+    parser.add_argument("--rate-kbps", type=float, help="cap the link at this many kbit/s per direction")
+    parser.add_argument("--link", metavar="PRESET", help="a link preset of wslab.link.PRESETS "
+                        "(for example cross-ocean, 3g); --rtt-ms and --rate-kbps override its fields")
     parser.add_argument("--no-bytes", action="store_true",
                         help="skip the second run through a wiretap that counts bytes (twice as fast)")
     parser.add_argument("--no-plots", action="store_true", help="write results.json and CSV only")
@@ -54,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace) -> ExperimentConfig:
     fields: dict = dict(QUICK_CONFIG) if args.quick else {}
     for name in ("events", "mean_gap_ms", "payload_bytes", "seed"):
+        value = getattr(args, name)
+        if value is not None:
+            fields[name] = value
+    if args.link:
+        from .experiment import link_fields
+
+        fields.update(link_fields(args.link))
+    for name in ("rtt_ms", "jitter_ms", "rate_kbps"):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
@@ -76,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = _config(args)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, ImportError) as exc:
         print(f"! {exc}", file=sys.stderr)
         return 2
     out = _out_dir(args)
@@ -89,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     bytes_pass = not args.no_bytes
     estimate = expected_seconds(config, bytes_pass=bytes_pass)
     print(f"= {len(config.transports)} transports x {config.events} Poisson events "
-          f"(mean gap {config.mean_gap_ms:g} ms, seed {config.seed}), about {estimate:.0f} s; "
+          f"(mean gap {config.mean_gap_ms:g} ms, seed {config.seed}, {config.link_text()}), about {estimate:.0f} s; "
           f"results in {out}", file=sys.stderr)
     try:
         results = asyncio.run(_run(config, bytes_pass))
@@ -113,12 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     problems = [(r.key, r.errors, len(r.missing)) for r in results if r.errors or r.missing]
     for key, errors, missing in problems:
         print(f"! {key}: {missing} event(s) missing; {'; '.join(errors)}", file=sys.stderr)
-    floor, ws = results.transports.get("tcp_floor"), results.transports.get("websocket")
-    if floor and ws and floor.received and ws.received:
-        print(f"\nWebSocket p50 / raw TCP p50 = {ws.p50_ms / floor.p50_ms:.2f}x")
-    polls = [r for r in results if short_poll_interval(r.key) and r.received]
-    for r in polls:
-        print(f"{r.label}: p50 {r.p50_ms:.0f} ms (interval/2 = {short_poll_interval(r.key) * 500:.0f} ms)")
+    print()
+    for line in comparisons(results):
+        print(line)
     print(f"\nwrote {len(written)} files to {out} in {results.seconds:.0f} s:")
     for path in written:
         print(f"  {path.name}")

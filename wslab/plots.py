@@ -48,6 +48,9 @@ COLORS = {
     "websocket_deflate": "#17becf",
     "sse": "#2ca02c",
     "long_poll": "#ff7f0e",
+    "sse_tornado": "#98df8a",  # the latency lab's heavier-library rows (measure)
+    "long_poll_tornado": "#ffbb78",
+    "long_poll_httpx": "#c49c94",
     "short_poll_50ms": "#d62728",
     "short_poll_250ms": "#9467bd",
     "short_poll_1000ms": "#8c564b",

@@ -332,8 +332,9 @@ async def _sse(run: _Run, client: httpx.AsyncClient, base: str, reconnect_delay:
             async for line in response.aiter_lines():
                 # text/event-stream (HTML Living Standard, 9.2.6): fields end at a blank line
                 if line == "":
+                    received = run.clock()  # stamped when read, before parsing
                     if data:
-                        exchange.events += run.take([json.loads("\n".join(data))], run.clock())
+                        exchange.events += run.take([json.loads("\n".join(data))], received)
                     elif event_id is not None and event_id.isdigit() and isinstance(run.cursor, str):
                         run.cursor = int(event_id)  # the preamble's id: where "now" was
                     run.ready()  # the preamble (retry:, id:) arrived: listening
@@ -365,10 +366,11 @@ async def _websocket(run: _Run, base: str, compression: str | None, options: dic
         exchange.status = 101
         run.ready()
         async for message in ws:
+            received = run.clock()  # stamped when read, before parsing
             obj = json.loads(message)
             if isinstance(run.cursor, str):
                 run.cursor = int(obj["seq"]) - 1
-            exchange.events += run.take([obj], run.clock())
+            exchange.events += run.take([obj], received)
             if run.done:
                 break
     exchange.ended = run.clock()
