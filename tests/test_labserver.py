@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import resource
+import socket
+import subprocess
+import sys
 import time
 
 import httpx
@@ -333,6 +338,237 @@ def test_a_client_that_hangs_up_during_a_held_request_is_let_go(endpoint):
     answer, errors = run(main())
     assert [e["data"] for e in answer["events"]] == ["after the hang-up"]
     assert errors == []
+
+
+# Hostile input (issue 14.3): every bad query gets the same JSON 400, never a 500 or an HTML page.
+
+HUGE = "1" * 4301  # one digit past Python's int() limit for strings
+
+
+@pytest.mark.parametrize(
+    "path, headers, error",
+    [
+        ("poll?since=" + HUGE, {}, "bad cursor"),
+        ("longpoll?since=" + HUGE, {}, "bad cursor"),
+        ("events?since=" + HUGE, {}, "bad cursor"),
+        ("events?limit=" + HUGE, {}, "bad limit"),
+        ("events", {"Last-Event-ID": HUGE}, "bad cursor"),
+        ("longpoll?since=0&timeout=" + HUGE, {}, "bad timeout"),
+        ("poll?since=%00", {}, "bad cursor"),
+        ("longpoll?since=%00", {}, "bad cursor"),
+        ("poll?since=%FF%FE", {}, "bad query"),
+        ("events?since=1&limit=%FF", {}, "bad query"),
+    ],
+    ids=lambda value: value[:24] + ("...(4301 digits)" if HUGE in value else "") if isinstance(value, str) else None,
+)
+def test_a_hostile_query_gets_the_json_400_that_names_it(path, headers, error):
+    async def main():
+        lab = await lab_server()
+        lab.publish()
+        try:
+            async with httpx.AsyncClient(timeout=seconds(5)) as client:
+                return await client.get(lab.http_url + path, headers=headers), lab.errors
+        finally:
+            await lab.aclose()
+
+    response, errors = run(main())
+    assert response.status_code == 400, response.text[:200]
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["error"] == error and "hint" in body
+    assert len(body["value"]) < 100 and ("4301 characters" in body["value"]) == (HUGE in path + str(headers))
+    assert errors == []
+
+
+def test_a_nul_cursor_is_not_read_as_zero():
+    async def main():
+        lab = await lab_server()
+        lab.publish()
+        try:
+            async with httpx.AsyncClient() as client:
+                return (await client.get(lab.http_url + "poll?since=%00")).json()
+        finally:
+            await lab.aclose()
+
+    assert run(main())["value"] == "\x00"
+
+
+@pytest.mark.parametrize("method, path, status", [("GET", "nowhere", 404), ("POST", "poll", 405)])
+def test_tornados_own_errors_are_json_too(method, path, status):
+    async def main():
+        lab = await lab_server()
+        try:
+            async with httpx.AsyncClient() as client:
+                return await client.request(method, lab.http_url + path)
+        finally:
+            await lab.aclose()
+
+    response = run(main())
+    assert response.status_code == status and response.headers["content-type"] == "application/json"
+    assert response.json()["status"] == status
+
+
+@pytest.mark.parametrize("query, error", [(HUGE, "bad cursor"), ("%FF%FE", "bad query"), ("%00", "bad cursor")],
+                         ids=["4301 digits", "not utf-8", "nul"])
+def test_a_websocket_handshake_with_a_hostile_cursor_gets_the_json_400(query, error):
+    async def main():
+        lab = await lab_server()
+        try:
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(lab.ws_url + "?since=" + query):
+                    pass
+            return info.value.response, lab.errors
+        finally:
+            await lab.aclose()
+
+    response, errors = run(main())
+    assert response.status_code == 400 and json.loads(response.body)["error"] == error
+    assert errors == []
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"host": "0.0.0.0"}, "loopback address only, got host='0.0.0.0'"),
+    ({"host": "localhost"}, "not host='localhost'"),
+    ({"host": 7}, "got host=7"),
+    ({"port": 8080}, "takes no port="),
+    ({"max_connections": 0}, "max_connections"),
+])
+def test_options_the_lab_cannot_honour_get_a_clear_error(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        lab_server_in_thread(name="lab-bad", **kwargs)
+    assert "lab-bad" not in str(wslab.status())
+
+
+def test_another_loopback_address_works():
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    lab = lab_server_in_thread(name="lab-v6", host="::1")
+    try:
+        assert lab.http_url.startswith("http://[::1]:")
+        assert httpx.get(lab.http_url + "poll", timeout=seconds(5)).json() == {"events": [], "cursor": 0}
+    finally:
+        lab.stop()
+
+
+def test_at_the_connection_cap_an_idle_connection_makes_room_and_busy_ones_do_not():
+    """RFC 9110 15.6.4: 503 with Retry-After when every connection is in a request."""
+
+    async def main():
+        lab = await lab_server(max_connections=2)
+        try:
+            idle = await asyncio.open_connection(lab.host, lab.port)  # connected, sends nothing
+            async with httpx.AsyncClient(timeout=seconds(5)) as a, httpx.AsyncClient(timeout=seconds(5)) as b:
+                first = asyncio.ensure_future(a.get(lab.http_url + "longpoll?since=0"))
+                await until(lambda: lab.held == 1, "one long poll is held")  # the idle one was evicted
+                second = asyncio.ensure_future(b.get(lab.http_url + "longpoll?since=0"))
+                await until(lambda: lab.held == 2, "two long polls are held")
+                async with httpx.AsyncClient(timeout=seconds(5)) as c:
+                    refused = await c.get(lab.http_url + "poll")
+                lab.publish("done")
+                answers = [(await first).json(), (await second).json()]
+            return refused, answers, dict(lab.shed), await idle[0].read()
+        finally:
+            await lab.aclose()
+
+    refused, answers, shed, idle_got = run(main())
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"] == "too many connections"
+    assert [a["events"][0]["data"] for a in answers] == ["done", "done"]
+    assert shed == {"evicted": 1, "refused": 1} and idle_got == b""
+
+
+# Slow-loris and file-descriptor exhaustion (issue 14.6): the server runs in a process of its
+# own with the common soft limit of 1,024 open files; this process opens 1,100 connections that
+# send half a request and then nothing, and a well-behaved client must still be served.
+
+SLOW_SERVER = """
+import resource, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+import wslab
+lab = wslab.lab_server_in_thread(**eval(sys.argv[1]))
+lab.publish("still here")
+print(lab.port, lab.ws_port, flush=True)
+sys.stdin.read()  # until the test closes our stdin
+lab.stop()
+print(dict(lab.shed), flush=True)
+"""
+
+
+def _process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.fixture
+def lab_process(tmp_path):
+    """Start a lab server in a child process: ``start(**kwargs) -> (process, http port, ws port, stderr path)``."""
+    started = []
+
+    def start(**kwargs):
+        err = tmp_path / "server-stderr.txt"
+        process = subprocess.Popen([sys.executable, "-c", SLOW_SERVER, repr(kwargs)], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=err.open("wb"), text=True)
+        started.append(process)
+        line = process.stdout.readline()  # bounded: the child prints its ports or exits
+        assert line, f"the lab server process failed: {err.read_text()[-2000:]}"
+        port, ws_port = map(int, line.split())
+        return process, port, ws_port, err
+
+    yield start
+    for process in started:
+        process.stdin.close()
+        try:
+            process.wait(seconds(10))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+async def open_slow_connections(port: int, n: int, half_request: bytes) -> list[asyncio.StreamWriter]:
+    """``n`` connections that each send ``half_request`` and then nothing (in batches, bounded)."""
+    writers = []
+    for start in range(0, n, 100):
+        opened = await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in range(min(100, n - start))))
+        for _, writer in opened:
+            writer.write(half_request)
+            writers.append(writer)
+    return writers
+
+
+@pytest.mark.parametrize("cap", [None, 5000], ids=["default cap", "cap above the fd limit"])
+def test_1100_slow_loris_connections_leave_a_good_client_served_within_15_s(lab_process, cap):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1500:
+        pytest.skip(f"the test opens 1,100 connections; the hard limit on open files here is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1500) if hard == resource.RLIM_INFINITY else max(soft, min(hard, 4096)), hard))
+    process, port, _, err = lab_process(**({} if cap is None else {"max_connections": cap}))
+
+    async def main():
+        slow = await open_slow_connections(port, 1100, b"GET /poll?since=0 HTTP/1.1\r\nHost: x\r\n")
+        t0 = time.monotonic()
+        async with httpx.AsyncClient(timeout=seconds(15)) as client:
+            response = await client.get(f"http://127.0.0.1:{port}/poll?since=0")
+        served = time.monotonic() - t0
+        for writer in slow:
+            writer.transport.abort()
+        return response, served
+
+    try:
+        response, served = run(main(), timeout=40)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert response.status_code == 200 and response.json()["events"][0]["data"] == "still here"
+    assert served < seconds(15)
+    process.stdin.close()
+    shed = process.stdout.read()  # the child's last line: what it shed
+    assert process.wait(seconds(10)) == 0
+    assert "evicted" in shed
+    assert err.stat().st_size < 20_000, err.read_text()[:2000]  # no "Too many open files" in a loop
 
 
 # The browser's own clients (Chromium's fetch, EventSource, WebSocket): the lesson's JavaScript.
