@@ -54,6 +54,10 @@ from .scratch import ScratchServer, serve_scratch, serve_streams
 # plots loads matplotlib on first use, see __getattr__ below)
 from .experiment import ExperimentConfig, Results, TransportResult, load_results, run_experiment
 
+# Listener limits, one set for every server (limits.py; engineer guard)
+from . import limits
+from .limits import Guard, Limits
+
 __version__ = "0.1.0"
 
 
@@ -144,4 +148,8 @@ __all__ = [
     "TransportResult",
     "load_results",
     "plots",
+    # Listener limits (limits.py; engineer guard)
+    "limits",
+    "Limits",
+    "Guard",
 ]

@@ -58,6 +58,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from .display import Table
+from .limits import DEFAULT_LIMITS, Guard, Limits
 
 __all__ = [
     "Server",
@@ -259,6 +260,8 @@ class Server(Background):
     started: float = field(default_factory=time.time)
     errors: list[BaseException] = field(default_factory=list)
     stop_timeout: float = DEFAULT_STOP_TIMEOUT
+    #: The listener's :class:`wslab.limits.Guard`: its limits, Origin allow-list and counts.
+    guard: Guard | None = field(default=None, repr=False)
     _ws_server: Any = field(default=None, repr=False)
 
     @property
@@ -415,11 +418,17 @@ async def _start(
     mode: str,
     stop_timeout: float,
     kwargs: dict[str, Any],
+    limits: Limits | None = None,
 ) -> Server:
     server = Server(name=name, host=host, port=0, mode=mode, stop_timeout=stop_timeout)
-    kwargs.setdefault("close_timeout", min(2.0, stop_timeout))
+    limits = DEFAULT_LIMITS if limits is None else limits
+    if "close_timeout" not in kwargs:
+        limits = limits.replace(close_timeout=max(0.05, min(limits.close_timeout, stop_timeout)))
+    guard = server.guard = Guard(limits, name=name)
+    process_request = kwargs.pop("process_request", None)
+    ws_kwargs = guard.serve_kwargs(process_request=process_request, **kwargs)
     try:
-        ws_server = await _ws_serve(_wrap(server, handler), host, port, **kwargs)
+        ws_server = await _ws_serve(_wrap(server, handler), host, port, **ws_kwargs)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise PortInUseError(host, port) from None
@@ -530,6 +539,7 @@ def serve(
     port: int = 0,
     allow_network: bool = False,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    limits: Limits | None = None,
     **kwargs: Any,
 ) -> Awaitable[Server]:
     """Start a WebSocket server on the running event loop; await the result.
@@ -538,7 +548,15 @@ def serve(
     server listens; it keeps serving between notebook cells. ``handler`` is
     ``async def handler(connection)`` (websockets' modern API). Other keyword
     arguments go to :func:`websockets.asyncio.server.serve`
-    (``compression=None``, ``subprotocols=[...]``, ``origins=[...]``, ...).
+    (``compression=None``, ``subprotocols=[...]``, ``max_size=...``, ...).
+
+    Every server gets wslab's listener limits (:class:`wslab.Limits`: handshake
+    timeout, keepalive, message size, a bound on bytes buffered per client,
+    a cap on connections answered with HTTP 503, the Origin policy answered
+    with HTTP 403); pass ``limits=wslab.Limits(...)`` to change them.
+    ``origins=[...]`` replaces the Origin policy by websockets' exact list
+    (``origins=None`` lets every web page in). ``srv.guard`` counts what was
+    refused or closed.
 
     A server already running under ``name`` is stopped first.
 
@@ -561,7 +579,7 @@ def serve(
 
     async def start() -> Server:
         await release(name)
-        server = await _start(handler, name, host, port, "task", stop_timeout, kwargs)
+        server = await _start(handler, name, host, port, "task", stop_timeout, kwargs, limits)
         register(server)
         return server
 
@@ -576,6 +594,7 @@ def serve_in_thread(
     port: int = 0,
     allow_network: bool = False,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    limits: Limits | None = None,
     **kwargs: Any,
 ) -> Server:
     """Start a WebSocket server on its own event loop in a daemon thread.
@@ -588,7 +607,7 @@ def serve_in_thread(
     _check_host(host, allow_network)
     _check_port(port)
     name = name or _default_name(handler)
-    return start_in_thread(name, lambda: _start(handler, name, host, port, "thread", stop_timeout, kwargs))
+    return start_in_thread(name, lambda: _start(handler, name, host, port, "thread", stop_timeout, kwargs, limits))
 
 
 # Looking after all servers
