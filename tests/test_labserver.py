@@ -340,6 +340,149 @@ def test_a_client_that_hangs_up_during_a_held_request_is_let_go(endpoint):
     assert errors == []
 
 
+# WebSocket push (issue 15.4): each event serialised once and broadcast() to the caught-up
+# connections; the ones behind catch up from their cursor. The guarantees, checked with the
+# websockets client: every event once, in order, from the cursor, for fast and slow readers.
+
+
+async def read_seqs(ws, until_seq: int) -> list[int]:
+    """The seqs a client receives until it has ``until_seq`` (bounded by the caller's timeout)."""
+    seqs: list[int] = []
+    while not seqs or seqs[-1] < until_seq:
+        seqs.append(json.loads(await ws.recv())["seq"])
+    return seqs
+
+
+@pytest.mark.parametrize("fanout", ["broadcast", "each"])
+def test_every_client_gets_every_event_after_its_cursor_once_in_order_while_events_keep_coming(fanout):
+    """Clients join at random moments of a fast schedule published from another thread."""
+    import random
+    import threading
+
+    lab = lab_server_in_thread(name="lab-push", fanout=fanout)
+    total = 600
+    stop = threading.Event()
+
+    def publisher():
+        for i in range(total):
+            lab.publish(i)
+            if i % 3 == 0:
+                time.sleep(0.001)  # the schedule: joins land between bursts and inside them
+        stop.set()
+
+    async def main():
+        rng = random.Random(5)
+        clients = []
+        thread = threading.Thread(target=publisher)
+        thread.start()
+        try:
+            for k in range(24):
+                newest = lab.source.newest
+                cursor = rng.choice([0, newest, rng.randint(0, newest)])
+                clients.append((cursor, await connect(f"{lab.ws_url}?since={cursor}", compression=None)))
+                await asyncio.sleep(rng.random() * 0.01)  # the schedule, not synchronisation
+            got = await asyncio.gather(*(read_seqs(ws, total) for cursor, ws in clients if cursor < total))
+            got += [[] for cursor, _ in clients if cursor == total]  # joined after the last event
+            clients.sort(key=lambda client: client[0] == total)
+        finally:
+            thread.join(seconds(10))
+            for _, ws in clients:
+                await ws.close()
+        return [(cursor, seqs) for (cursor, _), seqs in zip(clients, got)]
+
+    try:
+        results = run(main(), timeout=30)
+    finally:
+        lab.stop()
+    for cursor, seqs in results:
+        assert seqs == list(range(cursor + 1, total + 1)), f"client from cursor {cursor}"
+    assert lab.errors == []
+    if fanout == "broadcast":
+        assert lab.pusher.stats["broadcasts"] > 0
+
+
+def test_a_client_that_stops_reading_leaves_the_broadcast_catches_up_and_loses_nothing():
+    async def main():
+        lab = await lab_server()
+        try:
+            fast = await connect(lab.ws_url, compression=None)
+            small = socket.socket()
+            small.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window, set before connecting
+            small.connect((lab.host, lab.ws_port))
+            small.setblocking(False)
+            slow = await connect(lab.ws_url, compression=None, max_queue=1, sock=small)  # reads nothing for now
+            await until(lambda: len(lab.pusher.members) == 2, "both joined the broadcast")
+            n = 400
+            fast_got = asyncio.ensure_future(read_seqs(fast, n))
+            most = 0
+            for i in range(n):
+                lab.publish("x" * 10_000)  # 4 MB in all: more than the sockets hold
+                await asyncio.sleep(0)  # let the broadcaster run, as a schedule would
+                most = max(most, max(c.transport.get_write_buffer_size() for c in lab._ws.connections))
+            fast_seqs = await fast_got
+            let_go = lab.pusher.stats["let go"]
+            slow_seqs = await read_seqs(slow, n)  # now it reads: it catches up, then rejoins
+            await until(lambda: len(lab.pusher.members) == 2, "the slow one rejoined")
+            lab.publish("after")
+            last = json.loads(await slow.recv())["seq"], json.loads(await fast.recv())["seq"]
+            await fast.close(), await slow.close()
+            return fast_seqs, slow_seqs, let_go, most, last, lab.guard.stats
+        finally:
+            await lab.aclose()
+
+    fast_seqs, slow_seqs, let_go, most, last, guard_stats = run(main(), timeout=30)
+    assert fast_seqs == list(range(1, 401))
+    assert slow_seqs == list(range(1, 401))  # nothing lost, nothing twice
+    assert let_go >= 1 and last == (401, 401)
+    assert most < 256 * 1024  # the slow reader's backlog stayed in the event source, not in buffers
+    assert not guard_stats  # nobody was closed for it
+
+
+def test_a_client_resumes_from_its_cursor_after_reconnecting():
+    async def main():
+        lab = await lab_server()
+        try:
+            async with connect(lab.ws_url + "?since=0") as ws:
+                lab.source.publish_many(range(5))
+                first = [json.loads(await ws.recv())["seq"] for _ in range(3)]
+            lab.source.publish_many(range(5, 8))  # published while it is away
+            async with connect(f"{lab.ws_url}?since={first[-1]}") as ws:
+                rest = await read_seqs(ws, 8)
+            return first, rest
+        finally:
+            await lab.aclose()
+
+    first, rest = run(main())
+    assert first == [1, 2, 3] and rest == [4, 5, 6, 7, 8]
+
+
+@pytest.mark.parametrize("origin, allowed", [
+    ("https://evil.example", False),
+    ("http://127.0.0.1:8888", True),
+    (None, True),
+])
+def test_the_websocket_port_refuses_a_foreign_origin_with_403(origin, allowed):
+    """RFC 6455 10.2: a server not meant for every page checks Origin (wslab.limits' policy)."""
+
+    async def main():
+        lab = await lab_server()
+        try:
+            if allowed:
+                async with connect(lab.ws_url, origin=origin) as ws:
+                    lab.publish("hi")
+                    return json.loads(await ws.recv())["data"], lab.guard.origins
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(lab.ws_url, origin=origin):
+                    pass
+            return info.value.response.status_code, lab.guard.origins
+        finally:
+            await lab.aclose()
+
+    got, origins = run(main())
+    assert got == ("hi" if allowed else 403)
+    assert origins == []  # the allow-list never grows from requests
+
+
 # Hostile input (issue 14.3): every bad query gets the same JSON 400, never a 500 or an HTML page.
 
 HUGE = "1" * 4301  # one digit past Python's int() limit for strings

@@ -82,6 +82,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from .events import CursorError, Event, EventSource, shown
+from .labpush import FANOUTS, Pusher
+from .limits import DEFAULT_LIMITS, Guard, Limits
 from .servers import Background, _running_loop, register, release, start_in_thread
 
 __all__ = ["LabServer", "lab_server", "lab_server_in_thread", "parse_query", "BadParameter", "DEFAULT_LONGPOLL_TIMEOUT",
@@ -198,6 +200,9 @@ class LabServer(Background):
     _ending: asyncio.Future[None] | None = field(default=None, repr=False)
     _held: int = field(default=0, repr=False)
     _busy: set[Any] = field(default_factory=set, repr=False)
+    #: The WebSocket port's :class:`wslab.limits.Guard` and :class:`wslab.labpush.Pusher`.
+    guard: Guard | None = field(default=None, repr=False)
+    pusher: Pusher | None = field(default=None, repr=False)
     #: Connections the HTTP port shed to stay up (see :class:`_LabHTTPServer`): ``"evicted"``
     #: (idle ones closed to make room), ``"refused"`` (503 at the cap), ``"out of files"``
     #: (pauses after the process ran out of file descriptors).
@@ -320,7 +325,8 @@ class LabServer(Background):
         await asyncio.sleep(0)
         try:
             async with asyncio.timeout(self.stop_timeout):
-                await asyncio.gather(self._http.close_all_connections(), self._ws.wait_closed())
+                await asyncio.gather(self._http.close_all_connections(), self._ws.wait_closed(),
+                                     self.pusher.aclose() if self.pusher else asyncio.sleep(0))
         except TimeoutError:
             for conn in list(getattr(self._http, "_connections", ())):
                 conn.stream.close()
@@ -629,7 +635,9 @@ class _LabHTTPServer(HTTPServer):
 # WebSocket side (websockets)
 
 
-def _ws_handlers(lab: LabServer) -> tuple[Any, Any]:
+def _process_request(lab: LabServer) -> Any:
+    """The WebSocket port's check of ``?since=``: the same JSON 400 as the HTTP port's."""
+
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
         try:
             cursor = lab.source.check_cursor(parse_query(urlsplit(request.path).query).get("since"))
@@ -641,28 +649,7 @@ def _ws_handlers(lab: LabServer) -> tuple[Any, Any]:
         connection.cursor = cursor  # type: ignore[attr-defined]
         return None
 
-    async def push(connection: ServerConnection) -> None:
-        lab.requests["ws"] += 1
-        cursor: int = connection.cursor  # type: ignore[attr-defined]
-        closed = asyncio.ensure_future(connection.wait_closed())
-        try:
-            while True:
-                events = await lab.hold(cursor, None, closed)
-                if events is None:
-                    if not closed.done():  # the server is stopping
-                        await connection.close(1001, "server stopping")
-                    break
-                for event in events:
-                    await connection.send(event.dumps())
-                    cursor = event.seq
-        except ConnectionClosed:
-            pass
-        except Exception as exc:  # noqa: BLE001 - report, never lose
-            lab._report(exc)
-        finally:
-            closed.cancel()
-
-    return process_request, push
+    return process_request
 
 
 # Starting
@@ -677,6 +664,8 @@ async def _start(
     stop_timeout: float,
     host: str,
     max_connections: int,
+    limits: Limits | None,
+    fanout: str,
     ws_kwargs: dict[str, Any],
 ) -> LabServer:
     if source is None:  # not `source or ...`: an empty source is falsy (len 0)
@@ -708,18 +697,28 @@ async def _start(
     http.add_sockets(sockets)
     lab._http = http
     lab.port = sockets[0].getsockname()[1]
-    process_request, push = _ws_handlers(lab)
-    ws_kwargs.setdefault("close_timeout", min(2.0, stop_timeout))
+    # The WebSocket port: wslab's listener limits (handshake timeout, keepalive,
+    # message size, a bound on what is buffered per client, a connection cap,
+    # the Origin policy: see wslab.limits), then our own check of ?since=.
+    limits = DEFAULT_LIMITS if limits is None else limits
+    if "close_timeout" not in ws_kwargs:
+        limits = limits.replace(close_timeout=max(0.05, min(limits.close_timeout, stop_timeout)))
+    lab.guard = Guard(limits, name=name)
+    lab.pusher = Pusher(lab, fanout)
     try:
-        lab._ws = await ws_serve(push, lab.host, 0, process_request=process_request, **ws_kwargs)
+        kwargs = lab.guard.serve_kwargs(process_request=_process_request(lab), **ws_kwargs)
+        lab._ws = await ws_serve(lab.pusher.handle, lab.host, 0, **kwargs)
     except BaseException:
         http.stop()
+        for sock in sockets:
+            sock.close()
         raise
+    lab.pusher.start()
     lab.ws_port = lab._ws.sockets[0].getsockname()[1]
     return lab
 
 
-def _check_options(host: Any, max_connections: Any, ws_kwargs: dict[str, Any]) -> None:
+def _check_options(host: Any, max_connections: Any, fanout: Any, ws_kwargs: dict[str, Any]) -> None:
     """Refuse, with what to do instead, what the lab server cannot do."""
     try:
         loopback = isinstance(host, str) and ipaddress.ip_address(host).is_loopback
@@ -739,6 +738,8 @@ def _check_options(host: Any, max_connections: Any, ws_kwargs: dict[str, Any]) -
         )
     if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
         raise ValueError(f"max_connections must be a whole number above 0, got {max_connections!r}")
+    if fanout not in FANOUTS:
+        raise ValueError(f"fanout must be one of {FANOUTS} (see wslab.labpush), got {fanout!r}")
     for key in ("port", "ws_port", "sock", "ssl"):
         if key in ws_kwargs:
             raise TypeError(
@@ -756,6 +757,8 @@ async def lab_server(
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
     host: str = "127.0.0.1",
     max_connections: int = MAX_HTTP_CONNECTIONS,
+    limits: Limits | None = None,
+    fanout: str = "broadcast",
     **ws_kwargs: Any,
 ) -> LabServer:
     """Start a lab server on the running loop (task mode); ``lab = await wslab.lab_server()``.
@@ -767,13 +770,18 @@ async def lab_server(
     one seeded with ``seed`` and stamping events with ``clock`` (``time.time``
     by default) is made. ``host`` may be another loopback address (``"::1"``),
     nothing else (:class:`ValueError`); ``max_connections`` caps the HTTP
-    port's open connections. Other keyword arguments go to
+    port's open connections; ``limits`` (a :class:`wslab.Limits`) sets the
+    WebSocket port's (``lab.guard`` counts what it refused or closed);
+    ``fanout="each"`` pushes the old way, a task and a ``send()`` per client,
+    to compare with the default ``"broadcast"`` (:mod:`wslab.labpush`).
+    Other keyword arguments go to
     :func:`websockets.asyncio.server.serve` (``compression=None`` refuses
     permessage-deflate; by default it is accepted when a client offers it).
     """
-    _check_options(host, max_connections, ws_kwargs)
+    _check_options(host, max_connections, fanout, ws_kwargs)
     await release(name)
-    lab = await _start(name, source, seed, clock, "task", stop_timeout, host, max_connections, ws_kwargs)
+    lab = await _start(name, source, seed, clock, "task", stop_timeout, host, max_connections, limits, fanout,
+                       ws_kwargs)
     register(lab)
     return lab
 
@@ -787,6 +795,8 @@ def lab_server_in_thread(
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
     host: str = "127.0.0.1",
     max_connections: int = MAX_HTTP_CONNECTIONS,
+    limits: Limits | None = None,
+    fanout: str = "broadcast",
     **ws_kwargs: Any,
 ) -> LabServer:
     """Start a lab server on its own loop in a daemon thread (thread mode); no ``await``.
@@ -794,7 +804,9 @@ def lab_server_in_thread(
     Use it when cells block (a blocking socket, ``time.sleep``) or when a
     measuring client runs on another loop. Same arguments as :func:`lab_server`.
     """
-    _check_options(host, max_connections, ws_kwargs)
+    _check_options(host, max_connections, fanout, ws_kwargs)
     return start_in_thread(
-        name, lambda: _start(name, source, seed, clock, "thread", stop_timeout, host, max_connections, ws_kwargs)
+        name,
+        lambda: _start(name, source, seed, clock, "thread", stop_timeout, host, max_connections, limits, fanout,
+                       ws_kwargs),
     )
