@@ -54,6 +54,10 @@ from .scratch import ScratchServer, serve_scratch, serve_streams
 # plots loads matplotlib on first use, see __getattr__ below)
 from .experiment import ExperimentConfig, Results, TransportResult, load_results, run_experiment
 
+# The "why WebSockets" curve: server cost against clients (scaling.py; engineer lab)
+from . import scaling
+from .scaling import measure_scaling, plot_scaling
+
 # Listener limits, one set for every server (limits.py; engineer guard)
 from . import limits
 from .limits import Guard, Limits
@@ -148,6 +152,10 @@ __all__ = [
     "TransportResult",
     "load_results",
     "plots",
+    # The "why WebSockets" curve (scaling.py; engineer lab)
+    "scaling",
+    "measure_scaling",
+    "plot_scaling",
     # Listener limits (limits.py; engineer guard)
     "limits",
     "Limits",
