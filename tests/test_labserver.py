@@ -714,6 +714,38 @@ def test_1100_slow_loris_connections_leave_a_good_client_served_within_15_s(lab_
     assert err.stat().st_size < 20_000, err.read_text()[:2000]  # no "Too many open files" in a loop
 
 
+def test_1100_slow_loris_connections_on_the_websocket_port_leave_a_good_client_served_within_15_s(lab_process):
+    """The WebSocket port has wslab.limits' caps: idle handshakes beyond them are cut."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1500:
+        pytest.skip(f"the test opens 1,100 connections; the hard limit on open files here is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1500) if hard == resource.RLIM_INFINITY else max(soft, min(hard, 4096)), hard))
+    process, _, ws_port, err = lab_process()
+
+    async def main():
+        slow = await open_slow_connections(ws_port, 1100, b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n")
+        t0 = time.monotonic()
+        try:
+            async with asyncio.timeout(seconds(15)):
+                while True:  # a refused attempt (503) is retried: bounded by the timeout
+                    try:
+                        async with connect(f"ws://127.0.0.1:{ws_port}/?since=0", open_timeout=seconds(15)) as ws:
+                            return json.loads(await ws.recv())["data"], time.monotonic() - t0
+                    except InvalidStatus as exc:
+                        assert exc.response.status_code == 503
+                        await asyncio.sleep(0.1)
+        finally:
+            for writer in slow:
+                writer.transport.abort()
+
+    try:
+        data, served = run(main(), timeout=40)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert data == "still here" and served < seconds(15)
+    assert err.stat().st_size < 20_000, err.read_text()[:2000]
+
+
 # The browser's own clients (Chromium's fetch, EventSource, WebSocket): the lesson's JavaScript.
 # Last in this module: Playwright's sync API keeps a loop running in this thread while its
 # module-scoped fixture lives, and run() cannot start another one.

@@ -85,6 +85,11 @@ class ScalingPoint:
         return self.client_cpu_s / self.seconds if self.seconds else 0.0
 
     @property
+    def us_per_request(self) -> float:
+        """Server CPU per HTTP request answered, microseconds (``nan`` for WebSocket: no requests)."""
+        return self.server_cpu_s / self.requests * 1e6 if self.requests else float("nan")
+
+    @property
     def us_per_delivery(self) -> float:
         """Server CPU per delivered event, microseconds."""
         return self.server_cpu_s / self.deliveries * 1e6 if self.deliveries else float("nan")
@@ -431,9 +436,10 @@ def measure_scaling(
 
     Returns a :class:`wslab.display.Table` with one row per transport and
     count; ``table.points`` holds the :class:`ScalingPoint`\\ s. Columns:
-    server CPU as a share of one core, server CPU per delivered event (us),
-    p50 and p99 delivered latency (ms), HTTP requests per event, the clients'
-    process CPU (share of one core), lost and duplicated deliveries.
+    server CPU as a share of one core, server CPU per delivered event and per
+    HTTP request answered (us), HTTP requests per event, p50 and p99 delivered
+    latency (ms), the clients' process CPU (share of one core), lost and
+    duplicated deliveries.
     """
     from . import QUICK
     from .chat import raise_fd_limit
@@ -471,13 +477,14 @@ def scaling_table(points: list[ScalingPoint], interval: float) -> Table:
     rows = []
     for p in points:
         label = f"{p.transport} every {interval:g} s" if p.transport == "short polling" else p.transport
-        rows.append([label, p.clients, f"{p.server_cores:.2f}", f"{p.us_per_delivery:.0f}", f"{p.p50_ms:.1f}",
-                     f"{p.p99_ms:.1f}", f"{p.requests / p.events:.1f}", f"{p.client_cores:.2f}",
+        per_request = "-" if not p.requests else f"{p.us_per_request:.0f}"
+        rows.append([label, p.clients, f"{p.server_cores:.2f}", f"{p.us_per_delivery:.0f}", per_request,
+                     f"{p.requests / p.events:.1f}", f"{p.p50_ms:.1f}", f"{p.p99_ms:.1f}", f"{p.client_cores:.2f}",
                      p.lost, p.duplicated])
     table = Table(
-        ["transport", "clients", "server cores", "server us/delivery", "p50 ms", "p99 ms", "requests/event",
-         "client cores", "lost", "twice"],
-        rows, title="server cost and latency against the number of clients", align_right=set(range(1, 10)),
+        ["transport", "clients", "server cores", "server us/delivery", "server us/request", "requests/event",
+         "p50 ms", "p99 ms", "client cores", "lost", "twice"],
+        rows, title="server cost and latency against the number of clients", align_right=set(range(1, 11)),
     )
     table.points = points  # type: ignore[attr-defined]
     return table
