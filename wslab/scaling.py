@@ -419,7 +419,7 @@ def measure_scaling(
     transports: Sequence[str] = TRANSPORTS,
     *,
     events: int | None = None,
-    mean_gap: float = 0.05,
+    mean_gap: float = 0.1,
     poll_interval: float | None = None,
     seed: int = 0,
     timeout: float = 60,
@@ -427,7 +427,7 @@ def measure_scaling(
     """Server CPU and delivered latency for each transport at each number of clients.
 
     ``counts`` defaults to (10, 100, 500), or (5, 20, 50) in quick mode;
-    ``events`` (default 60, quick 20) are published on a Poisson schedule with
+    ``events`` (default 40, quick 10) are published on a Poisson schedule with
     ``mean_gap`` seconds between them (seeded by ``seed``); short polling
     polls every ``poll_interval`` seconds (default 0.5, quick 0.25). Each
     point starts its clients fresh, lets them all connect (and poll once)
@@ -451,7 +451,7 @@ def measure_scaling(
     unknown = [t for t in transports if t not in TRANSPORTS]
     if unknown:
         raise ValueError(f"unknown transport(s) {unknown!r}: choose from {TRANSPORTS}")
-    events = events if events is not None else (20 if QUICK else 60)
+    events = events if events is not None else (10 if QUICK else 40)
     interval = poll_interval if poll_interval is not None else (0.25 if QUICK else 0.5)
     raise_fd_limit(max(counts) + 256)
     lab = lab_server_in_thread("scaling", clock=time.perf_counter, max_connections=max(counts) + 64,
