@@ -11,7 +11,9 @@ Endpoints (``lab.http_url`` is ``http://127.0.0.1:<port>/``)::
                                reconnect), an ``id: <seq>`` line per event; a client that
                                reconnects sends ``Last-Event-ID: <seq>`` and resumes there
     ws://127.0.0.1:<ws_port>/?since=N
-                               WebSocket push: one JSON text message per event
+                               WebSocket push: one JSON text message per event, each
+                               event serialised once and broadcast() to the clients
+                               that are caught up (the others catch up first)
 
 The HTTP side is in :mod:`wslab.labhttp`, the WebSocket push in
 :mod:`wslab.labpush`; this module holds the handle and starts both.
@@ -23,7 +25,10 @@ Hostile clients (issue 14): every parameter is read by one function,
 404/405 included, is a JSON body. The HTTP port gives a client
 :data:`HEADER_TIMEOUT` seconds to send its headers, caps open connections at
 ``max_connections`` (the oldest idle one makes room; else ``503``) and
-survives running out of file descriptors (:mod:`wslab.labhttp`).
+survives running out of file descriptors (:mod:`wslab.labhttp`). The
+WebSocket port applies :mod:`wslab.limits` (handshake timeout, keepalive,
+message size, a bound on what is buffered per client, a connection cap, the
+Origin policy: a page from another site gets 403).
 
 ``/poll`` and ``/longpoll`` answer ``{"events": [...], "cursor": N}`` where
 ``cursor`` is the seq of the last event in the answer (or the one sent);
@@ -49,9 +54,11 @@ where stopping runs. Everything tornado and websockets own is
 touched only on that loop. The :class:`~wslab.events.EventSource` is the one
 shared object: ``lab.publish()`` may be called from any thread.
 
-Held requests (long polls, SSE streams, WebSocket pushes) wait on
-``source.wait_after()`` *and* on a "stopping" future, so ``stop()`` ends them
-at once: a held long poll answers ``{"events": []}``, an SSE stream ends
+Held requests (long polls, SSE streams) wait on ``source.wait_after()``
+*and* on a "stopping" future; so do the WebSocket broadcaster and every
+WebSocket connection's task (see :mod:`wslab.labpush` for how a connection
+catches up and joins the broadcast without losing or repeating an event). So
+``stop()`` ends them at once: a held long poll answers ``{"events": []}``, an SSE stream ends
 its chunked body, WebSocket clients get 1001. What must never happen: a stop
 that waits for a client (every step is bounded by ``stop_timeout``, then
 connections are cut), a fixed port, a listener on anything but loopback.
