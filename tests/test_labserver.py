@@ -811,3 +811,41 @@ def test_the_lessons_browser_patterns_get_every_event_once_in_order(lab_page, pa
         lab.publish()
     page.wait_for_function("() => window.got.length >= 10", timeout=seconds(10) * 1000)
     assert page.evaluate("() => window.got") == list(range(1, 11))
+
+
+def test_chromium_asks_before_a_public_pages_websocket_reaches_loopback(chromium):
+    """Lesson 05's claim: Local Network Access covers WebSockets in Chromium 147+.
+
+    The page comes from the lab's HTTP port, which a Chromium switch makes count as a public
+    address; its WebSocket to the lab's other port on 127.0.0.1 is refused unless the page has
+    the "local-network-access" permission (what the user's answer to the prompt grants).
+    """
+    from .conftest import CHROMIUM, CHROMIUM_ARGS
+
+    if int(chromium.version.split(".")[0]) < 147:
+        pytest.skip(f"Chromium {chromium.version} predates Local Network Access for WebSockets (147)")
+    lab = lab_server_in_thread(name="lab-lna")
+    lab.publish("hi")
+    public = chromium.browser_type.launch(
+        executable_path=CHROMIUM, headless=True,
+        args=CHROMIUM_ARGS + [f"--ip-address-space-overrides=127.0.0.1:{lab.port}=public"],
+    )
+    script = """([wsPort, ms]) => new Promise((resolve) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${wsPort}/?since=0`);
+        ws.onmessage = (message) => { resolve(JSON.parse(message.data).data); ws.close(); };
+        ws.onerror = () => resolve("refused");
+        setTimeout(() => resolve("no answer"), ms); })"""
+    got = {}
+    try:
+        for granted in (False, True):
+            context = public.new_context()
+            if granted:
+                context.grant_permissions(["local-network-access"], origin=lab.http_url.rstrip("/"))
+            page = context.new_page()
+            page.goto(lab.http_url)
+            got[granted] = page.evaluate(script, [lab.ws_port, seconds(5) * 1000])
+            context.close()
+    finally:
+        public.close()
+        lab.stop()
+    assert got == {False: "refused", True: "hi"}
