@@ -612,7 +612,7 @@ async def _connect_many(url: str, n: int, batch: int = 50, first: int = 0) -> li
     return clients
 
 
-async def _fanout_round(conn: Any, clients: list[Any], k: int, timeout: float) -> dict[str, float]:
+async def _fanout_round(conn: Any, clients: list[Any], k: int | str, timeout: float) -> dict[str, float]:
     """One round, in the clients' process: arm every reader, say "ready", time the arrivals.
 
     The room's message text is ``fanout <k> <t0>``, with ``t0`` the room's
