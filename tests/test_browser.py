@@ -478,3 +478,60 @@ def test_client_html_cannot_be_broken_out_of_by_its_title_or_config():
     assert re.search(r'id="wslab-client-[\w-]+"', fragment)
     config = json.loads(re.search(r"const cfg = (\{.*?\});", fragment)[1])
     assert config["url"] == "ws://127.0.0.1:1/</script><script>alert(1)</script>"
+
+
+# Engineer guard: the instructor shown apart, and browser_client without Jupyter's server app
+
+
+def test_the_instructor_is_shown_apart_and_a_student_cannot_take_the_name(chromium):
+    room = wslab.chat_room_in_thread(name="b-teacher")
+    student, imposter = chromium.new_page(), chromium.new_page()
+    try:
+        join_chat(student, room.page_url, "ada")
+        room.say("read section 5.5")
+        wait_for_line(student, "* [instructor] teacher: read section 5.5")
+        line = student.locator(".wslab-instructor").first
+        assert line.inner_text() == "* [instructor] teacher: read section 5.5"
+        imposter.goto(room.page_url)
+        say(imposter, "Teacher")  # the page asks for a nickname first
+        wait_for_line(imposter, "closed: code 1008")
+        assert "reserved for the instructor" in imposter.locator(".wslab-log").inner_text()
+        assert room.members == ["ada"]
+    finally:
+        student.close()
+        imposter.close()
+
+
+def test_jupyter_server_reads_the_runtime_files_itself(tmp_path):
+    me = os.getpid()
+    (tmp_path / "jpserver-1.json").write_text(json.dumps(
+        {"pid": me, "url": "http://127.0.0.1:8888/", "base_url": "/", "token": "s3cret"}))
+    (tmp_path / "jpserver-2.json").write_text("{not json")
+    (tmp_path / "jpserver-3.json").write_text(json.dumps({"pid": 2**22 + 12345, "url": "x"}))
+    (tmp_path / "other.json").write_text(json.dumps({"pid": me}))
+    info = wb.jupyter_server(pid=me, runtime_dir=str(tmp_path))
+    assert info == {"pid": me, "url": "http://127.0.0.1:8888/", "base_url": "/"}
+    assert wb.jupyter_server(pid=2**22 + 12345, runtime_dir=str(tmp_path)) is None
+    assert wb.jupyter_server(pid=me, runtime_dir=str(tmp_path / "missing")) is None
+    assert len(list(tmp_path.iterdir())) == 4  # nobody's file deleted
+
+
+def test_the_first_browser_client_is_fast_and_never_imports_jupyter_server():
+    """Issue 15: importing jupyter_server.serverapp cost about 2 s on the first call."""
+    # A kernel has IPython loaded already; what is timed is the look-up of the Jupyter server.
+    code = (
+        "import sys, time, IPython.display, wslab\n"
+        "srv = wslab.serve_in_thread(wslab.handlers.echo, name='x')\n"
+        "c, t = time.thread_time(), time.perf_counter(); wslab.browser_client(srv)\n"
+        "print(time.thread_time() - c, time.perf_counter() - t, 'jupyter_server.serverapp' in sys.modules)\n"
+        "srv.stop()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("JUPYTERHUB_SERVICE_PREFIX", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    cpu, wall, imported = out.stdout.split()
+    assert imported == "False"
+    # CPU time is what the call costs (about 15 ms here); wall time also pays for the shared machine's load.
+    assert float(cpu) < 0.3
+    assert float(wall) < seconds(1)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import time
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -267,28 +268,47 @@ def test_broadcast_to_1000_clients_completes_in_bounded_time():
     assert "fanout" not in str(wslab.status())
 
 
-@pytest.mark.parametrize("hub, expected", [(True, "page"), (False, 403)])
-def test_under_jupyterhub_the_hubs_own_page_origin_is_let_in(monkeypatch, hub, expected):
-    """Through the hub and jupyter-server-proxy, Origin is the hub and Host is passed through."""
-    if hub:
-        monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
-    else:
-        monkeypatch.delenv("JUPYTERHUB_SERVICE_PREFIX", raising=False)
+def test_under_jupyterhub_a_page_whose_origin_matches_host_is_refused_and_nothing_is_learnt(monkeypatch):
+    """Origin equal to Host proves nothing (DNS rebinding); the allow-list never grows from requests."""
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
+    monkeypatch.delenv("JUPYTERHUB_PUBLIC_URL", raising=False)
+    monkeypatch.delenv("WSLAB_ORIGINS", raising=False)
 
     async def main():
         room = await wslab.chat_room(name="t-hub")
         port = room.server.port
-        sock = socket.create_connection(("127.0.0.1", port))
-        try:
-            async with connect(f"ws://hub.test:{port}/?nick=page", sock=sock,
-                               origin=f"https://hub.test:{port}") as ws:
-                return (await recv_json(ws))["nick"]
-        except InvalidStatus as exc:
-            return exc.response.status_code
-        finally:
-            sock.close()
+        before = list(room.origins)
+        statuses = set()
+        for i in range(20):
+            sock = socket.create_connection(("127.0.0.1", port))
+            try:
+                async with connect(f"ws://evil{i}.test:{port}/?nick=page", sock=sock,
+                                   origin=f"http://evil{i}.test:{port}"):
+                    statuses.add(101)
+            except InvalidStatus as exc:
+                statuses.add(exc.response.status_code)
+            finally:
+                sock.close()
+        return statuses, before, list(room.origins)
 
-    assert run(main()) == expected
+    statuses, before, after = run(main())
+    assert statuses == {403}
+    assert after == before
+
+
+def test_under_jupyterhub_the_hubs_configured_public_origin_is_let_in(monkeypatch):
+    """The hub's origin comes from the environment (JUPYTERHUB_PUBLIC_URL), never from a request."""
+    monkeypatch.setenv("JUPYTERHUB_PUBLIC_URL", "https://hub.test/")
+
+    async def main():
+        room = await wslab.chat_room(name="t-hub2")
+        async with connect(room.url + "?nick=page", origin="https://hub.test") as ws:
+            nick = (await recv_json(ws))["nick"]
+        with pytest.raises(InvalidStatus) as info:
+            await connect(room.url + "?nick=eve", origin="https://hub.test.evil.example")
+        return nick, info.value.response.status_code
+
+    assert run(main()) == ("page", 403)
 
 
 def test_raise_fd_limit_raises_the_soft_limit_up_to_the_hard_one():
@@ -307,3 +327,183 @@ def test_raise_fd_limit_raises_the_soft_limit_up_to_the_hard_one():
 def test_measure_fanout_refuses_nonsense_counts():
     with pytest.raises(ValueError, match="counts must be positive"):
         chat.measure_fanout([0])
+
+
+# Engineer guard (issue 14 items 1 and 8): slow members, many members, reserved names
+
+
+async def _slow_member(port: int, nick: str):
+    """A member that reads its handshake and then never reads again (tiny receive buffer)."""
+    from .test_limits import raw_upgrade
+
+    reader, writer, status = await raw_upgrade(port, f"/?nick={nick}", rcvbuf=4096)
+    assert status.startswith("HTTP/1.1 101"), status
+    writer.transport.pause_reading()
+    return writer
+
+
+async def _say_and_follow(room, fast, n: int, batch: int = 10, timeout: float = 60) -> list[list[str]]:
+    """room.say() n messages of 3 KB, a batch at a time, while every fast member reads them all."""
+    got: list[list[str]] = [[] for _ in fast]
+
+    async def read(i, ws):
+        async for data in ws:
+            event = json.loads(data)
+            if event["type"] == "message" and event.get("role") == "instructor":
+                got[i].append(event["text"].split(" ", 1)[0])
+                if len(got[i]) == n:
+                    return
+
+    readers = [asyncio.ensure_future(read(i, ws)) for i, ws in enumerate(fast)]
+    try:
+        async with asyncio.timeout(seconds(timeout)):
+            for start in range(0, n, batch):
+                for k in range(start, min(n, start + batch)):
+                    room.say(f"{k} " + "x" * 3000)
+                while min(len(g) for g in got) < min(n, start + batch):
+                    await asyncio.sleep(0.002)
+            await asyncio.gather(*readers)
+    finally:
+        for r in readers:
+            r.cancel()
+    return got
+
+
+def test_two_slow_members_at_once_are_dropped_with_1008_and_the_others_get_everything():
+    """Issue 14.1: the nested _drop -> _publish raised KeyError and closed the sender with 1011."""
+
+    async def main():
+        room = await wslab.chat_room(name="t-2slow", history=0, max_buffer=64 * 1024, close_timeout=30)
+        fast = [await connect(room.url + f"?nick=fast{i}") for i in range(2)]
+        slow = []
+        for i in range(2):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", room.server.port))
+            slow.append(await connect(room.url + f"?nick=slow{i}", sock=sock, ping_interval=None))
+        for ws in (*fast, *slow):
+            await recv_json(ws)
+        for ws in slow:
+            ws.transport.pause_reading()
+        got = await _say_and_follow(room, fast, 3000)
+        codes = []
+        for ws in slow:  # read what was queued for them: the close frame comes last
+            ws.transport.resume_reading()
+            try:
+                async with asyncio.timeout(seconds(20)):
+                    async for _ in ws:
+                        pass
+            except ConnectionClosed:
+                pass
+            codes.append(ws.close_exc.rcvd.code if ws.close_exc.rcvd else None)
+        members, dropped, errors = room.members, sorted(room.dropped), list(room.server.errors)
+        for ws in fast:
+            await ws.close()
+        return got, codes, members, dropped, errors
+
+    got, codes, members, dropped, errors = run(main(), timeout=90)
+    assert errors == []
+    assert dropped == ["slow0", "slow1"]
+    assert members == ["fast0", "fast1"]
+    assert codes == [1008, 1008]
+    assert got == [[str(k) for k in range(3000)]] * 2
+
+
+def test_600_slow_members_at_once_are_all_dropped_without_recursion():
+    """Issue 14.1: with about 600 slow members the nested drops hit RecursionError and left 109 behind."""
+
+    async def main():
+        room = await wslab.chat_room(name="t-600slow", history=0, max_buffer=64 * 1024)
+        port = room.server.port
+        slow = []
+        for start in range(0, 600, 50):
+            slow += await asyncio.gather(*(_slow_member(port, f"slow{i}") for i in range(start, start + 50)))
+        fast = [await connect(room.url + f"?nick=fast{i}") for i in range(3)]
+        for ws in fast:
+            await recv_json(ws)
+        await wait_members(room, 603)
+        got = await _say_and_follow(room, fast, 3000)
+        members, dropped = room.members, set(room.dropped)
+        stats, errors = dict(room.server.guard.stats), list(room.server.errors)
+        for w in slow:
+            w.transport.abort()
+        for ws in fast:
+            await ws.close()
+        return got, members, dropped, stats, errors
+
+    got, members, dropped, stats, errors = run(main(), timeout=120)
+    assert errors == []
+    assert dropped == {f"slow{i}" for i in range(600)}
+    assert members == ["fast0", "fast1", "fast2"]
+    assert stats.get("closed: overflow") == 600  # each failed with 1008 (policy violation)
+    assert got == [[str(k) for k in range(3000)]] * 3
+
+
+async def wait_members(room, n: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + seconds(timeout)
+    while len(room.members) < n:
+        assert time.monotonic() < deadline, f"{len(room.members)} of {n} members joined"
+        await asyncio.sleep(0.02)
+
+
+def test_2000_members_join_in_linear_time_and_leave_without_send_warnings():
+    """Issue 14.8: join notices cost grew with the square of the room (2,000 joins: 47.5 s), and
+    leave notices went to connections already closing (454,153 asyncio warnings for 2,000)."""
+    import logging
+
+    warnings: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            warnings.append(record.getMessage())
+
+    catch = Catch(logging.WARNING)
+    logging.getLogger("asyncio").addHandler(catch)
+
+    async def main():
+        chat.raise_fd_limit(4096 + 256)
+        room = await wslab.chat_room(name="t-2000", history=0,
+                                     limits=wslab.Limits(max_connections=2100))
+        port = room.server.port
+        t0 = time.monotonic()
+        members = []
+        for start in range(0, 2000, 50):
+            members += await asyncio.gather(*(_slow_member(port, f"m{i}") for i in range(start, start + 50)))
+        await wait_members(room, 2000, timeout=60)
+        joined = time.monotonic() - t0
+        for w in members:  # everyone leaves at once
+            w.transport.abort()
+        deadline = time.monotonic() + seconds(20)
+        while room.members:
+            assert time.monotonic() < deadline, f"{len(room.members)} members still in the room"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # leave notices and their writes happen now
+        return joined
+
+    try:
+        joined = run(main(), timeout=120)
+    finally:
+        logging.getLogger("asyncio").removeHandler(catch)
+    assert joined < seconds(15), f"2,000 joins took {joined:.1f} s"
+    sends = [w for w in warnings if "socket.send() raised exception" in w]
+    assert sends == [], f"{len(sends)} asyncio send warnings"
+
+
+@pytest.mark.parametrize("nick", ["teacher", "Teacher", "TEACHER", "tea.cher", "ｔｅａｃｈｅｒ", "instructor", "TA"])
+def test_a_student_cannot_take_the_instructors_names(nick):
+    async def main():
+        room = await wslab.chat_room(name="t-reserved")
+        room.say("office hours at 3", nick="ta")
+        with pytest.raises(ConnectionClosed) as info:
+            async with connect(room.url + "?" + urlencode({"nick": nick})) as ws:
+                await ws.recv()
+        async with connect(room.url + "?nick=ada") as ada:
+            welcome = await recv_json(ada)
+            room.say("hello")
+            said = await recv_until(ada, "message")
+        return info.value.rcvd, welcome, said
+
+    rcvd, welcome, said = run(main())
+    assert rcvd.code == 1008 and "reserved for the instructor" in rcvd.reason
+    assert welcome["nick"] == "ada"
+    assert said["nick"] == "teacher" and said["role"] == "instructor"

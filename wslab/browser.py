@@ -20,7 +20,7 @@ from this computer (a laptop), through the proxy when the kernel says it runs
 under JupyterHub (``JUPYTERHUB_SERVICE_PREFIX``) or when the page comes from
 elsewhere, and a clear message when neither can work. The base URL is read
 from the page's ``<script id="jupyter-config-data">`` (JupyterLab, Notebook 7),
-with the kernel's guess (``jupyter_server.serverapp.list_running_servers()``,
+with the kernel's guess (the `jpserver-*.json` runtime file of the Jupyter server,
 the entry whose pid is the kernel's parent) as a fallback.
 
 What must never happen:
@@ -42,6 +42,7 @@ import importlib.util
 import itertools
 import json
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -51,6 +52,7 @@ from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from .limits import writable
 from .servers import Server, serve, serve_in_thread
 
 __all__ = [
@@ -86,9 +88,10 @@ _CLIENT_JS = r"""
   let greeted = false;
   let ws = null;
 
-  function line(mark, text) {
+  function line(mark, text, cls) {
     const div = document.createElement("div");
-    div.className = "wslab-line";
+    div.className = "wslab-line" + (cls ? " " + cls : "");
+    if (cls === "wslab-instructor") { div.style.fontWeight = "bold"; div.style.color = "#8a2be2"; }
     div.textContent = mark + " " + text;      // text, never HTML
     log.appendChild(div);
     while (log.childNodes.length > cfg.max_lines) { log.removeChild(log.firstChild); }
@@ -144,7 +147,10 @@ _CLIENT_JS = r"""
     try { event = JSON.parse(data); } catch (e) { line("<", data); return; }
     const render = function (ev, earlier) {
       const tag = earlier ? "(earlier) " : "";
-      if (ev.type === "message") { line("<", tag + ev.nick + ": " + ev.text); }
+      if (ev.type === "message" && ev.role === "instructor") {
+        line("*", tag + "[instructor] " + ev.nick + ": " + ev.text, "wslab-instructor");
+      }
+      else if (ev.type === "message") { line("<", tag + ev.nick + ": " + ev.text); }
       else if (ev.type === "join") { line("=", tag + ev.nick + " joined"); }
       else if (ev.type === "leave") { line("=", tag + ev.nick + " left"); }
       else if (ev.type === "welcome") {
@@ -281,22 +287,70 @@ def html_page_responder(
 # Where the browser can reach a kernel's server
 
 
+def _runtime_dir() -> str:
+    """Jupyter's runtime directory (``JUPYTER_RUNTIME_DIR``, else jupyter_core's default)."""
+    env = os.environ.get("JUPYTER_RUNTIME_DIR")
+    if env:
+        return env
+    try:
+        from jupyter_core.paths import jupyter_runtime_dir  # light: no server code
+    except ImportError:
+        return os.path.join(os.path.expanduser("~"), ".local", "share", "jupyter", "runtime")
+    return jupyter_runtime_dir()
+
+
+def _running_servers(runtime_dir: str | None) -> list[dict[str, Any]]:
+    """The ``jpserver-*.json`` files in ``runtime_dir`` whose process still runs.
+
+    What ``jupyter_server.serverapp.list_running_servers()`` reads, without
+    importing Jupyter's server application (about 2 s and 28 MiB on first
+    import, issue 15) and without deleting anyone's files.
+    """
+    directory = runtime_dir or _runtime_dir()
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    found = []
+    for file_name in names:
+        if not re.fullmatch(r"jpserver-.+\.json", file_name):
+            continue
+        try:
+            with open(os.path.join(directory, file_name), encoding="utf-8") as f:
+                info = json.load(f)
+        except (OSError, ValueError):  # being written, unreadable: skip it
+            continue
+        if isinstance(info, dict) and isinstance(info.get("pid"), int) and _pid_runs(info["pid"]):
+            found.append(info)
+    return found
+
+
+def _pid_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as someone else
+        return True
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
 def jupyter_server(pid: int | None = None, *, runtime_dir: str | None = None) -> dict[str, Any] | None:
     """The running Jupyter server whose process is ``pid`` (default: the kernel's parent).
 
     ``runtime_dir`` is where Jupyter servers write their ``jpserver-*.json``
-    (default: Jupyter's own, ``JUPYTER_RUNTIME_DIR``).
+    (default: Jupyter's own, ``JUPYTER_RUNTIME_DIR``). The files are read
+    directly (the same ones ``jupyter_server.serverapp.list_running_servers()``
+    reads), so this costs milliseconds, not an import of Jupyter's server.
 
-    Returns the entry of ``jupyter_server.serverapp.list_running_servers()``
-    (keys ``url``, ``base_url``, ``port``, ``pid``, ...; the ``token`` key is
-    dropped so nothing here can print it), or None outside Jupyter.
+    Returns the file's entry (keys ``url``, ``base_url``, ``port``, ``pid``,
+    ...; the ``token`` key is dropped so nothing here can print it), or None
+    outside Jupyter.
     """
     pid = os.getppid() if pid is None else pid
-    try:
-        from jupyter_server.serverapp import list_running_servers
-    except ImportError:
-        return None
-    for info in list_running_servers(runtime_dir):
+    for info in _running_servers(runtime_dir):
         if info.get("pid") == pid:
             return {k: v for k, v in info.items() if k != "token"}
     return None
@@ -321,7 +375,7 @@ def proxy_url(port: int, *, server: dict[str, Any] | None = None, pid: int | Non
     if info is None:
         raise LookupError(
             "no Jupyter server found for this process (not under JupyterHub, and no entry of "
-            "jupyter_server.serverapp.list_running_servers() has the kernel's parent pid); "
+            "Jupyter runtime file (jpserver-*.json) has the kernel's parent pid); "
             "on a laptop connect straight to ws://127.0.0.1:<port>/"
         )
     url = info["url"].rstrip("/")
@@ -451,7 +505,8 @@ class PushChannel:
 
     @property
     def clients(self) -> int:
-        return len(self._clients)
+        """Pages connected and not being closed (a page the guard dropped no longer counts)."""
+        return sum(1 for c in list(self._clients) if writable(c))
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         return html_page_responder(lambda: page_html(title="wslab push channel"))(connection, request)
@@ -488,7 +543,7 @@ class PushChannel:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        reached = len(self._clients)
+        reached = self.clients
         if running is loop:
             self._push_now(text)
         else:
@@ -498,7 +553,9 @@ class PushChannel:
     def _push_now(self, text: str) -> None:
         """On the server's loop: remember ``text`` for newcomers and send it to every page."""
         self.pushed.append(text)
-        broadcast(list(self._clients), text)
+        # A page that stops reading is closed by the guard (1008) once
+        # Limits.max_buffer bytes wait for it: see wslab/limits.py.
+        broadcast([c for c in self._clients if writable(c)], text)
 
     async def next_message(self, timeout: float = 10) -> str:
         """The oldest message from a page that this method has not returned yet.

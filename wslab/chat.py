@@ -10,17 +10,39 @@ another thread goes through ``call_soon_threadsafe``.
 
 * Fan-out uses :func:`websockets.asyncio.server.broadcast`: it writes the
   frame to every connection's buffer without waiting for any of them, so one
-  slow reader cannot stall the others. A client whose unsent buffer grows
-  past ``max_buffer`` bytes is dropped (close code 1008) instead of letting
-  the buffer grow without bound.
+  slow reader cannot stall the others. Every write, pongs included, goes
+  through the room's :class:`wslab.limits.Guard`: a member whose unsent
+  buffer grows past ``max_buffer`` bytes is failed with close code 1008 at
+  that write (even when the room is quiet and only pongs pile up) instead of
+  letting the buffer grow without bound.
+* Publishing never re-enters itself. ``_publish`` records an event and hands
+  it to ``_fanout``, the one place that writes to members (a broker hook
+  belongs between the two). A member the guard drops during ``_fanout`` only
+  leaves ``members`` there (``_on_guard_close``); its leave notice is queued
+  and goes out later from ``_flush_notices``. (Before, ``_drop`` published
+  the notice from inside the loop over members: two slow members raised
+  ``KeyError``, 600 a ``RecursionError``.)
+* Join and leave notices are queued: at once (next loop turn) in a small room,
+  every ``NOTICE_DELAY`` seconds above ``NOTICE_BATCH_ABOVE`` members, and
+  several in a row go out as one event (``"nick": "ada, bob, cy and 47
+  others"``, ``"nicks": [...]``), so admitting n members costs about n
+  writes per batch instead of n squared in all. Only connections that are
+  open and not closing are written to (:func:`wslab.limits.writable`).
+* Names: ``room.say()`` speaks as the instructor (``"role": "instructor"``
+  in the event; the page marks those lines ``* [instructor]``). The nicks in
+  :data:`RESERVED_NICKS` and every nick ``say()`` used cannot be taken by a
+  student (compared after NFKC and case folding, ignoring spaces, '.', '-'
+  and '_'; refused with 1008).
 * Join order: the welcome (and the history) are written with ``broadcast``
   to the newcomer alone and the newcomer joins ``members`` with no ``await``
   in between, so the first thing every client reads is its welcome, and a
   client that has read it is guaranteed to get every later message.
-* Limits, both enforced by websockets before the room sees anything:
-  ``max_size`` (a bigger message closes the connection with 1009, message too
-  big) and ``origins`` (a page from another site gets HTTP 403 at the
-  handshake: cross-site WebSocket hijacking, RFC 6455 section 10.2).
+* Limits: :class:`wslab.Limits` with the room's own ``max_size`` (4096 bytes;
+  a bigger message closes with 1009, message too big) and ``max_buffer``;
+  the Origin policy answers a page from another site with HTTP 403 at the
+  handshake (cross-site WebSocket hijacking, RFC 6455 section 10.2). Under
+  JupyterHub the hub's origin comes from ``JUPYTERHUB_PUBLIC_URL`` or
+  ``WSLAB_ORIGINS`` (or ``origins=``), never from a request's ``Host``.
 * The same port serves the room's HTML page to plain HTTP GETs, so a browser
   can open ``http://127.0.0.1:<port>/``; the page shows every message as
   text (``textContent``), so a ``<script>`` sent as a chat message does not run.
@@ -33,8 +55,9 @@ The wire format is JSON, one event per message::
 
     {"type": "welcome", "room": ..., "nick": ..., "members": [...]}
     {"type": "history", "events": [...]}        (only if there is any)
-    {"type": "join" | "leave", "nick": ..., "time": ...}
-    {"type": "message", "nick": ..., "text": ..., "time": ...}
+    {"type": "join" | "leave", "nick": ..., "time": ...}   (+ "why": "too slow" if dropped)
+    {"type": "join" | "leave", "nick": "ada, bob, cy and 2 others", "nicks": [...], "time": ...}
+    {"type": "message", "nick": ..., "text": ..., "time": ...}   (+ "role": "instructor" from say())
 
 Clients send plain text; the nickname is in the URL: ``ws://.../?nick=ada``.
 """
@@ -47,25 +70,23 @@ import multiprocessing
 import os
 import re
 import resource
-import socket
 import statistics
-import threading
 import time
 import traceback
 import unicodedata
 from collections import deque
 from typing import Any, Sequence
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast
-from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from .browser import html_page_responder, page_html
 from .display import Table
-from .servers import LoopThread, Server, register, release, serve, serve_in_thread, unregister
+from .limits import DEFAULT_LIMITS, Guard, writable
+from .servers import Server, serve, serve_in_thread
 
 __all__ = [
     "ChatRoom",
@@ -74,6 +95,7 @@ __all__ = [
     "ChatClient",
     "join_classroom",
     "LOOPBACK_ORIGINS",
+    "RESERVED_NICKS",
     "measure_fanout",
     "plot_fanout",
     "raise_fd_limit",
@@ -99,6 +121,16 @@ class BadNickname(ValueError):
     """The nickname in the URL is missing or not acceptable (close code 1008)."""
 
 
+#: Names a student cannot take (compared case-insensitively, NFKC): the
+#: instructor's. Every nick ``room.say()`` speaks as joins the room's own set.
+RESERVED_NICKS = frozenset({"teacher", "instructor", "room", "server", "wslab"})
+
+
+def _nick_key(nick: str) -> str:
+    """What makes two nicknames the same one: NFKC, case-folded, without spaces, '.', '-', '_'."""
+    return re.sub(r"[\s.\-_]", "", unicodedata.normalize("NFKC", nick).casefold())
+
+
 def _clean_nick(path: str) -> str:
     values = parse_qs(urlsplit(path).query).get("nick", [])
     nick = unicodedata.normalize("NFC", values[0]).strip() if values else ""
@@ -112,13 +144,21 @@ def _clean_nick(path: str) -> str:
     return nick
 
 
+#: Join and leave notices wait this long (seconds) once the room has more than
+#: NOTICE_BATCH_ABOVE members, so that many joins become one notice.
+NOTICE_DELAY = 0.25
+NOTICE_BATCH_ABOVE = 50
+
+
 class ChatRoom:
     """The room: who is in it, what was said, and the handler that runs it.
 
     Start one with :func:`chat_room` (notebook's loop) or
     :func:`chat_room_in_thread`. ``room.say(text)`` speaks as ``"teacher"``
-    from any thread. ``room.members`` lists nicknames, ``room.dropped`` the
-    nicknames dropped for reading too slowly.
+    from any thread; its events carry ``"role": "instructor"`` and the page
+    shows them marked, and no student can take that name (nor any in
+    :data:`RESERVED_NICKS`). ``room.members`` lists nicknames,
+    ``room.dropped`` the nicknames dropped for reading too slowly (1008).
     """
 
     client_format = "chat"
@@ -140,12 +180,14 @@ class ChatRoom:
         self.history: deque[dict[str, Any]] = deque(maxlen=history)
         self.dropped: list[str] = []
         self.server: Server | None = None
-        #: The Origin allow-list the server checks (None: any site may connect).
+        self.guard: Guard | None = None
+        #: The explicit Origin allow-list (the guard's; code may append, requests never do).
         self.origins: list[Any] | None = None
-        #: Under JupyterHub, also accept the page whose Origin matches its Host
-        #: header (the hub's own pages; see _allow_same_origin).
-        self.trust_hub_origin = bool(os.environ.get("JUPYTERHUB_SERVICE_PREFIX"))
         self._members: dict[ServerConnection, str] = {}
+        self._taken: set[str] = set()  # _nick_key of every member's nick
+        self._reserved: set[str] = {_nick_key(n) for n in RESERVED_NICKS}
+        self._notices: list[tuple[str, str, str | None]] = []  # (kind, nick, why) waiting to go out
+        self._notice_timer: Any = None
 
     # What it looks like
 
@@ -168,50 +210,35 @@ class ChatRoom:
     # The server side
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if self.trust_hub_origin and self.origins is not None:
-            self._allow_same_origin(request)
         page = page_html(title=self.room, format="chat",
                          intro="Messages show as text: markup you send is shown, never run.")
         return html_page_responder(page)(connection, request)
 
-    def _allow_same_origin(self, request: Request) -> None:
-        """Under JupyterHub: let in the page that came through the hub to this kernel.
-
-        A notebook page on a hub has the hub's origin (``https://hub.example.org``),
-        which the kernel cannot know in advance. The hub's proxy and
-        jupyter-server-proxy pass the browser's ``Host`` header through, so a
-        page from the hub has ``Origin`` equal to ``scheme://<Host>``: that one
-        origin joins ``self.origins`` before websockets checks it.
-        """
-        origin = request.headers.get("Origin")
-        host = request.headers.get("Host")
-        if origin and host and urlsplit(origin).netloc == host and origin not in self.origins:
-            assert self.origins is not None
-            self.origins.append(origin)
-
     def _nick_for(self, wanted: str) -> str:
-        taken = set(self._members.values())
+        if _nick_key(wanted) in self._reserved:
+            raise BadNickname(f"nickname {wanted!r} is reserved for the instructor: pick another")
         nick, n = wanted, 2
-        while nick in taken:
+        while _nick_key(nick) in self._taken:
             nick, n = f"{wanted}-{n}", n + 1
         return nick
 
     async def handler(self, connection: ServerConnection) -> None:
         try:
-            wanted = _clean_nick(connection.request.path)
+            nick = self._nick_for(_clean_nick(connection.request.path))
         except BadNickname as exc:
             await connection.close(CloseCode.POLICY_VIOLATION, str(exc)[:120])
             return
-        nick = self._nick_for(wanted)
         # No await from here to the end of the join: see the design note.
         welcome = {"type": "welcome", "room": self.room, "nick": nick,
                    "members": sorted([*self._members.values(), nick])}
         broadcast([connection], json.dumps(welcome))
         if self.history:
             broadcast([connection], json.dumps({"type": "history", "events": list(self.history)}))
+        if not writable(connection):  # dropped already (its buffer overflowed)
+            return
         self._members[connection] = nick
-        if self.notices:
-            self._publish({"type": "join", "nick": nick, "time": time.time()})
+        self._taken.add(_nick_key(nick))
+        self._notice("join", nick)
         try:
             async for message in connection:
                 if not isinstance(message, str):
@@ -220,38 +247,86 @@ class ChatRoom:
                 if message.strip():
                     self._publish({"type": "message", "nick": nick, "text": message, "time": time.time()})
         finally:
-            if self._members.pop(connection, None) is not None and self.notices:
-                self._publish({"type": "leave", "nick": nick, "time": time.time()})
+            self._leave(connection)
+
+    def _leave(self, connection: ServerConnection, why: str | None = None) -> None:
+        """``connection`` is no longer a member (it left, or was dropped); queue its leave notice."""
+        nick = self._members.pop(connection, None)
+        if nick is None:
+            return
+        self._taken.discard(_nick_key(nick))
+        if why is not None:
+            self.dropped.append(nick)
+        self._notice("leave", nick, why)
+
+    def _on_guard_close(self, connection: ServerConnection, stat: str) -> None:
+        """The guard closed ``connection`` (1008, too much buffered, or not reading).
+
+        Called in the middle of a write (even inside ``broadcast()``): it only
+        updates the members and queues the notice, it never publishes.
+        """
+        self._leave(connection, "too slow")
+
+    # Publishing: _publish records an event and hands it to _fanout, the one
+    # place that writes to the members (a broker can take the event between them).
 
     def _publish(self, event: dict[str, Any]) -> None:
         """Record ``event`` and send it to every member now (on the room's loop)."""
-        data = json.dumps(event)
         if self.history.maxlen:
             self.history.append(event)
-        healthy = []
-        for connection, nick in list(self._members.items()):
-            transport = connection.transport
-            if transport is not None and transport.get_write_buffer_size() > self.max_buffer:
-                self._drop(connection, nick)
-            else:
-                healthy.append(connection)
-        broadcast(healthy, data)
+        self._fanout(json.dumps(event))
 
-    def _drop(self, connection: ServerConnection, nick: str) -> None:
-        del self._members[connection]
-        self.dropped.append(nick)
-        # The close frame queues behind the unsent data; close_timeout then aborts.
-        asyncio.ensure_future(connection.close(CloseCode.POLICY_VIOLATION, "too slow: dropped from the room"))
-        if self.notices:
-            self._publish({"type": "leave", "nick": nick, "time": time.time(), "why": "too slow"})
+    def _fanout(self, data: str) -> None:
+        """Write ``data`` to every member whose connection is still open.
+
+        A member whose buffer passes ``max_buffer`` is dropped by the guard
+        during this write (``_on_guard_close``): its leave notice goes out
+        later, from :meth:`_flush_notices`, so publishing never re-enters
+        itself.
+        """
+        broadcast([c for c in self._members if writable(c)], data)
+
+    def _notice(self, kind: str, nick: str, why: str | None = None) -> None:
+        """Queue a join or leave notice; several in a row go out as one."""
+        if not self.notices or self.server is None or self.server._loop is None:
+            return
+        self._notices.append((kind, nick, why))
+        if self._notice_timer is None:
+            delay = NOTICE_DELAY if len(self._members) > NOTICE_BATCH_ABOVE else 0
+            self._notice_timer = self.server._loop.call_later(delay, self._flush_notices)
+
+    def _flush_notices(self) -> None:
+        self._notice_timer = None
+        pending, self._notices = self._notices, []
+        now = time.time()
+        for kind in ("join", "leave"):
+            group = [(nick, why) for k, nick, why in pending if k == kind]
+            if not group:
+                continue
+            if len(group) == 1:
+                event: dict[str, Any] = {"type": kind, "nick": group[0][0], "time": now}
+                if group[0][1]:
+                    event["why"] = group[0][1]
+            else:
+                nicks = [nick for nick, _ in group]
+                shown = ", ".join(nicks[:3]) + (f" and {len(nicks) - 3} others" if len(nicks) > 3 else "")
+                event = {"type": kind, "nick": shown, "nicks": nicks, "time": now}
+                dropped = [nick for nick, why in group if why]
+                if dropped:
+                    event["dropped"] = dropped
+            self._publish(event)
 
     def say(self, text: str, nick: str = "teacher") -> None:
-        """Post ``text`` to everyone, from any thread or cell."""
+        """Post ``text`` to everyone as the instructor, from any thread or cell.
+
+        ``nick`` becomes reserved: no student can join under it afterwards.
+        """
         if not isinstance(text, str):
             raise TypeError(f"say() sends text, got {type(text).__name__}")
         if self.server is None or not self.server.running:
             raise RuntimeError("this room is stopped: start a new one with wslab.chat_room()")
-        event = {"type": "message", "nick": nick, "text": text, "time": time.time()}
+        self._reserved.add(_nick_key(nick))
+        event = {"type": "message", "nick": nick, "text": text, "time": time.time(), "role": "instructor"}
         _on_loop(self.server, self._publish, event)
 
     def stop(self) -> None:
@@ -272,270 +347,61 @@ def _on_loop(server: Server, fn: Any, *args: Any) -> None:
         loop.call_soon_threadsafe(fn, *args)
 
 
-def _room_args(kwargs: dict[str, Any]) -> tuple[ChatRoom, dict[str, Any]]:
+def _room_args(name: str, kwargs: dict[str, Any]) -> tuple[ChatRoom, dict[str, Any]]:
     room_keys = ("room", "history", "notices", "max_buffer")
     room = ChatRoom(**{k: kwargs.pop(k) for k in room_keys if k in kwargs})
-    kwargs.setdefault("max_size", DEFAULT_MAX_SIZE)
+    limits = kwargs.pop("limits", None) or DEFAULT_LIMITS
+    limits = limits.replace(max_buffer=room.max_buffer)
+    if "max_size" not in kwargs:
+        limits = limits.replace(max_size=DEFAULT_MAX_SIZE)
+    origins = kwargs.pop("origins", _DEFAULT)
+    if origins is None:
+        kwargs["origins"] = None  # every site: websockets checks nothing
+    elif origins is not _DEFAULT:
+        limits = limits.replace(origins=tuple(o for o in origins if o is not None),
+                                local_origins=False, allow_no_origin=None in origins)
     # permessage-deflate compresses every broadcast once per member (each
     # connection has its own compression context): off unless asked for.
     kwargs.setdefault("compression", None)
-    origins = kwargs.get("origins", LOOPBACK_ORIGINS)
-    # A list of our own, which websockets reads at every handshake: appending
-    # to room.origins later (the classroom does, once its port is known) works.
-    room.origins = kwargs["origins"] = None if origins is None else list(origins)
+    room.guard = Guard(limits, name=name, on_close=room._on_guard_close)
+    # The guard's list, read at every handshake: appending to room.origins
+    # later (the classroom does, once its port is known) works.
+    room.origins = room.guard.origins
+    kwargs["limits"] = room.guard
     return room, kwargs
+
+
+_DEFAULT: Any = object()
 
 
 async def chat_room(name: str = "chat", **kwargs: Any) -> ChatRoom:
     """Start a chat room on the notebook's loop; ``room = await wslab.chat_room()``.
 
     Room options: ``room`` (its title), ``history`` (messages kept for
-    newcomers, default 50), ``notices`` (join/leave messages), ``max_buffer``.
-    Server options go to :func:`wslab.serve`: ``max_size`` (default 4096 bytes;
-    bigger messages close with 1009), ``origins`` (default: pages from this
-    computer and clients without an Origin header; None allows every site),
+    newcomers, default 50), ``notices`` (join/leave messages), ``max_buffer``
+    (bytes waiting for one member before it is dropped with 1008, default
+    256 KiB). Server options go to :func:`wslab.serve`: ``max_size`` (default
+    4096 bytes; bigger messages close with 1009), ``origins`` (default: the
+    Origin policy of :class:`wslab.Limits`: pages from this computer, the
+    room's own address, ``WSLAB_ORIGINS`` and the hub's public URL, and
+    clients without an Origin header; None allows every site), ``limits``,
     ``host``/``port``/``allow_network``, ``ping_interval``/``ping_timeout``.
     """
-    room, kwargs = _room_args(kwargs)
+    room, kwargs = _room_args(name, kwargs)
     room.server = await serve(room.handler, name, process_request=room.process_request, **kwargs)
     return room
 
 
 def chat_room_in_thread(name: str = "chat", **kwargs: Any) -> ChatRoom:
     """Like :func:`chat_room`, on its own loop in a thread (cells may block)."""
-    room, kwargs = _room_args(kwargs)
+    room, kwargs = _room_args(name, kwargs)
     room.server = serve_in_thread(room.handler, name, process_request=room.process_request, **kwargs)
     return room
 
 
-# A client for a learner
+# A client for a learner: wslab/chat_client.py (re-exported here)
 
-
-class ChatClient:
-    """A chat client running in a thread of its own: join, read, send.
-
-    ``events`` holds every event received (dicts, oldest first); ``messages``
-    just the chat lines as ``"nick: text"``. It shows in ``wslab.status()`` and
-    ``wslab.stop_all()`` closes it. After the connection ends, ``close_info``
-    says who closed it, with which code and reason.
-    """
-
-    mode = "thread"
-
-    def __init__(self, url: str, nick: str, *, name: str, connect_timeout: float = 5, **kwargs: Any) -> None:
-        self.name = name
-        self.nick = nick
-        self.url = url
-        self.started = time.time()
-        self.errors: list[BaseException] = []
-        self.events: list[dict[str, Any]] = []
-        self.close_info: str | None = None
-        self._cond = threading.Condition()
-        self._thread = LoopThread(name)
-        self._connection: Any = None
-        self._done: Any = None
-        self._stopping = False
-        try:
-            self._thread.run(self._open(kwargs), connect_timeout + 1)
-        except BaseException:
-            self._thread.stop()
-            raise
-
-    async def _open(self, kwargs: dict[str, Any]) -> None:
-        kwargs.setdefault("open_timeout", 5)
-        kwargs.setdefault("close_timeout", 1)
-        self._connection = await connect(self.url, **kwargs)
-        first = await asyncio.wait_for(self._connection.recv(), kwargs["open_timeout"])
-        self._record(first)
-        self._done = asyncio.ensure_future(self._read())
-
-    def _record(self, data: Any) -> None:
-        try:
-            event = json.loads(data)
-        except (TypeError, ValueError):
-            event = {"type": "raw", "text": data}
-        with self._cond:
-            if event.get("type") == "welcome":
-                self.nick = event.get("nick", self.nick)
-            self.events.append(event)
-            self._cond.notify_all()
-
-    async def _read(self) -> None:
-        try:
-            async for data in self._connection:
-                self._record(data)
-        except ConnectionClosed:
-            pass
-        finally:
-            exc = self._connection.close_exc if hasattr(self._connection, "close_exc") else None
-            self.close_info = _describe_close(exc)
-            with self._cond:
-                self._cond.notify_all()
-
-    # What a learner uses
-
-    @property
-    def messages(self) -> list[str]:
-        with self._cond:
-            events = list(self.events)
-        lines = []
-        for event in events:
-            for ev in event.get("events", [event]):
-                if ev.get("type") == "message":
-                    lines.append(f"{ev['nick']}: {ev['text']}")
-        return lines
-
-    @property
-    def running(self) -> bool:
-        return self.close_info is None and self._connection is not None
-
-    @property
-    def connections(self) -> int:
-        return 1 if self.running else 0
-
-    @property
-    def uptime(self) -> float:
-        return time.time() - self.started
-
-    def send(self, text: str) -> None:
-        """Send one chat message."""
-        if not self.running:
-            raise RuntimeError(f"{self.name!r} is not connected ({self.close_info}); join again")
-        self._thread.run(self._connection.send(text))
-
-    async def wait_for(self, text: str, timeout: float = 5) -> str:
-        """Wait until a chat line containing ``text`` arrives; return it.
-
-        Raises TimeoutError after ``timeout`` seconds with what did arrive.
-        Use ``await``: the notebook's loop keeps serving meanwhile.
-        """
-        return await asyncio.to_thread(self._wait_sync, text, timeout)
-
-    def _wait_sync(self, text: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.messages:
-                    if text in line:
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0 or self.close_info is not None:
-                    raise TimeoutError(
-                        f"no message containing {text!r} within {timeout} s "
-                        f"(got {len(self.events)} events; connection: {self.close_info or 'open'})"
-                    )
-                self._cond.wait(left)
-
-    async def wait_closed(self, timeout: float = 5) -> str:
-        """Wait until the connection has ended; return :attr:`close_info`."""
-        def wait() -> str:
-            with self._cond:
-                self._cond.wait_for(lambda: self.close_info is not None, timeout)
-            if self.close_info is None:
-                raise TimeoutError(f"{self.name!r} still open after {timeout} s")
-            return self.close_info
-        return await asyncio.to_thread(wait)
-
-    def stop(self) -> None:
-        """Leave the room. Returns at once: the client's thread closes the
-        connection (at most ``close_timeout`` seconds) and then ends."""
-        unregister(self)
-        if self._stopping:
-            return
-        self._stopping = True
-        loop = self._thread.loop
-        if not loop.is_running():
-            return
-
-        async def finish() -> None:
-            try:
-                if self._connection is not None:
-                    await self._connection.close()
-                if self._done is not None:
-                    await asyncio.wait_for(asyncio.shield(self._done), 2)
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
-            finally:
-                loop.stop()
-
-        asyncio.run_coroutine_threadsafe(finish(), loop)
-
-    async def aclose(self) -> None:
-        """Leave the room and wait until the client's thread has ended."""
-        self.stop()
-        await asyncio.to_thread(self._thread.thread.join, 5)  # finish() stops the loop
-        self._thread.stop(1)  # closes the loop (or stops it, if finish() is stuck)
-
-    def __repr__(self) -> str:
-        return f"<wslab.ChatClient {self.nick!r} {self.url} {self.close_info or 'connected'}>"
-
-
-def _describe_close(exc: BaseException | None) -> str:
-    if exc is None:
-        return "closed"
-    sent = getattr(exc, "sent", None)
-    rcvd = getattr(exc, "rcvd", None)
-    if rcvd is not None:
-        return f"closed by the server: {rcvd.code} {rcvd.reason}".rstrip()
-    if sent is not None:
-        return f"closed by this client: {sent.code} {sent.reason} (no answer from the server)".rstrip()
-    return "connection lost: 1006 (no close frame)"
-
-
-def _ws_url(url: str, nick: str) -> str:
-    if url.startswith("http://"):
-        url = "ws://" + url[len("http://"):]
-    elif url.startswith("https://"):
-        url = "wss://" + url[len("https://"):]
-    if not url.startswith(("ws://", "wss://")):
-        raise ValueError(f"not a room address: {url!r}; expected ws://host:port/ or http://host:port/")
-    parts = urlsplit(url)
-    query = urlencode({"nick": nick})
-    return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}?{query}"
-
-
-async def join_classroom(url: str, nick: str, *, name: str | None = None, **kwargs: Any) -> ChatClient:
-    """Join a chat room (your class's, or one from :func:`chat_room`) as ``nick``.
-
-    ``url`` is what the instructor's ``python -m wslab classroom`` printed
-    (``http://...`` or ``ws://...``), or ``room.url``. Returns once the room
-    has welcomed you; meanwhile the notebook's loop keeps running, so a room
-    on that loop (``await wslab.chat_room()``) can answer. The client itself
-    runs in a thread of its own. Other keyword arguments go to
-    :func:`websockets.asyncio.client.connect` (``ping_interval=...``).
-
-    >>> me = await wslab.join_classroom("http://127.0.0.1:8765/", "ada")
-    >>> me.send("hello, class")
-    """
-    if not isinstance(nick, str) or not nick.strip():
-        raise ValueError("join_classroom needs a nickname: join_classroom(url, 'ada')")
-    name = name or f"chat-{nick.strip()}"
-    await release(name)
-    client = await asyncio.to_thread(ChatClient, _ws_url(url, nick.strip()), nick.strip(), name=name, **kwargs)
-    register(client)
-    return client
-
-
-async def stalled_client(url: str, nick: str) -> Any:
-    """Join the room at ``url`` as ``nick``, read the welcome, then never read again.
-
-    The client asks the OS for a tiny receive buffer, so what the room sends
-    soon piles up on the room's side: the slow reader of lesson 05. Returns
-    the websockets connection; ``connection.transport.abort()`` ends it.
-    """
-    parts = urlsplit(_ws_url(url, nick))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    try:
-        await asyncio.to_thread(sock.connect, (parts.hostname, parts.port))
-        connection = await connect(f"{parts.scheme}://{parts.netloc}{parts.path}?{parts.query}",
-                                   sock=sock, ping_interval=None)
-    except BaseException:
-        sock.close()
-        raise
-    await asyncio.wait_for(connection.recv(), 5)  # the welcome
-    connection.transport.pause_reading()
-    return connection
+from .chat_client import ChatClient, join_classroom, stalled_client  # noqa: E402
 
 
 # Fan-out: how long does broadcast take to reach 100, 500, 1,000 clients?

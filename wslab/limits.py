@@ -9,7 +9,7 @@ Public API
   to websockets), ``max_buffer`` and ``stall_timeout`` (enforced here),
   ``max_connections``, ``max_handshakes``, ``handshake_grace`` (enforced here),
   ``origins``, ``local_origins``, ``allow_no_origin`` (the Origin policy).
-* :class:`Guard`: one per listener. ``Guard(limits)``; then
+* :class:`Guard`: one per listener. ``Guard(limits, name=..., on_close=...)``; then
   ``websockets.asyncio.server.serve(handler, host, port,
   **guard.serve_kwargs(process_request=mine))`` gives that listener every
   limit: the websockets arguments, ``create_connection`` (a connection class
@@ -24,8 +24,9 @@ Public API
   (skip the others when fanning out).
 * :func:`origin_allowed`, :func:`env_origins`: the Origin policy on its own,
   for listeners not built on websockets (the from-scratch server, tornado).
-* :func:`fd_budget`, :func:`open_connections`: the process-wide cap on guarded
-  sockets, derived from the open-file limit.
+* :func:`fd_budget`, :func:`open_connections`, :func:`count_open`: the
+  process-wide cap on guarded sockets, derived from the open-file limit
+  (``count_open(+1)`` / ``count_open(-1)`` for a listener of one's own).
 
 Design note
 -----------
@@ -34,7 +35,7 @@ websockets' security guide lists the limits a server needs: message size
 high-water mark (``write_limit``), the opening handshake's duration
 (``open_timeout``) and keepalive pings (``ping_interval``, ``ping_timeout``).
 wslab passes them all, with the same values for every listener, and closes
-three gaps websockets leaves:
+the gaps websockets leaves:
 
 * **Pongs are queued without backpressure.** websockets answers every ping in
   ``data_received`` and writes the pong to the transport at once, whether or
@@ -50,6 +51,12 @@ three gaps websockets leaves:
   what the peer sends, so no more pongs) and aborts the TCP connection after
   ``close_timeout``. Memory per client is bounded by ``max_buffer`` plus one
   read (asyncio reads at most 256 KiB at a time).
+* **Writes to a dead transport.** websockets writes each pong of a read
+  separately; when the peer resets the connection in the middle, every
+  further write logs asyncio's "socket.send() raised exception" (thousands
+  per read of a ping flood). The guarded connection writes what is due in one
+  ``write()`` and nothing once the transport is closing; fan-out skips such
+  connections too (:func:`writable`).
 * **A peer that neither reads nor answers.** When the write buffer is over
   ``write_limit`` (writing paused) for ``stall_timeout`` seconds in a row, the
   connection is closed the same way: the keepalive cannot catch it (see above).
@@ -65,7 +72,9 @@ three gaps websockets leaves:
   cut otherwise. At most ``max_handshakes`` sockets per listener may be still
   waiting for their request: a newcomer beyond that cuts the oldest one if it
   has waited more than ``handshake_grace`` (a real client sends its request at
-  once), so a flood of idle sockets cannot lock out a well-behaved client.
+  once), and is itself cut at once if none has, so a flood of idle sockets
+  holds at most ``max_handshakes`` descriptors and cannot lock out a
+  well-behaved client for longer than ``handshake_grace``.
 
 The Origin policy (RFC 6455 section 10.2: a server that is not meant for every
 web page checks ``Origin``; else any page the learner visits can open the
@@ -94,6 +103,7 @@ import os
 import re
 import resource
 import threading
+import traceback
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlsplit
@@ -113,6 +123,7 @@ __all__ = [
     "LOCAL_ORIGIN",
     "fd_budget",
     "open_connections",
+    "count_open",
 ]
 
 #: Pages served from this computer, on any port.
@@ -143,7 +154,7 @@ class Limits:
     #: Sockets per listener, in the handshake or open; more get HTTP 503.
     max_connections: int = 1024
     #: Sockets per listener still waiting for their HTTP request.
-    max_handshakes: int = 64
+    max_handshakes: int = 128
     #: Seconds a refused or waiting socket has to send its request before it may be cut.
     handshake_grace: float = 1.0
     #: The explicit Origin allow-list: exact strings or compiled patterns (``fullmatch``).
@@ -289,6 +300,19 @@ def open_connections() -> int:
     return _open_total
 
 
+def count_open(delta: int) -> int:
+    """Add ``delta`` to the process-wide count of guarded sockets; return the new count.
+
+    For listeners not built on websockets (the from-scratch server): +1 when
+    a socket is accepted, -1 when it is closed, and refuse it when the count
+    passes :func:`fd_budget`. :class:`Guard` counts its own.
+    """
+    global _open_total
+    with _lock:
+        _open_total += delta
+        return _open_total
+
+
 def writable(connection: Any) -> bool:
     """True if ``connection`` is open and its transport is not closing: worth writing to.
 
@@ -309,11 +333,22 @@ class Guard:
     See the module docstring for what it enforces; :attr:`stats` counts it.
     """
 
-    def __init__(self, limits: Limits | None = None, *, name: str = "listener") -> None:
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        name: str = "listener",
+        on_close: Callable[[ServerConnection, str], None] | None = None,
+    ) -> None:
         self.limits = DEFAULT_LIMITS if limits is None else limits
         if not isinstance(self.limits, Limits):
             raise TypeError(f"limits must be a wslab.Limits, got {self.limits!r}")
         self.name = name
+        #: Called as ``on_close(connection, why)`` when the guard closes an open
+        #: connection (``why``: "closed: overflow" or "closed: stalled"). It runs
+        #: in the middle of a write, even inside ``broadcast()``: update state,
+        #: never write from it.
+        self.on_close = on_close
         #: The explicit allow-list: Limits.origins, then the environment's. Code may append; requests never do.
         self.origins: list[Any] = [*self.limits.origins, *env_origins()]
         #: Counts: refused (busy, origin), cut (idle handshakes), closed (overflow, stalled).
@@ -419,10 +454,14 @@ class Guard:
             return
         if len(self._pending) >= limits.max_handshakes:
             oldest, since = next(iter(self._pending.items()))
-            if now - since > limits.handshake_grace:
-                del self._pending[oldest]
-                self.stats["cut: idle handshake"] += 1
-                oldest.transport.abort()
+            if now - since <= limits.handshake_grace:
+                # Every waiting socket is young: this one waits its turn outside.
+                self.stats["refused: handshakes"] += 1
+                connection.transport.abort()
+                return
+            del self._pending[oldest]
+            self.stats["cut: idle handshake"] += 1
+            oldest.transport.abort()
         self._pending[connection] = now
 
     def _forget(self, connection: GuardedConnection) -> None:
@@ -447,6 +486,11 @@ def _close(connection: Any, stat: str, reason: str) -> None:
     guard = getattr(connection, "guard", None)
     if guard is not None:
         guard.stats[stat] += 1
+        if guard.on_close is not None:
+            try:
+                guard.on_close(connection, stat)
+            except Exception:  # noqa: BLE001 - a broken callback must not keep the buffer
+                traceback.print_exc()
     protocol = connection.protocol
     if protocol.state is OPEN:
         # The close frame is queued behind what is buffered; the protocol now
@@ -458,6 +502,9 @@ def _close(connection: Any, stat: str, reason: str) -> None:
             pass
     transport = connection.transport
     if transport is not None and not transport.is_closing():
+        # Nothing the peer sends matters now (the protocol discards it): stop
+        # reading, so a flood costs this process no CPU and TCP holds the peer back.
+        transport.pause_reading()
         delay = connection.close_timeout if connection.close_timeout is not None else 0
         connection.loop.call_later(delay, transport.abort)
     elif transport is not None:
@@ -490,13 +537,36 @@ class GuardedConnection(ServerConnection):
 
     def send_data(self) -> None:
         # Every write goes through here: pongs (data_received), send(), ping(),
-        # close(), broadcast(). See the design note.
-        super().send_data()
+        # close(), broadcast(). See the design note. As websockets' own
+        # send_data (an empty chunk means: half-close), except that what is
+        # due goes out in one write, and nothing is written to a transport
+        # that is closing (its write() would only log a warning per chunk).
         transport = self.transport
+        due: list[bytes] = []
+        for data in self.protocol.data_to_send():
+            if data:
+                due.append(data)
+                continue
+            self._write(due)
+            due = []
+            if transport.is_closing():
+                continue
+            if transport.can_write_eof():
+                try:
+                    transport.write_eof()
+                except Exception:  # noqa: BLE001 - as websockets: write_eof() documents no exceptions
+                    pass
+            else:  # pragma: no cover - TLS
+                transport.close()
+        self._write(due)
         if (not self._wslab_closing and transport is not None
                 and transport.get_write_buffer_size() > self.guard.limits.max_buffer):
             _close(self, "closed: overflow",
                    f"too slow: more than {self.guard.limits.max_buffer} bytes waiting to be sent")
+
+    def _write(self, due: list[bytes]) -> None:
+        if due and not self.transport.is_closing():
+            self.transport.write(due[0] if len(due) == 1 else b"".join(due))
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -509,6 +579,27 @@ class GuardedConnection(ServerConnection):
         if self._wslab_stall is not None:
             self._wslab_stall.cancel()
             self._wslab_stall = None
+
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Close as websockets does, but never wait longer than ``close_timeout`` for a peer that does not read.
+
+        websockets writes the close frame through ``drain()``, which waits
+        while writing is paused and has no deadline of its own: with a peer
+        that stopped reading, ``close()`` (and so a cancelled handler, a
+        server's shutdown, a script's exit) would wait forever.
+        """
+        timer = None
+        if self.close_timeout is not None and self.transport is not None:
+            timer = self.loop.call_later(self.close_timeout, self._abort_if_open)
+        try:
+            await super().close(code, reason)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _abort_if_open(self) -> None:
+        if self.transport is not None and not self.connection_lost_waiter.done():
+            self.transport.abort()
 
     def _stalled(self) -> None:
         self._wslab_stall = None

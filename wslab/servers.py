@@ -23,7 +23,12 @@ What must never happen:
   client with 1001 (going away) and return within ``stop_timeout`` seconds
   even when a handler misbehaves (stragglers are aborted);
 * a handler exception that vanishes: it is printed with its traceback, kept in
-  ``srv.errors``, and the client gets close code 1011 (internal error).
+  ``srv.errors``, and the client gets close code 1011 (internal error);
+* a listener without limits: every server gets :class:`wslab.limits.Guard`
+  (``srv.guard``) with :class:`wslab.Limits` (handshake timeout, keepalive,
+  message size, a bound on bytes buffered per client, pongs included, a cap
+  on connections answered with HTTP 503, the Origin policy answered with
+  HTTP 403); ``limits=`` changes them. See ``wslab/limits.py``.
 
 A registry maps names to running servers: starting a server under a name that
 is taken stops the old one first, so re-running a cell just works. At
@@ -58,7 +63,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from .display import Table
-from .limits import DEFAULT_LIMITS, Guard, Limits
+from .limits import Guard, Limits
 
 __all__ = [
     "Server",
@@ -418,13 +423,19 @@ async def _start(
     mode: str,
     stop_timeout: float,
     kwargs: dict[str, Any],
-    limits: Limits | None = None,
+    limits: Limits | Guard | None = None,
 ) -> Server:
     server = Server(name=name, host=host, port=0, mode=mode, stop_timeout=stop_timeout)
-    limits = DEFAULT_LIMITS if limits is None else limits
+    guard = limits if isinstance(limits, Guard) else Guard(limits, name=name)
+    if "origins" in kwargs and kwargs["origins"] is not None:
+        # websockets' list (None: no Origin header) becomes the guard's explicit policy.
+        origins = kwargs.pop("origins")
+        guard.limits = guard.limits.replace(local_origins=False, allow_no_origin=None in origins)
+        guard.origins[:0] = [o for o in origins if o is not None]
     if "close_timeout" not in kwargs:
-        limits = limits.replace(close_timeout=max(0.05, min(limits.close_timeout, stop_timeout)))
-    guard = server.guard = Guard(limits, name=name)
+        guard.limits = guard.limits.replace(
+            close_timeout=max(0.05, min(guard.limits.close_timeout, stop_timeout)))
+    server.guard = guard
     process_request = kwargs.pop("process_request", None)
     ws_kwargs = guard.serve_kwargs(process_request=process_request, **kwargs)
     try:
@@ -539,7 +550,7 @@ def serve(
     port: int = 0,
     allow_network: bool = False,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
-    limits: Limits | None = None,
+    limits: Limits | Guard | None = None,
     **kwargs: Any,
 ) -> Awaitable[Server]:
     """Start a WebSocket server on the running event loop; await the result.
@@ -594,7 +605,7 @@ def serve_in_thread(
     port: int = 0,
     allow_network: bool = False,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
-    limits: Limits | None = None,
+    limits: Limits | Guard | None = None,
     **kwargs: Any,
 ) -> Server:
     """Start a WebSocket server on its own event loop in a daemon thread.
