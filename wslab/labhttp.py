@@ -24,6 +24,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 from .events import CursorError, Event, shown
+from .limits import origin_allowed
 
 if TYPE_CHECKING:
     from .labserver import LabServer
@@ -138,7 +139,24 @@ class _Handler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         self.lab.requests[self.endpoint] += 1
-        self.lab._busy.add(self.request.connection.stream)  # type: ignore[union-attr]
+        stream = self.request.connection.stream  # type: ignore[union-attr]
+        self.lab._busy.add(stream)
+        # A browser sends Origin with a cross-origin fetch or EventSource: a page from another
+        # site gets 403 before anything runs (the WebSocket port's policy, wslab.limits).
+        origin = self.request.headers.get("Origin")
+        guard = self.lab.guard
+        if origin is not None and guard is not None:
+            sockname = stream.socket.getsockname() if stream.socket is not None else None
+            if not origin_allowed(origin, limits=guard.limits, allow=guard.origins, sockname=sockname):
+                self.lab.shed["refused: origin"] += 1
+                self.set_status(403)
+                self.set_header("Content-Type", "application/json")
+                self.finish(json.dumps({
+                    "error": "origin not allowed", "value": shown(origin),
+                    "hint": "pages from this computer and the lab's own page may ask; allow another with "
+                            "limits=wslab.Limits(origins=(...)) or WSLAB_ORIGINS",
+                }))
+                return
         try:
             self.args = parse_query(self.request.query)
         except BadParameter as exc:

@@ -28,7 +28,8 @@ Hostile clients (issue 14): every parameter is read by one function,
 survives running out of file descriptors (:mod:`wslab.labhttp`). The
 WebSocket port applies :mod:`wslab.limits` (handshake timeout, keepalive,
 message size, a bound on what is buffered per client, a connection cap, the
-Origin policy: a page from another site gets 403).
+Origin policy: a page from another site gets 403); the HTTP port refuses a
+request that carries such an ``Origin`` with the same 403 (JSON).
 
 ``/poll`` and ``/longpoll`` answer ``{"events": [...], "cursor": N}`` where
 ``cursor`` is the seq of the last event in the answer (or the one sent);
@@ -137,7 +138,8 @@ class LabServer(Background):
     pusher: Pusher | None = field(default=None, repr=False)
     #: Connections the HTTP port shed to stay up (see :mod:`wslab.labhttp`): ``"evicted"``
     #: (idle ones closed to make room), ``"refused"`` (503 at the cap), ``"out of files"``
-    #: (pauses after the process ran out of file descriptors).
+    #: (pauses after the process ran out of file descriptors), ``"refused: origin"`` (403 for a
+    #: request from another site's page).
     shed: Counter[str] = field(default_factory=Counter)
 
     # Addresses
