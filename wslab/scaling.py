@@ -264,10 +264,22 @@ async def _poller(clients: _Clients, k: int, port: int, endpoint: str, cursor: i
         cursor = answer["cursor"]
 
 
-async def _pusher(clients: _Clients, k: int, url: str) -> None:
+async def _open_ws(url: str, attempts: int = 5) -> Any:
+    """A websockets client connection; a refused handshake (a server at its cap) is retried, bounded."""
     from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidHandshake
 
-    ws = await connect(url, compression=None, open_timeout=30, ping_interval=None, max_size=None)
+    for attempt in range(attempts):
+        try:
+            return await connect(url, compression=None, open_timeout=30, ping_interval=None, max_size=None)
+        except (InvalidHandshake, OSError):
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+async def _pusher(clients: _Clients, k: int, ws: Any) -> None:
     clients.closers.append(ws)
     clients.ready += 1
     async for message in ws:
@@ -291,15 +303,16 @@ async def _client_loop(conn: Any) -> None:
                 clients.got = [[] for _ in range(n)]
                 clients.top = [cursor] * n
                 rng = random.Random(seed)
-                for k in range(n):
+                for first in range(0, n, 50):  # open the connections in batches of 50
+                    batch = range(first, min(n, first + 50))
                     if transport == "websocket":
-                        coro = _pusher(clients, k, f"{ws_url}?since={cursor}")
+                        opened = await asyncio.gather(*(_open_ws(f"{ws_url}?since={cursor}") for _ in batch))
+                        coros = [_pusher(clients, k, ws) for k, ws in zip(batch, opened)]
                     else:
                         endpoint = "poll" if transport == "short polling" else "longpoll"
-                        coro = _poller(clients, k, port, endpoint, cursor, interval, rng)
-                    clients.tasks.append(asyncio.ensure_future(coro))
-                    if k % 50 == 49:
-                        await asyncio.sleep(0.01)  # let the connections open in batches
+                        coros = [_poller(clients, k, port, endpoint, cursor, interval, rng) for k in batch]
+                    clients.tasks.extend(asyncio.ensure_future(coro) for coro in coros)
+                    await asyncio.sleep(0.01)
                 deadline = time.monotonic() + 30 + n / 10
                 while clients.ready < n:  # bounded: the deadline, and any client task that failed
                     failed = [t for t in clients.tasks if t.done()]
