@@ -156,7 +156,7 @@ def test_a_newcomer_page_sees_the_rooms_history(chromium):
     late = chromium.new_page()
     try:
         join_chat(late, room.page_url, "late")
-        wait_for_line(late, "< (earlier) teacher: said before you came")
+        wait_for_line(late, "* (earlier) [instructor] teacher: said before you came")
     finally:
         late.close()
 

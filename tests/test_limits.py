@@ -379,7 +379,7 @@ def test_the_origin_policy_on_its_own():
     assert not origin_allowed("http://10.0.0.5:8766", sockname=("10.0.0.5", 8765))
     assert origin_allowed("https://hub.example.org", limits=Limits(origins=("https://hub.example.org",)))
     assert env_origins({"WSLAB_ORIGINS": "https://a.example, nonsense, https://user@b.example",
-                        "JUPYTERHUB_PUBLIC_URL": "https://Hub.Example.org/hub/"}) == (
+                        "JUPYTERHUB_PUBLIC_URL": "https://Hub.Example.org/user/ada/"}) == (
         "https://a.example", "https://hub.example.org")
 
 

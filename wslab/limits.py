@@ -69,7 +69,8 @@ the gaps websockets leaves:
   process: a socket that arrives when the listener has ``max_connections``, or
   the process :func:`fd_budget` sockets, is refused: HTTP 503 with
   ``Retry-After`` if it sends its request within ``handshake_grace`` seconds,
-  cut otherwise. At most ``max_handshakes`` sockets per listener may be still
+  cut otherwise (and cut at once when ``max_handshakes`` refused sockets
+  already wait for their 503). At most ``max_handshakes`` sockets per listener may be still
   waiting for their request: a newcomer beyond that cuts the oldest one if it
   has waited more than ``handshake_grace`` (a real client sends its request at
   once), and is itself cut at once if none has, so a flood of idle sockets
@@ -84,15 +85,18 @@ socket with the learner's network position): allowed are requests with no
 listener's own address as the socket saw it (``http://<local ip>:<port>``, so
 the page a listener serves on the network can connect back; read from the
 socket, never from the ``Host`` header), the explicit ``origins``, and the
-origins named by the environment: ``WSLAB_ORIGINS`` (comma-separated) and the
-hub's public URL ``JUPYTERHUB_PUBLIC_URL`` (JupyterHub sets it when
-``c.JupyterHub.public_url`` is configured) or ``JUPYTERHUB_HOST`` (set with
-subdomains). Behind a JupyterHub a notebook page's origin is the hub's, and
-jupyter-server-proxy passes the browser's ``Origin`` and ``Host`` through, so
-"Origin equals Host" would let in any page that sets Host to its own name (DNS
-rebinding): the hub's origin is configured, never learnt from a request, and
-the allow-list never grows from requests. An upgrade from any other page gets
-HTTP 403 before the handshake completes.
+origins the environment names: ``WSLAB_ORIGINS`` (comma-separated) and
+``JUPYTERHUB_PUBLIC_URL``, the public URL of the learner's own server, which
+JupyterHub (5.2, ``Spawner.get_env``) hands to the single-user server and so
+to its kernels (set when ``c.JupyterHub.public_url`` is configured or
+subdomains are used, else empty: then name the hub in ``WSLAB_ORIGINS``).
+Behind a hub a notebook page's origin is the hub's, and jupyter-server-proxy
+(4.6) copies the request's headers, ``Origin`` and ``Host`` included, to the
+kernel's server (after Jupyter's own ``check_origin``). So "Origin equals
+Host" proves nothing (any page can reach the server under a name of its own
+choosing: DNS rebinding): the hub's origin is configured, never learnt from a
+request, and the allow-list never grows from requests. An upgrade from any
+other page gets HTTP 403 before the handshake completes.
 """
 
 from __future__ import annotations
@@ -212,16 +216,16 @@ _WS_KEYS = tuple(DEFAULT_LIMITS.websockets_kwargs())
 
 
 def env_origins(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """Origins the environment names: ``WSLAB_ORIGINS`` (comma-separated) and the hub's public URL.
+    """Origins the environment names: ``WSLAB_ORIGINS`` (comma-separated) and ``JUPYTERHUB_PUBLIC_URL``.
 
-    ``JUPYTERHUB_PUBLIC_URL`` and ``JUPYTERHUB_HOST`` count when they hold a
-    scheme and a host (``https://hub.example.org/...`` gives
-    ``https://hub.example.org``). Read once per :class:`Guard`.
+    A value counts when it holds a scheme and a host
+    (``https://hub.example.org/user/ada/`` gives ``https://hub.example.org``);
+    others are ignored. Read once per :class:`Guard`.
     """
     env = os.environ if env is None else env
     found: list[str] = []
     candidates = [v.strip() for v in env.get("WSLAB_ORIGINS", "").split(",")]
-    candidates += [env.get("JUPYTERHUB_PUBLIC_URL", ""), env.get("JUPYTERHUB_HOST", "")]
+    candidates.append(env.get("JUPYTERHUB_PUBLIC_URL", ""))
     for value in candidates:
         origin = _origin_of(value.strip())
         if origin and origin not in found:
@@ -355,6 +359,7 @@ class Guard:
         self.stats: collections.Counter[str] = collections.Counter()
         self.connections: set[ServerConnection] = set()
         self._pending: dict[ServerConnection, float] = {}  # waiting for their request, oldest first
+        self._refusing: set[ServerConnection] = set()  # over a cap, waiting for their 503
         self.connection_class = type(f"GuardedConnection[{name}]", (GuardedConnection,), {"guard": self})
 
     def __repr__(self) -> str:
@@ -449,7 +454,11 @@ class Guard:
             connection._wslab_refused = "server busy: the process is near its open-file limit"
         if connection._wslab_refused is not None:
             self.stats["refused: busy"] += 1
+            if len(self._refusing) >= limits.max_handshakes:
+                connection.transport.abort()  # enough are waiting for their 503 already
+                return
             # A client that sends its request in time gets the 503; a silent one is cut.
+            self._refusing.add(connection)
             connection._wslab_timer = loop.call_later(limits.handshake_grace, _cut_if_waiting, connection)
             return
         if len(self._pending) >= limits.max_handshakes:
@@ -471,6 +480,7 @@ class Guard:
             with _lock:
                 _open_total -= 1
         self._pending.pop(connection, None)
+        self._refusing.discard(connection)
 
 
 def _cut_if_waiting(connection: ServerConnection) -> None:
@@ -503,7 +513,8 @@ def _close(connection: Any, stat: str, reason: str) -> None:
     transport = connection.transport
     if transport is not None and not transport.is_closing():
         # Nothing the peer sends matters now (the protocol discards it): stop
-        # reading, so a flood costs this process no CPU and TCP holds the peer back.
+        # reading, so a flood costs this process no CPU and TCP holds the peer
+        # back (reading resumes if the peer drains its backlog: resume_writing).
         transport.pause_reading()
         delay = connection.close_timeout if connection.close_timeout is not None else 0
         connection.loop.call_later(delay, transport.abort)
@@ -579,6 +590,10 @@ class GuardedConnection(ServerConnection):
         if self._wslab_stall is not None:
             self._wslab_stall.cancel()
             self._wslab_stall = None
+        if self._wslab_closing and self.transport is not None and not self.transport.is_closing():
+            # A peer the guard failed has read its backlog after all: read
+            # again, so its close frame and EOF end the connection now.
+            self.transport.resume_reading()
 
     async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Close as websockets does, but never wait longer than ``close_timeout`` for a peer that does not read.
