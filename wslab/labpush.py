@@ -48,7 +48,6 @@ from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 
 from .events import Event
-from .limits import writable
 
 if TYPE_CHECKING:
     from .labserver import LabServer
@@ -105,7 +104,9 @@ class Pusher:
             targets = []
             behind = []
             for connection in members:
-                if connection.paused or not writable(connection):
+                # broadcast() skips connections that are not OPEN, and wslab's guarded
+                # connection writes nothing to a closing transport: only "behind" is ours.
+                if connection.paused:
                     behind.append(connection)
                 else:
                     targets.append(connection)
