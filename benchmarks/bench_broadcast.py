@@ -6,8 +6,8 @@ The room (wslab.chat_room_in_thread) runs on a thread's loop in this process,
 the simulated clients on a loop of their own in a child process
 (wslab.chat.measure_fanout). Each round times, on the room's loop:
 
-* the room's own fan-out (``room._publish``: json.dumps, the slow-reader check,
-  ``broadcast()``) until it returns (wall time, and the room thread's CPU time,
+* the room's own fan-out (``room._publish``: json.dumps, ``broadcast()`` through
+  wslab's guarded connections, which check each member's buffer) until it returns (wall time, and the room thread's CPU time,
   which a busy machine inflates less), and
 * bare ``websockets.broadcast()`` of the same kind of message to the same
   connections, in a round of its own right after,

@@ -635,9 +635,10 @@ def measure_fanout(
     competes with the room's writing for this process's GIL. Each round
     measures, on the room's loop:
 
-    * **room**: the room's own ``_publish`` (``json.dumps``, the slow-reader
-      check, ``broadcast()``): wall time until it returns, and the room
-      thread's CPU time for it (``time.thread_time()``), in microseconds;
+    * **room**: the room's own ``_publish`` (``json.dumps``, ``broadcast()``
+      through wslab's guarded connections, which check each member's buffer):
+      wall time until it returns, and the room thread's CPU time for it
+      (``time.thread_time()``), in microseconds;
     * **bare**: websockets' ``broadcast()`` alone, of the same kind of text to
       the same connections, in a round of its own right after (the floor the
       room is compared with);
