@@ -288,12 +288,12 @@ class ChatRoom:
 
     def _notice(self, kind: str, nick: str, why: str | None = None) -> None:
         """Queue a join or leave notice; several in a row go out as one."""
-        if not self.notices or self.server is None or self.server._loop is None:
+        if not self.notices:
             return
         self._notices.append((kind, nick, why))
-        if self._notice_timer is None:
+        if self._notice_timer is None:  # on the room's loop: handler and guard callbacks run there
             delay = NOTICE_DELAY if len(self._members) > NOTICE_BATCH_ABOVE else 0
-            self._notice_timer = self.server._loop.call_later(delay, self._flush_notices)
+            self._notice_timer = asyncio.get_running_loop().call_later(delay, self._flush_notices)
 
     def _flush_notices(self) -> None:
         self._notice_timer = None
