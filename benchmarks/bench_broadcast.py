@@ -1,19 +1,31 @@
-"""Broadcast fan-out: time for one chat message to reach 100, 500 and 1,000 clients.
+"""Broadcast fan-out: the chat room's server-side cost against bare websockets.broadcast(), in one run.
+
+    python benchmarks/bench_broadcast.py [ROUNDS] [COUNTS...]     # default: 7 rounds, 100 500 1000
 
 The room (wslab.chat_room_in_thread) runs on a thread's loop in this process,
-the simulated clients on a loop of their own in a child process (so they never
-share a GIL with the room); the room stamps the time just before broadcast(),
-the child stamps each arrival (time.perf_counter() is one clock for the whole
-machine). Prints the median over ROUNDS of the time until the first, median
-and last client has the message, and the ratio of each count's "last" to the
-smallest count's, measured in this one run.
+the simulated clients on a loop of their own in a child process
+(wslab.chat.measure_fanout). Each round times, on the room's loop:
 
-    python benchmarks/bench_broadcast.py [ROUNDS] [COUNTS...]
+* the room's own fan-out (``room._publish``: json.dumps, ``broadcast()`` through
+  wslab's guarded connections, which check each member's buffer) until it returns (wall time, and the room thread's CPU time,
+  which a busy machine inflates less), and
+* bare ``websockets.broadcast()`` of the same kind of message to the same
+  connections, in a round of its own right after,
+
+so the ratio room / bare is measured in the same run, round by round. It
+also prints when the first and last client had the message, with the
+clients' process CPU load during the round beside it: the last client's time
+depends on how fast that one process reads hundreds of sockets (and on what
+else the machine runs), so it is not a measure of the server alone.
+
+Prints min / median / max over the rounds. Absolute figures are noisy on a
+shared machine; compare the ratios.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -21,17 +33,38 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from wslab.chat import measure_fanout  # noqa: E402
 
 
+def spread(values: list[float], fmt: str = "{:.1f}") -> str:
+    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
+
+
 def main(argv: list[str]) -> int:
     rounds = int(argv[0]) if argv else 7
     counts = [int(n) for n in argv[1:]] or [100, 500, 1000]
     table = measure_fanout(counts, rounds=rounds, timeout=60)
+    raw = table.raw
     print(table)
-    base = float(table.rows[0][3])
     print()
-    print(f"last-client time relative to {table.rows[0][0]} clients (same run):")
-    for n, _, _, last in table.rows:
-        print(f"  {n:>5} clients: x{float(last) / base:.1f}  ({float(last) / n * 1000:.1f} us per client)")
-    print(f"\n(cpu count {os.cpu_count()}; numbers are noisy on a shared machine: compare ratios)")
+    print(f"server side, until broadcast() returns (min / median / max over {rounds} rounds):")
+    print(f"{'clients':>7}  {'room wall us':>22}  {'bare wall us':>22}  {'room CPU us/client':>20}  "
+          f"{'bare CPU us/client':>20}  {'room / bare CPU':>18}")
+    for n in counts:
+        rs = raw[n]
+        print(f"{n:>7}  {spread([r['room_us'] for r in rs], '{:.0f}'):>22}  "
+              f"{spread([r['bare_us'] for r in rs], '{:.0f}'):>22}  "
+              f"{spread([r['room_cpu_us'] / n for r in rs]):>20}  {spread([r['bare_cpu_us'] / n for r in rs]):>20}  "
+              f"{spread([r['room_cpu_us'] / r['bare_cpu_us'] for r in rs], '{:.2f}'):>18}")
+    print()
+    print("client side, when the first and the last client had it, and the clients' process load:")
+    print(f"{'clients':>7}  {'first ms':>20}  {'last ms':>22}  {'client process cores':>22}")
+    for n in counts:
+        rs = raw[n]
+        print(f"{n:>7}  {spread([r['first'] * 1000 for r in rs], '{:.2f}'):>20}  "
+              f"{spread([r['last'] * 1000 for r in rs], '{:.2f}'):>22}  "
+              f"{spread([r['client_cores'] for r in rs], '{:.2f}'):>22}")
+    print("\n(the last-client time includes the clients' process reading every socket: near 1.0 core it is")
+    print(" that process, not the server, that sets it)")
+    print(f"(cpu count {os.cpu_count()}, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+          f"numbers are noisy on a shared machine: compare ratios)")
     return 0
 
 

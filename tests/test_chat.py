@@ -261,10 +261,10 @@ def test_a_thread_mode_room_answers_pings_while_the_caller_blocks():
 
 def test_broadcast_to_1000_clients_completes_in_bounded_time():
     table = chat.measure_fanout([1000], rounds=1, timeout=seconds(60))
-    (n, first, median, last), = table.rows
-    assert n == 1000
-    assert float(first) <= float(median) <= float(last)
-    assert len(table.raw[1000]) == 1
+    assert table.rows[0][0] == 1000
+    (measured,) = table.raw[1000]
+    assert measured["first"] <= measured["median"] <= measured["last"]
+    assert measured["room_us"] > 0 and measured["bare_us"] > 0
     assert "fanout" not in str(wslab.status())
 
 

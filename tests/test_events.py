@@ -157,3 +157,16 @@ def test_a_cursor_is_accepted_exactly_when_it_is_a_whole_number_up_to_the_newest
         assert not valid and error.value == text
     else:
         assert valid and 0 <= value <= newest
+
+
+def test_a_cursor_of_more_than_4300_digits_is_refused_without_int():
+    """Python's int() refuses strings of more than 4,300 digits: the digits are counted first."""
+    with pytest.raises(CursorError) as info:
+        parse_cursor("1" * 4301, newest=3)
+    assert "from the future" in str(info.value) and "(4301 characters)" in str(info.value)
+    assert len(str(info.value)) < 400 and info.value.to_json()["value"].endswith("(4301 characters)")
+    assert parse_cursor("0" * 5000 + "2", newest=3) == 2  # leading zeros are still a number
+    with pytest.raises(CursorError, match="negative"):
+        parse_cursor("-" + "1" * 4301, newest=3)
+    with pytest.raises(CursorError, match="not a whole number"):
+        parse_cursor("\x00", newest=3)

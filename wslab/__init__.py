@@ -55,6 +55,10 @@ from .scratch import ScratchServer, serve_scratch, serve_streams
 # The latency lab: push against polling, measured and plotted (experiment/, plots.py;
 # both load on first use, see _LAZY below)
 
+# The "why WebSockets" curve: server cost against clients (scaling.py; engineer lab)
+from . import scaling
+from .scaling import measure_scaling, plot_scaling
+
 # Listener limits, one set for every server (limits.py; engineer guard)
 from . import limits
 from .limits import Guard, Limits
@@ -185,6 +189,10 @@ __all__ = [
     "TransportResult",
     "load_results",
     "plots",
+    # The "why WebSockets" curve (scaling.py; engineer lab)
+    "scaling",
+    "measure_scaling",
+    "plot_scaling",
     # Listener limits (limits.py; engineer guard)
     "limits",
     "Limits",

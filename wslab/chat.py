@@ -489,7 +489,7 @@ async def _connect_many(url: str, n: int, batch: int = 50, first: int = 0) -> li
     return clients
 
 
-async def _fanout_round(conn: Any, clients: list[Any], k: int, timeout: float) -> dict[str, float]:
+async def _fanout_round(conn: Any, clients: list[Any], k: int | str, timeout: float) -> dict[str, float]:
     """One round, in the clients' process: arm every reader, say "ready", time the arrivals.
 
     The room's message text is ``fanout <k> <t0>``, with ``t0`` the room's
@@ -516,15 +516,20 @@ async def _fanout_round(conn: Any, clients: list[Any], k: int, timeout: float) -
     tasks = [asyncio.ensure_future(listen(c)) for c in clients]
     try:
         await asyncio.sleep(0)  # every reader is now waiting in recv()
+        cpu0 = time.process_time()  # idle from here until the message comes
         conn.send(("ready", k))
         await asyncio.wait_for(done.wait(), timeout)
+        cpu = time.process_time() - cpu0
     finally:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     t0 = float(json.loads(sample[0])["text"].split()[2])
     delays = sorted(a - t0 for a in arrivals)
-    return {"first": delays[0], "median": statistics.median(delays), "last": delays[-1]}
+    # This process's CPU load while the message came in: CPU seconds over the
+    # time from the room's stamp to the last arrival (1.0 = a core kept busy).
+    return {"first": delays[0], "median": statistics.median(delays), "last": delays[-1],
+            "client_cores": cpu / delays[-1] if delays[-1] > 0 else float("nan")}
 
 
 async def _fanout_client_loop(conn: Any) -> None:
@@ -633,17 +638,36 @@ class _ClientProcess:
 def measure_fanout(
     counts: Sequence[int] = (100, 500, 1000), *, rounds: int = 5, timeout: float = 30
 ) -> Table:
-    """Broadcast to ``counts`` simulated clients; time until the first/median/last one has it.
+    """Fan one message out to ``counts`` simulated clients: the server's cost, and when clients have it.
 
     The room runs in a thread of this process (:func:`chat_room_in_thread`,
     so ``wslab.status()`` shows it while it runs); the clients run in a
     separate process, on an event loop of their own, so their reading never
-    competes with the room's writing for this process's GIL. The room stamps
-    the time right before ``broadcast()``; the clients' process stamps each
-    arrival (``time.perf_counter()`` is one clock for the whole machine). Each
-    count is measured ``rounds`` times; the table shows medians in
-    milliseconds, and ``table.raw`` keeps every round. ``timeout`` bounds
-    each round (and, plus a bit per client, each batch of connections).
+    competes with the room's writing for this process's GIL. Each round
+    measures, on the room's loop:
+
+    * **room**: the room's own ``_publish`` (``json.dumps``, ``broadcast()``
+      through wslab's guarded connections, which check each member's buffer):
+      wall time until it returns, and the room thread's CPU time for it
+      (``time.thread_time()``), in microseconds;
+    * **bare**: websockets' ``broadcast()`` alone, of the same kind of text to
+      the same connections, in a round of its own right after (the floor the
+      room is compared with);
+
+    and, in the clients' process, when each client's socket got the bytes of
+    the room's message (``time.perf_counter()`` is one clock for the whole
+    machine): first, median and last client, in milliseconds. The last
+    client's time is set as much by how fast the clients' process reads
+    hundreds of sockets as by the server, so the clients' process CPU load
+    while the message came in (its ``time.process_time()`` over the time
+    from the room's stamp to the last arrival) is shown beside it.
+
+    Each count is measured ``rounds`` times; the table shows medians,
+    ``table.raw`` keeps every round (``{"room_us", "bare_us", "room_cpu_us",
+    "bare_cpu_us", "first", "median", "last", "client_cores"}``, times in
+    seconds except the ``_us``).
+    ``timeout`` bounds each round (and, plus a bit per client, each batch
+    of connections).
     """
     counts = [int(n) for n in counts]
     if not counts or min(counts) < 1:
@@ -655,21 +679,37 @@ def measure_fanout(
     try:
         clients = _ClientProcess(max(counts), start_timeout=max(30.0, timeout))
         assert room.server is not None and room.server._loop is not None
+        loop = room.server._loop
         for n in sorted(set(counts)):
             clients.send("connect", (room.url, n))
             clients.expect("connected", timeout + n / 20)
             raw[n] = []
             for k in range(rounds):
-                clients.send("round", (k, timeout))
-                clients.expect("ready", timeout)
+                stamps: dict[str, float] = {}
+                measured = []
+                for way in ("room", "bare"):
+                    label = f"{k}" if way == "room" else f"{k}b"
+                    clients.send("round", (label, timeout))
+                    clients.expect("ready", timeout)
 
-                def publish(k: int = k) -> None:
-                    t0 = time.perf_counter()
-                    room._publish({"type": "message", "nick": "bench", "text": f"fanout {k} {t0!r}",
-                                   "time": time.time()})
+                    def fan_out(way: str = way, label: str = label) -> None:
+                        cpu0 = time.thread_time()
+                        t0 = time.perf_counter()
+                        event = {"type": "message", "nick": "bench", "text": f"fanout {label} {t0!r}",
+                                 "time": time.time()}
+                        if way == "room":
+                            room._publish(event)
+                        else:
+                            broadcast(list(room._members), json.dumps(event))
+                        stamps[way] = time.perf_counter() - t0
+                        stamps[way + " cpu"] = time.thread_time() - cpu0
 
-                room.server._loop.call_soon_threadsafe(publish)
-                raw[n].append(clients.expect("result", timeout + 5))
+                    loop.call_soon_threadsafe(fan_out)
+                    measured.append(clients.expect("result", timeout + 5))
+                room_round = measured[0]
+                room_round.update(room_us=stamps["room"] * 1e6, bare_us=stamps["bare"] * 1e6,
+                                  room_cpu_us=stamps["room cpu"] * 1e6, bare_cpu_us=stamps["bare cpu"] * 1e6)
+                raw[n].append(room_round)
     finally:
         try:
             if clients is not None:
@@ -678,27 +718,55 @@ def measure_fanout(
             room.stop()
     rows = []
     for n in counts:
-        med = {key: statistics.median(r[key] for r in raw[n]) * 1000 for key in ("first", "median", "last")}
-        rows.append([n, f"{med['first']:.2f}", f"{med['median']:.2f}", f"{med['last']:.2f}"])
-    table = Table(["clients", "first ms", "median ms", "last ms"], rows,
-                  title=f"broadcast fan-out, median of {rounds} rounds", align_right={0, 1, 2, 3})
+        med = {key: statistics.median(r[key] for r in raw[n])
+               for key in ("room_us", "bare_us", "room_cpu_us", "first", "median", "last", "client_cores")}
+        ratios = [r["room_cpu_us"] / r["bare_cpu_us"] for r in raw[n]]
+        rows.append([n, f"{med['room_us']:.0f}", f"{med['bare_us']:.0f}", f"{med['room_cpu_us'] / n:.1f}",
+                     f"{min(ratios):.2f}-{max(ratios):.2f}", f"{med['first'] * 1000:.2f}",
+                     f"{med['last'] * 1000:.2f}", f"{med['client_cores']:.2f}"])
+    table = Table(["clients", "room us", "bare broadcast() us", "room CPU us/client", "room/bare CPU",
+                   "first client ms", "last client ms", "client process cores"], rows,
+                  title=f"fan-out of one message, median of {rounds} rounds (room/bare CPU: min-max)",
+                  align_right=set(range(8)))
     table.raw = raw  # type: ignore[attr-defined]
     return table
 
 
 def plot_fanout(table: Table) -> Any:
-    """Plot what :func:`measure_fanout` measured: time to reach the first, median and last client."""
+    """Plot what :func:`measure_fanout` measured: the server's fan-out time, and the last client's.
+
+    Left: the room's fan-out and bare ``broadcast()``, every round as a dot
+    and the median as a line (the server's side). Right: when the last
+    client had it, with the clients' process CPU load written beside each
+    median (the clients' side: it depends on that process as much as on
+    the server).
+    """
     import matplotlib.pyplot as plt
 
-    counts = [row[0] for row in table.rows]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for col, label in ((1, "first client"), (2, "median client"), (3, "last client")):
-        ax.plot(counts, [float(row[col]) for row in table.rows], marker="o", label=label)
-    ax.set_xlabel("clients in the room")
-    ax.set_ylabel("ms after broadcast()")
-    ax.set_title("One message, many clients: broadcast fan-out")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    raw: dict[int, list[dict[str, float]]] = table.raw  # type: ignore[attr-defined]
+    counts = sorted(raw)
+    fig, (server_ax, client_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
+    xs = [n for n in counts for _ in raw[n]]
+    for key, label in (("room_us", "room (_publish)"), ("bare_us", "bare broadcast()")):
+        line = server_ax.plot(counts, [statistics.median(r[key] for r in raw[n]) / 1000 for n in counts],
+                              marker="o", label=label)[0]
+        server_ax.scatter(xs, [r[key] / 1000 for n in counts for r in raw[n]], s=10, alpha=0.4,
+                          color=line.get_color())
+    server_ax.set_title("server: until broadcast() returns")
+    server_ax.set_ylabel("ms")
+    client_ax.scatter(xs, [r["last"] * 1000 for n in counts for r in raw[n]], s=10, alpha=0.4, color="C2")
+    medians = [statistics.median(r["last"] for r in raw[n]) * 1000 for n in counts]
+    client_ax.plot(counts, medians, marker="o", color="C2", label="last client has it")
+    for n, y in zip(counts, medians):
+        cores = statistics.median(r["client_cores"] for r in raw[n])
+        client_ax.annotate(f"clients' process: {cores:.2f} cores", (n, y), textcoords="offset points",
+                           xytext=(4, 6), fontsize=8)
+    client_ax.set_title("clients: until the last one has it")
+    client_ax.set_ylabel("ms after the room's stamp")
+    for ax in (server_ax, client_ax):
+        ax.set_xlabel("clients in the room")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left")
     fig.tight_layout()
     return fig

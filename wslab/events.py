@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-__all__ = ["Event", "EventSource", "CursorError", "poisson", "parse_cursor"]
+__all__ = ["Event", "EventSource", "CursorError", "poisson", "parse_cursor", "shown"]
 
 
 @dataclass(frozen=True)
@@ -88,19 +88,30 @@ class CursorError(ValueError):
         self.newest = newest
         self.problem = problem
         super().__init__(
-            f"bad cursor {value!r}: {problem}; send the seq of the last event you have "
+            f"bad cursor {shown(value)!r}: {problem}; send the seq of the last event you have "
             f"(a whole number from 0 to {newest}), 0 to get every event or 'now' for new ones only"
         )
 
     def to_json(self) -> dict[str, Any]:
         return {
             "error": "bad cursor",
-            "value": self.value,
+            "value": shown(self.value),
             "problem": self.problem,
             "newest": self.newest,
             "hint": f"send since=<seq of the last event you have>, a whole number from 0 to {self.newest}",
             "message": str(self),
         }
+
+
+#: A value a client sent is echoed in an error up to this many characters.
+SHOWN_CHARS = 64
+
+
+def shown(value: Any) -> Any:
+    """``value`` as an error echoes it: a long string is cut, with its length (``"111...(4301 characters)"``)."""
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return f"{value[:SHOWN_CHARS]}...({len(value)} characters)"
+    return value
 
 
 def parse_cursor(text: str | int | None, newest: int) -> int:
@@ -118,9 +129,15 @@ def parse_cursor(text: str | int | None, newest: int) -> int:
     else:
         stripped = str(text).strip()
         if not stripped.isascii() or not stripped.isdigit():
-            problem = "a cursor is a negative number" if stripped.startswith("-") and stripped[1:].isdigit() else "not a whole number"
-            raise CursorError(text, newest, problem)
-        value = int(stripped)
+            negative = stripped.startswith("-") and stripped[1:].isascii() and stripped[1:].isdigit()
+            raise CursorError(text, newest, "a cursor is a negative number" if negative else "not a whole number")
+        # Count the digits before int(): Python refuses int() of more than
+        # 4,300 digits (ValueError), and a number longer than the newest seq
+        # is from the future anyway.
+        digits = stripped.lstrip("0") or "0"
+        if len(digits) > len(str(newest)):
+            raise CursorError(text, newest, f"it is from the future: the newest event is {newest}")
+        value = int(digits)
     if value < 0:
         raise CursorError(text, newest, "a cursor is a negative number")
     if value > newest:

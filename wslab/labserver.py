@@ -11,7 +11,25 @@ Endpoints (``lab.http_url`` is ``http://127.0.0.1:<port>/``)::
                                reconnect), an ``id: <seq>`` line per event; a client that
                                reconnects sends ``Last-Event-ID: <seq>`` and resumes there
     ws://127.0.0.1:<ws_port>/?since=N
-                               WebSocket push: one JSON text message per event
+                               WebSocket push: one JSON text message per event, each
+                               event serialised once and broadcast() to the clients
+                               that are caught up (the others catch up first)
+
+The HTTP side is in :mod:`wslab.labhttp`, the WebSocket push in
+:mod:`wslab.labpush`; this module holds the handle and starts both.
+
+Hostile clients (issue 14): every parameter is read by one function,
+:func:`~wslab.labhttp.parse_query` (percent-escapes must be UTF-8; nothing is stripped, so
+``since=%00`` is refused, not read as 0), and numbers are counted before
+``int()`` (which refuses more than 4,300 digits); every error, tornado's own
+404/405 included, is a JSON body. The HTTP port gives a client
+:data:`HEADER_TIMEOUT` seconds to send its headers, caps open connections at
+``max_connections`` (the oldest idle one makes room; else ``503``) and
+survives running out of file descriptors (:mod:`wslab.labhttp`). The
+WebSocket port applies :mod:`wslab.limits` (handshake timeout, keepalive,
+message size, a bound on what is buffered per client, a connection cap, the
+Origin policy: a page from another site gets 403); the HTTP port refuses a
+request that carries such an ``Origin`` with the same 403 (JSON).
 
 ``/poll`` and ``/longpoll`` answer ``{"events": [...], "cursor": N}`` where
 ``cursor`` is the seq of the last event in the answer (or the one sent);
@@ -37,9 +55,11 @@ where stopping runs. Everything tornado and websockets own is
 touched only on that loop. The :class:`~wslab.events.EventSource` is the one
 shared object: ``lab.publish()`` may be called from any thread.
 
-Held requests (long polls, SSE streams, WebSocket pushes) wait on
-``source.wait_after()`` *and* on a "stopping" future, so ``stop()`` ends them
-at once: a held long poll answers ``{"events": []}``, an SSE stream ends
+Held requests (long polls, SSE streams) wait on ``source.wait_after()``
+*and* on a "stopping" future; so do the WebSocket broadcaster and every
+WebSocket connection's task (see :mod:`wslab.labpush` for how a connection
+catches up and joins the broadcast without losing or repeating an event). So
+``stop()`` ends them at once: a held long poll answers ``{"events": []}``, an SSE stream ends
 its chunked body, WebSocket clients get 1001. What must never happen: a stop
 that waits for a client (every step is bounded by ``stop_timeout``, then
 connections are cut), a fixed port, a listener on anything but loopback.
@@ -48,6 +68,7 @@ connections are cut), a fixed port, a listener on anything but loopback.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import sys
 import time
@@ -56,65 +77,31 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Callable, Sequence
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
-import tornado.iostream
 import tornado.netutil
-import tornado.web
-from tornado.httpserver import HTTPServer
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from .events import CursorError, Event, EventSource
+from .labhttp import (
+    DEFAULT_LONGPOLL_TIMEOUT,
+    HEADER_TIMEOUT,
+    MAX_HTTP_CONNECTIONS,
+    BadParameter,
+    http_server,
+    parse_query,
+)
+from .labpush import FANOUTS, Pusher
+from .limits import DEFAULT_LIMITS, Guard, Limits
 from .servers import Background, _running_loop, register, release, start_in_thread
 
-__all__ = ["LabServer", "lab_server", "lab_server_in_thread", "DEFAULT_LONGPOLL_TIMEOUT"]
+__all__ = ["LabServer", "lab_server", "lab_server_in_thread", "parse_query", "BadParameter", "DEFAULT_LONGPOLL_TIMEOUT",
+           "HEADER_TIMEOUT", "MAX_HTTP_CONNECTIONS"]
 
-#: How long ``/longpoll`` holds a request when the client names no timeout, seconds.
-DEFAULT_LONGPOLL_TIMEOUT = 20.0
-#: The longest hold a client may ask for, seconds.
-MAX_LONGPOLL_TIMEOUT = 120.0
-#: An SSE stream with nothing to say sends a ``: keep-alive`` comment this often, seconds.
-SSE_KEEPALIVE = 15.0
 DEFAULT_STOP_TIMEOUT = 3.0
-
-
-class BadParameter(ValueError):
-    """A query parameter other than the cursor that is not acceptable (HTTP 400)."""
-
-    status = 400
-
-    def __init__(self, name: str, value: Any, hint: str) -> None:
-        self.name, self.value, self.hint = name, value, hint
-        super().__init__(f"bad {name} {value!r}: {hint}")
-
-    def to_json(self) -> dict[str, Any]:
-        return {"error": f"bad {self.name}", "value": self.value, "hint": self.hint, "message": str(self)}
-
-
-def _timeout_param(text: str | None) -> float:
-    if text is None or text == "":
-        return DEFAULT_LONGPOLL_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value <= MAX_LONGPOLL_TIMEOUT:  # also false for nan
-        raise BadParameter(
-            "timeout", text, f"send seconds to hold the request, from 0 to {MAX_LONGPOLL_TIMEOUT:g}"
-        )
-    return value
-
-
-def _limit_param(text: str | None) -> int | None:
-    if text is None or text == "":
-        return None
-    if not (text.isascii() and text.isdigit() and int(text) > 0):
-        raise BadParameter("limit", text, "send how many events to stream before the server ends the stream, a whole number above 0")
-    return int(text)
 
 
 @dataclass(eq=False)
@@ -145,16 +132,29 @@ class LabServer(Background):
     _stopping: asyncio.Future[None] | None = field(default=None, repr=False)
     _ending: asyncio.Future[None] | None = field(default=None, repr=False)
     _held: int = field(default=0, repr=False)
+    _busy: set[Any] = field(default_factory=set, repr=False)
+    #: The WebSocket port's :class:`wslab.limits.Guard` and :class:`wslab.labpush.Pusher`.
+    guard: Guard | None = field(default=None, repr=False)
+    pusher: Pusher | None = field(default=None, repr=False)
+    #: Connections the HTTP port shed to stay up (see :mod:`wslab.labhttp`): ``"evicted"``
+    #: (idle ones closed to make room), ``"refused"`` (503 at the cap), ``"out of files"``
+    #: (pauses after the process ran out of file descriptors), ``"refused: origin"`` (403 for a
+    #: request from another site's page).
+    shed: Counter[str] = field(default_factory=Counter)
 
     # Addresses
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        return f"http://{self._netloc_host}:{self.port}/"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.ws_port}/"
+        return f"ws://{self._netloc_host}:{self.ws_port}/"
+
+    @property
+    def _netloc_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
 
     @property
     def url(self) -> str:
@@ -259,7 +259,8 @@ class LabServer(Background):
         await asyncio.sleep(0)
         try:
             async with asyncio.timeout(self.stop_timeout):
-                await asyncio.gather(self._http.close_all_connections(), self._ws.wait_closed())
+                await asyncio.gather(self._http.close_all_connections(), self._ws.wait_closed(),
+                                     self.pusher.aclose() if self.pusher else asyncio.sleep(0))
         except TimeoutError:
             for conn in list(getattr(self._http, "_connections", ())):
                 conn.stream.close()
@@ -292,150 +293,16 @@ class LabServer(Background):
         )
 
 
-# HTTP side (tornado)
-
-
-class _Handler(tornado.web.RequestHandler):
-    endpoint = "?"
-
-    def initialize(self, lab: LabServer) -> None:
-        self.lab = lab
-        self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def prepare(self) -> None:
-        self.lab.requests[self.endpoint] += 1
-
-    def set_default_headers(self) -> None:
-        self.set_header("Cache-Control", "no-store")
-
-    def compute_etag(self) -> None:  # no Etag: every poll answer is fresh
-        return None
-
-    def on_connection_close(self) -> None:
-        if not self.gone.done():
-            self.gone.set_result(None)
-
-    def bad_request(self, exc: CursorError | BadParameter) -> None:
-        self.set_status(exc.status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(exc.to_json()))
-
-    def answer(self, events: list[Event], cursor: int) -> None:
-        if not events:
-            self.lab.empty[self.endpoint] += 1
-        self.set_header("Content-Type", "application/json")
-        last = events[-1].seq if events else cursor
-        body = {"events": [e.to_json() for e in events], "cursor": last}
-        self.finish(json.dumps(body, separators=(",", ":")))
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, tornado.web.HTTPError):
-            return
-        if value is not None:
-            self.lab._report(value)
-
-
-class _Index(_Handler):
-    endpoint = "index"
-
-    def get(self) -> None:
-        visitor = self.get_cookie("visitor")
-        if visitor is None:
-            visitor = str(self.lab.requests["index"])
-            self.set_cookie("visitor", visitor)
-            greeting = f"hello, new visitor {visitor}: your browser will send this cookie back"
-        else:
-            greeting = f"welcome back, visitor {visitor}: you sent me your cookie"
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(
-            f"{greeting}\n"
-            f"{self.lab.source.newest} events so far\n"
-            "GET /poll?since=N, GET /longpoll?since=N&timeout=S, GET /events (SSE), "
-            f"WebSocket {self.lab.ws_url}?since=N\n"
-        )
-
-
-class _Poll(_Handler):
-    endpoint = "poll"
-
-    def get(self) -> None:
-        try:
-            cursor = self.lab.source.check_cursor(self.get_query_argument("since", None))
-            events = self.lab.source.since(cursor)
-        except CursorError as exc:
-            return self.bad_request(exc)
-        self.answer(events, cursor)
-
-
-class _LongPoll(_Handler):
-    endpoint = "longpoll"
-
-    async def get(self) -> None:
-        try:
-            cursor = self.lab.source.check_cursor(self.get_query_argument("since", None))
-            timeout = _timeout_param(self.get_query_argument("timeout", None))
-        except (CursorError, BadParameter) as exc:
-            return self.bad_request(exc)
-        events = await self.lab.hold(cursor, timeout, self.gone)
-        if self.gone.done():
-            return  # the client went away: nobody to answer
-        self.answer(events or [], cursor)
-
-
-class _Stream(_Handler):
-    endpoint = "events"
-
-    async def get(self) -> None:
-        resume = self.request.headers.get("Last-Event-ID")
-        try:
-            if resume is not None:
-                cursor = self.lab.source.check_cursor(resume)
-                self.lab.requests["resumes"] += 1
-            else:
-                cursor = self.lab.source.check_cursor(self.get_query_argument("since", None))
-            limit = _limit_param(self.get_query_argument("limit", None))
-        except (CursorError, BadParameter) as exc:
-            return self.bad_request(exc)
-        sent = 0
-        ending = self.lab._ending  # end_streams() ends the streams open now
-        self.set_header("Content-Type", "text/event-stream")
-        self.set_header("X-Accel-Buffering", "no")
-        # The preamble: reconnect after 1 s if the stream breaks, and the
-        # cursor as an id, so even a client that got no event yet resumes here.
-        self.write(f"retry: 1000\nid: {cursor}\n\n")
-        # Each event is a small write on a long-lived response: without
-        # TCP_NODELAY, Nagle's algorithm and delayed ACKs hold some back ~40 ms.
-        self.request.connection.stream.set_nodelay(True)
-        try:
-            await self.flush()
-            while True:
-                events = await self.lab.hold(cursor, SSE_KEEPALIVE, self.gone, ending=ending)
-                if events is None:
-                    break  # server stopping, streams ended, or the client went away
-                if not events:
-                    self.write(": keep-alive\n\n")
-                for event in events[: None if limit is None else limit - sent]:
-                    self.write(f"id: {event.seq}\ndata: {event.dumps()}\n\n")
-                    cursor = event.seq
-                    sent += 1
-                await self.flush()
-                if limit is not None and sent >= limit:
-                    break  # end the stream: the client reconnects with Last-Event-ID
-        except tornado.iostream.StreamClosedError:
-            return
-        if not self.gone.done():
-            self.finish()
-
-
 # WebSocket side (websockets)
 
 
-def _ws_handlers(lab: LabServer) -> tuple[Any, Any]:
+def _process_request(lab: LabServer) -> Any:
+    """The WebSocket port's check of ``?since=``: the same JSON 400 as the HTTP port's."""
+
     def process_request(connection: ServerConnection, request: Request) -> Response | None:
-        query = parse_qs(urlsplit(request.path).query)
         try:
-            cursor = lab.source.check_cursor(query.get("since", [None])[0])
-        except CursorError as exc:
+            cursor = lab.source.check_cursor(parse_query(urlsplit(request.path).query).get("since"))
+        except (CursorError, BadParameter) as exc:
             lab.requests["ws"] += 1
             body = json.dumps(exc.to_json()).encode()
             headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
@@ -443,28 +310,7 @@ def _ws_handlers(lab: LabServer) -> tuple[Any, Any]:
         connection.cursor = cursor  # type: ignore[attr-defined]
         return None
 
-    async def push(connection: ServerConnection) -> None:
-        lab.requests["ws"] += 1
-        cursor: int = connection.cursor  # type: ignore[attr-defined]
-        closed = asyncio.ensure_future(connection.wait_closed())
-        try:
-            while True:
-                events = await lab.hold(cursor, None, closed)
-                if events is None:
-                    if not closed.done():  # the server is stopping
-                        await connection.close(1001, "server stopping")
-                    break
-                for event in events:
-                    await connection.send(event.dumps())
-                    cursor = event.seq
-        except ConnectionClosed:
-            pass
-        except Exception as exc:  # noqa: BLE001 - report, never lose
-            lab._report(exc)
-        finally:
-            closed.cancel()
-
-    return process_request, push
+    return process_request
 
 
 # Starting
@@ -477,38 +323,73 @@ async def _start(
     clock: Callable[[], float],
     mode: str,
     stop_timeout: float,
+    host: str,
+    max_connections: int,
+    limits: Limits | None,
+    fanout: str,
     ws_kwargs: dict[str, Any],
 ) -> LabServer:
     if source is None:  # not `source or ...`: an empty source is falsy (len 0)
         source = EventSource(seed=seed, clock=clock)
-    lab = LabServer(name=name, source=source, mode=mode, stop_timeout=stop_timeout)
+    lab = LabServer(name=name, source=source, host=host, mode=mode, stop_timeout=stop_timeout)
     loop = asyncio.get_running_loop()
     lab._loop = loop
     lab._stopping = loop.create_future()
     lab._ending = loop.create_future()
-    app = tornado.web.Application(
-        [
-            (r"/", _Index, {"lab": lab}),
-            (r"/poll", _Poll, {"lab": lab}),
-            (r"/longpoll", _LongPoll, {"lab": lab}),
-            (r"/events", _Stream, {"lab": lab}),
-        ],
-        log_function=lambda handler: None,  # no access log in the notebook
-    )
+    http = http_server(lab, max_connections)
     sockets = tornado.netutil.bind_sockets(0, lab.host)
-    http = HTTPServer(app, idle_connection_timeout=60)
     http.add_sockets(sockets)
     lab._http = http
     lab.port = sockets[0].getsockname()[1]
-    process_request, push = _ws_handlers(lab)
-    ws_kwargs.setdefault("close_timeout", min(2.0, stop_timeout))
+    # The WebSocket port: wslab's listener limits (handshake timeout, keepalive,
+    # message size, a bound on what is buffered per client, a connection cap,
+    # the Origin policy: see wslab.limits), then our own check of ?since=.
+    limits = DEFAULT_LIMITS if limits is None else limits
+    if "close_timeout" not in ws_kwargs:
+        limits = limits.replace(close_timeout=max(0.05, min(limits.close_timeout, stop_timeout)))
+    lab.guard = Guard(limits, name=name)
+    lab.pusher = Pusher(lab, fanout)
     try:
-        lab._ws = await ws_serve(push, lab.host, 0, process_request=process_request, **ws_kwargs)
+        kwargs = lab.guard.serve_kwargs(process_request=_process_request(lab), **ws_kwargs)
+        lab._ws = await ws_serve(lab.pusher.handle, lab.host, 0, **kwargs)
     except BaseException:
         http.stop()
+        for sock in sockets:
+            sock.close()
         raise
+    lab.pusher.start()
     lab.ws_port = lab._ws.sockets[0].getsockname()[1]
     return lab
+
+
+def _check_options(host: Any, max_connections: Any, fanout: Any, ws_kwargs: dict[str, Any]) -> None:
+    """Refuse, with what to do instead, what the lab server cannot do."""
+    try:
+        loopback = isinstance(host, str) and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if host == "localhost":
+        raise ValueError(
+            "give the lab server an address, not host='localhost': a browser may resolve localhost to ::1 "
+            "while the server listens on 127.0.0.1; keep the default host='127.0.0.1'"
+        )
+    if not loopback:
+        raise ValueError(
+            f"the lab server listens on a loopback address only, got host={host!r}: on a shared hub "
+            f"every kernel shares one network, and the lab has no access control. Keep the default "
+            f"host='127.0.0.1' (a browser on this computer reaches it; on JupyterHub, through "
+            f"jupyter-server-proxy)"
+        )
+    if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
+        raise ValueError(f"max_connections must be a whole number above 0, got {max_connections!r}")
+    if fanout not in FANOUTS:
+        raise ValueError(f"fanout must be one of {FANOUTS} (see wslab.labpush), got {fanout!r}")
+    for key in ("port", "ws_port", "sock", "ssl"):
+        if key in ws_kwargs:
+            raise TypeError(
+                f"lab_server() takes no {key}= (got {ws_kwargs[key]!r}): the OS picks both ports "
+                f"(port 0); read them back as lab.port and lab.ws_port"
+            )
 
 
 async def lab_server(
@@ -518,6 +399,10 @@ async def lab_server(
     seed: int | None = 0,
     clock: Callable[[], float] = time.time,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    host: str = "127.0.0.1",
+    max_connections: int = MAX_HTTP_CONNECTIONS,
+    limits: Limits | None = None,
+    fanout: str = "broadcast",
     **ws_kwargs: Any,
 ) -> LabServer:
     """Start a lab server on the running loop (task mode); ``lab = await wslab.lab_server()``.
@@ -527,12 +412,20 @@ async def lab_server(
     A lab server already running under ``name`` is stopped first. Pass a
     ``source`` to share an :class:`~wslab.events.EventSource`, else a new
     one seeded with ``seed`` and stamping events with ``clock`` (``time.time``
-    by default) is made. Other keyword arguments go to
+    by default) is made. ``host`` may be another loopback address (``"::1"``),
+    nothing else (:class:`ValueError`); ``max_connections`` caps the HTTP
+    port's open connections; ``limits`` (a :class:`wslab.Limits`) sets the
+    WebSocket port's (``lab.guard`` counts what it refused or closed);
+    ``fanout="each"`` pushes the old way, a task and a ``send()`` per client,
+    to compare with the default ``"broadcast"`` (:mod:`wslab.labpush`).
+    Other keyword arguments go to
     :func:`websockets.asyncio.server.serve` (``compression=None`` refuses
     permessage-deflate; by default it is accepted when a client offers it).
     """
+    _check_options(host, max_connections, fanout, ws_kwargs)
     await release(name)
-    lab = await _start(name, source, seed, clock, "task", stop_timeout, ws_kwargs)
+    lab = await _start(name, source, seed, clock, "task", stop_timeout, host, max_connections, limits, fanout,
+                       ws_kwargs)
     register(lab)
     return lab
 
@@ -544,6 +437,10 @@ def lab_server_in_thread(
     seed: int | None = 0,
     clock: Callable[[], float] = time.time,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    host: str = "127.0.0.1",
+    max_connections: int = MAX_HTTP_CONNECTIONS,
+    limits: Limits | None = None,
+    fanout: str = "broadcast",
     **ws_kwargs: Any,
 ) -> LabServer:
     """Start a lab server on its own loop in a daemon thread (thread mode); no ``await``.
@@ -551,4 +448,9 @@ def lab_server_in_thread(
     Use it when cells block (a blocking socket, ``time.sleep``) or when a
     measuring client runs on another loop. Same arguments as :func:`lab_server`.
     """
-    return start_in_thread(name, lambda: _start(name, source, seed, clock, "thread", stop_timeout, ws_kwargs))
+    _check_options(host, max_connections, fanout, ws_kwargs)
+    return start_in_thread(
+        name,
+        lambda: _start(name, source, seed, clock, "thread", stop_timeout, host, max_connections, limits, fanout,
+                       ws_kwargs),
+    )

@@ -1,0 +1,70 @@
+"""The "why WebSockets" curve (wslab/scaling.py): orderings only, small sizes.
+
+The clients run in a process of their own (raw asyncio HTTP and the websockets
+client, no wslab transport code); the server's CPU is read from the OS. Timings
+are never compared with absolute figures, only with each other.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import wslab
+from wslab.scaling import TRANSPORTS, measure_scaling
+
+from .conftest import seconds
+
+
+@pytest.fixture(scope="module")
+def table():
+    return measure_scaling((4, 24), events=12, mean_gap=0.03, poll_interval=0.2, timeout=seconds(30))
+
+
+def point(table, transport, clients):
+    (found,) = [p for p in table.points if p.transport == transport and p.clients == clients]
+    return found
+
+
+def test_every_client_gets_every_event_once_over_every_transport(table):
+    assert [(p.transport, p.clients) for p in table.points] == [(t, n) for t in TRANSPORTS for n in (4, 24)]
+    for p in table.points:
+        assert (p.lost, p.duplicated) == (0, 0), p
+        assert p.deliveries == p.events * p.clients
+
+
+def test_websocket_costs_the_server_least_per_delivery_and_long_polling_most(table):
+    """Per delivered event: a frame in a buffer < a request answered at once, and a held one re-sent."""
+    ws, long_poll = point(table, "websocket", 24), point(table, "long polling", 24)
+    assert ws.us_per_delivery * 3 < long_poll.us_per_delivery
+    # a long poll answers with what came since the last one (often one event, sometimes two): then asks again
+    assert ws.requests == 0 and long_poll.requests > long_poll.deliveries / 2
+
+
+def test_push_is_faster_than_polling_and_short_polling_waits_about_half_an_interval(table):
+    for n in (4, 24):
+        short = point(table, "short polling", n)
+        assert point(table, "websocket", n).p50_ms < short.p50_ms
+        assert point(table, "long polling", n).p50_ms < short.p50_ms
+        assert 0.2 * 1000 * 0.2 < short.p50_ms < 0.2 * 1000 * 1.5  # interval/2 = 100 ms, roomy bounds
+
+
+def test_more_clients_cost_the_server_more_for_polling(table):
+    for transport in ("short polling", "long polling"):
+        assert point(table, transport, 24).server_cpu_s > point(table, transport, 4).server_cpu_s
+
+
+def test_the_table_and_the_figure_show_every_point(table):
+    assert len(table.rows) == 6 and "server cores" in str(table)
+    fig = wslab.plot_scaling(table)
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    assert "scaling" not in str(wslab.status())
+
+
+def test_nonsense_arguments_are_refused():
+    with pytest.raises(ValueError, match="counts must be positive"):
+        measure_scaling([0])
+    with pytest.raises(ValueError, match="unknown transport"):
+        measure_scaling([1], transports=["carrier pigeon"])
