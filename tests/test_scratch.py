@@ -702,6 +702,7 @@ def test_stopping_with_clients_connected_prints_no_traceback(capfd, caplog):
 
 EMFILE_SCRIPT = """
 import asyncio, resource, sys
+import concurrent.futures.thread  # run_in_executor imports it on first use: not once files run out
 import wslab
 
 async def main():

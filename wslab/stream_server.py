@@ -89,11 +89,8 @@ class _Writer(asyncio.StreamWriter):
         super().write(data)
 
 
-def _count(delta: int) -> int:
-    """Add to the process-wide count of guarded sockets (shared with wslab.limits' Guard)."""
-    with _limits._lock:
-        _limits._open_total += delta
-        return _limits._open_total
+#: Add to the process-wide count of guarded sockets (shared with wslab.limits' Guard).
+_count = _limits.count_open
 
 
 _OUT_OF_FILES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
