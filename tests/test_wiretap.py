@@ -654,3 +654,46 @@ def test_a_full_capture_forgets_closed_connections_of_a_real_tap():
     assert tap.bytes_up == 3000 and tap.bytes_down == 30 * 103
     assert tap.forgotten > 0 and len(tap.conns) + tap.forgotten == 30
     assert tap.held <= tap.max_capture
+
+
+def test_a_tap_at_its_connection_cap_closes_newcomers_at_once_and_serves_again_after():
+    """Issue 14: every listener caps its connections; a relayed one costs two sockets."""
+    from wslab import limits
+
+    async def main():
+        target = CountingServer(echo=True)
+        addr = await target.start()
+        tap = await wslab.wiretap(addr, name="capped")
+        tap.max_connections = 3
+        before = limits.open_connections()
+        held = [await asyncio.open_connection("127.0.0.1", tap.port) for _ in range(3)]
+        for reader, writer in held:  # each is relayed: an echo comes back
+            writer.write(b"hi")
+            assert await asyncio.wait_for(reader.readexactly(2), seconds(5)) == b"hi"
+        assert limits.open_connections() == before + 6
+        reader, writer = await asyncio.open_connection("127.0.0.1", tap.port)
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+            writer.write(b"x")
+            await asyncio.wait_for(reader.readexactly(1), seconds(5))
+        writer.close()
+        assert tap.refused == 1
+        held[0][1].close()
+        for _ in range(200):  # bounded: the relay ends when its client goes
+            if len(tap._tasks) < 3:
+                break
+            await asyncio.sleep(0.01)
+        reader, writer = await asyncio.open_connection("127.0.0.1", tap.port)
+        writer.write(b"ok")
+        assert await asyncio.wait_for(reader.readexactly(2), seconds(5)) == b"ok"
+        writer.close()
+        for _, w in held[1:]:
+            w.close()
+        await tap.aclose()
+        target.server.close()
+        for _ in range(200):
+            if limits.open_connections() == before:
+                break
+            await asyncio.sleep(0.01)
+        assert limits.open_connections() == before
+
+    run(main(), timeout=20)

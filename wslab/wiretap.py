@@ -38,6 +38,12 @@ Closing propagates: an EOF from one side becomes ``write_eof()`` on the other
 (half-close); a reset or an error on one side aborts the other. When the
 target refuses the connection, the client's connection is closed at once.
 
+Every relayed connection holds two sockets: past ``MAX_CONNECTIONS`` at once,
+or when the process's guarded sockets reach :func:`wslab.limits.fd_budget`
+(the count every wslab listener shares), a newcomer is closed at once with a
+``!`` note, before the tap dials the target, so a flood of idle connections
+through a tap cannot use up the process's file descriptors.
+
 What must never happen: a tap that cannot be stopped (``stop()`` closes the
 listener and aborts every relayed connection, bounded in time), a tap that
 holds unbounded memory (``max_capture`` bounds payload and bookkeeping, then
@@ -56,6 +62,7 @@ import time
 from typing import Any, Awaitable
 from urllib.parse import urlsplit
 
+from . import limits as _limits
 from . import servers
 from .capture import DEFAULT_MAX_CAPTURE, DOWN, ERROR, STATE, UP, Capture, Chunk, Connection, View, load
 from .link import Link, Pipe, Shaper, resolve as _resolve_link
@@ -94,6 +101,10 @@ def _parse_target(target: Any) -> tuple[str, str, int, str]:
     if parts.query:
         path += "?" + parts.query
     return parts.scheme, parts.hostname, port, path
+
+
+#: Relayed connections one tap holds at once (each costs two sockets).
+MAX_CONNECTIONS = 512
 
 
 class Tap(Capture, Background):
@@ -137,6 +148,8 @@ class Tap(Capture, Background):
         self.host = "127.0.0.1"
         self.port = 0
         self.connect_timeout = connect_timeout
+        self.max_connections = MAX_CONNECTIONS
+        self.refused = 0  # newcomers closed at once: too many connections (see the design note)
         self.started = time.time()
         self.errors: list[BaseException] = []
         th = f"[{target_host}]" if ":" in target_host else target_host
@@ -309,10 +322,23 @@ class Tap(Capture, Background):
 
 async def _start(tap: Tap) -> Tap:
     def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        full = len(tap._tasks) >= tap.max_connections
+        if not full and _limits.count_open(+2) > _limits.fd_budget():
+            _limits.count_open(-2)
+            full = True
+        if full:
+            tap.refused += 1
+            if tap.refused == 1 or tap.refused % 100 == 0:
+                print(f"! wiretap {tap.name!r}: {len(tap._tasks)} connections open (at most "
+                      f"{tap.max_connections}, and the process's file budget): refused a newcomer "
+                      f"({tap.refused} so far)", file=sys.stderr, flush=True)
+            writer.transport.abort()
+            return
         tap._transports.add(writer.transport)  # now, so a stop before the task runs still closes it
         task = asyncio.ensure_future(tap._relay(reader, writer))
         tap._tasks.add(task)
         task.add_done_callback(tap._tasks.discard)
+        task.add_done_callback(lambda _task: _limits.count_open(-2))
 
     tap._server = await asyncio.start_server(accept, tap.host, 0)
     tap._loop = asyncio.get_running_loop()
