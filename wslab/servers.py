@@ -354,9 +354,9 @@ def _check_handler(handler: Any) -> None:
     if len(required) >= 2:
         names = ", ".join(p.name for p in required)
         raise TypeError(
-            f"handler({names}) takes {len(required)} arguments, but websockets >= 13 "
-            f"calls handler(connection) with one. The legacy (websocket, path) "
-            f"signature is gone: write `async def handler(connection):` and read the "
+            f"handler({names}) takes {len(required)} arguments, but websockets >= 14 "
+            f"(its new asyncio implementation, the default since 14.0) calls handler(connection) "
+            f"with one. The legacy (websocket, path) signature is gone: write `async def handler(connection):` and read the "
             f"path from connection.request.path"
         )
     if not (
