@@ -535,3 +535,22 @@ def test_the_first_browser_client_is_fast_and_never_imports_jupyter_server():
     # CPU time is what the call costs (about 15 ms here); wall time also pays for the shared machine's load.
     assert float(cpu) < 0.3
     assert float(wall) < seconds(1)
+
+
+def test_a_page_that_floods_the_push_channel_cannot_grow_received_without_bound():
+    async def main():
+        chan = await wslab.push_channel(name="b-flood", keep=100)
+        async with connect(chan.url) as ws:
+            await asyncio.wait_for(ws.recv(), seconds(5))  # the greeting
+            for i in range(1000):
+                await ws.send(f"m{i}")
+            last = None
+            async with asyncio.timeout(seconds(10)):
+                while last != "m999":
+                    last = await chan.next_message()
+        return [text for _, text in chan.received]
+
+    received = arun(main())
+    assert received == [f"m{i}" for i in range(900, 1000)]
+    with pytest.raises(ValueError, match="keep"):
+        wb.PushChannel(keep=0)

@@ -472,8 +472,8 @@ class PushChannel:
     """A WebSocket server that pushes what Python says to every page connected.
 
     It greets each client first (so the page knows it is really connected),
-    replays the last ``replay`` pushes to newcomers, keeps what pages send in
-    :attr:`received`, and serves a page with the client at
+    replays the last ``replay`` pushes to newcomers, keeps the last ``keep``
+    messages pages sent in :attr:`received`, and serves a page with the client at
     ``http://127.0.0.1:<port>/``. Make one with :func:`push_channel` (on the
     notebook's loop) or :func:`push_channel_in_thread`.
 
@@ -483,11 +483,16 @@ class PushChannel:
 
     client_format = "text"
 
-    def __init__(self, *, greeting: str = "hello from the kernel", replay: int = 20) -> None:
+    def __init__(
+        self, *, greeting: str = "hello from the kernel", replay: int = 20, keep: int = 10_000
+    ) -> None:
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be a whole number of messages, at least 1, got {keep!r}")
         self.greeting = greeting
         self.pushed: deque[str] = deque(maxlen=replay)
-        #: What pages sent, oldest first: (time.time(), text).
+        #: What pages sent, oldest first: (time.time(), text); the newest ``keep`` only.
         self.received: list[tuple[float, str]] = []
+        self.keep = keep
         self.server: Server | None = None
         self._clients: set[ServerConnection] = set()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[str]]] = []
@@ -525,6 +530,10 @@ class PushChannel:
                 text = message if isinstance(message, str) else f"(binary, {len(message)} bytes)"
                 with self._lock:
                     self.received.append((time.time(), text))
+                    if len(self.received) > self.keep:  # a page that floods cannot grow it without bound
+                        extra = len(self.received) - self.keep
+                        del self.received[:extra]
+                        self._taken = max(0, self._taken - extra)
                     waiters, self._waiters = self._waiters, []
                 for loop, future in waiters:
                     loop.call_soon_threadsafe(_resolve, future, text)
@@ -592,13 +601,13 @@ async def push_channel(name: str = "push", **kwargs: Any) -> PushChannel:
     ``chan = await wslab.push_channel()``; other keyword arguments go to
     :func:`wslab.serve`.
     """
-    channel = PushChannel(**{k: kwargs.pop(k) for k in ("greeting", "replay") if k in kwargs})
+    channel = PushChannel(**{k: kwargs.pop(k) for k in ("greeting", "replay", "keep") if k in kwargs})
     channel.server = await serve(channel.handler, name, process_request=channel.process_request, **kwargs)
     return channel
 
 
 def push_channel_in_thread(name: str = "push", **kwargs: Any) -> PushChannel:
     """Start a :class:`PushChannel` on its own loop in a thread (see :func:`wslab.serve_in_thread`)."""
-    channel = PushChannel(**{k: kwargs.pop(k) for k in ("greeting", "replay") if k in kwargs})
+    channel = PushChannel(**{k: kwargs.pop(k) for k in ("greeting", "replay", "keep") if k in kwargs})
     channel.server = serve_in_thread(channel.handler, name, process_request=channel.process_request, **kwargs)
     return channel
