@@ -46,7 +46,7 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import wslab  # noqa: E402
-from wslab.chat import _StampedConnection, raise_fd_limit  # noqa: E402
+from wslab.fanout import _StampedConnection, raise_fd_limit  # noqa: E402
 
 PING = bytes([0x89, 0x80 | 125]) + b"\0\0\0\0" + b"p" * 125
 

@@ -183,7 +183,7 @@ class ClientProcess:
 def _client_main(conn: Any, max_clients: int) -> None:
     """The child process: light clients on a loop of its own (module-level: "spawn" imports it)."""
     try:
-        from .chat import raise_fd_limit
+        from .fanout import raise_fd_limit
 
         raise_fd_limit(max_clients + 256)
         conn.send(("hello", os.getpid()))
@@ -455,7 +455,7 @@ def measure_scaling(
     duplicated deliveries.
     """
     from . import QUICK
-    from .chat import raise_fd_limit
+    from .fanout import raise_fd_limit
     from .labserver import lab_server_in_thread
 
     counts = [int(n) for n in (counts or ((5, 20, 50) if QUICK else (10, 100, 500)))]
