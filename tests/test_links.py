@@ -70,8 +70,8 @@ def test_a_repository_file_named_in_a_lesson_is_a_link(path):
 def test_chromium_opens_every_link_of_every_lesson_in_jupyterlab(page, tmp_path):
     """Click each relative link in the rendered lessons; JupyterLab opens that file."""
     root = tmp_path / "repo"
-    for part in ("notebooks", "wslab", "instructor"):
-        shutil.copytree(ROOT / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("notebooks", "wslab", "instructor", "tests", "benchmarks"):
+        shutil.copytree(ROOT / part, root / part, ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
     shutil.copy(ROOT / "README.md", root / "README.md")
     # Render every cell (no windowing), so every link is in the page.
     settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
