@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import socket
 import struct
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ __all__ = [
     "Eof",
     "Unreachable",
     "short",
+    "printable",
     "OPCODE_NAMES",
     "MAX_SERVER_FRAME",
     "CONT",
@@ -132,6 +134,18 @@ def short(data: bytes | str, limit: int = 24) -> str:
     if len(data) <= limit and (not data or data.isascii()):
         return repr(data)
     return f"{len(data):,} bytes ({data[:4].hex(' ')} ...)"
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character shown as an escape (``\\x00``, ``\\x1b``).
+
+    What a server sends ends up in reports, terminals and JUnit XML: a NUL
+    or an ANSI escape there must be seen, not obeyed (RFC 9110 5.5 forbids
+    them in header values anyway).
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class Failed(Exception):
@@ -325,15 +339,18 @@ class Probe:
         head = await self.readuntil(b"\r\n\r\n")
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
         parts = status_line.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise Failed(f"the response does not start with an HTTP status line: {status_line!r}")
+        # RFC 9112 4: status-line = HTTP-version SP status-code SP [ reason-phrase ], status-code = 3DIGIT
+        # (ASCII digits only: str.isdigit() also takes '²', and int() refuses 4,301 digits).
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or re.fullmatch("[0-9]{3}", parts[1]) is None:
+            raise Failed(f"the response does not start with an HTTP status line (RFC 9112 4: "
+                         f"HTTP/1.1, a space, a 3-digit status code): {short(status_line, 60)}")
         headers: dict[str, str] = {}
         for line in header_lines:
             if ":" in line:
                 name, value = line.split(":", 1)
-                name = name.strip().lower()
-                headers[name] = f"{headers[name]}, {value.strip()}" if name in headers else value.strip()
-        return int(parts[1]), parts[2] if len(parts) > 2 else "", headers
+                name, value = printable(name.strip().lower()), printable(value.strip())
+                headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        return int(parts[1]), printable(parts[2]) if len(parts) > 2 else "", headers
 
     async def open(self) -> tuple[str, dict[str, str]]:
         """Connect and complete the opening handshake (RFC 6455 section 4).
