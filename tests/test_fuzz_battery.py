@@ -150,6 +150,7 @@ class FuzzServer:
         self.rng = random.Random(seed)
         self.connections = 0
         self.server: asyncio.base_events.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -157,6 +158,16 @@ class FuzzServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.tasks.add(asyncio.current_task())
+        try:
+            await self._answer(reader, writer)
+        except asyncio.CancelledError:
+            pass  # the test is over: aclose() stops the connections still open
+        finally:
+            writer.close()
+            self.tasks.discard(asyncio.current_task())
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         rng = random.Random(self.rng.getrandbits(64))
         try:
             async with asyncio.timeout(seconds(1)):
@@ -184,12 +195,15 @@ class FuzzServer:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         except (TimeoutError, ConnectionError, OSError):
             pass
-        finally:
-            writer.close()
 
     async def aclose(self) -> None:
         if self.server is not None:
             self.server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=seconds(2))
+        if self.server is not None:
             await self.server.wait_closed()
 
 
