@@ -286,3 +286,51 @@ def test_an_odd_status_line_is_a_failed_case_with_a_message_never_a_crash(status
     shown = str(report) + report.to_json()
     assert "\x00" not in shown and "\x1b" not in shown
     ET.fromstring(report.to_junit())
+
+
+def test_a_server_that_floods_costs_the_battery_bounded_memory():
+    """Pongs sent in a loop (5.5.3 allows unsolicited pongs, not a flood): reading pauses, memory stays bounded."""
+    from wslab.battery import wire
+
+    flood = (b"\x8a\x7d" + bytes(125)) * 4096  # 4,096 unsolicited 125-byte pongs per write
+
+    async def go() -> tuple[int, int, battery.Report]:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            request = await reader.readuntil(b"\r\n\r\n")
+            key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key"))
+            writer.write(valid_head(key))
+            try:
+                for _ in range(2_000):  # 1 GiB at most, far more than the battery may buffer
+                    writer.write(flood)
+                    await writer.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        probe = wire.Probe("127.0.0.1", port, "/")
+        try:
+            await probe.open()
+            # Nobody reads frames: the probe fills its queue and buffer, then stops reading.
+            async with asyncio.timeout(seconds(10)):
+                while probe.frames.qsize() < wire.FRAMES_AHEAD or len(probe.buffer) < wire.BUFFER_LIMIT:
+                    assert len(probe.buffer) <= wire.BUFFER_LIMIT + wire.READ_SIZE
+                    await asyncio.sleep(0.005)  # polling a condition, bounded by the timeout
+            for _ in range(20):  # full, and it stays full: the flood waits in the kernel, not here
+                await asyncio.sleep(0.005)
+                assert len(probe.buffer) <= wire.BUFFER_LIMIT + wire.READ_SIZE
+            buffered, queued = len(probe.buffer), probe.frames.qsize()
+        finally:
+            await probe.aclose()
+        report = await battery.check_server(f"ws://127.0.0.1:{port}/", timeout=seconds(0.5),
+                                            cases=["ping -> pong", "ping inside a fragmented message"])
+        server.close()
+        return buffered, queued, report
+
+    buffered, queued, report = run(go(), timeout=30)
+    assert queued == wire.FRAMES_AHEAD and wire.BUFFER_LIMIT <= buffered <= wire.BUFFER_LIMIT + wire.READ_SIZE
+    assert report.failed == ["ping inside a fragmented message", "ping -> pong"]
+    assert all("no answer within" in r.happened for r in report.results), [r.happened for r in report.results]
