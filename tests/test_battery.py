@@ -368,6 +368,20 @@ def test_junit_output_has_one_testcase_per_case_and_fails_musts_only(raw_in_thre
     capsys.readouterr()
 
 
+def test_only_a_bad_url_is_an_argument_error(monkeypatch, capsys):
+    """Exit 2 with usage for a url the battery cannot speak to; a bug inside the battery is not disguised as one."""
+    with pytest.raises(SystemExit) as exit_:
+        battery.main(["http://127.0.0.1:1/"])
+    assert exit_.value.code == 2 and "plain ws:// only" in capsys.readouterr().err
+
+    async def broken(*args, **kwargs):
+        raise ValueError("a bug in a case")
+
+    monkeypatch.setattr(battery.cli, "check_server", broken)
+    with pytest.raises(ValueError, match="a bug in a case"):
+        battery.main(["ws://127.0.0.1:1/"])
+
+
 def test_junit_for_an_unreachable_server_is_one_error(tmp_path, capsys):
     path = tmp_path / "battery.xml"
     assert battery.main([f"ws://127.0.0.1:{_free_port()}/", "--junit", str(path)]) == 2

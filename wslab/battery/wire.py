@@ -187,7 +187,7 @@ class ServerFrame:
         return self.opcode >= 0x8
 
     def __str__(self) -> str:
-        name = OPCODE_NAMES.get(self.opcode, f"opcode 0x{self.opcode:x}")
+        name = OPCODE_NAMES.get(self.opcode, f"reserved-opcode 0x{self.opcode:x}")
         if self.opcode == CLOSE:
             code, reason = parse_close(self.payload)
             if code is not None:
