@@ -12,7 +12,7 @@ of every size), and then a FIN, a reset, or silence until the case's timeout.
 Whatever comes, ``check_server`` must return: no exception out of it, no
 hang, one verdict per case (a MUST failure with a message is fine), and a
 report that renders as text, JSON and well-formed JUnit XML. The run is
-bounded by a deadline (``seconds(6)``) and a count of rounds.
+bounded by a deadline (``seconds(5)``) and a count of rounds.
 """
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ async def fuzz(seed: int, budget: float) -> tuple[int, int]:
 
 def test_battery_gives_every_case_a_verdict_whatever_a_server_sends():
     """No exception, no hang, a verdict per case and a renderable report against random and mutated bytes."""
-    rounds, connections = run(fuzz(SEED, seconds(6)), timeout=30)
+    rounds, connections = run(fuzz(SEED, seconds(5)), timeout=30)
     assert rounds >= 1 and connections >= len(battery.CASES)
 
 
