@@ -51,6 +51,8 @@ __all__ = [
     "printable",
     "OPCODE_NAMES",
     "MAX_SERVER_FRAME",
+    "BUFFER_LIMIT",
+    "FRAMES_AHEAD",
     "CONT",
     "TEXT",
     "BINARY",
