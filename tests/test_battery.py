@@ -368,6 +368,20 @@ def test_junit_output_has_one_testcase_per_case_and_fails_musts_only(raw_in_thre
     capsys.readouterr()
 
 
+def test_only_a_bad_url_is_an_argument_error(monkeypatch, capsys):
+    """Exit 2 with usage for a url the battery cannot speak to; a bug inside the battery is not disguised as one."""
+    with pytest.raises(SystemExit) as exit_:
+        battery.main(["http://127.0.0.1:1/"])
+    assert exit_.value.code == 2 and "plain ws:// only" in capsys.readouterr().err
+
+    async def broken(*args, **kwargs):
+        raise ValueError("a bug in a case")
+
+    monkeypatch.setattr(battery.cli, "check_server", broken)
+    with pytest.raises(ValueError, match="a bug in a case"):
+        battery.main(["ws://127.0.0.1:1/"])
+
+
 def test_junit_for_an_unreachable_server_is_one_error(tmp_path, capsys):
     path = tmp_path / "battery.xml"
     assert battery.main([f"ws://127.0.0.1:{_free_port()}/", "--junit", str(path)]) == 2
@@ -440,7 +454,7 @@ def make_read_frame(*, check_mask=True, check_size_first=True, check_control=Tru
             (n,) = struct.unpack("!H", await reader.readexactly(2))
         elif n == 127:
             (n,) = struct.unpack("!Q", await reader.readexactly(8))
-        if check_control and opcode >= 8 and n > 125:
+        if check_control and opcode >= 8 and (n > 125 or not fin):
             raise ProtocolViolation(1002)
         if check_size_first and n > max_size:
             raise ProtocolViolation(1009)
@@ -467,6 +481,40 @@ def test_check_read_frame_passes_a_correct_reader():
 def test_check_read_frame_names_the_rule_a_reader_misses(bug, message):
     with pytest.raises(wslab.CheckFailed, match=message):
         run(battery.check_read_frame(make_read_frame(**bug), 2**20, timeout=seconds(0.5)))
+
+
+def test_check_read_frame_catches_a_reader_that_accepts_a_fragmented_ping():
+    """RFC 6455 5.5: control frames MUST NOT be fragmented; exercise 6.2 lists it."""
+
+    async def no_fin_check(reader, max_size):
+        fin, opcode, payload = await make_read_frame(check_control=False)(reader, max_size)
+        if opcode in (0x3,) or (opcode >= 8 and len(payload) > 125):
+            raise ProtocolViolation(1002)
+        return fin, opcode, payload
+
+    with pytest.raises(wslab.CheckFailed, match="ping without FIN"):
+        run(battery.check_read_frame(no_fin_check, 2**20, timeout=seconds(0.5)))
+
+
+def test_check_read_frame_names_the_valid_frame_a_reader_raises_on():
+    async def refuses_continuations(reader, max_size):
+        fin, opcode, payload = await make_read_frame()(reader, max_size)
+        if opcode == 0:
+            raise ProtocolViolation(1002)
+        return fin, opcode, payload
+
+    with pytest.raises(wslab.CheckFailed, match="two frames of a fragmented message.*this frame is valid"):
+        run(battery.check_read_frame(refuses_continuations, 2**20))
+
+
+def test_check_handshake_response_names_the_request_its_function_raised_on():
+    def no_key_crashes(request):
+        if b"sec-websocket-key" not in request.lower():
+            raise KeyError("sec-websocket-key")
+        return respond(request)
+
+    with pytest.raises(wslab.CheckFailed, match="without Sec-WebSocket-Key.*raised KeyError"):
+        battery.check_handshake_response(no_key_crashes)
 
 
 def test_check_read_frame_catches_a_reader_that_ignores_the_mask():

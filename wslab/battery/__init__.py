@@ -31,7 +31,7 @@ does not prove conformance: RFC 6455 has more rules than a few dozen
 connections can probe (every close code, every UTF-8 edge, extensions,
 subprotocols, timing under load). The Autobahn TestSuite
 (https://github.com/crossbario/autobahn-testsuite) is the industry's full
-conformance run, with some 500 cases.
+conformance run, with "over 500 test cases" (its own description).
 
 Which library breaks which MUST (pinned by ``tests/test_battery_zoo.py``)
 -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from .runner import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, check_server
+from .runner import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, _target, check_server
 
 __all__ = ["main"]
 
@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("url", help="the server's ws:// url, e.g. ws://127.0.0.1:8765/")
     parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE,
                         help=f"the server's message size limit in bytes (default {DEFAULT_MAX_SIZE}): "
-                             f"messages over it must be refused; 0 skips the oversized case")
+                             f"messages over it must be refused; 0 means no limit: every message must come back, "
+                             f"and the oversized case is skipped")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help=f"seconds per case (default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -38,9 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_size < 0:
         parser.error(f"--max-size {args.max_size} is negative: give the limit in bytes, or 0 to skip")
     try:
-        report = asyncio.run(check_server(args.url, max_size=args.max_size or None, timeout=args.timeout))
+        _target(args.url)  # a bad url is an argument error; nothing else the battery raises is
     except ValueError as exc:
         parser.error(str(exc))
+    report = asyncio.run(check_server(args.url, max_size=args.max_size or None, timeout=args.timeout))
     print(report.to_json(indent=2) if args.json else report)
     if args.junit is not None:
         args.junit.write_text(report.to_junit(), encoding="utf-8")

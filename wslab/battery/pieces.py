@@ -45,7 +45,7 @@ def check_handshake_response(respond: Callable[[bytes], bytes]) -> None:
         client = ClientProtocol(parse_uri("ws://127.0.0.1:8765/chat"))
         client.send_request(client.connect())
         request = rewrite(b"".join(client.data_to_send()))
-        answer = respond(request)
+        answer = _answer(respond, request, f"the websockets client's request{what}")
         check(isinstance(answer, (bytes, bytearray)),
               f"the answer was {type(answer).__name__}; return bytes, e.g. text.encode()")
         client.receive_data(bytes(answer))
@@ -65,7 +65,10 @@ def check_handshake_response(respond: Callable[[bytes], bytes]) -> None:
         ("a request with Sec-WebSocket-Version: 25, a version nobody speaks",
          request.replace(b"sec-websocket-version: 13", b"sec-websocket-version: 25"), 426),
     ]:
-        refusal = bytes(respond(bad))
+        refusal = _answer(respond, bad, what)
+        check(isinstance(refusal, (bytes, bytearray)),
+              f"for {what}, the answer was {type(refusal).__name__}; return bytes, e.g. text.encode()")
+        refusal = bytes(refusal)
         head = refusal.split(b"\r\n\r\n", 1)[0].decode("latin-1")
         line = head.split("\r\n", 1)[0]
         check(line.startswith(f"HTTP/1.1 {status} "),
@@ -88,7 +91,7 @@ async def check_read_frame(
     Frames made by the websockets library (and the RFC's examples) go into an
     :class:`asyncio.StreamReader`; each must come back unmasked. Frames that
     break the rules must raise an exception whose ``.code`` is the close code
-    (1002 unmasked / reserved bits / reserved opcode / long control frame, 1009 over
+    (1002 unmasked / reserved bits / reserved opcode / long or fragmented control frame, 1009 over
     ``max_size``, before reading the payload). Raises :class:`wslab.CheckFailed`.
     """
     from websockets.frames import Frame as WsFrame
@@ -124,6 +127,11 @@ async def check_read_frame(
             except asyncio.IncompleteReadError as exc:
                 raise CheckFailed(f"for {what}, read_frame() read past the frame: it wanted "
                                   f"{exc.expected} more bytes but only {len(exc.partial)} were left") from None
+            except NotImplementedError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a valid frame must not raise
+                raise CheckFailed(f"for {what}, read_frame() raised {type(exc).__name__}({exc}); "
+                                  f"this frame is valid: return (fin, opcode, payload)") from exc
             got.append((bool(fin), int(opcode), bytes(payload)))
         if got != expected:
             raise CheckFailed(f"for {what}, read_frame() returned {_short_list(got)}; expected {_short_list(expected)}")
@@ -135,6 +143,7 @@ async def check_read_frame(
         ("a frame with the reserved opcode 0x3", encode_frame(0x3, b"?"), 1002, True),
         ("a text frame with RSV1 set and no extension negotiated", encode_frame(TEXT, b"x", rsv=0b100), 1002, True),
         ("a ping of 126 bytes (control frames carry at most 125)", encode_frame(PING, b"x" * 126), 1002, True),
+        ("a ping without FIN (control frames are never fragmented)", encode_frame(PING, b"x", fin=False), 1002, True),
         (f"a frame that announces {max_size + 1:,} bytes (max_size {max_size:,})", header_only, 1009, False),
     ]
     for what, data, code, eof in bad:
@@ -157,6 +166,17 @@ async def check_read_frame(
             continue
         raise CheckFailed(f"for {what}, read_frame() returned {_short_list([got])}; expected it to raise "
                           f"wslab.ProtocolError('...', code={code})")
+
+
+def _answer(respond: Callable[[bytes], Any], request: bytes, what: str) -> Any:
+    """``respond(request)``; an exception other than the stub's names the request that caused it."""
+    try:
+        return respond(request)
+    except NotImplementedError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the learner's bug, shown with the request
+        raise CheckFailed(f"for {what}, handshake_response() raised {type(exc).__name__}({exc}): "
+                          f"it must return an answer (101, 400 or 426) for every request") from exc
 
 
 def _short_list(frames: Sequence[Any]) -> str:

@@ -14,13 +14,33 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
+import re
+from xml.sax.saxutils import escape as _escape
+from xml.sax.saxutils import quoteattr as _quoteattr
 
 from ..checks import CheckFailed
 from ..display import Table
 from .case import MUST, SHOULD, USUAL, Note, Rule
 
 __all__ = ["CaseResult", "Report", "MARKS"]
+
+# Characters XML 1.0 cannot hold at all, even escaped (NUL, most C0 controls, lone surrogates).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_safe(text: str) -> str:
+    return _NOT_XML.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def escape(text: str) -> str:
+    """XML text: escaped, and any character XML cannot hold shown as ``\\xNN``."""
+    return _escape(_xml_safe(text))
+
+
+def quoteattr(text: str) -> str:
+    """An XML attribute value, quoted, as :func:`escape`."""
+    return _quoteattr(_xml_safe(text))
+
 
 MARKS = {"pass": "✓", "fail": "✗", SHOULD: "!", USUAL: "~", "skipped": "-"}
 

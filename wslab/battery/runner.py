@@ -55,7 +55,7 @@ async def run_case(case: Case, host: str, port: int, path: str, settings: Settin
     except TimeoutError:
         held, happened = False, f"no answer within {settings.timeout:g} s"
         if probe.seen:
-            happened += f" (received only: {', '.join(probe.seen[-3:])})"
+            happened += f" (received only: {', '.join(probe.seen)})"
     except Unreachable as exc:
         held, happened, unreachable = False, str(exc), True
     except Failed as exc:

@@ -20,13 +20,19 @@ Design note
   bits); each oddity is written down in :attr:`Probe.violations` and only
   the case named after that rule fails for it. A server's pings are answered
   and its pongs skipped wherever a case reads (RFC 6455 5.5.2 "MAY", 5.5.3).
+* **Bounded memory.** Reading pauses once :data:`BUFFER_LIMIT` bytes wait
+  unparsed (unless a frame being read needs more) and decoding pauses once
+  :data:`FRAMES_AHEAD` frames wait unread: a server that floods the battery
+  fails its case on time without growing the grader's memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import os
+import re
 import socket
 import struct
 from dataclasses import dataclass
@@ -42,8 +48,11 @@ __all__ = [
     "Eof",
     "Unreachable",
     "short",
+    "printable",
     "OPCODE_NAMES",
     "MAX_SERVER_FRAME",
+    "BUFFER_LIMIT",
+    "FRAMES_AHEAD",
     "CONT",
     "TEXT",
     "BINARY",
@@ -70,6 +79,11 @@ OPCODE_NAMES = {CONT: "continuation", TEXT: "text", BINARY: "binary", CLOSE: "cl
 
 #: What the battery reads at most per socket read, in bytes.
 READ_SIZE = 256 * 1024
+
+#: Bytes read ahead of what a case consumed, and frames decoded ahead, before reading pauses: a server
+#: that floods (pongs, pings, echoes in a loop) costs bounded memory, whatever the case's timeout.
+BUFFER_LIMIT = 4 * 2**20
+FRAMES_AHEAD = 1024
 
 
 def encode_frame(
@@ -134,6 +148,18 @@ def short(data: bytes | str, limit: int = 24) -> str:
     return f"{len(data):,} bytes ({data[:4].hex(' ')} ...)"
 
 
+def printable(text: str) -> str:
+    """``text`` with every control character shown as an escape (``\\x00``, ``\\x1b``).
+
+    What a server sends ends up in reports, terminals and JUnit XML: a NUL
+    or an ANSI escape there must be seen, not obeyed (RFC 9110 5.5 forbids
+    them in header values anyway).
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class Failed(Exception):
     """A case failed; the message says what happened."""
 
@@ -163,7 +189,7 @@ class ServerFrame:
         return self.opcode >= 0x8
 
     def __str__(self) -> str:
-        name = OPCODE_NAMES.get(self.opcode, f"opcode 0x{self.opcode:x}")
+        name = OPCODE_NAMES.get(self.opcode, f"reserved-opcode 0x{self.opcode:x}")
         if self.opcode == CLOSE:
             code, reason = parse_close(self.payload)
             if code is not None:
@@ -189,13 +215,17 @@ class Probe:
         self.buffer = bytearray()
         self.closed: str | None = None  # why the read side ended: "eof" or the error
         self._wake = asyncio.Event()
+        self._room = asyncio.Event()  # set while the buffer is under BUFFER_LIMIT (or a read needs more)
+        self._room.set()
+        self._need = 0  # bytes a read is waiting for
         self._reader: asyncio.Task[None] | None = None
         self._pump: asyncio.Task[None] | None = None
-        self.frames: asyncio.Queue[ServerFrame | BaseException] = asyncio.Queue()
+        self.frames: asyncio.Queue[ServerFrame | BaseException] = asyncio.Queue(FRAMES_AHEAD)
         self.answered = asyncio.Event()  # a data or close frame came, or TCP closed
         self.write_error: OSError | None = None
         self.mid_frame = False  # True once a frame was left half written: send nothing more
-        self.seen: list[str] = []  # every frame a case read, for "no answer" reports
+        self.seen: collections.deque[str] = collections.deque(maxlen=3)  # the last frames read, for reports
+        self.frames_seen = 0  # how many frames the case read
         self.violations: list[tuple[str, str]] = []
 
     # TCP
@@ -218,6 +248,9 @@ class Probe:
         loop = asyncio.get_running_loop()
         try:
             while True:
+                while len(self.buffer) >= max(BUFFER_LIMIT, self._need):
+                    self._room.clear()
+                    await self._room.wait()
                 data = await loop.sock_recv(self.sock, READ_SIZE)
                 if not data:
                     self.closed = "eof"
@@ -238,9 +271,14 @@ class Probe:
         while len(self.buffer) < n:
             if self.closed is not None:
                 raise Eof(self.closed)
+            self._need = n
+            self._room.set()
             await self._wait()
+        self._need = 0
         data = bytes(self.buffer[:n])
         del self.buffer[:n]
+        if len(self.buffer) < BUFFER_LIMIT:
+            self._room.set()
         return data
 
     async def readuntil(self, separator: bytes, limit: int = 65536) -> bytes:
@@ -250,7 +288,11 @@ class Probe:
             if self.closed is not None:
                 got = f": {short(bytes(self.buffer), 60)}" if self.buffer else ""
                 raise Failed(f"the server closed the connection without an HTTP response{got}")
+            self._need = len(self.buffer) + 1
+            self._room.set()
             await self._wait()
+        self._need = 0
+        self._room.set()
         end += len(separator)
         data = bytes(self.buffer[:end])
         del self.buffer[:end]
@@ -325,15 +367,18 @@ class Probe:
         head = await self.readuntil(b"\r\n\r\n")
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
         parts = status_line.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise Failed(f"the response does not start with an HTTP status line: {status_line!r}")
+        # RFC 9112 4: status-line = HTTP-version SP status-code SP [ reason-phrase ], status-code = 3DIGIT
+        # (ASCII digits only: str.isdigit() also takes '²', and int() refuses 4,301 digits).
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or re.fullmatch("[0-9]{3}", parts[1]) is None:
+            raise Failed(f"the response does not start with an HTTP status line (RFC 9112 4: "
+                         f"HTTP/1.1, a space, a 3-digit status code): {short(status_line, 60)}")
         headers: dict[str, str] = {}
         for line in header_lines:
             if ":" in line:
                 name, value = line.split(":", 1)
-                name = name.strip().lower()
-                headers[name] = f"{headers[name]}, {value.strip()}" if name in headers else value.strip()
-        return int(parts[1]), parts[2] if len(parts) > 2 else "", headers
+                name, value = printable(name.strip().lower()), printable(value.strip())
+                headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        return int(parts[1]), printable(parts[2]) if len(parts) > 2 else "", headers
 
     async def open(self) -> tuple[str, dict[str, str]]:
         """Connect and complete the opening handshake (RFC 6455 section 4).
@@ -357,11 +402,10 @@ class Probe:
                 frame = await self._read_frame()
                 if frame.opcode not in (PING, PONG):
                     self.answered.set()
-                self.frames.put_nowait(frame)
-        except Eof as exc:
-            self.frames.put_nowait(exc)
-        except Exception as exc:  # noqa: BLE001 - handed to the case that reads
-            self.frames.put_nowait(exc)
+                await self.frames.put(frame)  # waits while FRAMES_AHEAD frames are unread
+        except Exception as exc:  # noqa: BLE001 - Eof or a bad frame: handed to the case that reads
+            self.answered.set()
+            await self.frames.put(exc)
         finally:
             self.answered.set()
 
@@ -388,6 +432,8 @@ class Probe:
         return frame
 
     def _note_violations(self, frame: ServerFrame, n: int) -> None:
+        if len(self.violations) >= FRAMES_AHEAD:
+            return  # enough to judge: the case names the first
         if frame.masked:
             self.violations.append(("masked", f"a masked {frame}"))
         if not frame.minimal:
@@ -408,6 +454,7 @@ class Probe:
         if isinstance(item, BaseException):
             raise item
         self.seen.append(str(item))
+        self.frames_seen += 1
         return item
 
     async def next_answer(self) -> ServerFrame:
@@ -430,7 +477,8 @@ class Probe:
                 got = f" after {len(frames)} fragment(s)" if frames else ""
                 raise Failed(f"the server closed the TCP connection{got}, with no close frame") from None
             if frame.opcode == PONG:
-                pongs.append(frame.payload)
+                if len(pongs) < FRAMES_AHEAD:  # a flood of pongs must not grow memory
+                    pongs.append(frame.payload)
                 continue
             if frame.opcode == PING:
                 await self.send(encode_frame(PONG, frame.payload))

@@ -50,14 +50,14 @@ PING_PAYLOAD = b"are you there?"
 
 async def _ping_pong(p: Probe, s: Settings, out: Outcome) -> str:
     await p.send(encode_frame(PING, PING_PAYLOAD))
-    others: list[bytes] = []
+    others = 0
     while True:
         frame = await p.next_frame()
         if frame.opcode == PONG and frame.payload == PING_PAYLOAD:
-            extra = f" (after {len(others)} unsolicited pong(s))" if others else ""
+            extra = f" (after {others} unsolicited pong(s))" if others else ""
             return f"pong {PING_PAYLOAD!r} came back{extra}"
         if frame.opcode == PONG:
-            others.append(frame.payload)  # 5.5.3: "A Pong frame MAY be sent unsolicited."
+            others += 1  # 5.5.3: "A Pong frame MAY be sent unsolicited."
         elif frame.opcode == PING:
             await p.send(encode_frame(PONG, frame.payload))
         else:
