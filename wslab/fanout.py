@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 import os
 import resource
 import statistics
@@ -20,6 +19,7 @@ from typing import Any, Sequence
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import broadcast
 
+from .childproc import ChildProcess
 from .display import Table
 
 __all__ = ["measure_fanout", "plot_fanout", "raise_fd_limit"]
@@ -186,63 +186,10 @@ def _fanout_clients(conn: Any, max_clients: int) -> None:
         conn.close()
 
 
-class _ClientProcess:
-    """The parent's end of the clients' process: bounded requests, a bounded stop."""
-
-    def __init__(self, max_clients: int, start_timeout: float) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child_conn = ctx.Pipe()
-        self.process = ctx.Process(target=_fanout_clients, args=(child_conn, max_clients),
-                                   name="wslab-fanout-clients", daemon=True)
-        self.process.start()
-        child_conn.close()  # the child has its own copy: EOF here if it dies
-        self.expect("hello", start_timeout)
-
-    def send(self, command: str, arg: Any = None) -> None:
-        self._conn.send((command, arg))
-
-    def expect(self, what: str, timeout: float) -> Any:
-        """The child's next answer, which must be ``what``; bounded by ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while not self._conn.poll(min(0.2, max(0.0, deadline - time.monotonic()))):
-            if not self.process.is_alive():
-                raise RuntimeError(f"the fan-out clients' process exited with code {self.process.exitcode} "
-                                   f"while measure_fanout waited for {what!r}")
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"the fan-out clients did not answer {what!r} within {timeout:.0f} s: "
-                                   f"try a larger timeout or fewer clients")
-        try:
-            kind, value = self._conn.recv()
-        except EOFError:
-            self.process.join(1)
-            hint = ("; in a script, call measure_fanout under `if __name__ == \"__main__\":` (the clients' "
-                    "process is started with multiprocessing's \"spawn\" and imports your script)"
-                    if what == "hello" else "")
-            raise RuntimeError(f"the fan-out clients' process ended (exit code {self.process.exitcode}) "
-                               f"while measure_fanout waited for {what!r}{hint}") from None
-        if kind == "error":
-            last = value.strip().splitlines()[-1] if value.strip() else "no details"
-            raise RuntimeError(f"the fan-out clients failed ({last}); their traceback:\n{value}")
-        if kind != what:
-            raise RuntimeError(f"the fan-out clients answered {kind!r}, expected {what!r}")
-        return value
-
-    def close(self) -> None:
-        """Stop the child: ask, then terminate, then kill; joined in a few seconds at most."""
-        try:
-            try:
-                self._conn.send(("stop", None))
-            except (OSError, ValueError):
-                pass
-            self.process.join(3)
-            if self.process.is_alive():
-                self.process.terminate()
-                self.process.join(2)
-            if self.process.is_alive():
-                self.process.kill()
-                self.process.join(2)
-        finally:
-            self._conn.close()
+def _ClientProcess(max_clients: int, start_timeout: float) -> ChildProcess:
+    """The parent's end of the clients' process (:class:`wslab.childproc.ChildProcess`)."""
+    return ChildProcess(_fanout_clients, (max_clients,), who="the fan-out clients",
+                        name="wslab-fanout-clients", start_timeout=start_timeout)
 
 
 def measure_fanout(
@@ -287,7 +234,7 @@ def measure_fanout(
 
     room = chat_room_in_thread("fanout", history=0, notices=False, max_buffer=1 << 30, ping_interval=None)
     raw: dict[int, list[dict[str, float]]] = {}
-    clients: _ClientProcess | None = None
+    clients: ChildProcess | None = None
     try:
         clients = _ClientProcess(max(counts), start_timeout=max(30.0, timeout))
         assert room.server is not None and room.server._loop is not None

@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import multiprocessing
 import os
 import random
 import statistics
@@ -48,6 +47,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from .childproc import ChildProcess
 from .display import Table
 
 __all__ = ["TRANSPORTS", "ScalingPoint", "measure_scaling", "measure_point", "plot_scaling", "server_cpu",
@@ -122,62 +122,16 @@ def server_cpu(lab: Any, timeout: float = 10) -> float:
 # The clients' process
 
 
-class ClientProcess:
-    """The parent's end of the clients' process: ``request(command, arg)`` and a bounded ``close()``."""
+class ClientProcess(ChildProcess):
+    """The parent's end of the clients' process: ``request(command, arg, timeout)``, ``cpu()``, ``close()``."""
 
     def __init__(self, max_clients: int, start_timeout: float = 30) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child_conn = ctx.Pipe()
-        self.process = ctx.Process(target=_client_main, args=(child_conn, max_clients),
-                                   name="wslab-scaling-clients", daemon=True)
-        self.process.start()
-        child_conn.close()  # the child has its own copy: EOF here if it dies
-        self.pid = self.request(None, None, start_timeout)
-
-    def request(self, command: str | None, arg: Any, timeout: float) -> Any:
-        """Send ``(command, arg)`` (unless None) and return the child's answer, within ``timeout`` s."""
-        if command is not None:
-            self._conn.send((command, arg))
-        deadline = time.monotonic() + timeout
-        while not self._conn.poll(min(0.2, max(0.0, deadline - time.monotonic()))):
-            if not self.process.is_alive():
-                raise RuntimeError(f"the clients' process exited (code {self.process.exitcode}) "
-                                   f"while waiting for {command!r}")
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"the clients did not answer {command!r} within {timeout:.0f} s: "
-                                   f"try fewer clients or a longer timeout")
-        try:
-            kind, value = self._conn.recv()
-        except EOFError:
-            self.process.join(1)
-            hint = ("; in a script, call it under `if __name__ == \"__main__\":` (the clients' process "
-                    "is started with multiprocessing's \"spawn\" and imports your script)" if command is None else "")
-            raise RuntimeError(f"the clients' process ended (exit code {self.process.exitcode}){hint}") from None
-        if kind == "error":
-            last = value.strip().splitlines()[-1] if value.strip() else "no details"
-            raise RuntimeError(f"the clients failed ({last}); their traceback:\n{value}")
-        return value
+        super().__init__(_client_main, (max_clients,), who="the clients", name="wslab-scaling-clients",
+                         start_timeout=start_timeout)
 
     def cpu(self) -> float:
         """CPU seconds the clients' process has used so far (user + system, from the OS)."""
         return self.request("cpu", None, 10)
-
-    def close(self) -> None:
-        """Stop the child: ask, then terminate, then kill; joined in a few seconds at most."""
-        try:
-            try:
-                self._conn.send(("stop", None))
-            except (OSError, ValueError):
-                pass
-            self.process.join(3)
-            if self.process.is_alive():
-                self.process.terminate()
-                self.process.join(2)
-            if self.process.is_alive():
-                self.process.kill()
-                self.process.join(2)
-        finally:
-            self._conn.close()
 
 
 def _client_main(conn: Any, max_clients: int) -> None:
