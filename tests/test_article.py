@@ -21,7 +21,7 @@ import websockets
 import websockets.asyncio.client
 import websockets.asyncio.server
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosedError
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from .conftest import run, seconds
 
@@ -122,3 +122,25 @@ def test_the_server_script_defaults_to_the_articles_port():
     assert 'default=8081' in source
     client = (ARTICLE / "web_client.py").read_text()
     assert '"ws://127.0.0.1:8081/"' in client
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_the_article_server_closes_a_connected_client_with_1001_when_stopped(stop):
+    """notebooks/article/web_server.py: Ctrl-C or `kill` "closes its clients with 1001 (going away)"."""
+    server, url = _start_server()
+    try:
+
+        async def scenario() -> int:
+            async with connect(url) as websocket:
+                server.send_signal(stop)  # the client has sent nothing: the handler still waits
+                with pytest.raises(ConnectionClosed):
+                    await websocket.recv()
+                return websocket.close_code
+
+        assert run(scenario(), timeout=15) == 1001
+        rest, err = server.communicate(timeout=seconds(10))
+        assert server.returncode == 0 and rest.strip() == "stopped", err
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)

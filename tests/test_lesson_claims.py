@@ -8,18 +8,12 @@ when an upgrade changes the behaviour, the test fails and names the lesson to fi
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
-import selectors
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import websockets
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import InvalidHandshake, InvalidStatus
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
@@ -27,9 +21,6 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from .conftest import run, seconds
-
-ARTICLE = Path(__file__).resolve().parent.parent / "notebooks" / "article"
-
 
 async def _quiet(connection) -> None:
     await connection.wait_closed()
@@ -42,51 +33,7 @@ def _port(server) -> int:
 # Lesson 00
 
 
-def test_ipykernel_depends_on_nest_asyncio2_not_the_archived_nest_asyncio():
-    """Lesson 00, way out 2: nest-asyncio2 is "the one ipykernel itself depends on"."""
-    names = [r.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
-             for r in importlib.metadata.requires("ipykernel") or []]
-    assert "nest-asyncio2" in names and "nest-asyncio" not in names, names
-
-
-def _read_line(proc: subprocess.Popen, timeout: float) -> str:
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    try:
-        if not sel.select(seconds(timeout)):
-            raise AssertionError(f"no line from {proc.args} within {timeout} s")
-        return proc.stdout.readline()
-    finally:
-        sel.close()
-
-
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_the_article_server_closes_a_connected_client_with_1001_when_stopped(stop):
-    """notebooks/article/web_server.py: Ctrl-C or `kill` "closes its clients with 1001 (going away)"."""
-    server = subprocess.Popen(
-        [sys.executable, "web_server.py", "--port", "0"],
-        cwd=ARTICLE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    try:
-        line = _read_line(server, 20)
-        assert line.startswith("listening on ws://127.0.0.1:"), line
-        url = line.split()[2]
-
-        async def scenario() -> int:
-            async with connect(url) as websocket:
-                server.send_signal(stop)  # the client has sent nothing: the handler still waits
-                with pytest.raises(ConnectionClosed):
-                    await websocket.recv()
-                return websocket.close_code
-
-        assert run(scenario(), timeout=15) == 1001
-        rest, err = server.communicate(timeout=seconds(10))
-        assert server.returncode == 0 and rest.strip() == "stopped", err
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(timeout=10)
+# Lesson 00's other claims (the article, its scripts, ipykernel): tests/test_article.py, tests/test_setup.py
 
 
 # Lessons 00 and 02: what the handshake of websockets says
