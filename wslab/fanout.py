@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
+try:
+    import resource
+except ImportError:  # Windows: no open-file limit to raise
+    resource = None  # type: ignore[assignment]
 import statistics
 import time
 import traceback
@@ -60,6 +63,8 @@ def raise_fd_limit(needed: int) -> int:
     server's socket) and one in the clients' process (its own socket);
     :func:`measure_fanout` raises the limit in both. Returns the new soft limit.
     """
+    if resource is None:
+        return needed
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)

@@ -105,7 +105,10 @@ import asyncio
 import collections
 import os
 import re
-import resource
+try:
+    import resource
+except ImportError:  # Windows: no open-file limit to read
+    resource = None  # type: ignore[assignment]
 import threading
 import traceback
 from dataclasses import dataclass, field, replace
@@ -293,6 +296,8 @@ def fd_budget() -> int:
     The reserve (200 files, or a quarter of a small limit) keeps room for the
     kernel's own files, clients and other libraries' listeners.
     """
+    if resource is None:
+        return 1 << 30
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return 1 << 30
