@@ -269,6 +269,8 @@ def test_presets_and_shortcuts_resolve_to_links():
         (lambda: Link(rate_kbps=0), "rate_kbps=0"),
         (lambda: Link(jitter_ms="5"), "jitter_ms='5'"),
         (lambda: Link(up_ms=10, down_ms=10, rtt_ms=100), "add up to 20"),
+        (lambda: Link(up_ms=30), "one-way delay 30 ms is more than rtt_ms=0"),  # was a -30 ms way down
+        (lambda: Link(down_ms=150, rtt_ms=100), "one-way delay 150 ms is more than rtt_ms=100"),
         (lambda: resolve("4g"), "no link preset '4g'"),
         (lambda: resolve(100), "link must be a wslab.Link"),
     ],

@@ -139,8 +139,12 @@ class Link:
         if self.up_ms is not None and self.down_ms is not None and not self.rtt_ms:
             object.__setattr__(self, "rtt_ms", self.up_ms + self.down_ms)  # so link.rtt_ms is the round trip
         for one in (self.up_ms, self.down_ms):
-            if one is not None and self.rtt_ms and one > self.rtt_ms and (self.up_ms is None or self.down_ms is None):
-                raise ValueError(f"Link one-way delay {one!r} ms is more than rtt_ms={self.rtt_ms!r}")
+            if one is not None and one > self.rtt_ms and (self.up_ms is None or self.down_ms is None):
+                # the other way would be rtt_ms - one: a negative delay (with rtt_ms=0 too)
+                raise ValueError(
+                    f"Link one-way delay {one!r} ms is more than rtt_ms={self.rtt_ms!r}: "
+                    f"give rtt_ms as well, or both up_ms and down_ms"
+                )
 
     # The resolved figures, per direction
 
