@@ -196,17 +196,20 @@ class Capture:
 
     def streams(self, conn: int) -> tuple[bytes, bytes]:
         """The bytes of connection ``conn`` as two streams: (client to server, server to client)."""
-        up = b"".join(c.data for c in self.log if c.conn == conn and c.direction == UP)
-        down = b"".join(c.data for c in self.log if c.conn == conn and c.direction == DOWN)
-        return up, down
+        return _split([c for c in self.log if c.conn == conn])
 
     def after_upgrade(self, conn: int) -> tuple[bytes, bytes] | None:
         """The WebSocket bytes of ``conn`` (after the request and the 101), or None if it never upgraded."""
-        up, down = self.streams(conn)
-        req_end, resp_end = up.find(b"\r\n\r\n"), down.find(b"\r\n\r\n")
-        if req_end < 0 or resp_end < 0 or not down.startswith(b"HTTP/1.1 101"):
-            return None
-        return up[req_end + 4 :], down[resp_end + 4 :]
+        return _after_upgrade(*self.streams(conn))
+
+    def _grouped(self, ids: list[int]) -> dict[int, list[Chunk]]:
+        """The log's chunks of each connection in ``ids``, in order: one pass over the log, not one per connection."""
+        groups: dict[int, list[Chunk]] = {cid: [] for cid in ids}
+        for chunk in self.log[:]:  # a copy: a thread-mode relay may append meanwhile
+            group = groups.get(chunk.conn)
+            if group is not None:
+                group.append(chunk)
+        return groups
 
     def _conn_ids(self, conn: int | None) -> list[int]:
         ids = sorted({c.conn for c in self.log} | set(self.conns))
@@ -272,8 +275,8 @@ class Capture:
         length of more digits than any capture holds reads as "the rest".
         """
         out: list[str] = []
-        for cid in self._conn_ids(conn):
-            up, down = self.streams(cid)
+        for cid, chunks in self._grouped(self._conn_ids(conn)).items():
+            up, down = _split(chunks)
             out.append(f"= connection #{cid}")
             requests = list(_http_messages(up, body_limit, is_response=False))
             responses = list(_http_messages(down, body_limit, is_response=True))
@@ -297,11 +300,11 @@ class Capture:
         from . import frames as _frames
 
         out: list[str] = []
-        for cid in self._conn_ids(conn):
-            streams = self.after_upgrade(cid)
+        for cid, log in self._grouped(self._conn_ids(conn)).items():
+            up, down = _split(log)
+            streams = _after_upgrade(up, down)
             if streams is None:
                 continue
-            up, down = self.streams(cid)
             skip = {UP: len(up) - len(streams[0]), DOWN: len(down) - len(streams[1])}
             head = down[: skip[DOWN]].decode("latin-1").split("\r\n")
             extensions = ", ".join(
@@ -310,8 +313,8 @@ class Capture:
                 if line.lower().startswith("sec-websocket-extensions:")
             )
             chunks = []
-            for chunk in self.log:
-                if chunk.conn != cid or chunk.direction not in (UP, DOWN):
+            for chunk in log:
+                if chunk.direction not in (UP, DOWN):
                     continue
                 data = chunk.data
                 cut = min(skip[chunk.direction], len(data))
@@ -399,16 +402,39 @@ def load(path: str | Path) -> Capture:
     return Capture.load(path)
 
 
+#: Bytes shown as themselves in a hex dump's text column (printable ASCII); every other byte is ".".
+_PRINTABLE = bytes(b if 0x20 <= b < 0x7F else 0x2E for b in range(256))
+
+
+def _split(chunks: Iterable[Chunk]) -> tuple[bytes, bytes]:
+    """The data of one connection's chunks as two streams: (client to server, server to client)."""
+    up: list[bytes] = []
+    down: list[bytes] = []
+    for c in chunks:
+        if c.direction == UP:
+            up.append(c.data)
+        elif c.direction == DOWN:
+            down.append(c.data)
+    return b"".join(up), b"".join(down)
+
+
+def _after_upgrade(up: bytes, down: bytes) -> tuple[bytes, bytes] | None:
+    req_end, resp_end = up.find(b"\r\n\r\n"), down.find(b"\r\n\r\n")
+    if req_end < 0 or resp_end < 0 or not down.startswith(b"HTTP/1.1 101"):
+        return None
+    return up[req_end + 4 :], down[resp_end + 4 :]
+
+
 def hexdump_lines(data: bytes, *, limit: int | None = None, width: int = 16) -> list[str]:
     """``0000  47 45 54 20 ...  GET ...`` lines, like ``hexdump -C``."""
     shown = data if limit is None else data[:limit]
     lines = []
     for offset in range(0, len(shown), width):
         row = shown[offset : offset + width]
-        hexes = " ".join(f"{b:02x}" for b in row)
+        hexes = row.hex(" ")
         if len(row) > 8:
             hexes = hexes[:23] + " " + hexes[23:]
-        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in row)
+        text = row.translate(_PRINTABLE).decode("ascii")
         lines.append(f"    {offset:04x}  {hexes:<49} {text}")
     if len(shown) < len(data):
         lines.append(f"    ... {len(data) - len(shown):,} more bytes (hexdump(limit=None) shows all)")
