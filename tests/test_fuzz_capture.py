@@ -356,6 +356,82 @@ def test_a_full_capture_holds_no_more_than_max_capture_and_says_so(pool):
                 assert str(view).splitlines()[1].startswith("! capture full"), str(view)[:300]
 
 
+def test_load_refuses_what_is_not_a_capture(tmp_path):
+    """load() of another JSON file is a ValueError that names the file."""
+    path = tmp_path / "other.json"
+    path.write_text('{"cells": []}')
+    with pytest.raises(ValueError, match="is not a wslab capture"):
+        load(path)
+
+
+def _damage(rng: random.Random, doc):
+    """One random edit deep inside a saved capture's JSON: a key gone, or a value of another type."""
+    node, path = doc, []
+    for _ in range(4):
+        if isinstance(node, dict) and node:
+            key = rng.choice(sorted(node))
+        elif isinstance(node, list) and node:
+            key = rng.randrange(len(node))
+        else:
+            break
+        path.append((node, key))
+        if rng.random() < 0.4:
+            break
+        node = node[key]
+    if not path:
+        return [] if rng.random() < 0.5 else "x"
+    parent, key = path[-1]
+    if isinstance(parent, dict) and rng.random() < 0.3:
+        del parent[key]
+    else:
+        parent[key] = rng.choice([None, True, -1, 2**70, 1.5, float("nan"), "", "!!!", "\udcff"[:0] + "é", [], {}, [1, "a"], {"a": 1}])
+    return doc
+
+
+def test_load_of_a_damaged_file_raises_only_value_error_that_names_it(pool, tmp_path):
+    """load(): ValueError naming the file for bytes or JSON that are not a whole capture; what it loads, it shows."""
+    import json
+
+    for number, (rng, streams) in enumerate(cases(SEED + 3, pool)):
+        path = capture_of(rng, streams).save(tmp_path / "capture.json")
+        if rng.random() < 0.5:
+            data = mutate(rng, path.read_bytes(), [b"\"log\": [", b"null", b"\xff"])
+        else:
+            data = json.dumps(_damage(rng, json.loads(path.read_text()))).encode()
+        path.write_bytes(data)
+        try:
+            loaded = load(path)
+        except ValueError as error:
+            assert str(path) in str(error), error
+            continue
+        except Exception as error:  # pragma: no cover - what the fuzz is here to catch
+            raise AssertionError(f"{type(error).__name__} from load() of {data[:300]!r}: {error}") from error
+        views(loaded, random.Random(number))
+
+
+def test_load_names_the_damaged_field(tmp_path):
+    """Regression: a connection record without its fields was a TypeError, a bad base64 chunk a binascii.Error."""
+    import json
+
+    capture = Capture()
+    conn = capture._open(1, "127.0.0.1:40000", 0.0)
+    capture._record(conn, ">", 0.001, b"GET / HTTP/1.1\r\n\r\n")
+    path = capture.save(tmp_path / "capture.json")
+    doc = json.loads(path.read_text())
+    del doc["connections"][0]["client"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"capture.json is a damaged wslab capture: connections\[0\]: no 'client'"):
+        load(path)
+    doc = json.loads(capture.save(path).read_text())
+    doc["log"][0]["data"] = "!!!"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"log\[0\]: data is not base64"):
+        load(path)
+    path.write_bytes(b"\xff\xfe not json")
+    with pytest.raises(ValueError, match="is not a wslab capture: not JSON"):
+        load(path)
+
+
 def test_the_views_take_time_linear_in_the_connections():
     """Regression: http() and frames() scanned the whole log once per connection (2,000 polls: 6 s, now 0.2 s)."""
     request = b"GET /poll?since=2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"

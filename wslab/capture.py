@@ -351,11 +351,11 @@ class Capture:
             "link": dataclasses.asdict(self.link) if self.link is not None else None,
             "connections": [
                 {k: getattr(c, k) for k in ("id", "client", "opened", "closed", "bytes_up", "bytes_down", "error")}
-                for c in self.conns.values()
+                for c in list(self.conns.values())  # a copy: a thread-mode relay may add one meanwhile
             ],
             "log": [
                 {"conn": c.conn, "dir": c.direction, "t": c.t, "data": base64.b64encode(c.data).decode(), "note": c.note}
-                for c in self.log
+                for c in self.log[:]
             ],
         }
         path.write_text(json.dumps(doc, indent=1))
@@ -363,28 +363,60 @@ class Capture:
 
     @classmethod
     def load(cls, path: str | Path) -> Capture:
-        """Read a capture written by :meth:`save`."""
-        doc = json.loads(Path(path).read_text())
-        if doc.get("wslab_capture") != 1:
+        """Read a capture written by :meth:`save`.
+
+        Raises ``ValueError`` that names the file (and the field) when it is
+        not a capture or is damaged; ``OSError`` when it cannot be read.
+        """
+        try:
+            doc = json.loads(Path(path).read_bytes())
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise ValueError(f"{path} is not a wslab capture: not JSON ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("wslab_capture") != 1:
             raise ValueError(f"{path} is not a wslab capture (no 'wslab_capture': 1 in it)")
-        capture = Capture(max_capture=doc.get("max_capture", DEFAULT_MAX_CAPTURE))
-        capture.target = doc["target"]
-        capture.bytes_up, capture.bytes_down = doc["bytes_up"], doc["bytes_down"]
-        capture.dropped = doc["dropped"]
-        capture.dropped_events = doc.get("dropped_events", 0)
-        if doc.get("link"):
+        try:
+            return cls._from_doc(doc)
+        except (KeyError, TypeError, ValueError) as exc:
+            what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"{path} is a damaged wslab capture: {what}; save the capture again with tap.save(path)") from None
+
+    @classmethod
+    def _from_doc(cls, doc: dict[str, Any]) -> Capture:
+        capture = Capture(max_capture=_field(doc, "max_capture", int, DEFAULT_MAX_CAPTURE))
+        capture.target = _field(doc, "target", str)
+        capture.bytes_up, capture.bytes_down = _field(doc, "bytes_up", int), _field(doc, "bytes_down", int)
+        capture.dropped = _field(doc, "dropped", int)
+        capture.dropped_events = _field(doc, "dropped_events", int, 0)
+        capture.forgotten = _field(doc, "forgotten", int, 0)
+        link = doc.get("link")
+        if link:
             from .link import Link
 
-            capture.link = Link(**doc["link"])
-        capture.forgotten = doc.get("forgotten", 0)
-        for c in doc["connections"]:
-            capture.conns[c["id"]] = Connection(**c)
+            if not isinstance(link, dict):
+                raise ValueError(f"'link' is {link!r}, not the fields of a wslab.Link")
+            capture.link = Link(**link)
+        for i, c in enumerate(_field(doc, "connections", list)):
+            where = f"connections[{i}]"
+            closed = _field(c, "closed", (int, float, type(None)), where=where)
+            capture.conns[_field(c, "id", int, where=where)] = Connection(
+                c["id"], _field(c, "client", str, where=where), _field(c, "opened", (int, float), where=where), closed,
+                _field(c, "bytes_up", int, where=where), _field(c, "bytes_down", int, where=where),
+                _field(c, "error", str, where=where),
+            )
         capture.held = CONNECTION_COST * len(capture.conns)
-        for c in doc["log"]:
-            data = base64.b64decode(c["data"])
-            capture.log.append(Chunk(c["conn"], c["dir"], c["t"], data, c["note"]))
+        for i, c in enumerate(_field(doc, "log", list)):
+            where = f"log[{i}]"
+            direction = _field(c, "dir", str, where=where)
+            if direction not in (UP, DOWN, STATE, ERROR):
+                raise ValueError(f"{where}: direction {direction[:20]!r} is not one of > < = !")
+            try:
+                data = base64.b64decode(_field(c, "data", str, where=where), validate=True)
+            except ValueError as exc:
+                raise ValueError(f"{where}: data is not base64 ({exc})") from None
+            note = _field(c, "note", str, where=where)
+            capture.log.append(Chunk(_field(c, "conn", int, where=where), direction, _field(c, "t", (int, float), where=where), data, note))
             capture.captured += len(data)
-            capture.held += len(data) + len(c["note"]) + CHUNK_COST
+            capture.held += len(data) + len(note) + CHUNK_COST
         return capture
 
     def __repr__(self) -> str:
@@ -398,8 +430,23 @@ class Capture:
 
 
 def load(path: str | Path) -> Capture:
-    """Read a capture written by ``tap.save(path)``."""
+    """Read a capture written by ``tap.save(path)`` (``ValueError`` naming the file if it is not one)."""
     return Capture.load(path)
+
+
+_MISSING = object()
+
+
+def _field(doc: Any, name: str, kind: type | tuple[type, ...], default: Any = _MISSING, *, where: str = "") -> Any:
+    """``doc[name]`` of a loaded capture, checked to be ``kind`` (a bool is not a number here)."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"{where or 'the file'} is {type(doc).__name__}, not an object")
+    value = doc.get(name, default)
+    if value is _MISSING:
+        raise ValueError(f"{where + ': ' if where else ''}no {name!r}")
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"{where + ': ' if where else ''}{name!r} is {str(value)[:40]!r}, of the wrong type")
+    return value
 
 
 #: Bytes shown as themselves in a hex dump's text column (printable ASCII); every other byte is ".".
