@@ -361,3 +361,39 @@ def test_a_saved_capture_remembers_its_link(tmp_path):
     tap.stop()
     loaded = wslab.Capture.load(tap.save(tmp_path / "3g.json"))
     assert loaded.link == PRESETS["3g"] and "over 3g: 150 ms up" in str(loaded.summary())
+
+
+def test_short_polls_keep_their_cadence_over_a_round_trip():
+    """Lesson 01, section 9: wslab's short-poll client sends a poll every interval whatever the answers take,
+    so over a 100 ms round trip its polls still reach the server 250 ms apart (a loop that waits 250 ms
+    after each answer would reach it every 350 ms). A raw asyncio HTTP server stamps each arrival."""
+    arrivals: list[float] = []
+
+    async def handle(reader, writer):
+        body = b'{"events":[],"cursor":0}'
+        try:
+            for _ in range(100):
+                await reader.readuntil(b"\r\n\r\n")
+                arrivals.append(time.perf_counter())
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        tap = await wslab.wiretap(f"http://127.0.0.1:{port}/", name="link-cadence", rtt_ms=100)
+        try:
+            with pytest.raises(wslab.transports.ReceiveTimeout):
+                await wslab.receive("short_poll", {"http": tap.url, "ws": "ws://127.0.0.1:9/"}, 1, timeout=1.6, interval=0.25)
+        finally:
+            await tap.aclose()
+            server.close()
+
+    run(main(), timeout=20)
+    gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
+    assert len(gaps) >= 3, arrivals
+    assert 200 < statistics.median(gaps) < 300, gaps
