@@ -320,6 +320,43 @@ def test_a_new_connection_pays_the_tcp_handshake_round_trip(handshake, expected_
     assert expected_ms - EARLY_MS <= arrived <= expected_ms + LATE_MS, arrived
 
 
+@pytest.mark.parametrize("handshake, expected_ms", [(True, 2 * 60), (False, 40)])
+def test_a_server_that_speaks_first_is_heard_after_the_whole_handshake(handshake, expected_ms):
+    """Up 20 ms, down 40 ms: a greeting sent at accept() reaches the client 120 ms after connect()
+    (SYN 20, SYN-ACK 40, ACK 20, then the greeting 40), or 40 without the handshake. A raw
+    blocking server in a thread greets; the client stamps with its own clock."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(seconds(10))
+
+    def greet():
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.sendall(b"220 hello\r\n")
+            conn.settimeout(seconds(10))
+            try:
+                conn.recv(10)  # until the client closes
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=greet, daemon=True)
+    thread.start()
+    tap = wslab.wiretap_in_thread(("127.0.0.1", listener.getsockname()[1]), name="link-greet",
+                                  link=Link(up_ms=20, down_ms=40, handshake=handshake))
+    try:
+        started = time.perf_counter()
+        with client_socket(tap.port) as sock:
+            assert recv_exactly(sock, 11) == b"220 hello\r\n"
+            arrived = (time.perf_counter() - started) * 1000
+    finally:
+        tap.stop()
+        listener.close()
+        thread.join(seconds(10))
+    assert expected_ms - EARLY_MS <= arrived <= expected_ms + LATE_MS, arrived
+
+
 def test_a_long_transfer_runs_at_the_capped_rate_and_the_link_pushes_back():
     """2 MB through a 16,000 kbit/s (2 MB/s) uplink arrive at 2 MB/s by the server's clock; the relay holds at most its limit."""
     import wslab.link as link_module
