@@ -190,10 +190,11 @@ def test_jitter_varies_the_delay_but_never_reorders_a_stream():
         with client_socket(tap.port) as sock:
             for seq in range(count):
                 sock.sendall(StampingServer.RECORD.pack(seq, time.perf_counter()))
-                # Pace the records so the tap reads them one by one (pacing, not synchronisation).
-                deadline = time.perf_counter() + 0.0005
-                while time.perf_counter() < deadline:
-                    pass
+                # Send the next record once the tap has read this one (its counter, readable from any
+                # thread), so it reads them one by one even on a loaded machine; bounded in time.
+                deadline = time.perf_counter() + seconds(2)
+                while tap.bytes_up < (seq + 1) * StampingServer.RECORD.size and time.perf_counter() < deadline:
+                    time.sleep(0.0001)  # lets the tap's thread run (the GIL); the loop waits on its counter
             sock.shutdown(socket.SHUT_WR)
             server.thread.join(seconds(10))
     finally:
