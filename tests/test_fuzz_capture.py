@@ -15,7 +15,7 @@ The only exception the views document is ``KeyError`` for a connection the
 capture does not hold. Each case must end within ``CASE_SECONDS`` and the
 Python allocations peak below ``PEAK_BYTES``; the run is seeded
 (``WSLAB_FUZZ_SEED``) and bounded in count and time (``WSLAB_FUZZ_SECONDS``
-per test, 1.5 s by default).
+per test, 1.25 s by default).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from wslab.frames import Frame, Opcode, encode
 from wslab.link import PRESETS, Link
 
 SEED = int(os.environ.get("WSLAB_FUZZ_SEED", "9112"))
-SECONDS = float(os.environ.get("WSLAB_FUZZ_SECONDS", "1.5"))
+SECONDS = float(os.environ.get("WSLAB_FUZZ_SECONDS", "1.25"))
 MAX_CASES = 5_000  # per test, whatever the clock says
 MIN_CASES = 60  # per test, whatever the clock says
 CASE_SECONDS = 1.0  # one capture's views, all of them
