@@ -153,7 +153,8 @@ class Tap(Capture, Background):
 
     @property
     def connections(self) -> int:
-        return sum(1 for c in self.conns.values() if c.closed is None)
+        # list() first: in thread mode the relay's thread adds and drops records while another reads this
+        return sum(1 for c in list(self.conns.values()) if c.closed is None)
 
     def _now(self) -> float:
         return time.perf_counter() - self._t0
