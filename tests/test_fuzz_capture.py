@@ -32,11 +32,13 @@ from wslab.capture import CHUNK_COST, CONNECTION_COST, Capture, load
 from wslab.frames import Frame, Opcode, encode
 from wslab.link import PRESETS, Link
 
+from .conftest import seconds
+
 SEED = int(os.environ.get("WSLAB_FUZZ_SEED", "9112"))
 SECONDS = float(os.environ.get("WSLAB_FUZZ_SECONDS", "1.25"))
 MAX_CASES = 5_000  # per test, whatever the clock says
 MIN_CASES = 60  # per test, whatever the clock says
-CASE_SECONDS = 1.0  # one capture's views, all of them
+CASE_SECONDS = seconds(1.0)  # one capture's views, all of them: a bound against a hang, scaled by WSLAB_TIME_SCALE
 PEAK_BYTES = 48 * 2**20
 
 KEY = b"\x37\xfa\x21\x3d"
