@@ -190,10 +190,11 @@ def test_jitter_varies_the_delay_but_never_reorders_a_stream():
         with client_socket(tap.port) as sock:
             for seq in range(count):
                 sock.sendall(StampingServer.RECORD.pack(seq, time.perf_counter()))
-                # Pace the records so the tap reads them one by one (pacing, not synchronisation).
-                deadline = time.perf_counter() + 0.0005
-                while time.perf_counter() < deadline:
-                    pass
+                # Send the next record once the tap has read this one (its counter, readable from any
+                # thread), so it reads them one by one even on a loaded machine; bounded in time.
+                deadline = time.perf_counter() + seconds(2)
+                while tap.bytes_up < (seq + 1) * StampingServer.RECORD.size and time.perf_counter() < deadline:
+                    time.sleep(0.0001)  # lets the tap's thread run (the GIL); the loop waits on its counter
             sock.shutdown(socket.SHUT_WR)
             server.thread.join(seconds(10))
     finally:
@@ -269,6 +270,8 @@ def test_presets_and_shortcuts_resolve_to_links():
         (lambda: Link(rate_kbps=0), "rate_kbps=0"),
         (lambda: Link(jitter_ms="5"), "jitter_ms='5'"),
         (lambda: Link(up_ms=10, down_ms=10, rtt_ms=100), "add up to 20"),
+        (lambda: Link(up_ms=30), "one-way delay 30 ms is more than rtt_ms=0"),  # was a -30 ms way down
+        (lambda: Link(down_ms=150, rtt_ms=100), "one-way delay 150 ms is more than rtt_ms=100"),
         (lambda: resolve("4g"), "no link preset '4g'"),
         (lambda: resolve(100), "link must be a wslab.Link"),
     ],
@@ -318,6 +321,43 @@ def test_a_new_connection_pays_the_tcp_handshake_round_trip(handshake, expected_
     assert expected_ms - EARLY_MS <= arrived <= expected_ms + LATE_MS, arrived
 
 
+@pytest.mark.parametrize("handshake, expected_ms", [(True, 2 * 60), (False, 40)])
+def test_a_server_that_speaks_first_is_heard_after_the_whole_handshake(handshake, expected_ms):
+    """Up 20 ms, down 40 ms: a greeting sent at accept() reaches the client 120 ms after connect()
+    (SYN 20, SYN-ACK 40, ACK 20, then the greeting 40), or 40 without the handshake. A raw
+    blocking server in a thread greets; the client stamps with its own clock."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(seconds(10))
+
+    def greet():
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.sendall(b"220 hello\r\n")
+            conn.settimeout(seconds(10))
+            try:
+                conn.recv(10)  # until the client closes
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=greet, daemon=True)
+    thread.start()
+    tap = wslab.wiretap_in_thread(("127.0.0.1", listener.getsockname()[1]), name="link-greet",
+                                  link=Link(up_ms=20, down_ms=40, handshake=handshake))
+    try:
+        started = time.perf_counter()
+        with client_socket(tap.port) as sock:
+            assert recv_exactly(sock, 11) == b"220 hello\r\n"
+            arrived = (time.perf_counter() - started) * 1000
+    finally:
+        tap.stop()
+        listener.close()
+        thread.join(seconds(10))
+    assert expected_ms - EARLY_MS <= arrived <= expected_ms + LATE_MS, arrived
+
+
 def test_a_long_transfer_runs_at_the_capped_rate_and_the_link_pushes_back():
     """2 MB through a 16,000 kbit/s (2 MB/s) uplink arrive at 2 MB/s by the server's clock; the relay holds at most its limit."""
     import wslab.link as link_module
@@ -359,3 +399,39 @@ def test_a_saved_capture_remembers_its_link(tmp_path):
     tap.stop()
     loaded = wslab.Capture.load(tap.save(tmp_path / "3g.json"))
     assert loaded.link == PRESETS["3g"] and "over 3g: 150 ms up" in str(loaded.summary())
+
+
+def test_short_polls_keep_their_cadence_over_a_round_trip():
+    """Lesson 01, section 9: wslab's short-poll client sends a poll every interval whatever the answers take,
+    so over a 100 ms round trip its polls still reach the server 250 ms apart (a loop that waits 250 ms
+    after each answer would reach it every 350 ms). A raw asyncio HTTP server stamps each arrival."""
+    arrivals: list[float] = []
+
+    async def handle(reader, writer):
+        body = b'{"events":[],"cursor":0}'
+        try:
+            for _ in range(100):
+                await reader.readuntil(b"\r\n\r\n")
+                arrivals.append(time.perf_counter())
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        tap = await wslab.wiretap(f"http://127.0.0.1:{port}/", name="link-cadence", rtt_ms=100)
+        try:
+            with pytest.raises(wslab.transports.ReceiveTimeout):
+                await wslab.receive("short_poll", {"http": tap.url, "ws": "ws://127.0.0.1:9/"}, 1, timeout=1.6, interval=0.25)
+        finally:
+            await tap.aclose()
+            server.close()
+
+    run(main(), timeout=20)
+    gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
+    assert len(gaps) >= 3, arrivals
+    assert 200 < statistics.median(gaps) < 300, gaps

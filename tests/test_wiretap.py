@@ -697,3 +697,39 @@ def test_a_tap_at_its_connection_cap_closes_newcomers_at_once_and_serves_again_a
         assert limits.open_connections() == before
 
     run(main(), timeout=20)
+
+
+def test_counting_connections_while_the_relay_thread_opens_them_never_raises():
+    """Regression: ``tap.connections`` iterated ``conns`` in Python while a thread-mode relay added and
+    dropped records: "RuntimeError: dictionary changed size during iteration" (548 of 4,643 reads)."""
+    import threading
+    import time
+
+    from wslab.capture import Connection
+    from wslab.wiretap import Tap
+
+    tap = Tap("race", "tcp", "127.0.0.1", 9, "", "thread", max_capture=2**20, connect_timeout=1)
+    for i in range(20_000):
+        tap.conns[i] = Connection(i, "127.0.0.1:1", 0.0)
+    stop = threading.Event()
+
+    def churn():  # what the relay's thread does: a record in, a record out, the GIL let go between
+        for n in range(20_000, 20_000 + 10**7):
+            if stop.is_set():
+                return
+            tap.conns[n] = Connection(n, "127.0.0.1:1", 0.0)
+            time.sleep(0)
+            del tap.conns[n]
+            time.sleep(0)
+
+    thread = threading.Thread(target=churn, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + seconds(1.0)
+        for _ in range(100_000):
+            if time.monotonic() > deadline:
+                break
+            assert tap.connections in (20_000, 20_001)
+    finally:
+        stop.set()
+        thread.join(seconds(5))

@@ -196,17 +196,20 @@ class Capture:
 
     def streams(self, conn: int) -> tuple[bytes, bytes]:
         """The bytes of connection ``conn`` as two streams: (client to server, server to client)."""
-        up = b"".join(c.data for c in self.log if c.conn == conn and c.direction == UP)
-        down = b"".join(c.data for c in self.log if c.conn == conn and c.direction == DOWN)
-        return up, down
+        return _split([c for c in self.log if c.conn == conn])
 
     def after_upgrade(self, conn: int) -> tuple[bytes, bytes] | None:
         """The WebSocket bytes of ``conn`` (after the request and the 101), or None if it never upgraded."""
-        up, down = self.streams(conn)
-        req_end, resp_end = up.find(b"\r\n\r\n"), down.find(b"\r\n\r\n")
-        if req_end < 0 or resp_end < 0 or not down.startswith(b"HTTP/1.1 101"):
-            return None
-        return up[req_end + 4 :], down[resp_end + 4 :]
+        return _after_upgrade(*self.streams(conn))
+
+    def _grouped(self, ids: list[int]) -> dict[int, list[Chunk]]:
+        """The log's chunks of each connection in ``ids``, in order: one pass over the log, not one per connection."""
+        groups: dict[int, list[Chunk]] = {cid: [] for cid in ids}
+        for chunk in self.log[:]:  # a copy: a thread-mode relay may append meanwhile
+            group = groups.get(chunk.conn)
+            if group is not None:
+                group.append(chunk)
+        return groups
 
     def _conn_ids(self, conn: int | None) -> list[int]:
         ids = sorted({c.conn for c in self.log} | set(self.conns))
@@ -272,8 +275,8 @@ class Capture:
         length of more digits than any capture holds reads as "the rest".
         """
         out: list[str] = []
-        for cid in self._conn_ids(conn):
-            up, down = self.streams(cid)
+        for cid, chunks in self._grouped(self._conn_ids(conn)).items():
+            up, down = _split(chunks)
             out.append(f"= connection #{cid}")
             requests = list(_http_messages(up, body_limit, is_response=False))
             responses = list(_http_messages(down, body_limit, is_response=True))
@@ -297,11 +300,11 @@ class Capture:
         from . import frames as _frames
 
         out: list[str] = []
-        for cid in self._conn_ids(conn):
-            streams = self.after_upgrade(cid)
+        for cid, log in self._grouped(self._conn_ids(conn)).items():
+            up, down = _split(log)
+            streams = _after_upgrade(up, down)
             if streams is None:
                 continue
-            up, down = self.streams(cid)
             skip = {UP: len(up) - len(streams[0]), DOWN: len(down) - len(streams[1])}
             head = down[: skip[DOWN]].decode("latin-1").split("\r\n")
             extensions = ", ".join(
@@ -310,8 +313,8 @@ class Capture:
                 if line.lower().startswith("sec-websocket-extensions:")
             )
             chunks = []
-            for chunk in self.log:
-                if chunk.conn != cid or chunk.direction not in (UP, DOWN):
+            for chunk in log:
+                if chunk.direction not in (UP, DOWN):
                     continue
                 data = chunk.data
                 cut = min(skip[chunk.direction], len(data))
@@ -348,11 +351,11 @@ class Capture:
             "link": dataclasses.asdict(self.link) if self.link is not None else None,
             "connections": [
                 {k: getattr(c, k) for k in ("id", "client", "opened", "closed", "bytes_up", "bytes_down", "error")}
-                for c in self.conns.values()
+                for c in list(self.conns.values())  # a copy: a thread-mode relay may add one meanwhile
             ],
             "log": [
                 {"conn": c.conn, "dir": c.direction, "t": c.t, "data": base64.b64encode(c.data).decode(), "note": c.note}
-                for c in self.log
+                for c in self.log[:]
             ],
         }
         path.write_text(json.dumps(doc, indent=1))
@@ -360,28 +363,60 @@ class Capture:
 
     @classmethod
     def load(cls, path: str | Path) -> Capture:
-        """Read a capture written by :meth:`save`."""
-        doc = json.loads(Path(path).read_text())
-        if doc.get("wslab_capture") != 1:
+        """Read a capture written by :meth:`save`.
+
+        Raises ``ValueError`` that names the file (and the field) when it is
+        not a capture or is damaged; ``OSError`` when it cannot be read.
+        """
+        try:
+            doc = json.loads(Path(path).read_bytes())
+        except ValueError as exc:  # not JSON, or not UTF-8
+            raise ValueError(f"{path} is not a wslab capture: not JSON ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("wslab_capture") != 1:
             raise ValueError(f"{path} is not a wslab capture (no 'wslab_capture': 1 in it)")
-        capture = Capture(max_capture=doc.get("max_capture", DEFAULT_MAX_CAPTURE))
-        capture.target = doc["target"]
-        capture.bytes_up, capture.bytes_down = doc["bytes_up"], doc["bytes_down"]
-        capture.dropped = doc["dropped"]
-        capture.dropped_events = doc.get("dropped_events", 0)
-        if doc.get("link"):
+        try:
+            return cls._from_doc(doc)
+        except (KeyError, TypeError, ValueError) as exc:
+            what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"{path} is a damaged wslab capture: {what}; save the capture again with tap.save(path)") from None
+
+    @classmethod
+    def _from_doc(cls, doc: dict[str, Any]) -> Capture:
+        capture = Capture(max_capture=_field(doc, "max_capture", int, DEFAULT_MAX_CAPTURE))
+        capture.target = _field(doc, "target", str)
+        capture.bytes_up, capture.bytes_down = _field(doc, "bytes_up", int), _field(doc, "bytes_down", int)
+        capture.dropped = _field(doc, "dropped", int)
+        capture.dropped_events = _field(doc, "dropped_events", int, 0)
+        capture.forgotten = _field(doc, "forgotten", int, 0)
+        link = doc.get("link")
+        if link:
             from .link import Link
 
-            capture.link = Link(**doc["link"])
-        capture.forgotten = doc.get("forgotten", 0)
-        for c in doc["connections"]:
-            capture.conns[c["id"]] = Connection(**c)
+            if not isinstance(link, dict):
+                raise ValueError(f"'link' is {link!r}, not the fields of a wslab.Link")
+            capture.link = Link(**link)
+        for i, c in enumerate(_field(doc, "connections", list)):
+            where = f"connections[{i}]"
+            closed = _field(c, "closed", (int, float, type(None)), where=where)
+            capture.conns[_field(c, "id", int, where=where)] = Connection(
+                c["id"], _field(c, "client", str, where=where), _field(c, "opened", (int, float), where=where), closed,
+                _field(c, "bytes_up", int, where=where), _field(c, "bytes_down", int, where=where),
+                _field(c, "error", str, where=where),
+            )
         capture.held = CONNECTION_COST * len(capture.conns)
-        for c in doc["log"]:
-            data = base64.b64decode(c["data"])
-            capture.log.append(Chunk(c["conn"], c["dir"], c["t"], data, c["note"]))
+        for i, c in enumerate(_field(doc, "log", list)):
+            where = f"log[{i}]"
+            direction = _field(c, "dir", str, where=where)
+            if direction not in (UP, DOWN, STATE, ERROR):
+                raise ValueError(f"{where}: direction {direction[:20]!r} is not one of > < = !")
+            try:
+                data = base64.b64decode(_field(c, "data", str, where=where), validate=True)
+            except ValueError as exc:
+                raise ValueError(f"{where}: data is not base64 ({exc})") from None
+            note = _field(c, "note", str, where=where)
+            capture.log.append(Chunk(_field(c, "conn", int, where=where), direction, _field(c, "t", (int, float), where=where), data, note))
             capture.captured += len(data)
-            capture.held += len(data) + len(c["note"]) + CHUNK_COST
+            capture.held += len(data) + len(note) + CHUNK_COST
         return capture
 
     def __repr__(self) -> str:
@@ -395,8 +430,46 @@ class Capture:
 
 
 def load(path: str | Path) -> Capture:
-    """Read a capture written by ``tap.save(path)``."""
+    """Read a capture written by ``tap.save(path)`` (``ValueError`` naming the file if it is not one)."""
     return Capture.load(path)
+
+
+_MISSING = object()
+
+
+def _field(doc: Any, name: str, kind: type | tuple[type, ...], default: Any = _MISSING, *, where: str = "") -> Any:
+    """``doc[name]`` of a loaded capture, checked to be ``kind`` (a bool is not a number here)."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"{where or 'the file'} is {type(doc).__name__}, not an object")
+    value = doc.get(name, default)
+    if value is _MISSING:
+        raise ValueError(f"{where + ': ' if where else ''}no {name!r}")
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"{where + ': ' if where else ''}{name!r} is {str(value)[:40]!r}, of the wrong type")
+    return value
+
+
+#: Bytes shown as themselves in a hex dump's text column (printable ASCII); every other byte is ".".
+_PRINTABLE = bytes(b if 0x20 <= b < 0x7F else 0x2E for b in range(256))
+
+
+def _split(chunks: Iterable[Chunk]) -> tuple[bytes, bytes]:
+    """The data of one connection's chunks as two streams: (client to server, server to client)."""
+    up: list[bytes] = []
+    down: list[bytes] = []
+    for c in chunks:
+        if c.direction == UP:
+            up.append(c.data)
+        elif c.direction == DOWN:
+            down.append(c.data)
+    return b"".join(up), b"".join(down)
+
+
+def _after_upgrade(up: bytes, down: bytes) -> tuple[bytes, bytes] | None:
+    req_end, resp_end = up.find(b"\r\n\r\n"), down.find(b"\r\n\r\n")
+    if req_end < 0 or resp_end < 0 or not down.startswith(b"HTTP/1.1 101"):
+        return None
+    return up[req_end + 4 :], down[resp_end + 4 :]
 
 
 def hexdump_lines(data: bytes, *, limit: int | None = None, width: int = 16) -> list[str]:
@@ -405,10 +478,10 @@ def hexdump_lines(data: bytes, *, limit: int | None = None, width: int = 16) -> 
     lines = []
     for offset in range(0, len(shown), width):
         row = shown[offset : offset + width]
-        hexes = " ".join(f"{b:02x}" for b in row)
+        hexes = row.hex(" ")
         if len(row) > 8:
             hexes = hexes[:23] + " " + hexes[23:]
-        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in row)
+        text = row.translate(_PRINTABLE).decode("ascii")
         lines.append(f"    {offset:04x}  {hexes:<49} {text}")
     if len(shown) < len(data):
         lines.append(f"    ... {len(data) - len(shown):,} more bytes (hexdump(limit=None) shows all)")

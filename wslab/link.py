@@ -24,8 +24,11 @@ side::
 
 A new connection also pays TCP's handshake (``handshake=True``): its
 first bytes up are not due before one round trip after the client
-connected, plus the one-way delay. The relay's own connections are on
-loopback, so without this a connection would cost nothing to open.
+connected, plus the one-way delay (SYN, SYN-ACK, then data), and a server
+that speaks first is not heard before two round trips (its ``accept()``
+returns when the ACK arrives, then its bytes travel down). The relay's own
+connections are on loopback, so without this a connection would cost
+nothing to open.
 
 The rate is a property of the link, so it is shared by every connection of a
 tap in that direction (like one phone's radio); delay and order are per
@@ -99,7 +102,8 @@ class Link:
     ``handshake`` (default True) charges each new connection the round trip
     of TCP's handshake: on loopback ``connect()`` returns at once, so the
     client's first bytes are held until one round trip after it connected,
-    plus the one-way delay, as on a real network (SYN, SYN-ACK, then data).
+    plus the one-way delay, as on a real network (SYN, SYN-ACK, then data);
+    a server that speaks first is heard two round trips after the connect.
 
     >>> wslab.Link(rtt_ms=100).down_ms
     50.0
@@ -139,8 +143,12 @@ class Link:
         if self.up_ms is not None and self.down_ms is not None and not self.rtt_ms:
             object.__setattr__(self, "rtt_ms", self.up_ms + self.down_ms)  # so link.rtt_ms is the round trip
         for one in (self.up_ms, self.down_ms):
-            if one is not None and self.rtt_ms and one > self.rtt_ms and (self.up_ms is None or self.down_ms is None):
-                raise ValueError(f"Link one-way delay {one!r} ms is more than rtt_ms={self.rtt_ms!r}")
+            if one is not None and one > self.rtt_ms and (self.up_ms is None or self.down_ms is None):
+                # the other way would be rtt_ms - one: a negative delay (with rtt_ms=0 too)
+                raise ValueError(
+                    f"Link one-way delay {one!r} ms is more than rtt_ms={self.rtt_ms!r}: "
+                    f"give rtt_ms as well, or both up_ms and down_ms"
+                )
 
     # The resolved figures, per direction
 

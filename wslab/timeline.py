@@ -105,6 +105,7 @@ def draw(
         Line2D([], [], marker="^", color="0.3", linestyle="none", markersize=4, label="request sent"),
         Patch(color=COLORS["answer"], label="request open, answered with events"),
         Patch(color=COLORS["empty"], label="answered empty"),
+        Patch(color=COLORS["setup"], label="first request: where \"now\" is"),
         Patch(color=COLORS["stream"], label="stream open"),
         Line2D([], [], color=COLORS["delivery"], label="event delivered"),
     ]

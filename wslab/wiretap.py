@@ -166,7 +166,8 @@ class Tap(Capture, Background):
 
     @property
     def connections(self) -> int:
-        return sum(1 for c in self.conns.values() if c.closed is None)
+        # list() first: in thread mode the relay's thread adds and drops records while another reads this
+        return sum(1 for c in list(self.conns.values()) if c.closed is None)
 
     def _now(self) -> float:
         return time.perf_counter() - self._t0
@@ -205,6 +206,8 @@ class Tap(Capture, Background):
             pipes = [Pipe(self._shapers[UP], swriter.transport, loop), Pipe(self._shapers[DOWN], cwriter.transport, loop)]
             if self.link is not None and self.link.handshake:  # SYN, SYN-ACK: then the client's bytes may leave
                 pipes[0].hold(accepted + (self.link.round_trip_ms + self.link.up_delay_ms) / 1000)
+                # ... and the ACK: a server that speaks first does so once accept() returns, one way later
+                pipes[1].hold(accepted + 2 * self.link.round_trip_ms / 1000)
         try:
             await asyncio.gather(
                 self._pump(conn, creader, cwriter, swriter, UP, pipes[0] if pipes else None),
