@@ -409,4 +409,4 @@ from .chat_client import ChatClient, join_classroom, stalled_client  # noqa: E40
 
 
 # Fan-out measurement: wslab/fanout.py (re-exported here: wslab.chat.measure_fanout is lesson 05's name)
-from .fanout import measure_fanout, plot_fanout, raise_fd_limit  # noqa: E402,F401
+from .fanout import measure_fanout, plot_fanout, raise_fd_limit  # noqa: E402,F401 (raise_fd_limit: wslab.childproc)

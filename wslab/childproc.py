@@ -17,11 +17,19 @@ then terminates, then kills, and joins in a few seconds at most.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
+import os
 import time
-from typing import Any, Callable
+import traceback
+from typing import Any, Awaitable, Callable
 
-__all__ = ["ChildProcess"]
+try:
+    import resource
+except ImportError:  # Windows: no open-file limit to raise
+    resource = None  # type: ignore[assignment]
+
+__all__ = ["ChildProcess", "child_side", "raise_fd_limit"]
 
 
 class ChildProcess:
@@ -96,3 +104,39 @@ class ChildProcess:
                 self.process.join(2)
         finally:
             self._conn.close()
+
+
+def child_side(conn: Any, main: Callable[[Any], Awaitable[None]], files: int) -> None:
+    """The child's end: raise the open-file limit to ``files``, say hello, run ``main(conn)``.
+
+    Call it from the module-level target of a :class:`ChildProcess`; any error is
+    sent back as ``("error", traceback)`` before the process exits.
+    """
+    try:
+        raise_fd_limit(files)
+        conn.send(("hello", os.getpid()))
+        asyncio.run(main(conn))
+    except BaseException:
+        try:
+            conn.send(("error", traceback.format_exc()))
+        except (OSError, ValueError):
+            pass
+    finally:
+        conn.close()
+
+
+def raise_fd_limit(needed: int) -> int:
+    """Raise this process's soft limit on open files to ``needed`` (up to the hard limit).
+
+    Each simulated client costs one file descriptor in the room's process (the
+    server's socket) and one in the clients' process (its own socket);
+    :func:`measure_fanout` raises the limit in both. Returns the new soft limit.
+    """
+    if resource is None:
+        return needed
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft

@@ -9,20 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-try:
-    import resource
-except ImportError:  # Windows: no open-file limit to raise
-    resource = None  # type: ignore[assignment]
 import statistics
 import time
-import traceback
 from typing import Any, Sequence
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import broadcast
 
-from .childproc import ChildProcess
+from .childproc import ChildProcess, child_side, raise_fd_limit
 from .display import Table
 
 __all__ = ["measure_fanout", "plot_fanout", "raise_fd_limit"]
@@ -54,23 +48,6 @@ __all__ = ["measure_fanout", "plot_fanout", "raise_fd_limit"]
 #   child. Every wait on the pipe is bounded in time and checks that the child
 #   is alive; the child is always stopped (then terminated, then killed) and
 #   joined in bounded time, on errors and on KeyboardInterrupt too.
-
-
-def raise_fd_limit(needed: int) -> int:
-    """Raise this process's soft limit on open files to ``needed`` (up to the hard limit).
-
-    Each simulated client costs one file descriptor in the room's process (the
-    server's socket) and one in the clients' process (its own socket);
-    :func:`measure_fanout` raises the limit in both. Returns the new soft limit.
-    """
-    if resource is None:
-        return needed
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return soft
 
 
 class _StampedConnection(ClientConnection):
@@ -178,17 +155,7 @@ def _fanout_clients(conn: Any, max_clients: int) -> None:
     requests on ``conn`` (see the note above); an error is sent back as
     ``("error", traceback)`` before the process exits.
     """
-    try:
-        raise_fd_limit(max_clients + 256)
-        conn.send(("hello", os.getpid()))
-        asyncio.run(_fanout_client_loop(conn))
-    except BaseException:
-        try:
-            conn.send(("error", traceback.format_exc()))
-        except (OSError, ValueError):
-            pass
-    finally:
-        conn.close()
+    child_side(conn, _fanout_client_loop, max_clients + 256)
 
 
 def _ClientProcess(max_clients: int, start_timeout: float) -> ChildProcess:

@@ -43,11 +43,10 @@ import os
 import random
 import statistics
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .childproc import ChildProcess
+from .childproc import ChildProcess, child_side, raise_fd_limit
 from .display import Table
 
 __all__ = ["TRANSPORTS", "ScalingPoint", "measure_scaling", "measure_point", "plot_scaling", "server_cpu",
@@ -136,19 +135,7 @@ class ClientProcess(ChildProcess):
 
 def _client_main(conn: Any, max_clients: int) -> None:
     """The child process: light clients on a loop of its own (module-level: "spawn" imports it)."""
-    try:
-        from .fanout import raise_fd_limit
-
-        raise_fd_limit(max_clients + 256)
-        conn.send(("hello", os.getpid()))
-        asyncio.run(_client_loop(conn))
-    except BaseException:
-        try:
-            conn.send(("error", traceback.format_exc()))
-        except (OSError, ValueError):
-            pass
-    finally:
-        conn.close()
+    child_side(conn, _client_loop, max_clients + 256)
 
 
 class _Clients:
@@ -409,7 +396,6 @@ def measure_scaling(
     duplicated deliveries.
     """
     from . import QUICK
-    from .fanout import raise_fd_limit
     from .labserver import lab_server_in_thread
 
     counts = [int(n) for n in (counts or ((5, 20, 50) if QUICK else (10, 100, 500)))]
