@@ -166,3 +166,42 @@ def test_a_frozen_proxy_is_closed_by_the_clients_ping_timeout(jupyter_server):
     closed, took = run(main(), timeout=20)
     assert closed.sent is not None and closed.sent.code == 1011 and closed.rcvd is None
     assert took < seconds(0.2 + 0.5 + 0.5 + 1.5)  # interval, ping timeout, close timeout, slack
+
+
+def rss(pid: int) -> int:
+    """Resident memory of process ``pid`` in bytes (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def test_through_the_proxy_bufferedamount_stays_low_because_jupyter_holds_the_data(jupyter_server, chromium):
+    from .test_bufferdemo import record_of, running_demo
+
+    grew: list[int] = []
+    with running_demo(pause=2.5, total=16 << 20) as demo:
+        before = rss(jupyter_server.proc.pid)
+
+        def all_sent_while_unread(page):  # everything left the browser, the server has not read yet
+            page.wait_for_function(
+                "() => { const r = Object.values(window.wslabBuffered || {})[0]; return r && "
+                "r.sent === r.total_expected && r.samples.length && r.samples[r.samples.length - 1][1] === 0; }"
+                .replace("r.total_expected", str(demo.total)),
+                timeout=seconds(20) * 1000,
+            )
+            assert not any(e == "reading" for _, e in page.evaluate(
+                "() => Object.values(window.wslabBuffered)[0].events")), "the pause ended first: a slow machine?"
+            grew.append(rss(jupyter_server.proc.pid) - before)
+
+        url = f"http://127.0.0.1:{jupyter_server.port}/proxy/{demo.server.port}/?token={jupyter_server.token}"
+        rec = record_of(chromium, url, during=all_sent_while_unread)
+    # Straight to the server bufferedAmount stays up until the server reads (test_bufferdemo.py);
+    # through the proxy the browser's queue was empty (checked above) while the backend still read
+    # nothing: the proxy read all 16 MiB and holds them in the Jupyter server's memory (its
+    # on_message calls tornado's write_message without awaiting it).
+    print(f"peak bufferedAmount {max(a for _, a, _ in rec['samples']):,} B; Jupyter's RSS grew {grew[0]:,} B")
+    assert grew[0] > 8 << 20  # of 16 MiB sent while the backend read nothing
+    (stats,) = demo.pages
+    assert stats.done and stats.received == demo.total

@@ -22,6 +22,11 @@ draws it with what it has sent. After ``pause`` s the server reads
 everything, says so, and the page's line falls to 0. The samples are also
 left in ``window.wslabBuffered[<id>]`` for tests. The kernel side
 (:class:`BufferDemo`) counts what the server received, per page.
+
+Through jupyter-server-proxy (JupyterHub, Binder; the figure picks that URL
+as lesson 05's client does) the line stays low: the proxy reads everything
+at once and holds it in the Jupyter server's memory, so ``bufferedAmount``
+shows the queue to the proxy (tests/test_jupyter_proxy.py measures it).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from .browser import html_page_responder, url_plan
 from .limits import Limits
 from .servers import Server, serve
 
-__all__ = ["BufferDemo", "buffered_amount_demo", "demo_html"]
+__all__ = ["BufferDemo", "PageStats", "buffered_amount_demo", "demo_html"]
 
 _JS = r"""
 (function () {
