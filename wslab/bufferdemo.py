@@ -94,8 +94,8 @@ _JS = r"""
     const v = document.createElementNS(NS, "line");
     v.setAttribute("x1", x); v.setAttribute("x2", x); v.setAttribute("y1", 10); v.setAttribute("y2", H - 20);
     v.setAttribute("stroke", "#2980b9"); v.setAttribute("stroke-dasharray", "4 3"); svg.appendChild(v);
-    text(x + 4, 20, "server reads again", "#2980b9");
-    text(44, 14, "bufferedAmount", "#c0392b"); text(150, 14, "bytes send() was given", "#777");
+    text(x + 4, H - 26, "server reads again", "#2980b9");
+    text(44, H - 4, "bufferedAmount", "#c0392b"); text(150, H - 4, "bytes send() was given", "#777");
     text(2, H - 20, "0"); text(2, 14, kib(ymax)); text(W - 60, H - 4, (tmax / 1000).toFixed(1) + " s");
   }
   const url = pickUrl();
