@@ -68,6 +68,9 @@ from .limits import Guard, Limits
 # (tls.py, proxy.py, auth.py, reconnect.py, broker.py; redis and trustme load on first use)
 from . import auth, broker, proxy, reconnect, tls
 
+# The browser's bufferedAmount, live (lesson 07, backpressure; bufferdemo.py; engineer prod)
+from . import bufferdemo
+
 __version__ = "0.1.0"
 
 
