@@ -81,6 +81,7 @@ __all__ = [
     "unregister",
     "release",
     "release_sync",
+    "close_listener",
     "servers",
 ]
 
@@ -489,6 +490,24 @@ def release_sync(name: str) -> None:
     previous = _holder(name)
     if previous is not None:
         previous.stop()
+
+
+async def close_listener(server: asyncio.AbstractServer | None, tasks: Any = (), *, timeout: float = 5) -> None:
+    """Close an asyncio listener, cancel its connections' ``tasks``, and wait for it.
+
+    The ``_close()`` of a :class:`Background` built on :func:`asyncio.start_server`:
+    bounded by ``timeout`` seconds (stopping must never hang or fail).
+    """
+    if server is None:
+        return
+    server.close()
+    for task in list(tasks):
+        task.cancel()
+    try:
+        async with asyncio.timeout(timeout):
+            await server.wait_closed()
+    except TimeoutError:
+        pass
 
 
 H = TypeVar("H", bound=Background)

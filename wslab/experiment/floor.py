@@ -112,15 +112,7 @@ class TcpPushServer(_servers.Background):
     # few seconds, stopping the thread too.
 
     async def _close(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        try:
-            async with asyncio.timeout(self.stop_timeout):
-                await self._server.wait_closed()
-        except TimeoutError:  # stopping must not fail
-            pass
+        await _servers.close_listener(self._server, self._tasks, timeout=self.stop_timeout)
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

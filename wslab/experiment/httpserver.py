@@ -176,14 +176,8 @@ class LightHttpServer(_servers.Background):
             self._stopping.set_result(None)
         assert self._server is not None
         self._server.close()
-        await asyncio.sleep(0)
-        for task in list(self._tasks):
-            task.cancel()
-        try:
-            async with asyncio.timeout(self.stop_timeout):
-                await self._server.wait_closed()
-        except TimeoutError:  # stopping must not fail
-            pass
+        await asyncio.sleep(0)  # let held requests see the stop and answer first
+        await _servers.close_listener(self._server, self._tasks, timeout=self.stop_timeout)
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
