@@ -202,6 +202,6 @@ def test_through_the_proxy_bufferedamount_stays_low_because_jupyter_holds_the_da
     # nothing: the proxy read all 16 MiB and holds them in the Jupyter server's memory (its
     # on_message calls tornado's write_message without awaiting it).
     print(f"peak bufferedAmount {max(a for _, a, _ in rec['samples']):,} B; Jupyter's RSS grew {grew[0]:,} B")
-    assert grew[0] > 8 << 20  # of 16 MiB sent while the backend read nothing
+    assert grew[0] > 4 << 20  # of 16 MiB sent while the backend read nothing (7.9-15 MB measured)
     (stats,) = demo.pages
     assert stats.done and stats.received == demo.total

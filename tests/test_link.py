@@ -318,7 +318,8 @@ def test_a_new_connection_pays_the_tcp_handshake_round_trip(handshake, expected_
         tap.stop()
         server.close()
     arrived = (server.arrivals[0][2] - started) * 1000
-    assert expected_ms - EARLY_MS <= arrived <= expected_ms + LATE_MS, arrived
+    # Late by a loaded machine's scheduling is fine; early never is. The bound still tells 20 from 80.
+    assert expected_ms - EARLY_MS <= arrived <= expected_ms + max(LATE_MS, seconds(35)), arrived
 
 
 @pytest.mark.parametrize("handshake, expected_ms", [(True, 2 * 60), (False, 40)])
