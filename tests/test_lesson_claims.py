@@ -247,3 +247,21 @@ def test_chromium_sends_the_pages_origin_and_the_servers_cookies_from_another_po
             thread.join(timeout=seconds(5))
     assert seen and seen[0][0] == f"http://127.0.0.1:{other_port}", seen
     assert "session=s3cr3t" in (seen[0][1] or ""), seen
+
+
+def test_the_pinned_websockets_has_the_reconnect_delays_lesson_07_uses():
+    """Lesson 07, exercise 7.4 calls ``connect(url, reconnect_delays=...)``: it exists from
+    websockets 17 (14.2, 15.0.1 and 16.0 raise TypeError), so the kit pins ``websockets>=17``."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    from wslab.environment import REQUIREMENTS
+
+    root = Path(__file__).resolve().parent.parent
+    assert "reconnect_delays" in inspect.signature(connect).parameters
+    assert int(websockets.__version__.split(".")[0]) >= 17
+    pins = [re.search(r"websockets>=(\d+)", (root / f).read_text()).group(1) for f in ("pyproject.toml", "requirements.txt")]
+    assert pins == ["17", "17"] and REQUIREMENTS["websockets"][0] == "17.0"
+    source = (root / "instructor" / "source" / "07-take-it-to-production.ipynb").read_text()
+    assert "reconnect_delays" in source

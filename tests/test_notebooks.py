@@ -9,8 +9,11 @@ done yet, and the rest of the lesson must still run).
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import time
+import uuid
 from pathlib import Path
 
 import nbformat
@@ -95,11 +98,69 @@ def test_class_copy_contains_no_solution_code(path):
             )
 
 
+#: Marks the processes a lesson's kernel starts: every child inherits the kernel's environment.
+MARK = "WSLAB_LESSON_RUN"
+
+
+def _processes() -> dict[int, tuple[int, bytes]]:
+    """pid -> (parent pid, environment) of every process this user can read (Linux /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                found[int(entry.name)] = (ppid, (entry / "environ").read_bytes())
+            except (OSError, ValueError, IndexError):  # gone already, or not ours to read
+                continue
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "(gone)"
+
+
+def left_behind(before: set[int], mark: str, grace: float) -> dict[int, str]:
+    """Processes a lesson started that are still alive ``grace`` seconds after its kernel stopped.
+
+    A lesson's process either still carries the kernel's environment (``MARK``),
+    or was orphaned: started during the run and adopted by init (ppid 1), as
+    every daemon is, and every child of a kernel that is gone. (Redis rewrites
+    its own environment block for its process title, so the mark alone misses
+    it.) The survivors are killed, so they cannot disturb the next test.
+    """
+    needle = f"{MARK}={mark}".encode()
+
+    def leftovers() -> set[int]:
+        return {pid for pid, (ppid, env) in _processes().items()
+                if pid not in before and pid != os.getpid() and (ppid == 1 or needle in env.split(b"\0"))}
+
+    deadline = time.monotonic() + grace
+    alive = leftovers()
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling a condition with a deadline, not synchronisation by sleep
+        alive = leftovers()
+    found = {pid: _cmdline(pid) for pid in alive}
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return found
+
+
 def execute(path: Path, monkeypatch, *, quick: bool = True) -> nbformat.NotebookNode:
+    """Run ``path`` in a fresh kernel (quick or full mode); fail if it leaves a process running."""
     if quick:
         monkeypatch.setenv("WSLAB_QUICK", "1")
     else:
         monkeypatch.delenv("WSLAB_QUICK", raising=False)
+    mark = uuid.uuid4().hex
+    monkeypatch.setenv(MARK, mark)
+    before = set(_processes())
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
@@ -108,8 +169,12 @@ def execute(path: Path, monkeypatch, *, quick: bool = True) -> nbformat.Notebook
         resources={"metadata": {"path": str(path.parent)}},
     )
     started = time.monotonic()
-    client.execute()
+    try:
+        client.execute()  # shuts the kernel down when the last cell has run
+    finally:
+        leftovers = left_behind(before, mark, seconds(10))
     elapsed = time.monotonic() - started
+    assert leftovers == {}, f"{path.name} left {len(leftovers)} process(es) running: {leftovers}"
     assert elapsed < seconds(BUDGET), f"{path.name} took {elapsed:.0f} s (budget {BUDGET} s)"
     return nb
 

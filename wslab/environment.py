@@ -12,7 +12,7 @@ __all__ = ["environment"]
 
 #: distribution -> (oldest version the lessons were written for, why it matters)
 REQUIREMENTS: dict[str, tuple[str, str]] = {
-    "websockets": ("14.0", "the modern asyncio API: handler(connection)"),
+    "websockets": ("17.0", "the modern asyncio API; lesson 07's connect(reconnect_delays=...)"),
     "jupyterlab": ("4.0", "the lesson notebooks"),
     "ipykernel": ("7.3", "top-level await in cells; depends on nest-asyncio2"),
     "matplotlib": ("3.7", "the plots"),
