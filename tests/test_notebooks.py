@@ -220,3 +220,21 @@ def test_solution_notebook_runs_in_full_mode_and_passes_its_own_checks(path, mon
     text = outputs_text(nb)
     for label in re.findall(r'exercise\("([^"]+)"\)', code_of(nb)):
         assert f"✓ Exercise {label} passed" in text
+
+
+def test_the_guide_states_how_many_lessons_there_are_and_their_total_time():
+    """GUIDE.md's count and total follow the lessons' own "Time:" lines (issue 22: it said seven
+    lessons and four hours when there were eight adding up to five and a half)."""
+    words = dict(enumerate("zero one two three four five six seven eight nine ten eleven twelve".split()))
+    minutes = []
+    for path in SOURCES:
+        first = nbformat.read(path, as_version=4).cells[0].source
+        found = re.search(r"\*\*Time:\*\* about (\d+) minutes", first)
+        assert found, f"{path.name}: the first cell should say '**Time:** about N minutes'"
+        minutes.append(int(found.group(1)))
+    half_hours = round(sum(minutes) / 30)
+    hours = words[half_hours // 2]
+    total = f"{hours} and a half hours" if half_hours % 2 else f"{hours} hours"
+    guide = " ".join((ROOT / "instructor" / "GUIDE.md").read_text().split())
+    assert f"wslab is {words[len(SOURCES)]} short Jupyter lessons" in guide
+    assert f"all {words[len(SOURCES)]} take about {total} alone" in guide, (sum(minutes), total)
