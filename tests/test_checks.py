@@ -93,3 +93,40 @@ def test_expect_lets_another_error_through():
     with pytest.raises(KeyError):
         with expect(ValueError):
             raise KeyError("x")
+
+
+def test_the_articles_legacy_attributes_get_a_sentence_naming_todays_api():
+    """Exercise 0.2 answered the article's way (``connection.request_headers``) used to show a raw
+    AttributeError naming an internal class; the check names the attribute and its replacement."""
+    import asyncio
+
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import ServerConnection, serve
+
+    from wslab.checks import LEGACY_ATTRIBUTES
+
+    for name, replacement in LEGACY_ATTRIBUTES.items():  # the table is true on the installed websockets
+        assert not hasattr(ServerConnection, name), name
+        assert replacement.split()[0].split(".")[1] in ("request", "response", "state", "recv()"), replacement
+
+    seen = []
+
+    async def main():
+        async def handler(connection):
+            seen.append(connection)
+
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            async with connect(f"ws://127.0.0.1:{port}/", user_agent_header="ua/1.0"):
+                pass
+
+    asyncio.run(main())
+    with pytest.raises(CheckFailed) as info:
+        with exercise("0.2"):
+            seen[0].request_headers["User-Agent"]
+    message = str(info.value)
+    assert "`.request_headers`" in message and "connection.request.headers" in message
+    assert "Connection[" not in message and seen[0].request.headers["User-Agent"] == "ua/1.0"
+    with pytest.raises(AttributeError):  # any other attribute error is the learner's own bug: its traceback shows
+        with exercise("0.2"):
+            seen[0].no_such_thing

@@ -265,3 +265,32 @@ def test_the_pinned_websockets_has_the_reconnect_delays_lesson_07_uses():
     assert pins == ["17", "17"] and REQUIREMENTS["websockets"][0] == "17.0"
     source = (root / "instructor" / "source" / "07-take-it-to-production.ipynb").read_text()
     assert "reconnect_delays" in source
+
+
+def test_wsproto_gives_exercise_3_3s_close_codes_for_every_suspect_frame():
+    """Lesson 03, exercise 3.3: the expected close codes are what an independent client (wsproto)
+    sends, including a lone continuation frame (1002) and a non-final text fragment that ends inside
+    a character (legal: RFC 6455 8.1 judges the whole message; fail early only on bytes that no
+    continuation can fix)."""
+    import json
+    from pathlib import Path
+
+    from wsproto.frame_protocol import FrameProtocol, ParseFailed
+
+    notebook = json.loads((Path(__file__).resolve().parent.parent / "instructor" / "source"
+                           / "03-read-a-frame-bit-by-bit.ipynb").read_text())
+    cell = next("".join(c["source"]) for c in notebook["cells"]
+                if c["cell_type"] == "code" and "suspects = [" in "".join(c["source"]))
+    namespace: dict = {}
+    exec(cell.split("with wslab.exercise")[0], namespace)  # noqa: S102 - the lesson's own list literal
+    suspects = namespace["suspects"]
+    assert len(suspects) >= 12
+    for wire, expected, what in suspects:
+        protocol = FrameProtocol(client=True, extensions=[])
+        protocol.receive_bytes(bytes.fromhex(wire))
+        try:
+            list(protocol.received_frames())
+            code = None
+        except ParseFailed as error:
+            code = int(error.code)
+        assert code == expected, what

@@ -25,7 +25,7 @@ import sys
 from types import TracebackType
 from typing import Any
 
-__all__ = ["CheckFailed", "check", "check_equal", "exercise", "expect", "assert_done"]
+__all__ = ["CheckFailed", "check", "check_equal", "exercise", "expect", "assert_done", "LEGACY_ATTRIBUTES"]
 
 #: Exercise label -> "passed" | "not done" | "failed".
 results: dict[str, str] = {}
@@ -93,7 +93,37 @@ class exercise:
         if isinstance(exc, AssertionError):
             detail = str(exc) or "an assert in the check cell failed"
             raise CheckFailed(f"Exercise {label}: {detail}") from exc
+        legacy = _legacy_api(exc)
+        if legacy:
+            raise CheckFailed(f"Exercise {label}: {legacy}") from None
         return False  # a bug in the learner's code: show its traceback
+
+
+#: Attributes of the legacy websockets connection (websockets 10, the article's API) that the
+#: new asyncio implementation (the default since 14.0) does not have, and what replaced them
+#: (websockets' "Upgrade to the new asyncio implementation" guide).
+LEGACY_ATTRIBUTES = {
+    "request_headers": "connection.request.headers",
+    "response_headers": "connection.response.headers",
+    "path": "connection.request.path",
+    "open": "connection.state is State.OPEN (from websockets.protocol import State)",
+    "closed": "connection.state is State.CLOSED (from websockets.protocol import State)",
+    "messages": "connection.recv() or async for message in connection",
+}
+
+
+def _legacy_api(exc: BaseException) -> str | None:
+    """A sentence for an AttributeError that comes from the article's (legacy) websockets API."""
+    if not isinstance(exc, AttributeError) or exc.name not in LEGACY_ATTRIBUTES:
+        return None
+    try:
+        from websockets.asyncio.connection import Connection
+    except ImportError:  # pragma: no cover - websockets is a dependency
+        return None
+    if not isinstance(exc.obj, Connection):
+        return None
+    return (f"your code reads `.{exc.name}` on a connection, an attribute of the legacy websockets API "
+            f"(websockets 10, the article's); today's connections have {LEGACY_ATTRIBUTES[exc.name]} instead")
 
 
 def assert_done(label: str) -> None:
