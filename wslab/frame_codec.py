@@ -2,7 +2,8 @@
 
 Part of :mod:`wslab.frames` (its design note says how the parts fit): the
 protocol's vocabulary (:class:`Opcode`, :class:`CloseCode`,
-:class:`ProtocolError`), :class:`Frame`, :func:`encode` / :func:`decode`,
+:class:`ProtocolError`), :class:`Frame` and the :class:`Message` it reassembles into,
+:func:`encode` / :func:`decode`,
 masking (:func:`mask_naive` and :func:`mask` for teaching, websockets' C
 ``apply_mask`` in the codec) and close payloads. Import it from
 ``wslab.frames``.
@@ -14,13 +15,9 @@ import codecs
 import dataclasses
 import enum
 import struct
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .frame_reader import Message
-
 __all__ = [
     "Opcode",
+    "Message",
     "CloseCode",
     "ProtocolError",
     "Frame",
@@ -319,6 +316,35 @@ class Frame:
     def close(cls, code: int | None = CloseCode.NORMAL_CLOSURE, reason: str = "") -> Frame:
         """A CLOSE frame with ``code`` and ``reason`` (``code=None``: an empty payload)."""
         return cls(Opcode.CLOSE, close_payload(code, reason))
+
+
+@dataclasses.dataclass(slots=True)
+class Message:
+    """A whole data message, reassembled from its frames (section 5.4, 5.6).
+
+    ``data`` is ``str`` for TEXT, ``bytes`` for BINARY; ``frames`` says how
+    many frames carried it; ``compressed`` how many bytes were on the wire when
+    permessage-deflate compressed it (else ``None``). ``truncated`` is set only
+    by the drawing tools (:func:`transcript`), which inflate a capture with a
+    bound: ``data`` then holds the first ``truncated`` bytes of the message.
+    """
+
+    opcode: Opcode
+    data: str | bytes
+    frames: int = 1
+    compressed: int | None = None
+    truncated: int | None = None
+
+    def __str__(self) -> str:
+        raw = self.data.encode() if isinstance(self.data, str) else self.data
+        notes = [_bytes(len(raw))]
+        if self.frames > 1:
+            notes.append(f"{self.frames} frames")
+        if self.compressed is not None:
+            notes.append(f"{_bytes(self.compressed)} compressed")
+        if self.truncated is not None:
+            notes.append(f"inflated output truncated at {_bytes(self.truncated)}")
+        return f"{self.opcode.name} message {_preview(self.opcode, raw, False)} [{', '.join(notes)}]"
 
 
 def encode(frame: Frame, mask_key: bytes | None = None, *, strict: bool = True) -> bytes:

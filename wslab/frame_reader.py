@@ -2,8 +2,8 @@
 
 Part of :mod:`wslab.frames` (its design note says how the parts fit):
 :class:`Reader` (reassembly, UTF-8 across fragments, size limit, who masks,
-permessage-deflate with a bound), :class:`Message` and :func:`inflate`.
-Import them from ``wslab.frames``.
+permessage-deflate with a bound), which hands out :class:`~wslab.frames.Message`
+values (defined with :class:`Frame` in the codec), and :func:`inflate`. Import them from ``wslab.frames``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import dataclasses
 import zlib
 from typing import Literal, Union
 
-from .frame_codec import CloseCode, Frame, Opcode, ProtocolError, _bytes, _decode_at, _preview, parse_close
+from .frame_codec import CloseCode, Frame, Message, Opcode, ProtocolError, _bytes, _decode_at, _preview, parse_close
 
-__all__ = ["Message", "Reader", "Event", "inflate", "DEFLATE_TAIL"]
+__all__ = ["Reader", "Event", "inflate", "DEFLATE_TAIL"]
 
 #: permessage-deflate: each compressed message ends with this empty block, which
 #: the sender strips and the receiver appends back (RFC 7692 section 7.2.2).
@@ -54,36 +54,7 @@ def _inflate_prefix(payload: bytes, limit: int) -> tuple[bytes, bool]:
     return out[:limit], len(out) > limit
 
 
-# -- Messages and the incremental reader ------------------------------------
-
-
-@dataclasses.dataclass(slots=True)
-class Message:
-    """A whole data message, reassembled from its frames (section 5.4, 5.6).
-
-    ``data`` is ``str`` for TEXT, ``bytes`` for BINARY; ``frames`` says how
-    many frames carried it; ``compressed`` how many bytes were on the wire when
-    permessage-deflate compressed it (else ``None``). ``truncated`` is set only
-    by the drawing tools (:func:`transcript`), which inflate a capture with a
-    bound: ``data`` then holds the first ``truncated`` bytes of the message.
-    """
-
-    opcode: Opcode
-    data: str | bytes
-    frames: int = 1
-    compressed: int | None = None
-    truncated: int | None = None
-
-    def __str__(self) -> str:
-        raw = self.data.encode() if isinstance(self.data, str) else self.data
-        notes = [_bytes(len(raw))]
-        if self.frames > 1:
-            notes.append(f"{self.frames} frames")
-        if self.compressed is not None:
-            notes.append(f"{_bytes(self.compressed)} compressed")
-        if self.truncated is not None:
-            notes.append(f"inflated output truncated at {_bytes(self.truncated)}")
-        return f"{self.opcode.name} message {_preview(self.opcode, raw, False)} [{', '.join(notes)}]"
+# -- The incremental reader ---------------------------------------------------
 
 
 Event = Union[Frame, Message]

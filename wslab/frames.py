@@ -56,6 +56,7 @@ from .frame_codec import (  # noqa: F401 (FAST_MASK: not in __all__, importable 
     FAST_MASK,
     CloseCode,
     Frame,
+    Message,
     Opcode,
     ProtocolError,
     close_payload,
@@ -66,7 +67,7 @@ from .frame_codec import (  # noqa: F401 (FAST_MASK: not in __all__, importable 
     parse_close,
 )
 from .frame_drawing import EXPLAIN_INFLATE_LIMIT, Explanation, explain, transcript  # noqa: F401
-from .frame_reader import DEFLATE_TAIL, Event, Message, Reader, inflate  # noqa: F401
+from .frame_reader import DEFLATE_TAIL, Event, Reader, inflate  # noqa: F401
 
 __all__ = [
     "Opcode",
