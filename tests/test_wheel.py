@@ -35,8 +35,10 @@ def _repository_files() -> list[str]:
     """What a clean clone holds: tracked files and new ones git does not ignore."""
     done = subprocess.run(
         ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True, check=True, timeout=seconds(30),
+        capture_output=True, check=False, timeout=seconds(30),
     )
+    if done.returncode != 0:
+        pytest.skip("not a git checkout: the wheel test builds from what git holds")
     names = [n for n in done.stdout.decode().split("\0") if n]
     return sorted(n for n in names if (ROOT / n).is_file())
 
@@ -67,7 +69,8 @@ class Installed:
         dist = base / "dist"
         self.sdist = _hook(src, "build_sdist", dist)
         with tarfile.open(self.sdist) as tar:
-            tar.extractall(base / "unpacked", filter="data")
+            # the "data" filter (Python 3.11.4+) refuses links and paths outside the folder
+            tar.extractall(base / "unpacked", **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         (unpacked,) = (base / "unpacked").iterdir()
         self.wheel = _hook(unpacked, "build_wheel", dist)
         self.venv = base / "venv"
