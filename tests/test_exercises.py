@@ -8,6 +8,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from wslab.__main__ import main
 from wslab.exercises import learner_copy
 
+from .conftest import seconds
+
 SOLUTION = '''def accept_key(key):
     """Compute Sec-WebSocket-Accept."""
     # BEGIN SOLUTION
@@ -147,10 +149,10 @@ def test_a_copy_unchanged_since_git_holds_it_is_rebuilt_without_a_record(tmp_pat
     _source(tmp_path)
     assert _cli(tmp_path) == 0
     (tmp_path / "out" / ".wslab-written.json").unlink()
-    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.org"]
-    subprocess.run([*git, "init", "-q"], check=True, timeout=30)
-    subprocess.run([*git, "add", "out"], check=True, timeout=30)
-    subprocess.run([*git, "commit", "-qm", "lessons"], check=True, timeout=30)
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], check=True, timeout=seconds(30))
+    subprocess.run([*git, "add", "out"], check=True, timeout=seconds(30))
+    subprocess.run([*git, "commit", "-qm", "lessons"], check=True, timeout=seconds(30))
     _source(tmp_path, "# Lesson, revised")
     assert _cli(tmp_path) == 0
     assert "revised" in (tmp_path / "out" / "03-lesson.ipynb").read_text()

@@ -140,7 +140,7 @@ def test_the_battery_command_of_the_installed_copy_grades_a_server(installed):
         "    srv = await wslab.serve_scratch()\n"
         "    try:\n"
         "        cmd = [sys.executable, '-m', 'wslab', 'battery', srv.url]\n"
-        "        done = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=120)\n"
+        f"        done = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout={seconds(120)})\n"
         "    finally:\n"
         "        await srv.aclose()\n"
         "    print(done.stdout, done.stderr)\n"
@@ -172,7 +172,7 @@ def test_the_lessons_command_hands_out_lessons_that_run_on_the_installed_copy(in
         "from nbclient import NotebookClient\n"
         "nb = nbformat.read(sys.argv[1], as_version=4)\n"
         "nb.cells.append(nbformat.v4.new_code_cell('import wslab; print(\"wslab from\", wslab.__file__)'))\n"
-        "NotebookClient(nb, timeout=300, kernel_name='python3',\n"
+        f"NotebookClient(nb, timeout={int(seconds(300))}, kernel_name='python3',\n"
         "               resources={'metadata': {'path': sys.argv[2]}}).execute()\n"
         "print(nb.cells[-1].outputs[0]['text'])\n"
     )
