@@ -74,3 +74,20 @@ def test_bench_through_a_link_writes_the_round_trip_and_rate_into_results_json(t
     # Pushed events cross the link once: at least the one-way delay each.
     assert data["transports"]["websocket"]["p50_ms"] >= 20
     assert "40 ms round trip" in done.stderr
+
+
+def test_the_docs_promise_no_quicker_bench_quick_than_its_own_estimate():
+    """The reference says how long `bench --quick` takes; the schedule alone must fit in it, with room.
+
+    The wall time itself is measured, not asserted (it depends on the machine): 17.6-19.1 s here on
+    2 busy cores, of which the estimate below is the schedule's share.
+    """
+    import re
+
+    from wslab.bench import QUICK_CONFIG
+    from wslab.experiment import ExperimentConfig, expected_seconds
+
+    text = (ROOT / "docs" / "reference.md").read_text()
+    (line,) = [ln for ln in text.splitlines() if "bench --quick " in ln and "#" in ln]
+    stated = float(re.search(r"about (\d+) seconds", line)[1])
+    assert stated >= expected_seconds(ExperimentConfig(**QUICK_CONFIG)) * 1.25, line

@@ -123,6 +123,20 @@ def test_classroom_starts_on_loopback_prints_how_to_join_and_stops_cleanly_on_a_
     room.wait_for(r"classroom stopped: 1 still joined got 1001")
 
 
+def test_the_banner_gives_non_browser_clients_a_ws_address_that_joins(classroom):
+    room = classroom("--room", "banner")
+    ws_url = room.wait_for(r"other clients:\s+(ws://127\.0\.0\.1:\d+/\?nick=yourname)")[1]
+    room.wait_for(r"Ctrl-C stops the room")
+
+    async def join():
+        async with connect(ws_url.replace("yourname", "bob")) as ws:
+            return json.loads(await asyncio.wait_for(ws.recv(), seconds(5)))
+
+    welcome = run(join(), timeout=15)
+    assert welcome["type"] == "welcome" and welcome["nick"] == "bob" and welcome["room"] == "banner"
+    assert room.interrupt() == 0
+
+
 def test_listen_on_network_warns_and_accepts_pages_from_its_network_address(classroom):
     room = classroom("--listen-on-network")
     warning = room.wait_for(r"WARNING: listening on ALL network interfaces")

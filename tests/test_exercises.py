@@ -8,6 +8,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from wslab.__main__ import main
 from wslab.exercises import learner_copy
 
+from .conftest import seconds
+
 SOLUTION = '''def accept_key(key):
     """Compute Sec-WebSocket-Accept."""
     # BEGIN SOLUTION
@@ -91,3 +93,73 @@ def test_class_copies_of_the_real_lessons_promise_no_folded_solutions():
         assert "folded solution" not in copy.lower(), path.name
         if path.name in promised:
             assert CLASS_NOTE in copy
+
+
+# Never over a learner's work (wslab/safewrite.py)
+
+
+def _cli(tmp_path, *flags):
+    return main(["exercises", "--source", str(tmp_path / "source"), "--out", str(tmp_path / "out"), *flags])
+
+
+def _source(tmp_path, title="# Lesson"):
+    src = tmp_path / "source"
+    src.mkdir(exist_ok=True)
+    nb = source_notebook()
+    nb.cells[0].source = title
+    nbformat.write(nb, src / "02-lesson.ipynb")
+    nbformat.write(nb, src / "03-lesson.ipynb")
+
+
+def test_a_learner_copy_edited_after_it_was_written_survives_a_rebuild(tmp_path, capsys):
+    _source(tmp_path)
+    assert _cli(tmp_path) == 0
+    mine = tmp_path / "out" / "02-lesson.ipynb"
+    nb = nbformat.read(mine, as_version=4)
+    nb.cells[1].source = nb.cells[1].source.replace('raise NotImplementedError("not done yet")', "return 'my answer'")
+    nbformat.write(nb, mine)
+    answered = mine.read_bytes()
+    _source(tmp_path, "# Lesson, revised")  # the instructor changes the source
+    capsys.readouterr()
+    assert _cli(tmp_path) == 1
+    err = capsys.readouterr().err
+    assert str(mine) in err and "--force" in err and "03-lesson" not in err
+    assert mine.read_bytes() == answered
+    # nothing was written, not even the untouched lesson
+    assert "revised" not in (tmp_path / "out" / "03-lesson.ipynb").read_text()
+
+
+def test_force_overwrites_an_edited_copy_and_unedited_copies_refresh_without_it(tmp_path, capsys):
+    _source(tmp_path)
+    assert _cli(tmp_path) == 0
+    _source(tmp_path, "# Lesson, revised")
+    assert _cli(tmp_path) == 0  # nothing edited: both copies are refreshed
+    assert "revised" in (tmp_path / "out" / "02-lesson.ipynb").read_text()
+    mine = tmp_path / "out" / "02-lesson.ipynb"
+    mine.write_text(mine.read_text().replace("revised", "my notes"))
+    assert _cli(tmp_path) == 1
+    assert _cli(tmp_path, "--force") == 0
+    assert "my notes" not in mine.read_text()
+
+
+def test_a_copy_unchanged_since_git_holds_it_is_rebuilt_without_a_record(tmp_path):
+    """A fresh clone's notebooks/ has no record of what wslab wrote; git's copy stands for it."""
+    import subprocess
+
+    _source(tmp_path)
+    assert _cli(tmp_path) == 0
+    (tmp_path / "out" / ".wslab-written.json").unlink()
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], check=True, timeout=seconds(30))
+    subprocess.run([*git, "add", "out"], check=True, timeout=seconds(30))
+    subprocess.run([*git, "commit", "-qm", "lessons"], check=True, timeout=seconds(30))
+    _source(tmp_path, "# Lesson, revised")
+    assert _cli(tmp_path) == 0
+    assert "revised" in (tmp_path / "out" / "03-lesson.ipynb").read_text()
+    # ...but an edit git does not hold is refused
+    (tmp_path / "out" / ".wslab-written.json").unlink()
+    mine = tmp_path / "out" / "02-lesson.ipynb"
+    mine.write_text(mine.read_text().replace("revised", "my notes"))
+    _source(tmp_path, "# Lesson, revised twice")
+    assert _cli(tmp_path) == 1
+    assert "my notes" in mine.read_text()

@@ -171,6 +171,20 @@ def test_tcp_floor_delivers_every_event_in_order_with_its_bytes():
     assert wslab.servers.servers() == []
 
 
+def test_the_progress_bar_never_counts_past_the_events_it_expects():
+    """A long warm-up (200 events, 2 ms apart) is not counted: the bar ends at events x passes, never beyond."""
+    calls: list[tuple[str, int]] = []
+    config = ExperimentConfig(events=10, mean_gap_ms=5.0, warmup=200, transports=["websocket", "sse"])
+    run(run_experiment(config, bytes_pass=True, progress=lambda key, n: calls.append((key, n))), timeout=60)
+    for key in config.transports:
+        counted = 0
+        for k, n in calls:
+            if k == key:
+                counted += n
+                assert counted <= 2 * config.events, f"{key}: counted {counted} of {2 * config.events}"
+        assert counted == 2 * config.events, key
+
+
 # The runner, one quick run
 
 
@@ -524,3 +538,20 @@ def test_tcp_nodelay_leaves_delayed_acks_alone():
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == before
     assert socket.TCP_NODELAY != socket.TCP_QUICKACK
+
+
+def test_a_difference_of_medians_smaller_than_their_noise_is_said_to_be_within_noise():
+    from wslab.bench import comparisons, median_noise_ms
+
+    rng = np.random.default_rng(3)
+    results = Results(ExperimentConfig(events=200, transports=["long_poll", "long_poll_httpx"]))
+    same = list(rng.lognormal(0, 0.5, 200))
+    for key, shift in (("long_poll", 0.0), ("long_poll_httpx", -0.01)):
+        results.transports[key] = TransportResult(key, 200, [v + shift for v in same], list(range(1, 201)))
+    (line,) = [ln for ln in comparisons(results) if "httpx" in ln]
+    noise = median_noise_ms(results["long_poll"]) * 2
+    assert "within noise" in line and f"±{noise:.2f} ms" in line and "adds" not in line
+    results.transports["long_poll_httpx"] = TransportResult(
+        "long_poll_httpx", 200, [v + 1.0 for v in same], list(range(1, 201)))
+    (line,) = [ln for ln in comparisons(results) if "httpx" in ln]
+    assert line.startswith("httpx adds 1.00 ms") and "within noise" not in line

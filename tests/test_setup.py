@@ -48,3 +48,25 @@ def test_ipykernel_is_pinned_where_it_depends_on_nest_asyncio2():
     assert "ipykernel>=7.3" in lines
     assert any(r.startswith("nest-asyncio2") for r in requires("ipykernel") or [])
     assert tuple(int(p) for p in version("ipykernel").split(".")[:2]) >= (7, 3)
+
+
+def test_readme_is_for_learners_short_with_quick_mode_root_and_the_lessons_command():
+    text = (ROOT / "README.md").read_text()
+    assert len(text) < 10_000, f"README.md has {len(text)} characters; the reference lives in docs/"
+    for needed in ("WSLAB_QUICK=1", "--allow-root", "python -m wslab lessons", "Binder", "JupyterHub",
+                   "docs/reference.md", "docs/limits.md", "instructor/GUIDE.md"):
+        assert needed in text, needed
+
+
+def test_readme_lesson_table_gives_each_lessons_own_time():
+    """The table's time is the one the lesson's first cell states (**Time:** about N minutes)."""
+    import json
+
+    text = (ROOT / "README.md").read_text()
+    lessons = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    for path in lessons:
+        first = "".join(json.loads(path.read_text())["cells"][0]["source"])
+        minutes = re.search(r"\*\*Time:\*\* about (\d+) minutes", first)[1]
+        row = [ln for ln in text.splitlines() if ln.startswith(f"| [{path.name[:2]}](notebooks/{path.name})")]
+        assert len(row) == 1, f"no row for {path.name}"
+        assert f"| {minutes} min |" in row[0], f"{path.name}: the lesson says about {minutes} minutes"

@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "exercises": ("wslab.exercises", "rebuild notebooks/ from instructor/source, or make class copies"),
     "bench": ("wslab.bench", "measure push against polling; write results.json and PNG figures (--quick)"),
     "classroom": ("wslab.classroom", "start the class chat room (loopback unless --listen-on-network)"),
+    "lessons": ("wslab.lessons", "write the lesson notebooks into a folder of your own (DIR, default wslab-lessons)"),
 }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 import time
 from pathlib import Path
@@ -25,13 +26,15 @@ from .experiment import (
     TRANSPORTS,
     ExperimentConfig,
     Results,
+    TransportResult,
     expected_seconds,
+    percentile,
     run_experiment,
     schedule,
     short_poll_interval,
 )
 
-__all__ = ["main", "QUICK_CONFIG", "comparisons", "MIN_POLLS"]
+__all__ = ["main", "QUICK_CONFIG", "comparisons", "median_noise_ms", "MIN_POLLS"]
 
 #: What ``--quick`` runs: every transport, few and frequent events.
 QUICK_CONFIG = {"events": 50, "mean_gap_ms": 10.0}
@@ -41,9 +44,25 @@ QUICK_CONFIG = {"events": 50, "mean_gap_ms": 10.0}
 MIN_POLLS = 10
 
 
+def median_noise_ms(result: TransportResult) -> float:
+    """How far a median may move by chance: the half-width of a box plot's notch, ms.
+
+    ``1.57 * IQR / sqrt(n)`` (McGill, Tukey and Larsen, "Variations of Box
+    Plots", 1978): two medians whose notches overlap, that is whose difference
+    is below the sum of the two half-widths, are not told apart by the run.
+    """
+    values = result.latencies_ms
+    if len(values) < 2:
+        return math.inf
+    iqr = percentile(values, 75) - percentile(values, 25)
+    return 1.57 * iqr / math.sqrt(len(values))
+
+
 def comparisons(results: Results) -> list[str]:
     """The ratios and expectations this run's schedule can support, one line each.
 
+    A difference of two medians smaller than their noise
+    (:func:`median_noise_ms`) is said to be within noise, never "adds -0.05 ms".
     A short poll's median is set beside interval/2 only when the schedule
     lasted at least :data:`MIN_POLLS` intervals: over one or two polls the
     phase of the first poll decides it, and the comparison means nothing.
@@ -57,9 +76,14 @@ def comparisons(results: Results) -> list[str]:
                 lines.append(f"{r.label} p50 / raw TCP p50 = {r.p50_ms / floor.p50_ms:.2f}x")
     light, heavy = results.transports.get("long_poll"), results.transports.get("long_poll_httpx")
     if light and heavy and light.received and heavy.received:
-        lines.append(f"httpx adds {heavy.p50_ms - light.p50_ms:.2f} ms to the long-poll p50 "
-                     f"({heavy.p50_ms:.2f} against {light.p50_ms:.2f} ms with the light client): "
-                     f"the client's cost, not the transport's")
+        diff, noise = heavy.p50_ms - light.p50_ms, median_noise_ms(heavy) + median_noise_ms(light)
+        both = f"({heavy.p50_ms:.2f} against {light.p50_ms:.2f} ms with the light client)"
+        if abs(diff) < noise:
+            lines.append(f"httpx and the light client: long-poll p50 {both} within noise: "
+                         f"{diff:+.2f} ms, smaller than the medians' spread of ±{noise:.2f} ms")
+        else:
+            lines.append(f"httpx adds {diff:.2f} ms (± {noise:.2f}) to the long-poll p50 {both}: "
+                         f"the client's cost, not the transport's")
     span = sum(schedule(results.config)[0])
     for r in results:
         interval = short_poll_interval(r.key)

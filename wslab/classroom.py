@@ -1,7 +1,9 @@
 """``python -m wslab classroom``: one chat room for the whole class.
 
 The instructor runs it once; students join from lesson 05 with
-``wslab.join_classroom(url, "nick")`` or open the printed URL in a browser.
+``wslab.join_classroom(url, "nick")`` or open the printed URL in a browser;
+other clients (websockets, websocat, wscat) connect to the printed
+``ws://host:port/?nick=yourname``.
 It binds ``127.0.0.1`` unless told otherwise: ``--listen-on-network`` binds
 every interface (students on the lab network can then reach it, and so can
 anyone else on that network), prints a warning, and allows pages served from
@@ -115,6 +117,8 @@ async def _run(args: argparse.Namespace, out: Any) -> None:
     print(f"= classroom {args.room!r} is open at {join}", file=out)
     print(f"  in a browser:   open {join}", file=out)
     print(f"  in lesson 05:   me = await wslab.join_classroom({join!r}, 'your name')", file=out)
+    ws_join = "ws://" + join.removeprefix("http://") + "?nick=yourname"
+    print(f"  other clients:  {ws_join} (websockets, websocat, wscat...)", file=out)
     if not args.listen_on_network:
         print("  (127.0.0.1 only: students on other machines cannot join; "
               "see --listen-on-network and instructor/CLASSROOM.md)", file=out)
@@ -150,6 +154,7 @@ def _run_processes(args: argparse.Namespace, out: Any) -> None:
               f"{redis.url} ({redis.how})", file=out)
         for i, r in enumerate(rooms, 1):
             print(f"  process {i} (pid {r.proc.pid}) is open at {r.url.replace('ws://', 'http://', 1)}", file=out)
+            print(f"    other clients: {r.url}?nick=yourname", file=out)
         print("  students may join any of them: everyone hears everyone", file=out)
         print("  Ctrl-C stops the room", file=out, flush=True)
         while True:

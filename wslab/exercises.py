@@ -19,6 +19,8 @@ From a source notebook this module makes a learner copy:
 
 ``python -m wslab exercises`` rebuilds ``notebooks/`` from the sources;
 ``python -m wslab exercises --no-solutions --out DIR`` makes class copies.
+It never writes over a learner's answers: a copy that changed since wslab
+wrote it is left alone and named, unless ``--force`` (see :mod:`wslab.safewrite`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+
+from .safewrite import LearnerWorkError, write_files
 
 __all__ = ["learner_copy", "build"]
 
@@ -113,21 +117,31 @@ def learner_copy(nb: Any, *, solutions: bool) -> Any:
     return out
 
 
-def build(source_dir: Path, out_dir: Path, *, solutions: bool) -> list[Path]:
-    """Write a learner copy of every ``*.ipynb`` in ``source_dir`` to ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in sorted(source_dir.glob("*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        target = out_dir / path.name
-        nbformat.write(learner_copy(nb, solutions=solutions), target)
-        written.append(target)
-    return written
+def _notebook_bytes(nb: Any) -> bytes:
+    text = nbformat.writes(nb)
+    return (text if text.endswith("\n") else text + "\n").encode("utf-8")
+
+
+def build(source_dir: Path, out_dir: Path, *, solutions: bool, force: bool = False) -> list[Path]:
+    """Write a learner copy of every ``*.ipynb`` in ``source_dir`` to ``out_dir``.
+
+    Raises :class:`wslab.safewrite.LearnerWorkError`, writing nothing, when a
+    copy in ``out_dir`` changed since wslab wrote it (a learner's answers),
+    unless ``force``.
+    """
+    files = {
+        path.name: _notebook_bytes(learner_copy(nbformat.read(path, as_version=4), solutions=solutions))
+        for path in sorted(source_dir.glob("*.ipynb"))
+    }
+    if not files:
+        return []
+    return write_files(out_dir, files, force=force)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m wslab exercises [--source DIR] [--out DIR] [--no-solutions]``."""
     import argparse
+    import sys
 
     root = Path.cwd()
     parser = argparse.ArgumentParser(
@@ -141,12 +155,19 @@ def main(argv: list[str] | None = None) -> int:
                              "with --no-solutions)")
     parser.add_argument("--no-solutions", action="store_true",
                         help="leave out the folded solutions: copies to hand out in a class")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite copies that changed since wslab wrote them (a learner's "
+                             "answers are lost)")
     args = parser.parse_args(argv)
     if not args.source.is_dir():
         parser.error(f"no source folder {args.source}: run this from the repository's top folder "
                      f"or pass --source")
     out = args.out or root / ("class-copies" if args.no_solutions else "notebooks")
-    written = build(args.source, out, solutions=not args.no_solutions)
+    try:
+        written = build(args.source, out, solutions=not args.no_solutions, force=args.force)
+    except LearnerWorkError as exc:
+        print(f"! {exc}", file=sys.stderr)
+        return 1
     for path in written:
         print(f"= wrote {path}")
     if not written:

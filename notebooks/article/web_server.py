@@ -7,7 +7,8 @@ Run it in a terminal, from this folder:
 
 then, in a second terminal, ``python web_client.py``. Stop the server with
 Ctrl-C (or ``kill``, which sends SIGTERM): it closes its clients with 1001
-(going away) and prints "stopped".
+(going away) and prints "stopped" (a handler still waiting for its client's
+message ends quietly: ``ConnectionClosed`` is caught, not logged as a traceback).
 
 What changed since the article (websockets 10):
 
@@ -22,12 +23,16 @@ import asyncio
 import signal
 
 from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
 
 
 async def handler(websocket):
-    data = await websocket.recv()
-    reply = f"Data received: {data}"
-    await websocket.send(reply)
+    try:
+        data = await websocket.recv()
+        reply = f"Data received: {data}"
+        await websocket.send(reply)
+    except ConnectionClosed:
+        pass  # the client left, or Ctrl-C closed it with 1001 first: nothing to answer
 
 
 async def main(host: str, port: int) -> None:

@@ -225,7 +225,9 @@ async def _lab_pass(
             client = light_receive(transport, target, config.events, warmup=warmup, on_ready=on_ready,
                                    on_warm=on_warm, timeout=_budget(config), **options)
         got: LightResult | None = None
-        counter = asyncio.ensure_future(_count(lambda: len(got.recorder) if got else lab.source.newest, report))
+        # Events published so far, warm-up events left out (they are not in the bar's total).
+        counter = asyncio.ensure_future(
+            _count(lambda: len(got.recorder) if got else max(0, lab.source.newest - warmup), report))
         try:
             got = await client
         finally:
@@ -306,9 +308,13 @@ async def measure_transport(
 ) -> TransportResult:
     """Measure one transport; see the module doc for the passes."""
     reported = 0
+    cap = config.events  # the bar's share of the passes started so far: never count past it
 
     def report(n: int) -> None:
         nonlocal reported
+        n = min(n, cap - reported)
+        if n <= 0:
+            return
         reported += n
         if progress:
             progress(key, n)
@@ -343,6 +349,7 @@ async def measure_transport(
     wire = latency if linked else None
     if bytes_pass and not linked:
         # Bytes do not depend on warmth: no warm-up here, so the steady part starts when listening.
+        cap = 2 * config.events
         wire = await _lab_pass(key, config, through_tap=True, warmup=0, report=report)
         finish_pass(2)
         out.relay_p50_ms = _r(percentile(wire.got.recorder.latencies_ms(), 50))
