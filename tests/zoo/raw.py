@@ -102,6 +102,9 @@ class RawServer:
             if colon:
                 headers[name.strip().lower()] = value.strip()
         key = headers.get("sec-websocket-key")
+        if not head.startswith("GET ") and not self.has("accepts-post"):
+            writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nAllow: GET\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return False
         if key is None and not self.has("accepts-missing-key"):
             status = b"426 Upgrade Required" if self.has("426-for-missing-key") else b"400 Bad Request"
             writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
@@ -251,6 +254,10 @@ class RawServer:
         elif len(payload) >= 2:
             (code,) = struct.unpack("!H", payload[:2])
             invalid = code < 1000 or code in (1004, 1005, 1006, 1015) or 1016 <= code < 3000 or code >= 5000
+            try:
+                payload[2:].decode("utf-8")
+            except UnicodeDecodeError:
+                invalid = True  # a reason is UTF-8 (5.5.1); Autobahn expects the connection failed
             if invalid:
                 body = struct.pack("!H", 1002)
             else:
