@@ -56,13 +56,16 @@ class Watch:
 
     def __init__(self) -> None:
         self.violations: list[tuple[str, str]] = []
+        #: Kinds not recorded on this connection: a case that sends invalid UTF-8 on purpose leaves the
+        #: server's echo of it to the case that checks the refusal (8.1), so one break fails one case.
+        self.excused: set[str] = set()
         self.sent_close = False  # the server sent a close frame: no data frame may follow
         self._text: Any = None  # the incremental UTF-8 decoder of the text message being received
         self._text_what = ""
 
     def note(self, kind: str, text: str) -> None:
         assert kind in KINDS, kind
-        if len(self.violations) < KEPT:
+        if len(self.violations) < KEPT and kind not in self.excused:
             self.violations.append((kind, text))
 
     def response(self, headers: dict[str, str]) -> None:
@@ -120,8 +123,8 @@ class Watch:
         try:
             self._text.decode(frame.payload, final=frame.fin)
         except UnicodeDecodeError as exc:
-            self.note("text-utf8", f"a text message that is not UTF-8 ({exc.reason} at byte {exc.start}; "
-                                   f"it began with the {self._text_what})")
+            self.note("text-utf8", f"a text message that is not UTF-8 ({exc.reason}; it began with the "
+                                   f"{self._text_what})")
             self._text = None
             return
         if frame.fin:

@@ -73,9 +73,13 @@ async def _split_utf8(p: Probe, s: Settings, out: Outcome) -> str:
 
 
 def _invalid_utf8(*frames: bytes):
+    """Send ``frames`` in one write; the server must fail the connection (a follow-up only for one frame:
+    after a fragment, a new message would be a second break of its own)."""
+
     async def run(p: Probe, s: Settings, out: Outcome) -> str:
+        p.watch.excused.add("text-utf8")  # an echo of this is this case's failure, not "server text is valid UTF-8"
         await p.send(*frames)
-        return await refused(p, s, out, code=1007, code_rule=CODE_1007)
+        return await refused(p, s, out, code=1007, code_rule=CODE_1007, follow_up=len(frames) == 1)
 
     return run
 
