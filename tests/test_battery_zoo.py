@@ -44,6 +44,8 @@ FAILING_CONNECTION = [
 BINARY_ECHOES = ["binary echo", "200 bytes (16-bit length)", "70,000 bytes (64-bit length)"]
 BAD_CLOSES = ["close code 1005", "close code 1006", "close code 1015", "close code 999", "1-byte close payload"]
 ARGUABLE_CLOSES = ["close code 2999 (unassigned)", "close reason not UTF-8"]
+#: What a server that fails connections by closing TCP, with no close frame, gets SHOULD notes on.
+DROPS_TCP = [n for n in FAILING_CONNECTION if n != "oversized message"] + BAD_CLOSES + ARGUABLE_CLOSES
 
 
 def verdicts(fail=(), note=(), na=()) -> dict[str, str]:
@@ -70,6 +72,14 @@ EXPECTED: dict[str, dict[str, str]] = {
     ),
     "wsproto": verdicts(),
     "node-ws": verdicts(note=["handshake with version 25 (unknown)"]),
+    # ASGI servers and autobahn (uvicorn 0.55, hypercorn 0.18, autobahn 26.11): they fail a connection by
+    # closing TCP without a close frame (7.1.7 SHOULD notes); uvicorn's websockets backend and hypercorn
+    # refuse an unknown version without listing theirs, as websockets and aiohttp do (4.4).
+    "uvicorn-websockets": verdicts(fail=["handshake with version 25 (unknown)"]),
+    "uvicorn-wsproto": verdicts(note=DROPS_TCP),
+    "hypercorn": verdicts(fail=["handshake with version 25 (unknown)"], note=DROPS_TCP),
+    "autobahn": verdicts(note=[*DROPS_TCP, "handshake with version 25 (unknown)", "close code echoed",
+                               "oversized message"]),
     # wslab's reference server (wslab.scratch), out of process, with branch handshake's fixes merged
     # (bf58374: it answers what came before a bad frame, drains after 1009; ba33703: 400 for the
     # handshake gaps). Every MUST holds, with no note.
@@ -145,7 +155,8 @@ EXPECTED: dict[str, dict[str, str]] = {
     "raw:latin1-text": verdicts(fail=["server text is valid UTF-8"]),
 }
 
-LIBRARIES = ["websockets", "aiohttp", "tornado", "wsproto", "node-ws", "scratch"]
+LIBRARIES = ["websockets", "aiohttp", "tornado", "wsproto", "node-ws", "scratch",
+             "uvicorn-websockets", "uvicorn-wsproto", "hypercorn", "autobahn"]
 CORRECT = ["raw", *(f"raw:{q}" for q in VARIANTS)]
 BROKEN = [f"raw:{q}" for q in MUTANTS]
 

@@ -115,8 +115,9 @@ __all__ = [
 ]
 
 #: Which library breaks which MUST, as the zoo test (``tests/test_battery_zoo.py``) finds and pins it
-#: on the versions installed: websockets 17.4, aiohttp 3.14.5, tornado 6.6.1 (wsproto 1.3.2 and
-#: Node's ws 8 break none).
+#: on the versions installed: websockets 17.4, aiohttp 3.14.5, tornado 6.6.1, uvicorn 0.55.0 (with its
+#: websockets backend), Hypercorn 0.18.0 (wsproto 1.3.2, Node's ws 8, uvicorn with wsproto and
+#: autobahn 26.11.1 break none).
 KNOWN_BREAKS: dict[str, dict[str, str]] = {
     "websockets": {
         "handshake with version 25 (unknown)":
@@ -133,5 +134,13 @@ KNOWN_BREAKS: dict[str, dict[str, str]] = {
         "close code 1006": "echoes close code 1006 back (7.4.1 MUST NOT be set)",
         "close code 1015": "echoes close code 1015 back (7.4.1 MUST NOT be set)",
         "close code 999": "echoes close code 999 back (5.5.1, 7.4.2: not a status code of 7.4)",
+    },
+    "uvicorn-websockets": {
+        "handshake with version 25 (unknown)":
+            "refuses an unknown version with 400 but no Sec-WebSocket-Version header (4.4 MUST)",
+    },
+    "hypercorn": {
+        "handshake with version 25 (unknown)":
+            "refuses an unknown version with 400 but no Sec-WebSocket-Version header (4.4 MUST)",
     },
 }
