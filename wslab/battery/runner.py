@@ -58,13 +58,13 @@ DEFAULT_TIMEOUT = 5.0
 MAX_TIMEOUT = 120.0
 
 
-def check_timeout(timeout: float) -> float:
+def check_timeout(timeout: float, *, name: str = "timeout") -> float:
     """``timeout`` as a float, or ValueError naming it when it is not finite, positive, at most MAX_TIMEOUT."""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise ValueError(f"timeout {timeout!r} is not a number: give the seconds per case, e.g. 5")
+        raise ValueError(f"{name} {timeout!r} is not a number: give the seconds per case, e.g. {DEFAULT_TIMEOUT:g}")
     if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
-        raise ValueError(f"timeout {timeout!r} is not between 0 and {MAX_TIMEOUT:g} seconds: give the seconds "
-                         f"per case, e.g. {DEFAULT_TIMEOUT:g}")
+        raise ValueError(f"{name} {timeout!r} is not a number of seconds above 0 and at most {MAX_TIMEOUT:g}: "
+                         f"give the seconds per case, e.g. {DEFAULT_TIMEOUT:g}")
     return float(timeout)
 
 

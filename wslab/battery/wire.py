@@ -265,6 +265,7 @@ class Probe:
         self.received_at_open = 0
         self.response_headers: dict[str, str] = {}
         self._queued = 0  # payload bytes decoded and not read yet
+        self._skip = 0  # bytes of a long frame's payload still to read through, after the frame was queued
         self._drained = asyncio.Event()  # set while _queued is under QUEUE_LIMIT
         self._drained.set()
 
@@ -468,6 +469,8 @@ class Probe:
         try:
             while True:
                 frame = await self._read_frame()
+                if frame.length > len(frame.payload):  # handed over at once; the rest is read after
+                    self._skip = frame.length - len(frame.payload)
                 if frame.opcode not in (PING, PONG):
                     self.answered.set()
                 while self._queued >= QUEUE_LIMIT:
@@ -475,6 +478,9 @@ class Probe:
                     await self._drained.wait()
                 self._queued += len(frame.payload)
                 await self.frames.put(frame)  # waits while FRAMES_AHEAD frames are unread
+                if self._skip:
+                    await self.read_through(self._skip, 0)
+                    self._skip = 0
         except Exception as exc:  # noqa: BLE001 - Eof or a bad frame: handed to the case that reads
             self.answered.set()
             await self.frames.put(exc)
@@ -498,7 +504,7 @@ class Probe:
                          f"{MAX_SERVER_FRAME:,} (check the length you encode, RFC 6455 5.2)")
         masked = bool(b1 & MASK_BIT)
         key = await self.readexactly(4) if masked else b""
-        payload = await self.readexactly(n) if n <= KEPT_PAYLOAD else await self.read_through(n, KEPT_PAYLOAD)
+        payload = await self.readexactly(min(n, KEPT_PAYLOAD))  # over it, the rest is read after the frame is queued
         if masked:
             payload = _xor(payload, key)
         frame = ServerFrame(bool(b0 & FIN), (b0 & RSV_BITS) >> 4, b0 & OPCODE_BITS, payload, masked, form, minimal, n)

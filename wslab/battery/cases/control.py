@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from ..case import CLOSE_FRAME_FIRST, MUST, USUAL, Case, Outcome, Rule, Settings, refused
-from ..wire import CLOSE, PING, PONG, TEXT, Eof, Failed, Probe, ServerFrame, close_payload, encode_frame, parse_close
+from ..wire import CLOSE, PING, PONG, Eof, Failed, Probe, ServerFrame, close_payload, encode_frame, parse_close
 from .framing import PROTOCOL_ERROR, server_frames_case, violated
 
 __all__ = ["CASES", "INVALID_CODES"]
