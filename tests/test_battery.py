@@ -140,11 +140,25 @@ def test_the_battery_shares_no_code_with_what_it_judges():
 def test_the_docs_state_the_battery_as_it_is():
     root = Path(__file__).resolve().parent.parent
     cases, musts = len(CASES), len(MUST_CASES)
-    assert f"a battery of {cases} protocol cases ({musts} RFC 6455 MUSTs)" in (root / "README.md").read_text()
-    assert f"a battery of {cases} named" in (root / "README.md").read_text()
     assert f"({musts} of the {cases} cases are MUSTs;" in (root / "instructor" / "GUIDE.md").read_text()
     lesson = (root / "instructor" / "source" / "06-build-a-server-from-scratch.ipynb").read_text()
-    assert f"a battery of {cases} protocol cases" in lesson
+    assert f"a battery of {cases} protocol cases" in lesson and "COVERAGE.md" in lesson
+
+
+@pytest.mark.xfail(strict=True, reason="README.md is another helper's to rewrite (issue 20's branch may not edit "
+                                       "it): once its counts say 45 cases and 42 MUSTs, delete this marker")
+def test_the_readme_states_the_battery_as_it_is():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"a battery of {len(CASES)} protocol cases ({len(MUST_CASES)} RFC 6455 MUSTs)" in readme
+    assert f"a battery of {len(CASES)} named" in readme
+
+
+def test_the_coverage_table_names_every_case():
+    """wslab/battery/COVERAGE.md: every server requirement a client can observe, with its case or why none."""
+    text = (Path(battery.__file__).parent / "COVERAGE.md").read_text()
+    assert [c.name for c in CASES if f"`{c.name}`" not in text] == []
+    for where, rule in _rules():
+        assert rule.section.split(",")[0] in text, (where, rule.section)
 
 
 # A correct server, a variant, a mutant: what the report says
@@ -481,7 +495,7 @@ def test_json_and_junit_of_an_unreachable_server_say_the_same(tmp_path, capsys):
 # The checks for the pieces of a server (lesson 06's exercises)
 
 
-def respond(request: bytes, *, accept=None, version_header=True, case_sensitive=False) -> bytes:
+def respond(request: bytes, *, accept=None, version_header=True, case_sensitive=False, method_check=True) -> bytes:
     """A handshake answer written for the test, with optional bugs."""
     from websockets.utils import accept_key
 
@@ -490,7 +504,7 @@ def respond(request: bytes, *, accept=None, version_header=True, case_sensitive=
     headers = {k if case_sensitive else k.lower(): v for k, v in pairs}
     key = headers.get("Sec-WebSocket-Key" if case_sensitive else "sec-websocket-key")
     version = headers.get("Sec-WebSocket-Version" if case_sensitive else "sec-websocket-version")
-    if key is None:
+    if key is None or (method_check and not request.startswith(b"GET ")):
         return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
     if version != "13":
         extra = b"Sec-WebSocket-Version: 13\r\n" if version_header else b""
@@ -510,6 +524,7 @@ def test_check_handshake_response_passes_a_correct_answer():
         ({"accept": "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="}, "its client refused"),
         ({"version_header": False}, "Sec-WebSocket-Version: 13"),
         ({"case_sensitive": True}, "lowercase header names.*case-insensitive"),
+        ({"method_check": False}, "for a POST request .*expected 'HTTP/1.1 400"),
     ],
 )
 def test_check_handshake_response_names_what_is_wrong(bug, message):
