@@ -270,8 +270,8 @@ async def _silent(answer_handshake: bool, **kwargs) -> tuple[battery.Report, int
         handlers.append(asyncio.current_task())
         request = await reader.readuntil(b"\r\n\r\n")
         if answer_handshake:
-            key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
-                       if line.lower().startswith(b"sec-websocket-key"))
+            key = next((line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                        if line.lower().startswith(b"sec-websocket-key")), b"")
             from websockets.utils import accept_key
 
             writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

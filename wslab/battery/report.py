@@ -204,7 +204,7 @@ class Report:
             text += f"; not applicable: {', '.join(skipped)}"
         not_run = [r for r in self.results if r.unreachable]
         if not_run:
-            text += f"; {len(not_run)} case(s) not run ({not_run[0].happened})"
+            text += f"; {len(not_run)} case(s) {not_run[0].happened}"
         if self.server_errors:
             text += f"; the server's code raised {len(self.server_errors)} exception(s), first: " \
                     f"{type(self.server_errors[0]).__name__}: {self.server_errors[0]}"
