@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -23,7 +24,7 @@ from websockets.frames import Frame, Opcode
 import wslab
 from wslab import battery
 from wslab.battery import CASES, MUST, SHOULD, USUAL, check_server, check_server_sync, encode_frame
-from wslab.battery.case import CLOSE_FRAME_FIRST, Rule
+from wslab.battery.case import CLOSE_FRAME_FIRST, UNSUPPORTED_DATA, Rule
 from wslab.servers import LoopThread
 
 from .conftest import run, seconds
@@ -88,6 +89,7 @@ def _normalised_rfc() -> str:
 def _rules():
     yield from ((c.name, c.rule) for c in CASES)
     yield "(notes)", CLOSE_FRAME_FIRST
+    yield "(not applicable)", UNSUPPORTED_DATA
     for module in (battery.cases.handshake, battery.cases.framing, battery.cases.control, battery.cases.payload):
         for value in vars(module).values():
             if isinstance(value, Rule):
@@ -117,7 +119,8 @@ def test_every_rule_is_quoted_at_its_own_level():
 def test_cases_are_named_uniquely_and_follow_the_rfcs_order_of_sections():
     assert len({c.name for c in CASES}) == len(CASES)
     assert CASES[0].section.startswith("4.") and CASES[-1].section == "10.4"
-    assert [c.name for c in CASES if c.level != MUST] == ["close code echoed"]
+    assert [c.name for c in CASES if c.level != MUST] == [
+        "close code echoed", "close code 2999 (unassigned)", "close reason not UTF-8"]
 
 
 def test_the_battery_shares_no_code_with_what_it_judges():
@@ -141,7 +144,15 @@ def test_the_docs_state_the_battery_as_it_is():
     assert f"a battery of {cases} named" in (root / "docs" / "reference.md").read_text()
     assert f"({musts} of the {cases} cases are MUSTs;" in (root / "instructor" / "GUIDE.md").read_text()
     lesson = (root / "instructor" / "source" / "06-build-a-server-from-scratch.ipynb").read_text()
-    assert f"a battery of {cases} protocol cases" in lesson
+    assert f"a battery of {cases} protocol cases" in lesson and "COVERAGE.md" in lesson
+
+
+def test_the_coverage_table_names_every_case():
+    """wslab/battery/COVERAGE.md: every server requirement a client can observe, with its case or why none."""
+    text = (Path(battery.__file__).parent / "COVERAGE.md").read_text()
+    assert [c.name for c in CASES if f"`{c.name}`" not in text] == []
+    for where, rule in _rules():
+        assert rule.section.split(",")[0] in text, (where, rule.section)
 
 
 # A correct server, a variant, a mutant: what the report says
@@ -221,29 +232,80 @@ def test_max_size_none_skips_the_oversized_case():
     assert report.passed and report["oversized message"].skipped and report.musts == (0, 0)
 
 
+def test_a_text_only_server_gets_its_binary_echoes_not_applicable_with_the_reason():
+    """RFC 6455 7.4.1: "an endpoint that understands only text data MAY send [1003] if it receives a binary
+    message". Its binary echoes do not apply; it fails no rule it did not break."""
+    report = run(_raw("text-only"), timeout=60)
+    binary = ["binary echo", "200 bytes (16-bit length)", "70,000 bytes (64-bit length)"]
+    assert report.passed and report.failed == []
+    assert [report[n].status for n in binary] == ["skipped"] * 3
+    assert all("not applicable" in report[n].happened and "1003" in report[n].happened for n in binary)
+    assert "not applicable: " + ", ".join(binary) in report.summary
+    skipped = [c.get("name") for c in ET.fromstring(report.to_junit()).findall("testcase") if c.find("skipped") is not None]
+    assert skipped == binary
+
+
+def test_a_break_seen_on_any_connection_fails_the_case_of_its_rule_and_names_where():
+    """RFC 6455 7.4.1: 1005 MUST NOT be set in a close frame. The server sends it only when it answers a
+    valid close, which the case "close code 1005" never sends: the case watches every connection."""
+    report = run(_raw("answers-close-1005"), timeout=60)
+    assert report.failed == ["close code 1005"]
+    assert "code 1005" in report["close code 1005"].happened and "(in case " in report["close code 1005"].happened
+
+
 # Nothing hangs, nothing floods
 
 
-def test_a_server_that_never_answers_fails_each_case_in_bounded_time():
-    async def main():
-        handlers = []
+async def _silent(answer_handshake: bool, **kwargs) -> tuple[battery.Report, int]:
+    """Grade a server that says nothing at all (or only its 101); return the report and its connections."""
+    handlers = []
 
-        async def silent(reader, writer):
-            handlers.append(asyncio.current_task())
-            await reader.read()  # reads until the client gives up, never answers
-            writer.close()
+    async def silent(reader, writer):
+        handlers.append(asyncio.current_task())
+        request = await reader.readuntil(b"\r\n\r\n")
+        if answer_handshake:
+            key = next((line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                        if line.lower().startswith(b"sec-websocket-key")), b"")
+            from websockets.utils import accept_key
 
-        server = await asyncio.start_server(silent, "127.0.0.1", 0)
-        url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-        try:
-            return await check_server(url, timeout=seconds(0.3), cases=["text echo", "handshake without Sec-WebSocket-Key"])
-        finally:
-            server.close()
-            await asyncio.wait(handlers, timeout=seconds(2))  # each ends once the battery hangs up
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept_key(key.decode()).encode() + b"\r\n\r\n")
+        await reader.read()  # reads until the client gives up, never answers
+        writer.close()
 
-    report = run(main(), timeout=20)
-    assert report.failed == ["handshake without Sec-WebSocket-Key", "text echo"]
-    assert all("no answer within" in r.happened for r in report.results)
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    try:
+        return await check_server(url, timeout=seconds(0.3), **kwargs), len(handlers)
+    finally:
+        server.close()
+        await asyncio.wait(handlers, timeout=seconds(2))  # each ends once the battery hangs up
+
+
+def test_a_silent_server_is_recognised_after_one_case_and_a_heartbeat():
+    """Nothing in answer to a valid handshake: one timeout, one heartbeat, then "could not test" (exit 2),
+    not one timeout per case."""
+    report, connections = run(_silent(False), timeout=20)
+    assert connections == 2 and report.error and "answers nothing" in report.error
+    assert [r.status for r in report.results] == ["error"] * len(CASES) and report.failed == MUST_CASES
+    assert str(report).startswith("could not test") and "\n" not in str(report)
+
+
+def test_a_server_silent_after_its_101_gets_the_rest_not_run_with_the_reason():
+    report, connections = run(_silent(True), timeout=20)
+    names = [c.name for c in CASES]
+    echo = names.index("text echo")
+    assert connections == echo + 2  # every case up to the first echo, and a heartbeat
+    assert report.error is None and "no answer within" in report["text echo"].happened
+    rest = report.results[echo + 1:]
+    assert rest and all(r.status == "error" and "not run: the server went silent" in r.happened for r in rest)
+    assert report["101 Switching Protocols"].passed and "text echo" in report.failed
+
+
+def test_a_case_that_times_out_on_a_live_server_costs_no_more_than_its_timeout():
+    """A timeout with nothing received is followed by a heartbeat; a server that answers it is graded on."""
+    report = run(_raw("ignores-pings", cases=["ping -> pong", "text echo"], timeout=0.3), timeout=20)
+    assert report.failed == ["ping -> pong"] and report["text echo"].passed
 
 
 def _free_port() -> int:
@@ -260,7 +322,8 @@ def _free_port() -> int:
 def test_nothing_listening_is_one_clear_line_not_a_row_per_case():
     url = f"ws://127.0.0.1:{_free_port()}/"
     report = run(check_server(url, timeout=seconds(2)))
-    assert not report.passed and report.results == [] and report.error
+    assert not report.passed and report.error
+    assert [r.status for r in report.results] == ["error"] * len(CASES)  # every case: not run
     assert report.failed == MUST_CASES
     assert str(report).count("\n") == 0 and "is the server running?" in str(report)
     with pytest.raises(wslab.CheckFailed, match="could not test"):
@@ -382,18 +445,51 @@ def test_only_a_bad_url_is_an_argument_error(monkeypatch, capsys):
         battery.main(["ws://127.0.0.1:1/"])
 
 
-def test_junit_for_an_unreachable_server_is_one_error(tmp_path, capsys):
+@pytest.mark.parametrize("value", ["nan", "inf", "1e308", "-1", "0", "121"])
+def test_a_timeout_that_is_not_a_sane_number_of_seconds_is_an_argument_error(value, capsys):
+    """nan, inf, 1e308, negative and zero timeouts once ran for ever or failed every case "within nan s"."""
+    with pytest.raises(SystemExit) as exit_:
+        battery.main(["ws://127.0.0.1:1/", "--timeout", value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "error: --timeout" in err and "at most 120" in err
+    with pytest.raises(ValueError, match="give the seconds per case"):
+        run(check_server("ws://127.0.0.1:1/", timeout=float(value)))
+
+
+def test_an_unwritable_junit_file_is_refused_before_any_case_runs(tmp_path, capsys):
+    """Exit 2 and no connection made: a grading loop learns of the typo before the run, not after it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    try:
+        url = f"ws://127.0.0.1:{listener.getsockname()[1]}/"
+        for bad in [tmp_path / "no-such-dir" / "x.xml", tmp_path]:  # a missing directory, a directory
+            with pytest.raises(SystemExit) as exit_:
+                battery.main([url, "--junit", str(bad)])
+            assert exit_.value.code == 2 and "cannot be written" in capsys.readouterr().err
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
+    finally:
+        listener.close()
+
+
+def test_json_and_junit_of_an_unreachable_server_say_the_same(tmp_path, capsys):
+    """Both list every case as not run, with the reason; JSON's failed MUSTs are JUnit's errors."""
     path = tmp_path / "battery.xml"
-    assert battery.main([f"ws://127.0.0.1:{_free_port()}/", "--junit", str(path)]) == 2
+    assert battery.main([f"ws://127.0.0.1:{_free_port()}/", "--json", "--junit", str(path)]) == 2
+    data = json.loads(capsys.readouterr().out)
     suite = ET.parse(path).getroot()
-    assert suite.get("errors") == "1" and suite.find("testcase/error") is not None
-    capsys.readouterr()
+    cases = suite.findall("testcase")
+    assert [c["name"] for c in data["cases"]] == [c.get("name") for c in cases] == [c.name for c in CASES]
+    assert {c["status"] for c in data["cases"]} == {"error"} and data["passed"] is False and data["error"]
+    assert suite.get("errors") == str(len(CASES)) and suite.get("failures") == "0"
+    assert all(c.find("error").get("message").startswith("not run: nothing accepts connections") for c in cases)
+    assert data["failed"] == MUST_CASES and (data["musts_held"], data["musts_total"]) == (0, len(MUST_CASES))
 
 
 # The checks for the pieces of a server (lesson 06's exercises)
 
 
-def respond(request: bytes, *, accept=None, version_header=True, case_sensitive=False) -> bytes:
+def respond(request: bytes, *, accept=None, version_header=True, case_sensitive=False, method_check=True) -> bytes:
     """A handshake answer written for the test, with optional bugs."""
     from websockets.utils import accept_key
 
@@ -402,7 +498,7 @@ def respond(request: bytes, *, accept=None, version_header=True, case_sensitive=
     headers = {k if case_sensitive else k.lower(): v for k, v in pairs}
     key = headers.get("Sec-WebSocket-Key" if case_sensitive else "sec-websocket-key")
     version = headers.get("Sec-WebSocket-Version" if case_sensitive else "sec-websocket-version")
-    if key is None:
+    if key is None or (method_check and not request.startswith(b"GET ")):
         return b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
     if version != "13":
         extra = b"Sec-WebSocket-Version: 13\r\n" if version_header else b""
@@ -422,6 +518,7 @@ def test_check_handshake_response_passes_a_correct_answer():
         ({"accept": "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="}, "its client refused"),
         ({"version_header": False}, "Sec-WebSocket-Version: 13"),
         ({"case_sensitive": True}, "lowercase header names.*case-insensitive"),
+        ({"method_check": False}, "for a POST request .*expected 'HTTP/1.1 400"),
     ],
 )
 def test_check_handshake_response_names_what_is_wrong(bug, message):

@@ -24,6 +24,7 @@ import json
 import random
 import socket
 import struct
+import sys
 import time
 import xml.etree.ElementTree as ET
 
@@ -334,3 +335,59 @@ def test_a_server_that_floods_costs_the_battery_bounded_memory():
     assert queued == wire.FRAMES_AHEAD and wire.BUFFER_LIMIT <= buffered <= wire.BUFFER_LIMIT + wire.READ_SIZE
     assert report.failed == ["ping inside a fragmented message", "ping -> pong"]
     assert all("no answer within" in r.happened for r in report.results), [r.happened for r in report.results]
+
+
+def test_a_server_sending_60_mib_frames_gets_a_verdict_on_time_and_the_grader_stays_small():
+    """After a valid 101, 60 MiB binary frames, one after another, on every connection: the battery (in a
+    process of its own, as a grader runs it) reads them through keeping 1 MiB of each, fails the cases
+    that expected something else, and returns a verdict within its budget with a peak RSS under 300 MB.
+    (Before: 5.7 GiB, a MemoryError and no verdict after 178 s.)"""
+    payload = bytes(60 * 2**20)
+    frame = struct.pack("!BBQ", 0x82, 127, len(payload)) + payload
+    timeout = seconds(2)
+    budget = timeout * (len(battery.CASES) + 1)
+
+    async def go() -> tuple[int, bytes, bytes, float]:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                request = await reader.readuntil(b"\r\n\r\n")
+                key = next((line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                            if line.lower().startswith(b"sec-websocket-key")), b"")
+                writer.write(valid_head(key))
+                for _ in range(1_000):  # 60 GiB at most: far more than any case reads
+                    writer.write(frame)
+                    await writer.drain()
+            except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        code = ("import resource, sys; from wslab.battery import main; rc = main(sys.argv[1:]); "
+                "print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code, f"ws://127.0.0.1:{port}/", "--json", "--timeout", str(timeout),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), budget + seconds(30))
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            server.close()
+        return proc.returncode, out, err, time.monotonic() - started
+
+    returncode, out, err, took = run(go(), timeout=budget + 60)
+    assert returncode == 1, err.decode()[-2000:]
+    data = json.loads(out)
+    assert len(data["cases"]) == len(battery.CASES) and all(c["status"] in MARKS or c["status"] in
+                                                              ("pass", "fail", "note") for c in data["cases"])
+    rows = {c["name"]: c for c in data["cases"]}
+    assert rows["101 Switching Protocols"]["status"] == "pass"
+    assert rows["text echo"]["status"] == "fail" and "62,914,560" in rows["text echo"]["happened"]
+    peak_kib = int(err.decode().split("maxrss")[-1].split()[0])
+    assert peak_kib < 300 * 1024, f"peak RSS {peak_kib / 1024:.0f} MB"
+    assert took < budget

@@ -128,6 +128,9 @@ REAL_101 = (
     [
         (b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n", None),
         (REAL_101.replace(b"Upgrade: websocket\r\n", b""), "Upgrade"),
+        (REAL_101.replace(b"Upgrade: websocket", b"Upgrade: websocket, h2c"), "Upgrade"),
+        (REAL_101.replace(b"Upgrade: websocket", b"Upgrade: websocket\r\nUpgrade: h2c"), "Upgrade"),
+        (REAL_101.replace(b"Upgrade: websocket", b"Upgrade: websockets"), "Upgrade"),
         (REAL_101.replace(b"Connection: Upgrade", b"Connection: keep-alive"), "Connection"),
         (REAL_101.replace(RFC_ACCEPT.encode(), b"x3JJHMbDL1EzLkh9GBhXDw=="), "Sec-WebSocket-Accept"),
         (REAL_101.replace(b"\r\n\r\n", b"\r\nSec-WebSocket-Protocol: superchat\r\n\r\n"), "Sec-WebSocket-Protocol"),
@@ -135,7 +138,8 @@ REAL_101 = (
     ],
 )
 def test_client_rejects_a_wrong_response_and_names_the_header(response, header):
-    """Section 4.1: the client fails the connection when the 101 does not match its request."""
+    """Section 4.1: the client fails the connection when the 101 does not match its request
+    (an Upgrade that is not exactly 'websocket', in any case, too: 'websocket, h2c' is not a match)."""
     request = hs.build_request("ws://127.0.0.1:1/", key=RFC_KEY, subprotocols=["chat"])
     assert hs.check_response(REAL_101, request).status == 101
     with pytest.raises(hs.InvalidResponse) as caught:

@@ -374,8 +374,13 @@ def check_response(response: Response | bytes, request: Request | bytes) -> Resp
             f"read its body for why",
             value=str(response.status), section="4.1",
         )
-    if "websocket" not in h.tokens("Upgrade"):
-        raise InvalidResponse(f"the 101 has Upgrade {h.get('Upgrade')!r}, not websocket", header="Upgrade", value=h.get("Upgrade"), section="4.1")
+    # 4.1: "If the response lacks an |Upgrade| header field or the |Upgrade| header field contains a value
+    # that is not an ASCII case-insensitive match for the value "websocket", the client MUST _Fail the
+    # WebSocket Connection_." Exactly that one token: `websocket, h2c` is not a match.
+    upgrade = ", ".join(h.get_all("Upgrade")) or None
+    if upgrade is None or upgrade.strip().lower() != "websocket":
+        raise InvalidResponse(f"the 101 has Upgrade {upgrade!r}; RFC 6455 4.1 wants exactly 'websocket' "
+                              f"(any case), nothing more", header="Upgrade", value=upgrade, section="4.1")
     if "upgrade" not in h.tokens("Connection"):
         raise InvalidResponse(f"the 101 has Connection {h.get('Connection')!r}, without the Upgrade token", header="Connection", value=h.get("Connection"), section="4.1")
     expected = accept_key(keys[0])

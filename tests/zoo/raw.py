@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import re
 import struct
 
 __all__ = ["RawServer", "VARIANTS", "MUTANTS"]
@@ -25,6 +26,7 @@ VARIANTS = {
     "echoes-in-fragments": "sends every echo as several fragments (5.4 MAY)",
     "drops-tcp-on-error": "fails the connection by closing TCP, with no close frame (7.1.7 SHOULD, 5.1 MAY)",
     "426-for-missing-key": "refuses a missing Sec-WebSocket-Key with 426 (4.2.1 'such as 400')",
+    "text-only": "takes text only: refuses a binary message with close 1003 (7.4.1 allows exactly that)",
 }
 
 #: One broken rule each: quirk -> what it breaks.
@@ -57,6 +59,21 @@ MUTANTS = {
     "per-frame-utf8": "checks UTF-8 frame by frame, refusing a code point split across frames (5.6)",
     "no-utf8-check": "echoes invalid UTF-8 (8.1)",
     "no-size-limit": "echoes messages of any size (10.4)",
+    # Rules the battery did not check before issue 20 (each was a false pass).
+    "masks-close": "masks its close frames, and only those (5.1)",
+    "long-close-length": "encodes its close frames' length in the 16-bit form (5.2)",
+    "long-close-reason": "answers a close with a 202-byte close payload (5.5)",
+    "answers-close-1005": "answers every valid close with code 1005 (7.4.1)",
+    "data-after-close": "sends a text message after its own close frame (5.5.1)",
+    "picks-subprotocol": "answers Sec-WebSocket-Protocol: chat, never offered (4.2.2)",
+    "picks-extension": "answers Sec-WebSocket-Extensions: permessage-deflate, never offered (4.2.2)",
+    "accepts-missing-version": "101 for a request with no Sec-WebSocket-Version (4.2.1)",
+    "accepts-post": "101 for a POST request (4.2.1)",
+    "ignores-length-top-bit": "drops the top bit of a 64-bit length instead of failing (5.2)",
+    "utf8-unfragmented-only": "checks UTF-8 only in messages of one frame (8.1)",
+    "utf8-surrogatepass": "accepts UTF-8-encoded surrogates (8.1)",
+    "utf8-allows-overlong": "accepts overlong 2-byte UTF-8 (8.1)",
+    "latin1-text": "encodes its text in Latin-1 when every character fits, 'café' as 63 61 66 e9 (5.6)",
 }
 
 
@@ -102,12 +119,19 @@ class RawServer:
             if colon:
                 headers[name.strip().lower()] = value.strip()
         key = headers.get("sec-websocket-key")
+        if not head.startswith("GET ") and not self.has("accepts-post"):
+            writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nAllow: GET\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return False
         if key is None and not self.has("accepts-missing-key"):
             status = b"426 Upgrade Required" if self.has("426-for-missing-key") else b"400 Bad Request"
             writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             return False
         versions = {"13", "8"} if self.has("accepts-version-8") else {"13"}
-        if headers.get("sec-websocket-version") not in versions and not self.has("accepts-any-version"):
+        version = headers.get("sec-websocket-version")
+        if version is None and not self.has("accepts-missing-version"):
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return False
+        if version is not None and version not in versions and not self.has("accepts-any-version"):
             listed = b"" if self.has("no-version-header") else b"Sec-WebSocket-Version: " + ", ".join(sorted(versions, key=int, reverse=True)).encode() + b"\r\n"
             writer.write(b"HTTP/1.1 426 Upgrade Required\r\n" + listed + b"Content-Length: 0\r\nConnection: close\r\n\r\n")
             return False
@@ -120,6 +144,10 @@ class RawServer:
         if not self.has("no-connection-header"):
             lines.append("Connection: Upgrade")
         lines.append(f"Sec-WebSocket-Accept: {accept}")
+        if self.has("picks-subprotocol"):
+            lines.append("Sec-WebSocket-Protocol: chat")
+        if self.has("picks-extension"):
+            lines.append("Sec-WebSocket-Extensions: permessage-deflate")
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         if self.has("pings-first"):
             self.send(writer, 0x9, b"server ping")
@@ -136,10 +164,12 @@ class RawServer:
         if opcode == 0xA and self.has("pong-without-fin"):
             fin = False
         head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
-        masked = self.has("masks-frames")
+        masked = self.has("masks-frames") or (opcode == 0x8 and self.has("masks-close"))
         flag = 0x80 if masked else 0
         n = len(payload)
-        if self.has("long-lengths"):
+        if opcode == 0x8 and self.has("long-close-length"):
+            head += struct.pack("!BH", flag | 126, n)
+        elif self.has("long-lengths"):
             head += struct.pack("!BQ", flag | 127, n)
         elif n < 126:
             head += struct.pack("!B", flag | n)
@@ -154,6 +184,11 @@ class RawServer:
         writer.write(head + payload)
 
     def send_message(self, writer, opcode: int, payload: bytes) -> None:
+        if opcode == 0x1 and self.has("latin1-text"):
+            try:
+                payload = payload.decode().encode("latin-1")
+            except UnicodeEncodeError:
+                pass  # not every character fits: UTF-8, as it should
         if self.has("echoes-in-fragments") and len(payload) > 1:
             cut = [0, len(payload) // 3, 2 * len(payload) // 3, len(payload)]
             for i in range(3):
@@ -163,6 +198,7 @@ class RawServer:
 
     async def frames(self, reader, writer) -> None:
         kind, parts = None, []
+        nframes = 0
         try:
             while True:
                 b0, b1 = await reader.readexactly(2)
@@ -175,6 +211,8 @@ class RawServer:
                     (n,) = struct.unpack("!H", await reader.readexactly(2))
                 elif n == 127:
                     (n,) = struct.unpack("!Q", await reader.readexactly(8))
+                    if self.has("ignores-length-top-bit"):
+                        n &= 2**63 - 1
                 known = opcode in (0x0, 0x1, 0x2, 0x8, 0x9, 0xA)
                 if not known and not self.has("ignores-reserved-opcode"):
                     raise Fail(1002)
@@ -212,7 +250,10 @@ class RawServer:
                         raise Fail(1002)
                     parts = []  # the old message is dropped
                 if opcode != 0x0:
-                    kind = opcode
+                    kind, nframes = opcode, 0
+                    if opcode == 0x2 and self.has("text-only"):
+                        raise Fail(1003)
+                nframes += 1
                 parts.append(payload)
                 if kind == 0x1 and self.has("per-frame-utf8"):
                     try:
@@ -227,11 +268,8 @@ class RawServer:
                     continue
                 message, kind_done = b"".join(parts), kind
                 kind, parts = None, []
-                if kind_done == 0x1 and not self.has("no-utf8-check"):
-                    try:
-                        message.decode("utf-8")
-                    except UnicodeDecodeError:
-                        raise Fail(1007) from None
+                if kind_done == 0x1 and not self.has("no-utf8-check") and not self.lenient_utf8(message, nframes):
+                    raise Fail(1007)
                 if kind_done == 0x1 and self.has("text-as-binary"):
                     kind_done = 0x2
                 self.send_message(writer, kind_done, message)
@@ -240,6 +278,21 @@ class RawServer:
             if not self.has("drops-tcp-on-error"):
                 self.send(writer, 0x8, struct.pack("!H", failure.code))
             await writer.drain()  # then TCP closes at once, read or not (a reset, if bytes are left unread)
+
+    def lenient_utf8(self, message: bytes, nframes: int) -> bool:
+        """Is ``message`` valid UTF-8, as this server checks it (strictly, unless a UTF-8 mutant)?"""
+        errors = "strict"
+        if self.has("utf8-unfragmented-only") and nframes > 1:
+            return True
+        if self.has("utf8-surrogatepass"):
+            errors = "surrogatepass"
+        if self.has("utf8-allows-overlong"):
+            message = re.sub(rb"[\xc0\xc1][\x80-\xbf]", b"?", message)
+        try:
+            message.decode("utf-8", errors)
+        except UnicodeDecodeError:
+            return False
+        return True
 
     async def closing(self, reader, writer, payload: bytes) -> None:
         if self.has("no-close-answer"):
@@ -251,13 +304,21 @@ class RawServer:
         elif len(payload) >= 2:
             (code,) = struct.unpack("!H", payload[:2])
             invalid = code < 1000 or code in (1004, 1005, 1006, 1015) or 1016 <= code < 3000 or code >= 5000
+            try:
+                payload[2:].decode("utf-8")
+            except UnicodeDecodeError:
+                invalid = True  # a reason is UTF-8 (5.5.1); Autobahn expects the connection failed
             if invalid:
                 body = struct.pack("!H", 1002)
             else:
-                body = struct.pack("!H", 1000 if self.has("close-1000") else code)
+                body = struct.pack("!H", 1005 if self.has("answers-close-1005") else 1000 if self.has("close-1000") else code)
         else:
             body = b""
+        if self.has("long-close-reason"):
+            body = body[:2] + b"r" * 200
         self.send(writer, 0x8, body)
+        if self.has("data-after-close"):
+            self.send(writer, 0x1, b"bye")
         await writer.drain()
         if self.has("keeps-tcp-open"):
             await reader.read()  # until the client gives up

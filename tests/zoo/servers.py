@@ -2,7 +2,7 @@
 
 Prints ``PORT <n>`` once it listens on 127.0.0.1 (port 0: the OS picks),
 then serves until stdin closes or the process is killed. NAME is a library
-(``websockets``, ``aiohttp``, ``tornado``, ``wsproto``, ``scratch``) or
+(see :data:`LIBRARIES`) or
 ``raw`` / ``raw:QUIRK`` (see :mod:`tests.zoo.raw`). Every server echoes text
 and binary messages and limits messages to MAX_SIZE bytes (1 MiB).
 """
@@ -12,7 +12,120 @@ from __future__ import annotations
 import asyncio
 import sys
 
-LIBRARIES = ["websockets", "aiohttp", "tornado", "wsproto", "scratch"]
+LIBRARIES = [
+    "websockets", "aiohttp", "tornado", "wsproto", "scratch",
+    "uvicorn-websockets", "uvicorn-wsproto", "hypercorn", "autobahn", "simple-websocket",
+]
+
+
+async def asgi_echo(scope, receive, send) -> None:
+    """An ASGI echo app: text comes back as text, bytes as bytes (for uvicorn and hypercorn)."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["type"] != "websocket":
+        await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
+def _bound_socket():
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(100)
+    return sock
+
+
+async def _uvicorn(max_size: int, ws: str) -> int:
+    import uvicorn
+
+    sock = _bound_socket()
+    config = uvicorn.Config(asgi_echo, ws=ws, ws_max_size=max_size, ws_ping_interval=None, log_level="critical",
+                            lifespan="off")
+    server = uvicorn.Server(config)
+    _BACKGROUND.append(asyncio.ensure_future(server.serve(sockets=[sock])))
+    while not server.started:
+        await asyncio.sleep(0.01)  # uvicorn sets `started` once it serves; bounded by the harness's start timeout
+    return sock.getsockname()[1]
+
+
+async def uvicorn_websockets_server(max_size: int) -> int:
+    return await _uvicorn(max_size, "websockets")
+
+
+async def uvicorn_wsproto_server(max_size: int) -> int:
+    return await _uvicorn(max_size, "wsproto")
+
+
+async def hypercorn_server(max_size: int) -> int:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    sock = _bound_socket()
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.websocket_max_message_size = max_size
+    config.websocket_ping_interval = None
+    config.accesslog = config.errorlog = None
+    _BACKGROUND.append(asyncio.ensure_future(serve(asgi_echo, config)))
+    _SOCKETS.append(sock)  # hypercorn opens the fd again: this socket must stay open
+    return sock.getsockname()[1]
+
+
+async def autobahn_server(max_size: int) -> int:
+    from autobahn.asyncio.websocket import WebSocketServerFactory, WebSocketServerProtocol
+
+    class Echo(WebSocketServerProtocol):
+        def onMessage(self, payload, isBinary):  # noqa: N802, N803 - autobahn's names
+            self.sendMessage(payload, isBinary)
+
+    factory = WebSocketServerFactory()
+    factory.protocol = Echo
+    factory.setProtocolOptions(maxMessagePayloadSize=max_size, maxFramePayloadSize=max_size)
+    server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
+    return server.sockets[0].getsockname()[1]
+
+
+async def simple_websocket_server(max_size: int) -> int:
+    import threading
+
+    import simple_websocket
+    from werkzeug.serving import make_server
+
+    def app(environ, start_response):
+        # As flask-sock (the same author's) integrates it with Werkzeug: a handshake simple-websocket refuses
+        # raises (Werkzeug answers 500); once the WebSocket is over, ConnectionError tells Werkzeug to drop
+        # the connection instead of writing an HTTP response onto it.
+        ws = simple_websocket.Server.accept(environ, max_message_size=max_size)
+        try:
+            while True:
+                ws.send(ws.receive())
+        except simple_websocket.ConnectionClosed:
+            pass
+        raise ConnectionError("the WebSocket is closed")
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_port
+
+
+#: Tasks of servers that run as tasks (uvicorn, hypercorn), and their sockets: referenced while the process serves.
+_BACKGROUND: list[asyncio.Future] = []
+_SOCKETS: list = []
 
 
 async def websockets_server(max_size: int) -> int:
@@ -141,7 +254,7 @@ async def main(name: str, max_size: int) -> None:
     if name == "raw" or name.startswith("raw:"):
         port = await raw_server(max_size, name.partition(":")[2])
     elif name in LIBRARIES:
-        port = await globals()[f"{name}_server"](max_size)
+        port = await globals()[f"{name.replace('-', '_')}_server"](max_size)
     else:
         raise SystemExit(f"unknown server {name!r}: one of {LIBRARIES} or raw[:QUIRK]")
     print(f"PORT {port}", flush=True)

@@ -19,7 +19,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from .wire import CLOSE, Eof, Failed, Probe, TEXT, encode_frame, close_payload, parse_close, short, OPCODE_NAMES
+from .wire import CLOSE, Closed, Eof, Failed, Probe, TEXT, encode_frame, close_payload, parse_close, short, OPCODE_NAMES
 
 __all__ = [
     "MUST",
@@ -32,7 +32,9 @@ __all__ = [
     "Settings",
     "Outcome",
     "CLOSE_FRAME_FIRST",
+    "UNSUPPORTED_DATA",
     "echo",
+    "declined",
     "refused",
     "close_then_eof",
 ]
@@ -74,7 +76,7 @@ class Outcome:
     """What a running case collects besides its verdict."""
 
     notes: list[Note] = field(default_factory=list)
-    skipped: bool = False
+    skipped: bool = False  # the case does not apply: max_size=None, or the server declines the data (1003)
 
     def note(self, rule: Rule, text: str) -> None:
         self.notes.append(Note(rule, text))
@@ -102,6 +104,9 @@ class Case:
     expected: str
     run: Callable[[Probe, Settings, Outcome], Awaitable[str]]
     opens: bool = True  # False: the case does its own handshake
+    #: Kinds of violation (:data:`.watch.KINDS`) this case's rule covers: seen on any connection of the
+    #: run, they fail this case (and no other).
+    watches: frozenset[str] = frozenset()
 
     @property
     def level(self) -> str:
@@ -126,6 +131,14 @@ CLOSE_FRAME_FIRST = Rule(
     "status code (Section 7.4) before proceeding to _Close the WebSocket Connection_.",
 )
 
+#: 7.4.1: a server that only understands text MAY refuse a binary message with 1003.
+UNSUPPORTED_DATA = Rule(
+    USUAL, "7.4.1",
+    "1003 indicates that an endpoint is terminating the connection because it has received a type of "
+    "data it cannot accept (e.g., an endpoint that understands only text data MAY send this if it "
+    "receives a binary message).",
+)
+
 _CLOSE_TCP = "5.5.1: The server MUST close the underlying TCP connection immediately"
 
 
@@ -143,6 +156,8 @@ async def echo(
     """Send one message (``frames``, or one frame of ``payload``); it must come back unchanged.
 
     With ``settings``, a message over ``settings.max_size`` must be refused instead (10.4).
+    A server that refuses the message with close 1003 (7.4.1: it cannot
+    accept that type of data) makes the case not applicable (``out.skipped``).
     """
     data = b"".join(frames) or encode_frame(opcode, payload)
     if settings is not None and settings.max_size is not None and len(payload) > settings.max_size:
@@ -150,15 +165,33 @@ async def echo(
 
         return await too_big(probe, settings, out or Outcome(), data, len(payload))
     await probe.send(data)
-    got_opcode, got, parts, _ = await probe.message()
+    try:
+        got_opcode, got, parts, _ = await probe.message()
+    except Closed as closed:
+        if out is None or settings is None or parse_close(closed.frame.payload)[0] != 1003:
+            raise
+        return await declined(probe, settings, out, closed.frame, OPCODE_NAMES[opcode])
     kind = OPCODE_NAMES[opcode]
     if got_opcode != opcode:
         raise Failed(f"a {OPCODE_NAMES.get(got_opcode, hex(got_opcode))} message came back for a {kind} one")
     if got != payload:
         raise Failed(f"{short(got)} came back; expected {short(payload)}")
     shown = payload.decode() if opcode == TEXT else payload
-    pieces = f" (in {len(parts)} frames)" if len(parts) > 1 else ""
+    pieces = f" (in {parts} frames)" if parts > 1 else ""
     return f"{kind} message {short(shown)} came back{pieces}"
+
+
+async def declined(probe: Probe, settings: Settings, out: Outcome, close: object, kind: str) -> str:
+    """The server refused a ``kind`` message with close 1003: the case does not apply to it.
+
+    The closing handshake must still end with TCP closed (5.5.1).
+    """
+    out.skipped = True
+    if not await close_then_eof(probe, settings):
+        raise Failed(f"the server declined a {kind} message with a {close} but kept the TCP connection open "
+                     f"for {settings.close_wait:g} s ({_CLOSE_TCP})")
+    return (f"not applicable: the server declined a {kind} message with a {close} (RFC 6455 7.4.1: "
+            f"\"{UNSUPPORTED_DATA.quote[:-1]}\")")
 
 
 async def close_then_eof(probe: Probe, settings: Settings) -> bool:
@@ -182,7 +215,7 @@ async def refused(
     settings: Settings,
     out: Outcome,
     *,
-    code: int,
+    code: int | tuple[int, ...],
     code_rule: Rule,
     follow_up: bool = True,
 ) -> str:
@@ -195,6 +228,7 @@ async def refused(
     """
     if follow_up:
         await probe.send(encode_frame(TEXT, b"still there?"))
+    codes = (code,) if isinstance(code, int) else code
     close = None
     while close is None:
         try:
@@ -206,8 +240,8 @@ async def refused(
             raise Failed(f"the server carried on: it sent a {frame} instead of failing the connection")
         close = frame
     got, reason = parse_close(close.payload)
-    if got != code:
-        out.note(code_rule, f"close code {got if got is not None else '(none)'}; {code} is the usual one here")
+    if got not in codes:
+        out.note(code_rule, f"close code {got if got is not None else '(none)'}; {codes[0]} is the usual one here")
     if not await close_then_eof(probe, settings):
         raise Failed(
             f"the server sent a {close} but kept the TCP connection open for {settings.close_wait:g} s "

@@ -1,10 +1,13 @@
 """``python -m wslab battery URL``: the battery from a shell, for a person or a grading script.
 
 Exit status: 0 when every MUST holds (SHOULD notes never fail), 1 when a
-MUST fails, 2 when the server cannot be reached or the arguments are wrong.
-``--json`` prints the report as JSON instead of a table; ``--junit FILE``
-also writes JUnit XML (one test case per case) for CI or nbgrader-style
-tools.
+MUST fails, 2 when the server cannot be tested (nothing listens, or it
+answers nothing at all) or the arguments are wrong: a bad url, a
+``--timeout`` that is not a finite number of seconds in (0, 120], a
+negative ``--max-size``, a ``--junit`` file that cannot be written (checked
+before any case runs). ``--json`` prints the report as JSON instead of a
+table; ``--junit FILE`` also writes JUnit XML (one test case per case) for
+CI or nbgrader-style tools.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from .runner import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, _target, check_server
+from .runner import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, MAX_TIMEOUT, _target, check_server, check_timeout
 
 __all__ = ["main"]
 
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"messages over it must be refused; 0 means no limit: every message must come back, "
                              f"and the oversized case is skipped")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        help=f"seconds per case (default {DEFAULT_TIMEOUT:g})")
+                        help=f"seconds per case (default {DEFAULT_TIMEOUT:g}, at most {MAX_TIMEOUT:g})")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--junit", metavar="FILE", type=Path, help="also write the report as JUnit XML to FILE")
     args = parser.parse_args(argv)
@@ -40,12 +43,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-size {args.max_size} is negative: give the limit in bytes, or 0 to skip")
     try:
         _target(args.url)  # a bad url is an argument error; nothing else the battery raises is
+        check_timeout(args.timeout, name="--timeout")
     except ValueError as exc:
         parser.error(str(exc))
-    report = asyncio.run(check_server(args.url, max_size=args.max_size or None, timeout=args.timeout))
-    print(report.to_json(indent=2) if args.json else report)
+    junit = None
     if args.junit is not None:
-        args.junit.write_text(report.to_junit(), encoding="utf-8")
+        try:  # refused now, not after the run: a grading loop must not lose a report to a typo
+            junit = args.junit.open("w", encoding="utf-8")
+        except OSError as exc:
+            parser.error(f"--junit {str(args.junit)!r} cannot be written ({exc.strerror or exc}): "
+                         f"give a file in a directory that exists and is writable")
+    try:
+        report = asyncio.run(check_server(args.url, max_size=args.max_size or None, timeout=args.timeout))
+        print(report.to_json(indent=2) if args.json else report)
+        if junit is not None:
+            junit.write(report.to_junit())
+    finally:
+        if junit is not None:
+            junit.close()
     if report.error is not None:
         return 2
     return 0 if report.passed else 1

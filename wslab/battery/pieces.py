@@ -31,8 +31,8 @@ def check_handshake_response(respond: Callable[[bytes], bytes]) -> None:
     The judge is the websockets library's own client (sans-I/O): its real
     request goes in, and your answer must open its connection; then the same
     request with lowercase header names (``sec-websocket-key: ...``), which
-    must open it too. Then two refusals: no ``Sec-WebSocket-Key`` must get
-    400, an unknown version (25) must get 426 with
+    must open it too. Then three refusals: no ``Sec-WebSocket-Key`` and a
+    ``POST`` must get 400, an unknown version (25) must get 426 with
     ``Sec-WebSocket-Version: 13`` (RFC 6455 4.2.1, 4.4). Raises
     :class:`wslab.CheckFailed` saying what is wrong.
     """
@@ -62,6 +62,7 @@ def check_handshake_response(respond: Callable[[bytes], bytes]) -> None:
     key_line = next(line for line in request.split(b"\r\n") if line.startswith(b"sec-websocket-key"))
     for what, bad, status in [
         ("a request without Sec-WebSocket-Key", request.replace(key_line + b"\r\n", b""), 400),
+        ("a POST request (RFC 6455 4.2.1: the handshake is a GET)", b"POST" + request[len(b"GET"):], 400),
         ("a request with Sec-WebSocket-Version: 25, a version nobody speaks",
          request.replace(b"sec-websocket-version: 13", b"sec-websocket-version: 25"), 426),
     ]:

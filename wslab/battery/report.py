@@ -6,7 +6,11 @@ A row's mark says how its rule fared:
 * ``✗`` a MUST failed: the server breaks RFC 6455 (``report.failed``);
 * ``!`` a SHOULD was not followed: a note, the server still passes;
 * ``~`` something usual but not required was not done: a remark;
-* ``-`` skipped (``max_size=None`` skips the oversized case).
+* ``-`` skipped, not applicable: ``max_size=None`` skips the oversized case,
+  and a server that declines binary messages with close 1003 (7.4.1) skips
+  the binary echoes;
+* ``?`` not run (nothing listens, the server went silent, or the run's time
+  budget is spent): a MUST not run counts as failed.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def quoteattr(text: str) -> str:
     return _quoteattr(_xml_safe(text))
 
 
-MARKS = {"pass": "✓", "fail": "✗", SHOULD: "!", USUAL: "~", "skipped": "-"}
+MARKS = {"pass": "✓", "fail": "✗", SHOULD: "!", USUAL: "~", "skipped": "-", "error": "?"}
 
 
 @dataclass
@@ -64,7 +68,11 @@ class CaseResult:
     held: bool = True
     skipped: bool = False
     notes: list[Note] = field(default_factory=list)
-    unreachable: bool = False  # the case could not even connect
+    unreachable: bool = False  # the case did not run: nothing listened, or the server went silent before it
+    # What the runner needs to know about the case's connection (not part of the report):
+    silent: bool = field(default=False, repr=False, compare=False)  # timed out with nothing from the server
+    answered: bool = field(default=False, repr=False, compare=False)  # the server sent at least one byte
+    violations: list[tuple[str, str]] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def section(self) -> str:
@@ -72,6 +80,8 @@ class CaseResult:
 
     @property
     def mark(self) -> str:
+        if self.unreachable:
+            return MARKS["error"]
         if self.skipped:
             return MARKS["skipped"]
         if not self.passed:
@@ -85,7 +95,9 @@ class CaseResult:
 
     @property
     def status(self) -> str:
-        """``pass``, ``fail`` (a MUST), ``note`` (a lower level did not hold), or ``skipped``."""
+        """``pass``, ``fail`` (a MUST), ``note`` (a lower level did not hold), ``skipped``, ``error`` (not run)."""
+        if self.unreachable:
+            return "error"
         if self.skipped:
             return "skipped"
         if not self.passed:
@@ -94,7 +106,8 @@ class CaseResult:
 
     def all_notes(self) -> list[Note]:
         """The notes, with the case's own rule first when a SHOULD or usual case did not hold."""
-        own = [] if self.held or self.level == MUST else [Note(Rule(self.level, self.rfc, self.quote), self.happened)]
+        own = [] if self.held or self.level == MUST or self.unreachable else [
+            Note(Rule(self.level, self.rfc, self.quote), self.happened)]
         return own + self.notes
 
     def __str__(self) -> str:
@@ -186,9 +199,12 @@ class Report:
         should = len(self.should_notes)
         usual = len(self.notes) - should
         text = f"{held} of {total} MUSTs hold against {self.url}; {should} SHOULD note(s), {usual} remark(s) on usual behaviour"
-        skipped = [r.name for r in self.results if r.skipped]
+        skipped = [r.name for r in self.results if r.skipped and not r.unreachable]
         if skipped:
-            text += f"; skipped: {', '.join(skipped)}"
+            text += f"; not applicable: {', '.join(skipped)}"
+        not_run = [r for r in self.results if r.unreachable]
+        if not_run:
+            text += f"; {len(not_run)} case(s) {not_run[0].happened}"
         if self.server_errors:
             text += f"; the server's code raised {len(self.server_errors)} exception(s), first: " \
                     f"{type(self.server_errors[0]).__name__}: {self.server_errors[0]}"
@@ -252,21 +268,17 @@ class Report:
         """The report as JUnit XML: one ``<testcase>`` per case; only MUST failures are ``<failure>``.
 
         SHOULD notes and remarks go in the test case's ``<system-out>``;
-        a skipped case is ``<skipped/>``; an unreachable server is one
-        ``<error>`` test case.
+        a skipped case is ``<skipped/>``; a case not run (an unreachable or
+        silent server, a spent time budget) is an ``<error>``, as in
+        :meth:`to_json` (``"status": "error"``).
         """
         name = suite or f"wslab battery {self.url}"
-        if self.error is not None:
-            return (
-                '<?xml version="1.0" encoding="UTF-8"?>\n'
-                f'<testsuite name={quoteattr(name)} tests="1" failures="0" errors="1" skipped="0">\n'
-                f'  <testcase classname="rfc6455" name="connect"><error message={quoteattr(self.error)}/></testcase>\n'
-                "</testsuite>\n"
-            )
         cases = []
         for r in self.results:
             body = ""
-            if r.skipped:
+            if r.unreachable:
+                body += f"<error message={quoteattr(r.happened)} type=\"not run\"/>"
+            elif r.skipped:
                 body += f"<skipped message={quoteattr(r.happened)}/>"
             elif not r.passed:
                 message = f"{r.happened}; expected {r.expected}"
@@ -282,13 +294,14 @@ class Report:
                 f'  <testcase classname="rfc6455.section_{section}" name={quoteattr(r.name)} '
                 f'time="{r.seconds:.3f}">{body}</testcase>'
             )
-        failures = sum(not r.passed for r in self.results)
-        skipped = sum(r.skipped for r in self.results)
+        errors = sum(r.unreachable for r in self.results)
+        failures = sum(not r.passed and not r.unreachable for r in self.results)
+        skipped = sum(r.skipped and not r.unreachable for r in self.results)
         total_time = sum(r.seconds for r in self.results)
         return (
             '<?xml version="1.0" encoding="UTF-8"?>\n'
             f'<testsuite name={quoteattr(name)} tests="{len(self.results)}" failures="{failures}" '
-            f'errors="0" skipped="{skipped}" time="{total_time:.3f}">\n' + "\n".join(cases) + "\n</testsuite>\n"
+            f'errors="{errors}" skipped="{skipped}" time="{total_time:.3f}">\n' + "\n".join(cases) + "\n</testsuite>\n"
         )
 
     def assert_passed(self) -> None:

@@ -1,4 +1,21 @@
-"""Running the battery: one fresh connection per case, each bounded in time.
+"""Running the battery: one fresh connection per case, each bounded in time, the whole run too.
+
+Design note
+-----------
+* **Bounded in time.** Each case gets ``timeout`` seconds; the run as a
+  whole gets :func:`budget` (``timeout`` per case, plus one for a
+  heartbeat): cases that would start after it is spent are reported "not
+  run", with the reason. ``timeout`` must be finite, positive and at most
+  :data:`MAX_TIMEOUT`.
+* **A silent server is recognised early.** When a case times out without
+  one byte from the server (nothing at all, or nothing after the 101), a
+  heartbeat follows: a fresh connection, a valid handshake, one text
+  message. A server that answers it is alive and the battery goes on; one
+  that stays silent gets the rest of the cases reported "not run" instead
+  of one timeout each. Silent from the first byte, it is reported like
+  an unreachable server (``report.error``; the command exits 2).
+* **Rules on every frame.** Violations seen on any connection of the run
+  (:mod:`.watch`) fail the case that names the rule (``Case.watches``).
 
 ``check_server`` runs on the caller's loop, so it can test a server that
 runs on that same loop (a notebook's task-mode server). The blocking
@@ -10,6 +27,7 @@ a server that needs the calling thread's loop.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import urllib.parse
 from typing import Any, Sequence
@@ -17,15 +35,42 @@ from typing import Any, Sequence
 from .case import MUST, Case, Outcome, Settings
 from .cases import CASES, by_name
 from .report import CaseResult, Report
-from .wire import Eof, Failed, Probe, Unreachable
+from .wire import TEXT, Eof, Failed, Probe, Unreachable, encode_frame
 
-__all__ = ["check_server", "check_server_sync", "run_case", "DEFAULT_MAX_SIZE", "DEFAULT_TIMEOUT"]
+__all__ = [
+    "check_server",
+    "check_server_sync",
+    "run_case",
+    "budget",
+    "check_timeout",
+    "DEFAULT_MAX_SIZE",
+    "DEFAULT_TIMEOUT",
+    "MAX_TIMEOUT",
+]
 
 #: The message size limit the battery assumes, in bytes (websockets' default).
 DEFAULT_MAX_SIZE = 2**20
 
 #: How long one case may take before it fails with "no answer", in seconds.
 DEFAULT_TIMEOUT = 5.0
+
+#: The longest ``timeout`` the battery takes, in seconds (a whole run then stays within hours, not forever).
+MAX_TIMEOUT = 120.0
+
+
+def check_timeout(timeout: float, *, name: str = "timeout") -> float:
+    """``timeout`` as a float, or ValueError naming it when it is not finite, positive, at most MAX_TIMEOUT."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ValueError(f"{name} {timeout!r} is not a number: give the seconds per case, e.g. {DEFAULT_TIMEOUT:g}")
+    if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
+        raise ValueError(f"{name} {timeout!r} is not a number of seconds above 0 and at most {MAX_TIMEOUT:g}: "
+                         f"give the seconds per case, e.g. {DEFAULT_TIMEOUT:g}")
+    return float(timeout)
+
+
+def budget(timeout: float, cases: int) -> float:
+    """The most a run of ``cases`` cases may take, in seconds: ``timeout`` each, and one heartbeat."""
+    return timeout * (cases + 1)
 
 
 def _target(url: str) -> tuple[str, int, str]:
@@ -44,7 +89,7 @@ async def run_case(case: Case, host: str, port: int, path: str, settings: Settin
     """Run one case on a fresh connection; whatever happens, the connection is closed."""
     probe = Probe(host, port, path)
     out = Outcome()
-    unreachable = False
+    unreachable = silent = False
     started = time.monotonic()
     try:
         async with asyncio.timeout(settings.timeout):
@@ -56,6 +101,7 @@ async def run_case(case: Case, host: str, port: int, path: str, settings: Settin
         held, happened = False, f"no answer within {settings.timeout:g} s"
         if probe.seen:
             happened += f" (received only: {', '.join(probe.seen)})"
+        silent = probe.received == probe.received_at_open
     except Unreachable as exc:
         held, happened, unreachable = False, str(exc), True
     except Failed as exc:
@@ -80,7 +126,53 @@ async def run_case(case: Case, host: str, port: int, path: str, settings: Settin
         notes=out.notes,
         unreachable=unreachable,
     )
+    result.silent = silent
+    result.answered = probe.received > 0
+    result.violations = list(probe.violations)
     return result
+
+
+async def heartbeat(host: str, port: int, path: str, timeout: float) -> str | None:
+    """None when the server answers a valid handshake and a text message; else what it did not answer.
+
+    Any answer counts: an HTTP refusal, a frame, a closed connection. Only
+    silence until ``timeout`` (or nothing accepting connections) does not.
+    """
+    probe = Probe(host, port, path)
+    try:
+        async with asyncio.timeout(timeout):
+            await probe.open()
+            await probe.send(encode_frame(TEXT, b"are you there?"))
+            await probe.next_frame()
+    except TimeoutError:
+        if probe.received == 0:
+            return f"a valid handshake got no answer within {timeout:g} s"
+        return f"after its 101, a text message got no answer within {timeout:g} s"
+    except Unreachable as exc:
+        return str(exc)
+    except (Failed, Eof, OSError):
+        pass  # it answered, if only to refuse or hang up
+    finally:
+        await probe.aclose()
+    return None
+
+
+def not_run(case: Case, why: str) -> CaseResult:
+    """The row of a case the battery did not run: a MUST counts as failed."""
+    return CaseResult(case.name, passed=case.level != MUST, expected=case.expected, happened=f"not run: {why}",
+                      rfc=case.section, level=case.level, quote=case.quote, held=False, unreachable=True)
+
+
+def apply_watches(chosen: list[Case], results: list[CaseResult]) -> None:
+    """A violation seen on any connection fails the case that watches its kind (see :mod:`.watch`)."""
+    for case, result in zip(chosen, results):
+        if not case.watches or not result.held or result.skipped:
+            continue
+        found = next(((other.name, text) for other in results
+                      for kind, text in other.violations if kind in case.watches), None)
+        if found is not None:
+            result.held, result.passed = False, case.level != MUST
+            result.happened = f"the server sent {found[1]} (in case {found[0]!r})"
 
 
 async def check_server(
@@ -106,18 +198,39 @@ async def check_server(
     """
     url = server if isinstance(server, str) else server.url
     host, port, path = _target(url)
+    timeout = check_timeout(timeout)
+    if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1):
+        raise ValueError(f"max_size {max_size!r} is not a positive number of bytes: give the server's limit, "
+                         f"or None for no limit")
     chosen = by_name(list(cases) if cases is not None else None)
     errors = getattr(server, "errors", None)
     errors_before = len(errors) if errors is not None else 0
     settings = Settings(max_size, timeout)
     musts = [c.name for c in chosen if c.level == MUST]
-    results = []
-    for case in chosen:
+    deadline = time.monotonic() + budget(timeout, len(chosen))
+    results: list[CaseResult] = []
+    for i, case in enumerate(chosen):
+        if time.monotonic() + timeout > deadline:
+            why = f"the battery's time budget ({budget(timeout, len(chosen)):g} s) is spent"
+            results += [not_run(c, why) for c in chosen[i:]]
+            break
         result = await run_case(case, host, port, path, settings)
         if not results and result.unreachable:
-            # Nothing listens: one line, not a row per case.
-            return Report(url, [], max_size, error=f"{result.happened}: is the server running?", must_cases=musts)
+            # Nothing listens: every case not run, and one line of text.
+            error = f"{result.happened}: is the server running?"
+            return Report(url, [not_run(c, error) for c in chosen], max_size, error=error, must_cases=musts)
         results.append(result)
+        if time.monotonic() + timeout > deadline:
+            continue  # no time for a heartbeat: the next round reports the rest not run
+        if result.silent and (why := await heartbeat(host, port, path, timeout)) is not None:
+            if not any(r.answered for r in results):
+                error = (f"the server accepts TCP connections but answers nothing: {why}; is a WebSocket "
+                         f"server listening at {url}?")
+                return Report(url, [not_run(c, error) for c in chosen], max_size, error=error, must_cases=musts)
+            why = f"the server went silent ({case.name!r} timed out, then {why})"
+            results += [not_run(c, why) for c in chosen[i + 1:]]
+            break
+    apply_watches(chosen, results)
     report = Report(url, results, max_size)
     if errors is not None:
         report.server_errors = list(errors[errors_before:])
@@ -147,8 +260,8 @@ def check_server_sync(
 
     runner = LoopThread("battery")
     try:
-        budget = timeout * (len(cases) if cases is not None else len(CASES)) + 5
-        return runner.run(check_server(server, max_size=max_size, timeout=timeout, cases=cases), budget)
+        limit = budget(check_timeout(timeout), len(cases) if cases is not None else len(CASES)) + 5
+        return runner.run(check_server(server, max_size=max_size, timeout=timeout, cases=cases), limit)
     finally:
         runner.stop()
 

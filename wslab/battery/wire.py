@@ -21,9 +21,18 @@ Design note
   the case named after that rule fails for it. A server's pings are answered
   and its pongs skipped wherever a case reads (RFC 6455 5.5.2 "MAY", 5.5.3).
 * **Bounded memory.** Reading pauses once :data:`BUFFER_LIMIT` bytes wait
-  unparsed (unless a frame being read needs more) and decoding pauses once
-  :data:`FRAMES_AHEAD` frames wait unread: a server that floods the battery
-  fails its case on time without growing the grader's memory.
+  unparsed and decoding pauses once :data:`FRAMES_AHEAD` frames or
+  :data:`QUEUE_LIMIT` payload bytes wait unread. A frame over
+  :data:`KEPT_PAYLOAD` bytes is read through and only its start is kept (no
+  case sends more than 70,000 bytes to echo), a frame announcing more than
+  :data:`MAX_SERVER_FRAME` bytes is refused from its header, and a message is
+  reassembled up to :data:`MESSAGE_LIMIT` bytes. A server that floods the
+  battery, or sends 60 MiB frames, fails its case on time while the grader
+  stays under about 100 MB.
+* **Rules on every frame.** Each decoded frame and each 101 goes through the
+  connection's :class:`~wslab.battery.watch.Watch`: a break is written down
+  in :attr:`Probe.violations`, and only the case that names that rule fails
+  for it (see :mod:`.watch`).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from .watch import Watch
 
 __all__ = [
     "encode_frame",
@@ -51,8 +61,12 @@ __all__ = [
     "printable",
     "OPCODE_NAMES",
     "MAX_SERVER_FRAME",
+    "KEPT_PAYLOAD",
+    "MESSAGE_LIMIT",
     "BUFFER_LIMIT",
     "FRAMES_AHEAD",
+    "QUEUE_LIMIT",
+    "Closed",
     "CONT",
     "TEXT",
     "BINARY",
@@ -61,8 +75,12 @@ __all__ = [
     "PONG",
 ]
 
-#: The largest frame the battery accepts from a server, in bytes (memory stays bounded).
+#: The largest frame the battery reads from a server, in bytes; a larger one fails the case from its header.
 MAX_SERVER_FRAME = 64 * 2**20
+#: How much of a server frame's payload the battery keeps; the rest is read and dropped.
+KEPT_PAYLOAD = 2**20
+#: The largest message the battery reassembles from a server's fragments, in bytes.
+MESSAGE_LIMIT = 4 * 2**20
 
 # Frame layout (RFC 6455 section 5.2):
 #   byte 0: FIN | RSV1 | RSV2 | RSV3 | opcode (4 bits)
@@ -84,6 +102,8 @@ READ_SIZE = 256 * 1024
 #: that floods (pongs, pings, echoes in a loop) costs bounded memory, whatever the case's timeout.
 BUFFER_LIMIT = 4 * 2**20
 FRAMES_AHEAD = 1024
+#: Payload bytes decoded ahead of what a case read, before decoding pauses.
+QUEUE_LIMIT = 8 * 2**20
 
 
 def encode_frame(
@@ -172,6 +192,14 @@ class Unreachable(Exception):
     """Nothing accepts TCP connections at the battery's target."""
 
 
+class Closed(Failed):
+    """The server sent a close frame where a case waited for a message; ``frame`` is that close frame."""
+
+    def __init__(self, frame: ServerFrame) -> None:
+        super().__init__(f"the server sent a {frame}")
+        self.frame = frame
+
+
 @dataclass
 class ServerFrame:
     """One frame read back from the server, decoded whatever its flaws."""
@@ -183,6 +211,11 @@ class ServerFrame:
     masked: bool
     length_form: str  # "7-bit", "16-bit", "64-bit"
     minimal: bool  # the length used the shortest form (5.2)
+    length: int = -1  # the announced payload length; over KEPT_PAYLOAD, only the payload's start is kept
+
+    def __post_init__(self) -> None:
+        if self.length < 0:
+            self.length = len(self.payload)
 
     @property
     def control(self) -> bool:
@@ -198,15 +231,16 @@ class ServerFrame:
                 detail = f"a {len(self.payload)}-byte body" if self.payload else "no code"
             return f"close frame ({detail})"
         fin = "" if self.fin else " (not final)"
-        return f"{name} frame {short(self.payload)}{fin}"
+        shown = short(self.payload) if len(self.payload) == self.length else f"of {self.length:,} bytes"
+        return f"{name} frame {shown}{fin}"
 
 
 class Probe:
     """One raw client connection: the handshake, frames out, frames in.
 
-    ``violations`` collects (rule, text) for every server frame that breaks
-    a framing rule: ``"masked"``, ``"length"``, ``"rsv"``,
-    ``"control-fragmented"``, ``"control-long"``.
+    ``violations`` collects (kind, text) for every server frame or 101 that
+    breaks a rule watched on every connection (:data:`.watch.KINDS`).
+    ``received`` counts the bytes read; ``received_at_open`` what the 101 took.
     """
 
     def __init__(self, host: str, port: int, path: str) -> None:
@@ -226,7 +260,18 @@ class Probe:
         self.mid_frame = False  # True once a frame was left half written: send nothing more
         self.seen: collections.deque[str] = collections.deque(maxlen=3)  # the last frames read, for reports
         self.frames_seen = 0  # how many frames the case read
-        self.violations: list[tuple[str, str]] = []
+        self.watch = Watch()
+        self.received = 0
+        self.received_at_open = 0
+        self.response_headers: dict[str, str] = {}
+        self._queued = 0  # payload bytes decoded and not read yet
+        self._skip = 0  # bytes of a long frame's payload still to read through, after the frame was queued
+        self._drained = asyncio.Event()  # set while _queued is under QUEUE_LIMIT
+        self._drained.set()
+
+    @property
+    def violations(self) -> list[tuple[str, str]]:
+        return self.watch.violations
 
     # TCP
 
@@ -256,6 +301,7 @@ class Probe:
                     self.closed = "eof"
                     break
                 self.buffer += data
+                self.received += len(data)
                 self._wake.set()
         except OSError as exc:
             self.closed = f"{type(exc).__name__}: {exc.strerror or exc}"
@@ -280,6 +326,25 @@ class Probe:
         if len(self.buffer) < BUFFER_LIMIT:
             self._room.set()
         return data
+
+    async def read_through(self, n: int, keep: int) -> bytes:
+        """Consume ``n`` bytes as they come, keeping the first ``keep``: memory stays bounded."""
+        kept = bytearray()
+        left = n
+        while left:
+            if not self.buffer:
+                if self.closed is not None:
+                    raise Eof(self.closed)
+                self._room.set()
+                await self._wait()
+                continue
+            take = min(left, len(self.buffer))
+            if len(kept) < keep:
+                kept += self.buffer[: min(take, keep - len(kept))]
+            del self.buffer[:take]
+            left -= take
+            self._room.set()
+        return bytes(kept)
 
     async def readuntil(self, separator: bytes, limit: int = 65536) -> bytes:
         while (end := self.buffer.find(separator)) < 0:
@@ -348,17 +413,18 @@ class Probe:
 
     # HTTP
 
-    def request(self, *, key: str | None, version: str = "13", extra: str = "") -> bytes:
-        # Lowercase header names: HTTP header names are case-insensitive (RFC 9110 5.1).
+    def request(self, *, key: str | None, version: str | None = "13", extra: str = "", method: str = "GET") -> bytes:
+        """An opening handshake; ``key=None`` or ``version=None`` leaves that header out."""
         lines = [
-            f"GET {self.path} HTTP/1.1",
+            f"{method} {self.path} HTTP/1.1",
             f"Host: {self.host}:{self.port}",
             "Upgrade: websocket",
             "Connection: Upgrade",
         ]
         if key is not None:
             lines.append(f"Sec-WebSocket-Key: {key}")
-        lines.append(f"Sec-WebSocket-Version: {version}")
+        if version is not None:
+            lines.append(f"Sec-WebSocket-Version: {version}")
         return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
 
     async def http(self, request: bytes) -> tuple[int, str, dict[str, str]]:
@@ -391,6 +457,9 @@ class Probe:
         status, reason, headers = await self.http(self.request(key=key))
         if status != 101:
             raise Failed(f"the handshake got HTTP {status} {reason}; expected 101 Switching Protocols")
+        self.response_headers = headers
+        self.watch.response(headers)
+        self.received_at_open = self.received - len(self.buffer)
         self._pump = asyncio.ensure_future(self._read_frames())
         return key, headers
 
@@ -400,9 +469,18 @@ class Probe:
         try:
             while True:
                 frame = await self._read_frame()
+                if frame.length > len(frame.payload):  # handed over at once; the rest is read after
+                    self._skip = frame.length - len(frame.payload)
                 if frame.opcode not in (PING, PONG):
                     self.answered.set()
+                while self._queued >= QUEUE_LIMIT:
+                    self._drained.clear()
+                    await self._drained.wait()
+                self._queued += len(frame.payload)
                 await self.frames.put(frame)  # waits while FRAMES_AHEAD frames are unread
+                if self._skip:
+                    await self.read_through(self._skip, 0)
+                    self._skip = 0
         except Exception as exc:  # noqa: BLE001 - Eof or a bad frame: handed to the case that reads
             self.answered.set()
             await self.frames.put(exc)
@@ -419,35 +497,27 @@ class Probe:
         elif n == LENGTH_64:
             (n,) = struct.unpack("!Q", await self.readexactly(8))
             form, minimal = "64-bit", n >= 2**16
+            if n >= 2**63:
+                self.watch.note("length", f"a frame whose 64-bit length 0x{n:016x} has its most significant bit set")
         if n > MAX_SERVER_FRAME:
             raise Failed(f"the server announced a frame of {n:,} bytes; the battery reads at most "
                          f"{MAX_SERVER_FRAME:,} (check the length you encode, RFC 6455 5.2)")
         masked = bool(b1 & MASK_BIT)
         key = await self.readexactly(4) if masked else b""
-        payload = await self.readexactly(n)
+        payload = await self.readexactly(min(n, KEPT_PAYLOAD))  # over it, the rest is read after the frame is queued
         if masked:
             payload = _xor(payload, key)
-        frame = ServerFrame(bool(b0 & FIN), (b0 & RSV_BITS) >> 4, b0 & OPCODE_BITS, payload, masked, form, minimal)
-        self._note_violations(frame, n)
+        frame = ServerFrame(bool(b0 & FIN), (b0 & RSV_BITS) >> 4, b0 & OPCODE_BITS, payload, masked, form, minimal, n)
+        self.watch.frame(frame, n)
         return frame
-
-    def _note_violations(self, frame: ServerFrame, n: int) -> None:
-        if len(self.violations) >= FRAMES_AHEAD:
-            return  # enough to judge: the case names the first
-        if frame.masked:
-            self.violations.append(("masked", f"a masked {frame}"))
-        if not frame.minimal:
-            self.violations.append(("length", f"{frame} with its {n:,}-byte length in the {frame.length_form} form"))
-        if frame.rsv:
-            self.violations.append(("rsv", f"{frame} with reserved bits 0b{frame.rsv:03b}"))
-        if frame.control and not frame.fin:
-            self.violations.append(("control-fragmented", f"{frame}: a control frame without FIN"))
-        if frame.control and n > 125:
-            self.violations.append(("control-long", f"{frame} of {n} bytes"))
 
     async def next_frame(self) -> ServerFrame:
         """The next frame from the server; raises :class:`Eof` once TCP is closed."""
         item = await self.frames.get()
+        if isinstance(item, ServerFrame):
+            self._queued -= len(item.payload)
+            if self._queued < QUEUE_LIMIT:
+                self._drained.set()
         if isinstance(item, Eof):
             self.frames.put_nowait(item)  # stays closed
             raise item
@@ -466,32 +536,43 @@ class Probe:
             elif frame.opcode != PONG:
                 return frame
 
-    async def message(self) -> tuple[int, bytes, list[ServerFrame], list[bytes]]:
-        """The next data message: (opcode, payload, its frames, pongs seen meanwhile)."""
-        frames: list[ServerFrame] = []
+    async def message(self) -> tuple[int, bytes, int, list[bytes]]:
+        """The next data message: (opcode, payload, how many frames, pongs seen meanwhile).
+
+        Raises :class:`Closed` for a close frame, :class:`Failed` for a
+        message over :data:`MESSAGE_LIMIT` bytes or broken fragments.
+        """
+        opcode, data, size, count = -1, bytearray(), 0, 0  # one buffer: a million empty fragments cost nothing
         pongs: list[bytes] = []
         while True:
             try:
                 frame = await self.next_frame()
             except Eof:
-                got = f" after {len(frames)} fragment(s)" if frames else ""
+                got = f" after {count} fragment(s)" if count else ""
                 raise Failed(f"the server closed the TCP connection{got}, with no close frame") from None
             if frame.opcode == PONG:
-                if len(pongs) < FRAMES_AHEAD:  # a flood of pongs must not grow memory
+                if len(pongs) < FRAMES_AHEAD and frame.length <= 125:  # a flood must not grow memory
                     pongs.append(frame.payload)
                 continue
             if frame.opcode == PING:
                 await self.send(encode_frame(PONG, frame.payload))
                 continue
             if frame.opcode == CLOSE:
-                raise Failed(f"the server sent a {frame}")
-            if frame.opcode == CONT and not frames:
+                raise Closed(frame)
+            if frame.opcode == CONT and not count:
                 raise Failed("the server sent a continuation frame with no message started")
-            if frame.opcode != CONT and frames:
+            if frame.opcode != CONT and count:
                 raise Failed(f"the server started a new message ({frame}) inside a fragmented one")
-            frames.append(frame)
+            if not count:
+                opcode = frame.opcode
+            count += 1
+            size += frame.length
+            if size > MESSAGE_LIMIT:
+                raise Failed(f"the server sent a message of more than {MESSAGE_LIMIT:,} bytes ({frame}); "
+                             f"no case sends more than 70,000 bytes to echo")
+            data += frame.payload
             if frame.fin:
-                return frames[0].opcode, b"".join(f.payload for f in frames), frames, pongs
+                return opcode, bytes(data), count, pongs
 
     async def eof(self) -> None:
         """Return once the server closes TCP; frames meanwhile are skipped."""

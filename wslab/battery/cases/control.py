@@ -6,7 +6,7 @@ import asyncio
 
 from ..case import CLOSE_FRAME_FIRST, MUST, USUAL, Case, Outcome, Rule, Settings, refused
 from ..wire import CLOSE, PING, PONG, Eof, Failed, Probe, ServerFrame, close_payload, encode_frame, parse_close
-from .framing import PROTOCOL_ERROR, server_frames_case
+from .framing import PROTOCOL_ERROR, server_frames_case, violated
 
 __all__ = ["CASES", "INVALID_CODES"]
 
@@ -42,6 +42,18 @@ UNUSED_CODE = Rule(
     "the range 0-999 are not used.",
 )
 
+NO_DATA_AFTER_CLOSE = Rule(MUST, "5.5.1", "The application MUST NOT send any more data frames after sending a Close frame.")
+UNASSIGNED_CODE = Rule(
+    USUAL, "7.4.2",
+    "Status codes in the range 1000-2999 are reserved for definition by this protocol, its future "
+    "revisions, and extensions specified in a permanent and readily available public specification.",
+)
+CLOSE_REASON = Rule(
+    USUAL, "5.5.1",
+    "Following the 2-byte integer, the body MAY contain UTF-8-encoded data with value /reason/, the "
+    "interpretation of which is not defined by this specification.",
+)
+
 #: Codes no close frame may carry (7.4.1, 7.4.2).
 INVALID_CODES = frozenset({1005, 1006, 1015}) | frozenset(range(1000))
 
@@ -74,11 +86,15 @@ async def _fragmented_ping(p: Probe, s: Settings, out: Outcome) -> str:
     return await refused(p, s, out, code=1002, code_rule=PROTOCOL_ERROR)
 
 
-async def _server_close(p: Probe) -> ServerFrame:
+async def _server_frame(p: Probe) -> ServerFrame:
     try:
-        frame = await p.next_answer()
+        return await p.next_answer()
     except Eof:
         raise Failed("the server closed TCP without answering with a close frame") from None
+
+
+async def _server_close(p: Probe) -> ServerFrame:
+    frame = await _server_frame(p)
     if frame.opcode != CLOSE:
         raise Failed(f"the server sent a {frame}; expected a close frame")
     return frame
@@ -111,27 +127,63 @@ async def _tcp_closed(p: Probe, s: Settings, out: Outcome) -> str:
     return f"{frame}, then the server closed TCP"
 
 
-def _bad_close_case(name: str, body: bytes, rule: Rule, what: str) -> Case:
+async def _no_data_after_close(p: Probe, s: Settings, out: Outcome) -> str:
+    await p.send(encode_frame(CLOSE, close_payload(1000)))
+    await _server_close(p)
+    try:
+        await asyncio.wait_for(p.eof(), s.close_wait)
+    except TimeoutError:
+        pass  # TCP left open: the rule of "TCP closed after the closing handshake", not this one
+    violated(p, WATCHED_AFTER_CLOSE)
+    return "nothing but the echo came before the server's close frame, nothing after it"
+
+
+WATCHED_AFTER_CLOSE = frozenset({"after-close"})
+
+
+async def _close_answer(p: Probe, body: bytes, out: Outcome) -> ServerFrame | None:
+    """Send a close frame with ``body``; the close frame that comes back, or None when TCP closed first."""
+    await p.send(encode_frame(CLOSE, body))
+    try:
+        frame = await p.next_answer()
+    except Eof:
+        out.note(CLOSE_FRAME_FIRST, "the server closed TCP without a close frame")
+        return None
+    if frame.opcode != CLOSE:
+        raise Failed(f"the server sent a {frame}; expected a close frame")
+    return frame
+
+
+def _arguable_close_case(name: str, body: bytes, rule: Rule, what: str) -> Case:
+    """A close body the RFC does not plainly forbid a server to accept: failing with 1002 is usual, else a remark."""
+
     async def run(p: Probe, s: Settings, out: Outcome) -> str:
-        await p.send(encode_frame(CLOSE, body))
-        try:
-            frame = await p.next_answer()
-        except Eof:
-            out.note(CLOSE_FRAME_FIRST, "the server closed TCP without a close frame")
+        frame = await _close_answer(p, body, out)
+        if frame is None:
             return "the server closed TCP (no close frame)"
-        if frame.opcode != CLOSE:
-            raise Failed(f"the server sent a {frame}; expected a close frame")
+        if parse_close(frame.payload)[0] not in (1002, 1007):
+            raise Failed(f"{frame} came back for {what}; failing the connection with 1002 is usual")
+        return f"{frame}"
+
+    return Case(name, rule, f"the server fails the connection on {what} (close 1002 is usual)", run)
+
+
+def _bad_close_case(name: str, body: bytes, rule: Rule, what: str, kind: str) -> Case:
+    """The client sends ``what``; the server must never send it (``kind``, watched on every connection)."""
+    watches = frozenset({kind})
+
+    async def run(p: Probe, s: Settings, out: Outcome) -> str:
+        frame = await _close_answer(p, body, out)
+        if frame is None:
+            return "the server closed TCP (no close frame)"
+        violated(p, watches)
         code, _ = parse_close(frame.payload)
-        if len(frame.payload) == 1:
-            raise Failed(f"the server answered with a 1-byte close body {frame.payload!r}: a body starts with a 2-byte code")
-        if code in INVALID_CODES:
-            raise Failed(f"the server answered with close code {code}, a code no close frame may carry")
         if code != 1002:
             out.note(PROTOCOL_ERROR, f"close code {code if code is not None else '(none)'}; "
                                      f"1002 (protocol error) is the usual answer to {what}")
         return f"{frame}"
 
-    return Case(name, rule, f"the server never sends {what} back (close 1002 is usual)", run)
+    return Case(name, rule, f"the server never sends {what} (close 1002 is usual)", run, watches=watches)
 
 
 CASES = [
@@ -145,9 +197,14 @@ CASES = [
     Case("close code echoed", ECHO_CODE, "close code 4000 comes back (typical, not required)", _close_echoed),
     Case("TCP closed after the closing handshake", CLOSE_TCP,
          "the server closes TCP once close frames were exchanged", _tcp_closed),
-    _bad_close_case("close code 1005", close_payload(1005), RESERVED[1005], "code 1005"),
-    _bad_close_case("close code 1006", close_payload(1006), RESERVED[1006], "code 1006"),
-    _bad_close_case("close code 1015", close_payload(1015), RESERVED[1015], "code 1015"),
-    _bad_close_case("close code 999", close_payload(999), UNUSED_CODE, "code 999"),
-    _bad_close_case("1-byte close payload", b"\x03", BODY_CODE, "a 1-byte close body"),
+    Case("no data after the server's close", NO_DATA_AFTER_CLOSE,
+         "no data frame follows the server's close frame", _no_data_after_close, watches=WATCHED_AFTER_CLOSE),
+    _bad_close_case("close code 1005", close_payload(1005), RESERVED[1005], "code 1005", "close-1005"),
+    _bad_close_case("close code 1006", close_payload(1006), RESERVED[1006], "code 1006", "close-1006"),
+    _bad_close_case("close code 1015", close_payload(1015), RESERVED[1015], "code 1015", "close-1015"),
+    _bad_close_case("close code 999", close_payload(999), UNUSED_CODE, "code 999", "close-unused"),
+    _bad_close_case("1-byte close payload", b"\x03", BODY_CODE, "a 1-byte close body", "close-1-byte"),
+    _arguable_close_case("close code 2999 (unassigned)", close_payload(2999), UNASSIGNED_CODE, "code 2999"),
+    _arguable_close_case("close reason not UTF-8", close_payload(1000) + b"\xff\xfe", CLOSE_REASON,
+                         "a reason that is not UTF-8"),
 ]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from ..case import MUST, USUAL, Case, Outcome, Rule, Settings, echo, refused
-from ..wire import BINARY, CONT, PING, TEXT, Failed, Probe, encode_frame
+import asyncio
+import struct
 
-__all__ = ["CASES", "PROTOCOL_ERROR", "server_frames_case"]
+from ..case import MUST, USUAL, Case, Outcome, Rule, Settings, echo, refused
+from ..wire import BINARY, CLOSE, CONT, PING, TEXT, Eof, Failed, Probe, close_payload, encode_frame
+
+__all__ = ["CASES", "PROTOCOL_ERROR", "server_frames_case", "violated"]
 
 PARSED = Rule(MUST, "6.2", "Incoming data MUST be parsed as WebSocket frames as defined in Section 5.2.")
 UNMASKING = Rule(
@@ -34,6 +37,11 @@ RSV_ZERO = Rule(
     "MUST be 0 unless an extension is negotiated that defines meanings for non-zero values. If a "
     "nonzero value is received and none of the negotiated extensions defines the meaning of such a "
     "nonzero value, the receiving endpoint MUST _Fail the WebSocket Connection_.",
+)
+LENGTH_TOP_BIT = Rule(
+    MUST, "5.2",
+    "If 127, the following 8 bytes interpreted as a 64-bit unsigned integer (the most significant bit "
+    "MUST be 0) are the payload length.",
 )
 #: 7.4.1: the code for a protocol error (usual, never required: "Endpoints MAY use").
 PROTOCOL_ERROR = Rule(USUAL, "7.4.1", "1002 indicates that an endpoint is terminating the connection due to a protocol error.")
@@ -127,19 +135,41 @@ async def _rsv_bits(p: Probe, s: Settings, out: Outcome) -> str:
     return await refused(p, s, out, code=1002, code_rule=PROTOCOL_ERROR)
 
 
+async def _length_top_bit(p: Probe, s: Settings, out: Outcome) -> str:
+    # 127, then 8 bytes with the top bit set: 2**63 + 5. A server that drops the top bit reads 5 bytes.
+    payload, key = b"hello", b"\x01\x02\x03\x04"
+    head = struct.pack("!BBQ", 0x80 | TEXT, 0x80 | 127, 2**63 + len(payload))
+    await p.send(head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload)))
+    # 1009 is as fitting: read as it is, the length is far over any limit.
+    return await refused(p, s, out, code=(1002, 1009), code_rule=PROTOCOL_ERROR)
+
+
+def violated(p: Probe, kinds: frozenset[str]) -> None:
+    """Fail with the first violation of ``kinds`` seen on this connection (:mod:`..watch`)."""
+    bad = [text for kind, text in p.violations if kind in kinds]
+    if bad:
+        raise Failed(f"the server sent {bad[0]}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+
+
 def server_frames_case(name: str, rule: Rule, expected: str, kinds: set[str], *, need_pong: bool = False) -> Case:
     """A case that talks a little, then looks at every frame the server sent for the rule ``kinds``.
 
-    Echoes of every length form (up to ``max_size``), then a 125-byte ping
-    and a last echo: the pong is looked at if it comes, and waited for only
-    with ``need_pong`` (5.5.2 has a case of its own).
+    Text messages of every length form (up to ``max_size``; text, so a
+    server that declines binary with 1003 is judged too; what comes back
+    is not compared: the echo cases do that), then a 125-byte ping and a
+    last message: the pong is looked at if it comes, and waited for only
+    with ``need_pong`` (5.5.2 has a case of its own). Then a close, so the
+    server's close frame is looked at too. The case also watches every
+    other connection of the run for ``kinds`` (``Case.watches``).
     """
+    watched = frozenset(kinds)
 
     async def run(p: Probe, s: Settings, out: Outcome) -> str:
         sizes = [0, 5, 125, 126, 200, 65535, 65536]
         sizes = [n for n in sizes if s.max_size is None or n <= s.max_size]
         for n in sizes:
-            await echo(p, BINARY, bytes(i % 251 for i in range(n)))
+            await p.send(encode_frame(TEXT, (b"0123456789" * (n // 10 + 1))[:n]))
+            await p.message()
         ping = b"p" * 125
         await p.send(encode_frame(PING, ping), encode_frame(TEXT, b"last"))
         _, _, _, pongs = await p.message()
@@ -152,13 +182,26 @@ def server_frames_case(name: str, rule: Rule, expected: str, kinds: set[str], *,
                 await p.send(encode_frame(0xA, frame.payload))
             else:
                 raise Failed(f"a {frame} came instead of the pong")
-        bad = [text for kind, text in p.violations if kind in kinds]
-        if bad:
-            raise Failed(f"the server sent {bad[0]}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+        closed = await _close_seen(p, s)
+        violated(p, watched)
         pong = ", a pong" if ponged else ""
-        return f"{p.frames_seen} frames (echoes of {len(sizes) + 1} messages up to {max(sizes):,} bytes{pong}), all well formed"
+        return (f"{p.frames_seen} frames (echoes of {len(sizes) + 1} messages up to {max(sizes):,} bytes{pong}"
+                f"{closed}), all well formed")
 
-    return Case(name, rule, expected, run)
+    return Case(name, rule, expected, run, watches=watched)
+
+
+async def _close_seen(p: Probe, s: Settings) -> str:
+    """Send a close and read what comes back within ``s.close_wait``: the server's close frame, usually."""
+    await p.send(encode_frame(CLOSE, close_payload(1000)))
+    try:
+        async with asyncio.timeout(s.close_wait):
+            while True:
+                frame = await p.next_answer()
+                if frame.opcode == CLOSE:
+                    return ", its close frame"
+    except (TimeoutError, Eof):
+        return ""
 
 
 CASES = [
@@ -177,6 +220,8 @@ CASES = [
          "the server fails the connection (close 1002 is usual)", _interleaved),
     Case("unmasked client frame", CLIENT_MASKS, "the server closes the connection (close 1002 is usual)", _unmasked),
     Case("reserved opcode 0x3", UNKNOWN_OPCODE, "the server fails the connection (close 1002 is usual)", _reserved_opcode),
+    Case("64-bit length with the top bit set", LENGTH_TOP_BIT,
+         "the server fails the connection (close 1002 is usual)", _length_top_bit),
     Case("RSV1 set with no extension", RSV_ZERO, "the server fails the connection (close 1002 is usual)", _rsv_bits),
     server_frames_case("server frames unmasked", SERVER_UNMASKED, "no frame from the server is masked", {"masked"}),
     server_frames_case("server lengths minimal", SERVER_MINIMAL,

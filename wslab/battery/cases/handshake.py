@@ -9,6 +9,7 @@ from websockets.utils import accept_key
 
 from ..case import MUST, USUAL, Case, Outcome, Rule, Settings
 from ..wire import Failed, Probe
+from .framing import violated
 
 __all__ = ["CASES"]
 
@@ -27,6 +28,30 @@ BAD_REQUEST = Rule(
     "handshake and return an HTTP response with an appropriate error code (such as 400 Bad Request).",
 )
 SUCH_AS_400 = Rule(USUAL, "4.2.1", "an appropriate error code (such as 400 Bad Request)")
+
+#: 4.2.1's list of what the server reads: a GET, and a version header (item 6).
+GET_AND_VERSION = Rule(
+    MUST, "4.2.1",
+    "If the server, while reading the handshake, finds that the client did not send a handshake "
+    "that matches the description below [...], the server MUST stop processing the client's "
+    "handshake and return an HTTP response with an appropriate error code (such as 400 Bad Request). "
+    "[...] 1. An HTTP/1.1 or higher GET request [...] 6. A |Sec-WebSocket-Version| header field, "
+    "with a value of 13.",
+)
+CHOSEN_SUBPROTOCOL = Rule(
+    MUST, "4.2.2",
+    "The value chosen MUST be derived from the client's handshake, specifically by selecting one of "
+    "the values from the |Sec-WebSocket-Protocol| field that the server is willing to use for this "
+    "connection (if any). If the client's handshake did not contain such a header field or if the "
+    "server does not agree to any of the client's requested subprotocols, the only acceptable value "
+    "is null.",
+)
+CHOSEN_EXTENSIONS = Rule(
+    MUST, "4.2.2",
+    "If the server supports multiple extensions, then the value MUST be derived from the client's "
+    "handshake, specifically by selecting one or more of the values from the "
+    "|Sec-WebSocket-Extensions| field.",
+)
 
 UNKNOWN_VERSION = Rule(
     MUST, "4.4",
@@ -61,16 +86,36 @@ async def _accepted(p: Probe, s: Settings, out: Outcome) -> str:
     return f"HTTP 101 {reason}, Upgrade: {upgrade}, Connection: {connection}, the right Sec-WebSocket-Accept"
 
 
-async def _missing_key(p: Probe, s: Settings, out: Outcome) -> str:
-    await p.connect()
-    status, reason, _ = await p.http(p.request(key=None))
-    if status == 101:
-        raise Failed("HTTP 101: the server accepted a handshake without Sec-WebSocket-Key")
-    if not 400 <= status < 500:
-        raise Failed(f"HTTP {status} {reason}; expected an error code such as 400 Bad Request")
-    if status != 400:
-        out.note(SUCH_AS_400, f"HTTP {status} {reason}; the RFC's example is 400 Bad Request")
-    return f"HTTP {status} {reason}"
+def _bad_request(what: str, *, note_400: bool = False, **request: str | None):
+    """A case whose handshake lacks one thing 4.2.1 requires: never 101, an HTTP error instead.
+
+    With ``note_400``, another 4xx than 400 is remarked on (for a missing key,
+    400 is the one answer; for POST, 405 is as good, for no version, 426).
+    """
+
+    async def run(p: Probe, s: Settings, out: Outcome) -> str:
+        await p.connect()
+        fields: dict[str, str | None] = {"key": base64.b64encode(os.urandom(16)).decode(), **request}
+        status, reason, _ = await p.http(p.request(**fields))  # type: ignore[arg-type]
+        if status == 101:
+            raise Failed(f"HTTP 101: the server accepted {what}")
+        if not 400 <= status < 500:
+            raise Failed(f"HTTP {status} {reason}; expected an error code such as 400 Bad Request")
+        if status != 400 and note_400:
+            out.note(SUCH_AS_400, f"HTTP {status} {reason}; the RFC's example is 400 Bad Request")
+        return f"HTTP {status} {reason}"
+
+    return run
+
+
+async def _no_subprotocol(p: Probe, s: Settings, out: Outcome) -> str:
+    violated(p, frozenset({"subprotocol"}))
+    return "the 101 names no subprotocol (the client offered none)"
+
+
+async def _no_extension(p: Probe, s: Settings, out: Outcome) -> str:
+    violated(p, frozenset({"extension"}))
+    return "the 101 names no extension (the client offered none)"
 
 
 async def _unknown_version(p: Probe, s: Settings, out: Outcome) -> str:
@@ -96,7 +141,20 @@ CASES = [
          "HTTP 101 with Upgrade: websocket, Connection: Upgrade and the right Sec-WebSocket-Accept",
          _accepted, opens=False),
     Case("handshake without Sec-WebSocket-Key", BAD_REQUEST,
-         "an HTTP error response (400 Bad Request is usual), never 101", _missing_key, opens=False),
+         "an HTTP error response (400 Bad Request is usual), never 101",
+         _bad_request("a handshake without Sec-WebSocket-Key", key=None, note_400=True), opens=False),
+    Case("handshake without Sec-WebSocket-Version", GET_AND_VERSION,
+         "an HTTP error response (400 Bad Request is usual), never 101",
+         _bad_request("a handshake without Sec-WebSocket-Version", version=None), opens=False),
+    Case("handshake with POST", GET_AND_VERSION,
+         "an HTTP error response (400 Bad Request is usual), never 101",
+         _bad_request("a POST handshake (4.2.1: a GET request)", method="POST"), opens=False),
     Case(f"handshake with version {UNKNOWN} (unknown)", UNKNOWN_VERSION,
          "an HTTP error (426 is usual) with Sec-WebSocket-Version listing 13", _unknown_version, opens=False),
+    Case("no subprotocol the client did not offer", CHOSEN_SUBPROTOCOL,
+         "no Sec-WebSocket-Protocol in any 101 (the battery never offers one)", _no_subprotocol,
+         watches=frozenset({"subprotocol"})),
+    Case("no extension the client did not offer", CHOSEN_EXTENSIONS,
+         "no Sec-WebSocket-Extensions in any 101 (the battery never offers one)", _no_extension,
+         watches=frozenset({"extension"})),
 ]

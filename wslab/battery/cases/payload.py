@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..case import CLOSE_FRAME_FIRST, MUST, USUAL, Case, Outcome, Rule, Settings, close_then_eof, echo, refused
-from ..wire import BINARY, CLOSE, CONT, TEXT, Eof, Failed, Probe, encode_frame, parse_close
+from ..wire import CLOSE, CONT, TEXT, Eof, Failed, Probe, encode_frame, parse_close
+from .framing import violated
 
 __all__ = ["CASES", "TOO_BIG_RULE", "too_big"]
 
@@ -16,6 +17,11 @@ INVALID_UTF8 = Rule(
     MUST, "8.1",
     "When an endpoint is to interpret a byte stream as UTF-8 but finds that the byte stream is not, "
     "in fact, a valid UTF-8 stream, that endpoint MUST _Fail the WebSocket Connection_.",
+)
+SERVER_UTF8 = Rule(
+    MUST, "5.6",
+    "Note that a particular text frame might include a partial UTF-8 sequence; however, the whole "
+    "message MUST contain valid UTF-8.",
 )
 CODE_1007 = Rule(
     USUAL, "7.4.1",
@@ -66,24 +72,55 @@ async def _split_utf8(p: Probe, s: Settings, out: Outcome) -> str:
                       settings=s, out=out)
 
 
-async def _invalid_utf8(p: Probe, s: Settings, out: Outcome) -> str:
-    await p.send(encode_frame(TEXT, b"caf\xc3"))
-    return await refused(p, s, out, code=1007, code_rule=CODE_1007)
+def _invalid_utf8(*frames: bytes):
+    """Send ``frames`` in one write; the server must fail the connection (a follow-up only for one frame:
+    after a fragment, a new message would be a second break of its own)."""
+
+    async def run(p: Probe, s: Settings, out: Outcome) -> str:
+        p.watch.excused.add("text-utf8")  # an echo of this is this case's failure, not "server text is valid UTF-8"
+        await p.send(*frames)
+        return await refused(p, s, out, code=1007, code_rule=CODE_1007, follow_up=len(frames) == 1)
+
+    return run
+
+
+#: Text the server's replies must hold as valid UTF-8: 'café' is also Latin-1, where é is one byte (e9).
+SERVER_TEXTS = ["café", "naïve €5 ✓", "日本語 🎉"]
+WATCHED_UTF8 = frozenset({"text-utf8"})
+
+
+async def _server_utf8(p: Probe, s: Settings, out: Outcome) -> str:
+    for text in SERVER_TEXTS:
+        await p.send(encode_frame(TEXT, text.encode()))
+        await p.message()
+    violated(p, WATCHED_UTF8)
+    return f"the replies to {len(SERVER_TEXTS)} text messages ({', '.join(map(repr, SERVER_TEXTS))}) are valid UTF-8"
 
 
 async def _oversized(p: Probe, s: Settings, out: Outcome) -> str:
     if s.max_size is None:
         out.skipped = True
         return "skipped (max_size=None)"
-    size = s.max_size + 1
-    return await too_big(p, s, out, encode_frame(BINARY, bytes(size)), size)
+    size = s.max_size + 1  # text (NUL characters), so a server that takes only text is judged too
+    return await too_big(p, s, out, encode_frame(TEXT, bytes(size)), size)
 
 
 CASES = [
     Case("valid UTF-8 split across fragments", SPLIT_UTF8,
          "'€uro ✓' sent as e2 82 | ac ... comes back whole", _split_utf8),
+    Case("server text is valid UTF-8", SERVER_UTF8,
+         "every text message the server sends is valid UTF-8", _server_utf8, watches=WATCHED_UTF8),
     Case("invalid UTF-8 in a text message", INVALID_UTF8,
-         "the server fails the connection (close 1007 is usual)", _invalid_utf8),
+         "the server fails the connection (close 1007 is usual)", _invalid_utf8(encode_frame(TEXT, b"caf\xc3"))),
+    Case("invalid UTF-8 split across fragments", INVALID_UTF8,
+         "'caf' + c3 | '(' in two frames: the server fails the connection (close 1007 is usual)",
+         _invalid_utf8(encode_frame(TEXT, b"caf\xc3", fin=False), encode_frame(CONT, b"("))),
+    Case("UTF-8-encoded surrogate", INVALID_UTF8,
+         "ed a0 80 (U+D800, a surrogate): the server fails the connection (close 1007 is usual)",
+         _invalid_utf8(encode_frame(TEXT, b"a\xed\xa0\x80z"))),
+    Case("overlong UTF-8", INVALID_UTF8,
+         "c0 af (an overlong '/'): the server fails the connection (close 1007 is usual)",
+         _invalid_utf8(encode_frame(TEXT, b"a\xc0\xafz"))),
     Case("oversized message", TOO_BIG_RULE,
          "max_size + 1 bytes are refused (close 1009 is usual)", _oversized),
 ]
