@@ -24,13 +24,22 @@ from .conftest import run, seconds
 TOKEN = auth.make_token()
 
 
-def require_token(connection, request):
-    values = parse_qs(urlsplit(request.path).query).get("token", [])
-    if not values or not values[0]:
-        return connection.respond(HTTPStatus.UNAUTHORIZED, "a token is required\n")
-    if not hmac.compare_digest(values[0].encode(), TOKEN.encode()):
-        return connection.respond(HTTPStatus.FORBIDDEN, "this token is not accepted\n")
-    return None
+def _refuse_unless(accepted):
+    """A gate built on ``accepted(value, request)``: 401 without a token, 403 unless accepted."""
+
+    def gate(connection, request):
+        values = parse_qs(urlsplit(request.path).query).get("token", [])
+        if not values or not values[0]:
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "a token is required\n")
+        if not accepted(values[0], request):
+            return connection.respond(HTTPStatus.FORBIDDEN, "this token is not accepted\n")
+        return None
+
+    return gate
+
+
+#: The lesson's reference (exercise 7.2): compare bytes, the whole token.
+require_token = _refuse_unless(lambda value, request: hmac.compare_digest(value.encode(), TOKEN.encode()))
 
 
 async def first_message(connection):
@@ -101,20 +110,6 @@ def test_a_handler_that_closes_1000_on_a_bad_token_fails_the_check():
 
 
 # Insecure answers the checks used to pass (issue 19)
-
-
-def _refuse_unless(accepted):
-    """A gate built on ``accepted(value)``: 401 without a token, 403 unless accepted."""
-
-    def gate(connection, request):
-        values = parse_qs(urlsplit(request.path).query).get("token", [])
-        if not values or not values[0]:
-            return connection.respond(HTTPStatus.UNAUTHORIZED, "a token is required\n")
-        if not accepted(values[0], request):
-            return connection.respond(HTTPStatus.FORBIDDEN, "this token is not accepted\n")
-        return None
-
-    return gate
 
 
 @pytest.mark.parametrize(
