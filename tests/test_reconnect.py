@@ -105,7 +105,8 @@ def test_a_stream_answers_a_first_message_that_is_not_a_whole_number_from_0_with
     """Issue 19: ``{"last": Infinity}`` got OverflowError and 1011 (RFC 6455 section 7.4.1: 1008 is
     policy violation, 1011 an unexpected condition on the server)."""
     firsts = ['{"last": Infinity}', '{"last": -Infinity}', '{"last": NaN}', '{"last": -1}', '{"last": "5"}',
-              '{"last": 1.5}', '{"last": true}', '{"last": null}', "[1]", '"last"', "1" * 5000, "not json"]
+              '{"last": 1.5}', '{"last": true}', '{"last": null}', "[1]", '"last"', "1" * 5000, "not json",
+              "[" * 100_000]
 
     async def main():
         stream = await reconnect.resumable_stream("strict", interval=0.05)

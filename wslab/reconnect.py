@@ -164,7 +164,7 @@ class ResumableStream(Background):
             last = hello["last"]
         except ConnectionClosed:
             return
-        except (TimeoutError, ValueError, KeyError, TypeError, IndexError):
+        except (TimeoutError, ValueError, KeyError, TypeError, RecursionError):  # RecursionError: [[[[...
             await connection.close(1008, 'send {"last": <id>} first (0 for the start)')
             return
         if isinstance(last, bool) or not isinstance(last, int) or last < 0:
