@@ -173,7 +173,8 @@ class Proxy(Background):
             try:
                 sreader, swriter = await asyncio.open_connection(self.target_host, self.target_port)
             except OSError as exc:
-                self._log(self.errors, exc)
+                # Kept without its traceback: that would hold this frame, the request head included.
+                self._log(self.errors, exc.with_traceback(None))
                 cwriter.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 return
             self._writers.add(swriter)
