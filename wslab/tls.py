@@ -36,18 +36,33 @@ passes it as ``ssl_handshake_timeout``), but on CPython 3.11 its objects are
 then held by a reference cycle (the exception that ended the handshake, its
 traceback, the frame of asyncio's ``_accept_connection2`` and the waiter
 future holding that exception), so only the cyclic garbage collector frees
-them, and its full collections are rare. Measured here (1,100 half-open
-sockets, Python 3.11.7): RSS 44 MB -> 379 MB, still 381 MB once they were
-closed, 99 MB after ``gc.collect()``, 47 MB after glibc's ``malloc_trim(0)``
+them, and its full collections are rare. Measured here before this module
+handled it (1,100 half-open sockets, Python 3.11.7): RSS 44 MB -> 379 MB,
+still 381 MB once they were closed, 99 MB after ``gc.collect()``, 47 MB after glibc's ``malloc_trim(0)``
 gave the freed pages back to the system. So a TLS listener counts the
 handshakes it began and finished (:class:`Handshakes`); ``open_timeout + 1``
 seconds after a handshake began, if some never finished, it runs
 ``gc.collect()`` and, on glibc, ``malloc_trim(0)`` once
 (``srv.guard.stats["reclaimed: failed handshakes"]`` counts the runs), and
-again later while handshakes keep failing. A flood still costs about 300 KiB
-per socket while it lasts (the guard counts sockets only once their handshake
-is done, so ``max_connections`` and the file budget do not bound half-open
-TLS sockets: ``open_timeout`` does).
+again later while handshakes keep failing; within a second when the listener
+cut sockets in their handshake (see below).
+
+*Sockets before their handshake.* The guard (:class:`wslab.limits.Guard`)
+sees a connection only once TLS is done (asyncio calls ``connection_made``
+after the handshake), so by itself it neither caps nor counts half-open TLS
+sockets: 1,100 of them, with the default 10 s timeout, filled a 1,024-file
+process. The TLS listener therefore listens on a socket of its own
+(:class:`GatedSocket`) whose ``accept()`` admits each TCP socket before
+asyncio starts its handshake, with the guard's policy: at most
+``max_handshakes`` sockets in their handshake (a newcomer cuts the oldest one
+that has waited more than ``handshake_grace``, else is cut itself), and none
+beyond ``max_connections`` or the process's :func:`~wslab.limits.fd_budget`
+(each counts there until its handshake ends). Before TLS there is no way to
+answer HTTP 503, so a refused socket is closed at once (``guard.stats``
+counts it). A flood then holds at most ``max_handshakes`` sockets, about
+300 KiB each, at a time, and what the cut ones held comes back within about
+a second (``benchmarks/bench_tls_flood.py``: 1,100 half-open sockets, RSS
+44 MB -> 84-92 MB at the peak -> 46-47 MB after).
 """
 
 from __future__ import annotations
@@ -57,6 +72,7 @@ import base64
 import ctypes
 import gc
 import hashlib
+import socket
 import ssl
 import statistics
 import sys
@@ -66,8 +82,10 @@ from pathlib import Path
 from typing import Any, Awaitable
 
 from .display import Table
+from . import limits as _limits
 from .limits import Guard, Limits
-from .servers import Server, serve, serve_in_thread
+from .servers import Server, _check_host, _check_port, release, release_sync, serve, serve_in_thread
+from .stream_server import _listening_socket
 
 __all__ = [
     "CA",
@@ -76,6 +94,8 @@ __all__ = [
     "serve_tls",
     "serve_tls_in_thread",
     "Handshakes",
+    "Gate",
+    "GatedSocket",
     "flights",
     "round_trips",
     "handshake_times",
@@ -173,6 +193,9 @@ class TLSServer(Server):
         if handshakes is not None:
             handshakes.cancel()  # no collection after the server is gone
         await super()._close()
+        gate = getattr(self.guard, "gate", None)
+        if gate is not None:
+            gate.close()  # sockets still in their handshake were closed with the server
 
 
 def _malloc_trim() -> None:
@@ -221,16 +244,96 @@ class Handshakes:
         if unfinished and not loop.is_closed():
             self._timer = loop.call_later(self.delay, self._reclaim, loop)
 
+    def soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Sockets were cut in their handshake: collect within a second, not after the whole timeout."""
+        if self._timer is not None and self._timer.when() > loop.time() + 1.0:
+            self._timer.cancel()
+            self._timer = None
+        self._owed = True
+        if self._timer is None:
+            self._timer = loop.call_later(1.0, self._reclaim, loop)
+
     def cancel(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
 
+class Gate:
+    """The TLS listener's admission of TCP sockets before their handshake (see the design note)."""
+
+    def __init__(self, guard: Guard, handshakes: Handshakes) -> None:
+        self.guard = guard
+        self.handshakes = handshakes
+        #: Sockets in their TLS handshake, by file descriptor, oldest first: (socket, accepted at).
+        self.waiting: dict[int, tuple[socket.socket, float]] = {}
+
+    def admit(self, conn: socket.socket) -> bool:
+        """Count ``conn`` in, or say it must be closed (over a cap)."""
+        limits, stats, now = self.guard.limits, self.guard.stats, time.monotonic()
+        for fd, (sock, _) in list(self.waiting.items()):
+            if sock.fileno() == -1:  # asyncio closed it: its handshake failed or timed out
+                self._forget(fd)
+        if len(self.waiting) >= limits.max_handshakes:
+            oldest, (sock, since) = next(iter(self.waiting.items()))
+            if now - since <= limits.handshake_grace:
+                stats["refused: handshakes"] += 1
+                return False
+            self._forget(oldest)
+            stats["cut: idle handshake"] += 1
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # its transport reads EOF and closes it
+            except OSError:
+                pass
+            self.handshakes.soon(asyncio.get_running_loop())  # accept() runs on the listener's loop
+        if (len(self.guard.connections) + len(self.waiting) >= limits.max_connections
+                or _limits.open_connections() + 1 > _limits.fd_budget()):
+            stats["refused: busy"] += 1
+            return False
+        _limits.count_open(+1)
+        self.waiting[conn.fileno()] = (conn, now)
+        return True
+
+    def done(self, transport: asyncio.BaseTransport) -> None:
+        """The handshake on ``transport`` finished: from now on the guard counts the socket."""
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self._forget(sock.fileno())
+
+    def _forget(self, fd: int) -> None:
+        if self.waiting.pop(fd, None) is not None:
+            _limits.count_open(-1)
+
+    def close(self) -> None:
+        for fd in list(self.waiting):
+            self._forget(fd)
+
+
+class GatedSocket(socket.socket):
+    """A listening socket whose ``accept()`` asks its :class:`Gate` before a socket reaches asyncio."""
+
+    gate: Gate
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        for _ in range(1024):  # bounded: each turn takes one socket off the backlog
+            conn, address = super().accept()  # BlockingIOError once the backlog is empty
+            if self.gate.admit(conn):
+                return conn, address
+            conn.close()
+        raise BlockingIOError("refused a full backlog; more on the next turn")
+
+
+def _gated_socket(gate: Gate, host: str, port: int) -> GatedSocket:
+    sock = _listening_socket(host, port, GatedSocket)
+    sock.gate = gate  # type: ignore[attr-defined]
+    return sock  # type: ignore[return-value]
+
+
 def _tls_guard(limits: Limits | Guard | None, name: str | None) -> Guard:
     """A guard whose connections count their TLS handshakes (see :class:`Handshakes`)."""
     guard = limits if isinstance(limits, Guard) else Guard(limits, name=name or "tls")
     handshakes = Handshakes(guard)
+    gate = Gate(guard, handshakes)
     base = guard.connection_class
 
     class TLSConnection(base):  # type: ignore[valid-type, misc]
@@ -240,11 +343,13 @@ def _tls_guard(limits: Limits | Guard | None, name: str | None) -> Guard:
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             handshakes.done += 1  # after the TLS handshake
+            gate.done(transport)
             super().connection_made(transport)
 
     TLSConnection.__name__ = TLSConnection.__qualname__ = f"TLS{base.__name__}"
     guard.connection_class = TLSConnection
     guard.handshakes = handshakes  # type: ignore[attr-defined]
+    guard.gate = gate  # type: ignore[attr-defined]
     return guard
 
 
@@ -256,7 +361,17 @@ def _tls_kwargs(ca: CA, kwargs: dict[str, Any], name: str | None) -> dict[str, A
     limits = kwargs.get("limits")
     if limits is not None and not isinstance(limits, (Limits, Guard)):
         raise TypeError(f"limits must be a wslab.Limits, got {limits!r}")
+    if "sock" in kwargs:
+        raise TypeError("serve_tls listens on a socket of its own (see wslab.tls): give host= and port=, not sock=")
+    _check_host(kwargs.get("host", "127.0.0.1"), kwargs.get("allow_network", False))
+    _check_port(kwargs.get("port", 0))
     return {**kwargs, "ssl": ca.server_context(), "limits": _tls_guard(limits, name)}
+
+
+def _listen(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the listener's gated socket (call once the name's old server is released)."""
+    gate = kwargs["limits"].gate
+    return {**kwargs, "sock": _gated_socket(gate, kwargs.get("host", "127.0.0.1"), kwargs.get("port", 0))}
 
 
 def _as_tls(server: Server) -> TLSServer:
@@ -271,17 +386,22 @@ def serve_tls(handler: Any, name: str | None = None, *, ca: CA, **kwargs: Any) -
     ``ping_interval``, ``limits``, ...). ``srv.guard.handshakes`` counts TLS
     handshakes (see the module's design note).
     """
-    pending = serve(handler, name, **_tls_kwargs(ca, kwargs, name))
+    tls_kwargs = _tls_kwargs(ca, kwargs, name)
 
     async def start() -> TLSServer:
-        return _as_tls(await pending)
+        if name is not None:
+            await release(name)  # its port is free again before this one binds
+        return _as_tls(await serve(handler, name, **_listen(tls_kwargs)))
 
     return start()
 
 
 def serve_tls_in_thread(handler: Any, name: str | None = None, *, ca: CA, **kwargs: Any) -> TLSServer:
     """Like :func:`wslab.serve_in_thread`, over TLS with ``ca``'s certificate."""
-    return _as_tls(serve_in_thread(handler, name, **_tls_kwargs(ca, kwargs, name)))
+    tls_kwargs = _tls_kwargs(ca, kwargs, name)
+    if name is not None:
+        release_sync(name)
+    return _as_tls(serve_in_thread(handler, name, **_listen(tls_kwargs)))
 
 
 # What the handshake costs
