@@ -292,3 +292,36 @@ def test_1100_half_open_tls_sockets_leave_a_well_behaved_client_served(tmp_path)
     assert reply == "hi"
     assert "refused: handshakes" in stats or "cut: idle handshake" in stats, stats
     assert "Too many open files" not in err, err[-2000:]
+
+
+def test_sockets_in_their_handshake_count_against_the_process_budget_until_they_go():
+    from wslab import limits
+
+    async def main():
+        ca = tls.make_ca()
+        srv = await tls.serve_tls(echo, "budget", ca=ca, limits=wslab.Limits(max_handshakes=8, handshake_grace=0.2))
+        before = limits.open_connections()
+        held = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(12)]
+        deadline = time.monotonic() + seconds(5)
+        while len(srv.guard.gate.waiting) < 8:  # bounded: until the listener accepted them
+            assert time.monotonic() < deadline, "the listener never accepted 8 sockets"
+            await asyncio.sleep(0.02)
+        stats = srv.guard.stats
+        counted, turned_away = limits.open_connections() - before, stats["refused: handshakes"] + stats["cut: idle handshake"]
+        deadline = time.monotonic() + seconds(5)
+        while True:  # a real client retries: once the oldest idle socket is past the grace, it is cut
+            try:
+                async with connect(srv.url, ssl=ca.client_context(), open_timeout=seconds(5)) as ws:
+                    served = ws.state.name
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "a well-behaved client was never served"
+                await asyncio.sleep(0.05)
+        for _, writer in held:
+            writer.transport.abort()
+        await srv.aclose()
+        return counted, turned_away, served, dict(srv.guard.stats), limits.open_connections() - before
+
+    counted, turned_away, served, stats, left = run(main())
+    assert counted == 8 and turned_away == 4  # at most max_handshakes at a time, each counted in the budget
+    assert served == "OPEN" and stats["cut: idle handshake"] >= 1 and left == 0

@@ -38,8 +38,8 @@ traceback, the frame of asyncio's ``_accept_connection2`` and the waiter
 future holding that exception), so only the cyclic garbage collector frees
 them, and its full collections are rare. Measured here before this module
 handled it (1,100 half-open sockets, Python 3.11.7): RSS 44 MB -> 379 MB,
-still 381 MB once they were closed, 99 MB after ``gc.collect()``, 47 MB after glibc's ``malloc_trim(0)``
-gave the freed pages back to the system. So a TLS listener counts the
+still 381 MB once they were closed, 99 MB after ``gc.collect()``, 47 MB
+after glibc's ``malloc_trim(0)`` gave the freed pages back to the system. So a TLS listener counts the
 handshakes it began and finished (:class:`Handshakes`); ``open_timeout + 1``
 seconds after a handshake began, if some never finished, it runs
 ``gc.collect()`` and, on glibc, ``malloc_trim(0)`` once
@@ -81,8 +81,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable
 
-from .display import Table
 from . import limits as _limits
+from .display import Table
 from .limits import Guard, Limits
 from .servers import Server, _check_host, _check_port, release, release_sync, serve, serve_in_thread
 from .stream_server import _listening_socket
@@ -217,6 +217,8 @@ class Handshakes:
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
         self.begun = self.done = self.reclaims = 0
+        #: The listener's gate: it forgets closed sockets at each reclaim.
+        self.gate: Gate | None = None
         self._owed = False
         self._timer: asyncio.TimerHandle | None = None
 
@@ -234,6 +236,8 @@ class Handshakes:
         self._timer = None
         unfinished = self.begun > self.done  # some handshakes of this window failed, or are still going
         self.begun = self.done = 0
+        if self.gate is not None:
+            self.gate.purge()  # sockets closed since the last accept leave the budget now
         if unfinished or self._owed:
             gc.collect()
             _malloc_trim()
@@ -271,9 +275,7 @@ class Gate:
     def admit(self, conn: socket.socket) -> bool:
         """Count ``conn`` in, or say it must be closed (over a cap)."""
         limits, stats, now = self.guard.limits, self.guard.stats, time.monotonic()
-        for fd, (sock, _) in list(self.waiting.items()):
-            if sock.fileno() == -1:  # asyncio closed it: its handshake failed or timed out
-                self._forget(fd)
+        self.purge()
         if len(self.waiting) >= limits.max_handshakes:
             oldest, (sock, since) = next(iter(self.waiting.items()))
             if now - since <= limits.handshake_grace:
@@ -293,6 +295,12 @@ class Gate:
         _limits.count_open(+1)
         self.waiting[conn.fileno()] = (conn, now)
         return True
+
+    def purge(self) -> None:
+        """Forget the sockets asyncio closed (their handshake failed or timed out)."""
+        for fd, (sock, _) in list(self.waiting.items()):
+            if sock.fileno() == -1:
+                self._forget(fd)
 
     def done(self, transport: asyncio.BaseTransport) -> None:
         """The handshake on ``transport`` finished: from now on the guard counts the socket."""
@@ -333,7 +341,7 @@ def _tls_guard(limits: Limits | Guard | None, name: str | None) -> Guard:
     """A guard whose connections count their TLS handshakes (see :class:`Handshakes`)."""
     guard = limits if isinstance(limits, Guard) else Guard(limits, name=name or "tls")
     handshakes = Handshakes(guard)
-    gate = Gate(guard, handshakes)
+    gate = handshakes.gate = Gate(guard, handshakes)
     base = guard.connection_class
 
     class TLSConnection(base):  # type: ignore[valid-type, misc]
