@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from typing import Any, Coroutine
 
 import pytest
@@ -28,6 +29,17 @@ def run(coro: Coroutine[Any, Any, Any], timeout: float = 10) -> Any:
             return await coro
 
     return asyncio.run(bounded())
+
+
+def end_child(child: "subprocess.Popen[str]") -> str:
+    """Close a child's stdin (its cue to stop), wait for it (kill it after 10 s); its stderr if piped."""
+    child.stdin.close()
+    try:
+        child.wait(seconds(10))
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait(5)
+    return child.stderr.read() if child.stderr is not None else ""
 
 
 @pytest.fixture(autouse=True)

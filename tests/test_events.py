@@ -83,6 +83,22 @@ def test_events_round_trip_through_json():
     assert str(event).startswith("#3 at 1700000000.250000")
 
 
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("123", "a JSON object, got int"),
+        ("[" * 100_000, "nested too deeply"),
+        ('{"seq": 1}', "needs 'created'"),
+        ('{"seq": "1", "created": 0}', "whole-number seq"),
+        ('{"seq": true, "created": 0}', "whole-number seq"),
+        ("not json", "Expecting value"),
+    ],
+)
+def test_reading_an_event_back_raises_only_value_error_naming_what_is_wrong(text, words):
+    with pytest.raises(ValueError, match=words):
+        Event.from_json(text)
+
+
 def test_wait_after_returns_at_once_when_events_are_there():
     async def main():
         source = EventSource()

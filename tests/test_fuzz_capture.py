@@ -366,6 +366,25 @@ def test_load_refuses_what_is_not_a_capture(tmp_path):
         load(path)
 
 
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[" * 100_000, "nested too deeply"),
+        ('{"wslab_capture": 1, "target": ' + "[" * 50_000 + "]" * 50_000 + "}", "nested too deeply"),
+        ('{"wslab_capture": 1, "target": "t", "bytes_up": 0, "bytes_down": 0, "dropped": 0, "connections": [], '
+         '"log": [], "link": {"rtt_ms": ' + "[" * 900 + "]" * 900 + "}}", "damaged wslab capture"),
+    ],
+    ids=["deep-array", "deep-field", "deep-link"],
+)
+def test_load_of_deeply_nested_json_raises_value_error_not_recursion_error(tmp_path, text, words):
+    """Issue 19: 372 of 120,374 fuzzed captures raised RecursionError, which load() does not document."""
+    path = tmp_path / "deep.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=words) as info:
+        load(path)
+    assert str(path) in str(info.value)
+
+
 def _damage(rng: random.Random, doc):
     """One random edit deep inside a saved capture's JSON: a key gone, or a value of another type."""
     node, path = doc, []

@@ -23,7 +23,7 @@ import wslab
 from wslab.events import poisson
 from wslab.labserver import lab_server, lab_server_in_thread
 
-from .conftest import run, seconds
+from .conftest import end_child, run, seconds
 
 
 async def until(condition, what: str, limit: float = 5) -> None:
@@ -686,12 +686,7 @@ def lab_process(tmp_path):
 
     yield start
     for process in started:
-        process.stdin.close()
-        try:
-            process.wait(seconds(10))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        end_child(process)
 
 
 async def open_slow_connections(port: int, n: int, half_request: bytes) -> list[asyncio.StreamWriter]:

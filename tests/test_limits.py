@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 import wslab
 from wslab.limits import DEFAULT_LIMITS, Guard, Limits, env_origins, origin_allowed
 
-from .conftest import run, seconds
+from .conftest import end_child, run, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -298,13 +298,7 @@ def test_1100_slow_loris_sockets_leave_a_well_behaved_client_served(kind):
     try:
         took, first, opened = run(main(), timeout=60)
     finally:
-        child.stdin.close()
-        try:
-            child.wait(seconds(10))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait(5)
-        err = child.stderr.read()
+        err = end_child(child)
     assert opened == 1100
     assert took < seconds(15)
     assert first

@@ -436,3 +436,63 @@ def test_short_polls_keep_their_cadence_over_a_round_trip():
     gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
     assert len(gaps) >= 3, arrivals
     assert 200 < statistics.median(gaps) < 300, gaps
+
+
+# Parameters validated where they enter; one bad tap never harms another (issue 19)
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: Link(rate_kbps=1e-12), "rate_kbps=1e-12: give kilobits per second from 0.1 to 100,000,000"),
+        (lambda: Link(rate_kbps=1e308), "rate_kbps=1e+308"),
+        (lambda: Link(up_kbps=float("inf")), "up_kbps=inf"),
+        (lambda: Link(down_kbps=float("nan")), "down_kbps=nan"),
+        (lambda: Link(jitter_ms=1e308), "jitter_ms=1e+308: give milliseconds, a number from 0 up to an hour"),
+        (lambda: Link(rtt_ms=float("nan")), "rtt_ms=nan"),
+        (lambda: resolve("3g", rate_kbps=1e-12), "rate_kbps=1e-12"),
+        (lambda: wslab.wiretap_in_thread(("127.0.0.1", 9), name="bad", rtt_ms=float("inf")), "rtt_ms=inf"),
+    ],
+)
+def test_a_link_outside_its_documented_range_is_refused_where_it_enters(make, words):
+    with pytest.raises(ValueError) as info:
+        make()
+    assert words in str(info.value)
+
+
+def test_a_clock_entry_that_cannot_be_waited_for_never_harms_another_tap():
+    """Issue 19: ``Link(rate_kbps=1e-12)`` put an entry 1e11 years away on the process-wide clock;
+    waiting for it raised OverflowError in the clock thread, and a sane tap then lost round trips."""
+    from wslab.link import CLOCK
+
+    async def far_away():
+        loop = asyncio.get_running_loop()
+        CLOCK.at(time.monotonic() + 1e300, loop, lambda: None)  # what that link's pipe asked for
+        with pytest.raises(ValueError, match="finite"):
+            CLOCK.at(float("inf"), loop, lambda: None)
+
+    asyncio.run(far_away())
+    server = StampingServer()
+    tap = wslab.wiretap_in_thread(("127.0.0.1", server.port), name="link-sane", link=Link(rtt_ms=20))
+    try:
+        with client_socket(tap.port) as sock:
+            sock.settimeout(seconds(5))
+            pings = ping(sock, 20)
+    finally:
+        tap.stop()
+        server.close()
+    rtts = [(back - sent) * 1000 for _, sent, back in pings][1:]
+    assert len(pings) == 20 and min(rtts) >= 20 - EARLY_MS, rtts
+    assert CLOCK._thread is not None and CLOCK._thread.is_alive()
+
+
+def test_a_connection_buffers_at_most_4_mib_per_direction_whatever_the_link():
+    """Issue 19: behind ``Link(rtt_ms=1000, jitter_ms=999, rate_kbps=1e7)`` a peer that never read
+    made one connection hold 1,020 MiB: the in-flight bound was rate x delay, without a cap."""
+    from wslab.link import MAX_IN_FLIGHT, Shaper
+
+    huge = Link(rtt_ms=1000, jitter_ms=999, rate_kbps=1e7)
+    fastest = Link(rtt_ms=3_600_000, jitter_ms=3_600_000, rate_kbps=100_000_000)
+    assert MAX_IN_FLIGHT == 4 * 1024 * 1024
+    assert [Shaper(link, way).limit for link in (huge, fastest) for way in "<>"] == [MAX_IN_FLIGHT] * 4
+    assert Shaper(Link(up_kbps=16_000), ">").limit == 500_000  # below the cap: a quarter second of the link

@@ -11,7 +11,7 @@ import random
 import pytest
 import websockets.client
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, ConnectionClosedError
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidHandshake, InvalidStatus
 
 import wslab
 from wslab import reconnect
@@ -26,22 +26,120 @@ def backoff(base=0.05, cap=1.0, rng=None):
 
 
 async def follow(url, count):
+    """The lesson's reference: its own loop (websockets 14 to 17), backing off after any connection
+    that brought no event, skipping messages that are not events."""
     events = []
-    async for ws in connect(url, reconnect_delays=backoff, open_timeout=2):
+    delays = backoff()
+    while len(events) < count:
         try:
-            await ws.send(json.dumps({"last": events[-1]["id"] if events else 0}))
-            async for message in ws:
-                events.append(json.loads(message))
-                if len(events) >= count:
-                    return events
-        except ConnectionClosed:
-            continue
+            async with connect(url, open_timeout=2) as ws:
+                await ws.send(json.dumps({"last": events[-1]["id"] if events else 0}))
+                async for message in ws:
+                    try:
+                        event = json.loads(message)
+                    except ValueError:
+                        continue  # not JSON: not an event
+                    if not isinstance(event, dict) or not isinstance(event.get("id"), int):
+                        continue  # JSON, but not an event
+                    events.append(event)
+                    delays = backoff()  # progress: the next outage starts with short delays again
+                    if len(events) >= count:
+                        return events
+        except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed):
+            pass
+        await asyncio.sleep(next(delays))
+    return events
 
 
 def test_a_resuming_client_loses_and_doubles_nothing_over_two_restarts():
     table = run(reconnect.check_follow(follow, count=120), timeout=40)
     assert [row[1] for row in table.rows] == [1012, 1001]
     assert all(gap >= 0.3 for gap in table.gaps)  # the port was closed 300 ms
+    assert 1 <= table.flaps <= reconnect.MAX_FLAPS
+
+
+async def reconnect_at_once(url, count):
+    """websockets' own loop: its backoff applies to failed attempts only."""
+    events = []
+    async for ws in connect(url, reconnect_delays=backoff, open_timeout=2):
+        try:
+            await ws.send(json.dumps({"last": events[-1]["id"] if events else 0}))
+            async for message in ws:
+                event = json.loads(message)
+                if isinstance(event, dict) and "id" in event:
+                    events.append(event)
+                if len(events) >= count:
+                    return events
+        except ConnectionClosed:
+            continue
+
+
+def test_a_client_that_reconnects_at_once_after_a_handshake_that_worked_fails_the_check():
+    """Issue 19: websockets resets its backoff after every successful handshake, so a server that
+    accepts and closes at once was reconnected to 1,811 times in 5 s."""
+    with pytest.raises(wslab.CheckFailed, match=r"connected \d+ times within 1.5 s to a server that accepted"):
+        run(reconnect.check_follow(reconnect_at_once, count=60, restarts=(1012,)), timeout=40)
+
+
+def test_a_client_that_parses_every_message_as_an_event_is_told_to_skip_junk():
+    async def trusting(url, count):
+        events, delays = [], backoff()
+        while True:
+            try:
+                async with connect(url, open_timeout=2) as ws:
+                    await ws.send(json.dumps({"last": events[-1]["id"] if events else 0}))
+                    async for message in ws:
+                        events.append(json.loads(message))
+                        delays = backoff()
+                        if len(events) >= count:
+                            return events
+            except (OSError, InvalidHandshake, ConnectionClosed):
+                pass
+            await asyncio.sleep(next(delays))
+
+    with pytest.raises(wslab.CheckFailed, match="follow\\(\\) raised JSONDecodeError: .*skip them"):
+        run(reconnect.check_follow(trusting, count=60, restarts=(1012,)), timeout=40)
+
+
+def test_a_stream_answers_a_first_message_that_is_not_a_whole_number_from_0_with_1008():
+    """Issue 19: ``{"last": Infinity}`` got OverflowError and 1011 (RFC 6455 section 7.4.1: 1008 is
+    policy violation, 1011 an unexpected condition on the server)."""
+    firsts = ['{"last": Infinity}', '{"last": -Infinity}', '{"last": NaN}', '{"last": -1}', '{"last": "5"}',
+              '{"last": 1.5}', '{"last": true}', '{"last": null}', "[1]", '"last"', "1" * 5000, "not json",
+              "[" * 100_000]
+
+    async def main():
+        stream = await reconnect.resumable_stream("strict", interval=0.05)
+        codes = []
+        for first in firsts:
+            async with connect(stream.url) as ws:
+                await ws.send(first)
+                with pytest.raises(ConnectionClosed) as info:
+                    await asyncio.wait_for(ws.recv(), seconds(5))
+                codes.append(info.value.rcvd.code)
+        await stream.aclose()
+        return codes, stream.errors
+
+    codes, errors = run(main(), timeout=30)
+    assert codes == [1008] * len(firsts) and not errors
+
+
+def test_the_stream_listens_under_wslabs_limits():
+    async def main():
+        stream = await reconnect.resumable_stream("limited", interval=0.05,
+                                                  limits=wslab.Limits(max_connections=1, max_size=1024))
+        async with connect(stream.url) as first:
+            with pytest.raises(InvalidStatus) as busy:
+                await connect(stream.url, open_timeout=seconds(5))
+            await first.send("x" * 2048)
+            with pytest.raises(ConnectionClosed) as big:
+                await asyncio.wait_for(first.recv(), seconds(5))
+        with pytest.raises(InvalidStatus) as foreign:
+            await connect(stream.url, origin="https://evil.example", open_timeout=seconds(5))
+        await stream.aclose()
+        return busy.value.response.status_code, big.value.rcvd.code, foreign.value.response.status_code
+
+    assert run(main()) == (503, 1009, 403)
 
 
 def test_a_client_that_starts_over_is_told_which_event_came_twice():
@@ -58,7 +156,7 @@ def test_a_client_that_starts_over_is_told_which_event_came_twice():
                 continue
 
     with pytest.raises(wslab.CheckFailed, match="arrived twice"):
-        run(reconnect.check_follow(start_over, count=60, restarts=(1012,)), timeout=40)
+        run(reconnect.check_follow(start_over, count=60, restarts=(1012,), flap=0, junk=False), timeout=40)
 
 
 def test_a_plain_websocket_does_not_come_back_by_itself():

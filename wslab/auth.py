@@ -16,8 +16,21 @@ code from ``ConnectionClosed``. A learner's stub raises
 ``NotImplementedError`` inside the server, where websockets would turn it into
 a 500 (or a 1011); the wrappers keep it and re-raise it in the check, so the
 exercise says "not done yet" instead of printing a server traceback. While a
-check runs, every log record at INFO and above is captured (and so is
-anything the learner's code prints): a token in any of them fails the check.
+check runs, every log record at every level, DEBUG included, is captured (and
+so is anything the learner's code prints): a token in any of them fails the
+check. One exception: websockets' own DEBUG trace (loggers ``websockets.*``),
+which writes every request line (``> GET /?token=...``), header and frame
+whatever the server's code does; that is why DEBUG logging stays off in
+production, and the lesson says so.
+
+The cases are the mistakes a gate makes: the token carried in another
+parameter (``/?token=nope&x=<TOKEN>``: a gate that searches the whole URL lets
+it in), a wrong token that shares all but the last character of the right one
+(a gate that compares a prefix), a longer token that starts with the right
+one (a gate that uses ``startswith``), and a non-ASCII token (``é``:
+``hmac.compare_digest`` raises ``TypeError`` for a ``str`` that is not ASCII,
+so a gate that compares text answers 500 or closes 1011 instead of 403 or 1008;
+compare bytes).
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ import json
 import logging
 import secrets
 from typing import Any, Iterator
+from urllib.parse import quote
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -37,7 +51,7 @@ from .checks import CheckFailed
 from .display import Table
 from .servers import serve
 
-__all__ = ["make_token", "LogCapture", "capture_logs", "check_token_gate", "check_first_message"]
+__all__ = ["make_token", "LogCapture", "capture_logs", "check_token_gate", "check_first_message", "LIBRARY_TRACE"]
 
 
 def make_token(nbytes: int = 16) -> str:
@@ -108,6 +122,11 @@ def capture_logs(level: int = logging.INFO, *, stdout: bool = False) -> Iterator
 # The exercises' checks
 
 
+def _near_miss(token: str) -> str:
+    """``token`` with its last character changed: a gate that compares a prefix lets it in."""
+    return token[:-1] + ("A" if token[-1:] != "A" else "B")
+
+
 class _Stub:
     """Keeps a NotImplementedError raised in the server, to re-raise it in the check."""
 
@@ -129,8 +148,12 @@ async def _status(url: str, **kwargs: Any) -> int | str:
     return 101
 
 
+#: websockets' own DEBUG trace: every request line, header and frame, whatever the server's code does.
+LIBRARY_TRACE = ("DEBUG websockets.",)
+
+
 def _no_leak(logs: LogCapture, token: str) -> None:
-    leaked = logs.leaks(token)
+    leaked = [line for line in logs.leaks(token) if not line.startswith(LIBRARY_TRACE)]
     if leaked:
         raise CheckFailed(
             f"the token appeared in the logs or the output while the server ran: {leaked[0][:160]!r}; "
@@ -141,10 +164,13 @@ def _no_leak(logs: LogCapture, token: str) -> None:
 async def check_token_gate(process_request: Any, token: str) -> Table:
     """Check a ``process_request(connection, request)`` that guards the upgrade with ``?token=``.
 
-    Expected, before any upgrade: no token -> 401, a wrong token -> 403, the
-    right one -> the upgrade goes through (101). Raises :class:`CheckFailed`
-    naming the first case that differs, or when the token shows up in a log
-    record or in printed output; returns the table of cases otherwise.
+    Expected, before any upgrade: no token -> 401, a wrong token -> 403 (also
+    with the right one in another parameter, a near miss, a longer token, a
+    non-ASCII one: see the module note), the right one -> the upgrade goes
+    through (101). Raises :class:`CheckFailed` naming the first case that
+    differs, or when the token shows up in a log record of any level (except
+    websockets' own DEBUG trace) or in printed output; returns the table of
+    cases otherwise.
     """
     stub = _Stub()
 
@@ -163,10 +189,14 @@ async def check_token_gate(process_request: Any, token: str) -> Table:
         ("no token", "/", 401),
         ("a wrong token", f"/?token={make_token()}", 403),
         ("an empty token", "/?token=", 401),
-        ("the right token", f"/?token={token}", 101),
+        ("a wrong token and the right one in another parameter", f"/?token=nope&x={quote(token)}", 403),
+        ("a wrong token sharing all but the last character", f"/?token={quote(_near_miss(token))}", 403),
+        ("a longer token starting with the right one", f"/?token={quote(token)}x", 403),
+        ("a non-ASCII token", "/?token=%C3%A9", 403),
+        ("the right token", f"/?token={quote(token)}", 101),
     ]
     rows = []
-    with capture_logs(logging.INFO, stdout=True) as logs:
+    with capture_logs(logging.DEBUG, stdout=True) as logs:
         server = await serve(echo, "token-gate", process_request=guarded)
         try:
             for label, path, expected in cases:
@@ -178,8 +208,10 @@ async def check_token_gate(process_request: Any, token: str) -> Table:
     table = Table(["client sends", "expected", "got", ""], rows, title="process_request, case by case")
     for label, expected, got, verdict in rows:
         if verdict != "ok":
-            raise CheckFailed(f"with {label} the client got {got}; expected {expected} "
-                              f"(401: no credential, 403: a credential that is not accepted)")
+            hint = (" (a 500 means process_request raised: hmac.compare_digest raises TypeError on text "
+                    "that is not ASCII, so compare bytes: value.encode())") if got == 500 else ""
+            raise CheckFailed(f"with {label}, the client got {got}; expected {expected} "
+                              f"(401: no credential, 403: a credential that is not accepted){hint}")
     _no_leak(logs, token)
     return table
 
@@ -188,9 +220,11 @@ async def check_first_message(handler: Any, token: str, *, wait: float = 1.0) ->
     """Check a handler that wants ``{"token": ...}`` as the first message, within ``wait`` seconds.
 
     Expected: the right token -> the handler answers (any message); a wrong
-    token, a message that is not that JSON, or silence for ``wait`` seconds ->
-    close code 1008 (policy violation, RFC 6455 section 7.4.1). A handler
-    that says nothing for ``2 * wait + 2`` seconds counts as hanging.
+    token (also with the right one in another field, a near miss, a longer
+    token, a non-ASCII one, a number), a message that is not that JSON, or
+    silence for ``wait`` seconds -> close code 1008 (policy violation, RFC
+    6455 section 7.4.1). A handler that says nothing for ``2 * wait + 2``
+    seconds counts as hanging. Logs are captured as by :func:`check_token_gate`.
     """
     stub = _Stub()
 
@@ -217,12 +251,17 @@ async def check_first_message(handler: Any, token: str, *, wait: float = 1.0) ->
     cases = [
         ("the right token", json.dumps({"token": token}), "answer"),
         ("a wrong token", json.dumps({"token": make_token()}), "close 1008"),
+        ("a wrong token and the right one in another field", json.dumps({"token": "nope", "x": token}), "close 1008"),
+        ("a wrong token sharing all but the last character", json.dumps({"token": _near_miss(token)}), "close 1008"),
+        ("a longer token starting with the right one", json.dumps({"token": token + "x"}), "close 1008"),
+        ("a non-ASCII token", json.dumps({"token": "é"}, ensure_ascii=False), "close 1008"),
+        ("a token that is not text", json.dumps({"token": 12345}), "close 1008"),
         ("plain text, not JSON", "hello", "close 1008"),
         ("JSON without a token", json.dumps({"user": "ada"}), "close 1008"),
         ("nothing at all", None, "close 1008"),
     ]
     rows = []
-    with capture_logs(logging.INFO, stdout=True) as logs:
+    with capture_logs(logging.DEBUG, stdout=True) as logs:
         server = await serve(guarded, "first-message")
         try:
             for label, first, expected in cases:
@@ -234,8 +273,10 @@ async def check_first_message(handler: Any, token: str, *, wait: float = 1.0) ->
         errors = list(server.errors)
     table = Table(["client sends first", "expected", "got", ""], rows, title="first-message token, case by case")
     if errors:
+        hint = (" (hmac.compare_digest raises TypeError on text that is not ASCII: compare bytes, "
+                "token.encode())") if "non-ASCII" in str(errors[0]) else ""
         raise CheckFailed(f"the handler raised {type(errors[0]).__name__}: {errors[0]}; "
-                          f"a bad first message should close the connection with 1008, not crash")
+                          f"a bad first message should close the connection with 1008, not crash{hint}")
     for label, expected, got, verdict in rows:
         if verdict != "ok":
             raise CheckFailed(f"when the client sends {label}, it got {got}; expected {expected}")

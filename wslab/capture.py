@@ -372,10 +372,15 @@ class Capture:
             doc = json.loads(Path(path).read_bytes())
         except ValueError as exc:  # not JSON, or not UTF-8
             raise ValueError(f"{path} is not a wslab capture: not JSON ({exc})") from None
+        except RecursionError:  # json's parser recurses once per [ or {: about 1,000 deep is its end
+            raise ValueError(f"{path} is not a wslab capture: JSON nested too deeply") from None
         if not isinstance(doc, dict) or doc.get("wslab_capture") != 1:
             raise ValueError(f"{path} is not a wslab capture (no 'wslab_capture': 1 in it)")
         try:
             return cls._from_doc(doc)
+        except RecursionError:  # a field nested hundreds deep, shown in a message
+            raise ValueError(f"{path} is a damaged wslab capture: a field is nested too deeply; "
+                             f"save the capture again with tap.save(path)") from None
         except (KeyError, TypeError, ValueError) as exc:
             what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
             raise ValueError(f"{path} is a damaged wslab capture: {what}; save the capture again with tap.save(path)") from None

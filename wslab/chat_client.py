@@ -66,7 +66,9 @@ class ChatClient:
     def _record(self, data: Any) -> None:
         try:
             event = json.loads(data)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):  # not JSON text, or nested too deeply
+            event = None
+        if not isinstance(event, dict):  # a room may relay anything: keep it as it came
             event = {"type": "raw", "text": data}
         with self._cond:
             if event.get("type") == "welcome":
@@ -94,9 +96,10 @@ class ChatClient:
             events = list(self.events)
         lines = []
         for event in events:
-            for ev in event.get("events", [event]):
-                if ev.get("type") == "message":
-                    lines.append(f"{ev['nick']}: {ev['text']}")
+            batch = event.get("events", [event])
+            for ev in batch if isinstance(batch, list) else []:
+                if isinstance(ev, dict) and ev.get("type") == "message":
+                    lines.append(f"{ev.get('nick', '?')}: {ev.get('text', '')}")
         return lines
 
     @property

@@ -60,11 +60,23 @@ class Event:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any] | str | bytes) -> Event:
-        """Read an event back from :meth:`to_json`'s dict or its JSON text."""
-        if isinstance(obj, (str, bytes)):
-            obj = json.loads(obj)
-        assert isinstance(obj, dict)
-        return cls(int(obj["seq"]), float(obj["created"]), obj.get("data"))
+        """Read an event back from :meth:`to_json`'s dict or its JSON text.
+
+        Raises ``ValueError`` naming what is wrong when ``obj`` is not an event.
+        """
+        try:
+            if isinstance(obj, (str, bytes)):
+                obj = json.loads(obj)
+            if not isinstance(obj, dict):
+                raise ValueError(f"an event is a JSON object, got {type(obj).__name__}")
+            seq, created = obj["seq"], obj["created"]
+            if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(created, (int, float)):
+                raise ValueError(f"an event has a whole-number seq and a numeric created, got {str(obj)[:80]}")
+            return cls(seq, float(created), obj.get("data"))
+        except KeyError as exc:
+            raise ValueError(f"an event needs {exc}, got {str(obj)[:80]}") from None
+        except RecursionError:
+            raise ValueError("not an event: JSON nested too deeply") from None
 
     def __str__(self) -> str:
         text = json.dumps(self.payload)

@@ -58,7 +58,8 @@ no rate) is written at once, without the clock.
 
 *Flow control.* A pipe holds at most ``limit`` bytes not yet delivered
 (with a cap, what the link carries in its delay plus a quarter second, at
-least 256 KiB; without one, 1 MiB, like a TCP window); the relay stops
+least 256 KiB and never more than ``MAX_IN_FLIGHT``, 4 MiB, whatever the
+link; without one, 1 MiB, like a TCP window); the relay stops
 reading that direction until it drains, so a slow link pushes back on the
 sender through TCP as a real one does, and memory stays bounded (about
 ``limit`` per direction per connection, plus asyncio's write buffers).
@@ -66,7 +67,11 @@ sender through TCP as a real one does, and memory stays bounded (about
 What must never happen: bytes delivered out of order, a byte lost or counted
 twice, a pipe that keeps a stopped tap's connection alive (``close()``
 forgets the queue; the clock drops entries of closed pipes), a clock thread
-that keeps the interpreter alive (it is a daemon and holds no sockets).
+that keeps the interpreter alive (it is a daemon and holds no sockets), a
+clock thread that dies: it is shared by every tap in the process, so it
+sleeps at most a minute per wait (a longer timeout overflows), refuses a
+moment that is not finite, and an entry that fails anyway is dropped (the
+first failure is printed) while the others keep their times.
 """
 
 from __future__ import annotations
@@ -76,13 +81,24 @@ import collections
 import dataclasses
 import heapq
 import itertools
+import math
 import random
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["Link", "PRESETS", "resolve", "Shaper", "Pipe", "Clock"]
+__all__ = ["Link", "PRESETS", "resolve", "Shaper", "Pipe", "Clock",
+           "MAX_DELAY_MS", "MIN_RATE_KBPS", "MAX_RATE_KBPS", "MAX_IN_FLIGHT"]
+
+
+#: The longest one-way delay, round trip or jitter a link accepts, ms (an hour).
+MAX_DELAY_MS = 3_600_000
+#: The slowest rate a link accepts, kbit/s (100 bit/s: slower than a 300-baud modem's 0.3 kbit/s).
+MIN_RATE_KBPS = 0.1
+#: The fastest rate a link accepts, kbit/s (100 Gbit/s).
+MAX_RATE_KBPS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -98,6 +114,11 @@ class Link:
     second, as serialisation delay; ``up_kbps`` / ``down_kbps`` set one
     direction. ``seed`` makes the jitter reproducible. ``None`` means "no
     cap". Times are milliseconds.
+
+    Ranges (checked here, where the values enter; anything else raises
+    ``ValueError`` naming the value and the range): delays and jitter from 0
+    to ``MAX_DELAY_MS`` (an hour); rates from ``MIN_RATE_KBPS`` (0.1 kbit/s,
+    100 bit/s) to ``MAX_RATE_KBPS`` (100,000,000 kbit/s: 100 Gbit/s), or None.
 
     ``handshake`` (default True) charges each new connection the round trip
     of TCP's handshake: on loopback ``connect()`` returns at once, so the
@@ -127,14 +148,17 @@ class Link:
             value = getattr(self, field)
             if value is None and field in ("up_ms", "down_ms"):
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 3_600_000:
-                raise ValueError(f"Link {field}={value!r}: give milliseconds, a number from 0 up to an hour")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_DELAY_MS:
+                raise ValueError(f"Link {field}={value!r}: give milliseconds, a number from 0 up to an hour "
+                                 f"({MAX_DELAY_MS:,})")
         for field in ("rate_kbps", "up_kbps", "down_kbps"):
             value = getattr(self, field)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
-                raise ValueError(f"Link {field}={value!r}: give kilobits per second above 0, or None for no cap")
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not MIN_RATE_KBPS <= value <= MAX_RATE_KBPS):
+                raise ValueError(f"Link {field}={value!r}: give kilobits per second from {MIN_RATE_KBPS:g} "
+                                 f"to {MAX_RATE_KBPS:,} (100 Gbit/s), or None for no cap")
         if self.up_ms is not None and self.down_ms is not None and self.rtt_ms and abs(self.up_ms + self.down_ms - self.rtt_ms) > 1e-9:
             raise ValueError(
                 f"Link up_ms={self.up_ms!r} and down_ms={self.down_ms!r} add up to {self.up_ms + self.down_ms:g} ms, "
@@ -290,7 +314,12 @@ class Clock:
         """Seconds the clock wakes early (the floor of its recent wake-up latency)."""
         return min(max(0.0, min(self._lags)), self.MAX_LAG)
 
+    #: The longest the thread sleeps in one wait (a longer timeout overflows ``Condition.wait``).
+    MAX_WAIT = 60.0
+
     def at(self, when: float, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> list[Any]:
+        if not math.isfinite(when):
+            raise ValueError(f"a link delivery due at {when!r}: the moment must be a finite time.monotonic() value")
         entry = [when, next(self._count), loop, callback]
         with self._cond:
             heapq.heappush(self._heap, entry)
@@ -307,25 +336,36 @@ class Clock:
 
     def _run(self) -> None:
         while True:  # a daemon: lives as long as the process; each turn waits for the next entry
-            with self._cond:
-                while self._heap and self._heap[0][3] is None:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait(timeout=60.0)
-                    continue
-                lag = self.lag
-                woke = self._heap[0][0] - lag
-                wait = woke - time.monotonic()
-                if wait > 0:
-                    self._cond.wait(timeout=wait)
-                    continue
-                _, _, loop, callback = heapq.heappop(self._heap)
-            if callback is None:
-                continue
+            head: list[Any] | None = None
             try:
-                loop.call_soon_threadsafe(self._call, callback, woke)
-            except RuntimeError:  # that loop is closed: its tap is gone
-                pass
+                with self._cond:
+                    while self._heap and self._heap[0][3] is None:
+                        heapq.heappop(self._heap)
+                    if not self._heap:
+                        self._cond.wait(timeout=self.MAX_WAIT)
+                        continue
+                    head = self._heap[0]
+                    woke = head[0] - self.lag
+                    wait = woke - time.monotonic()
+                    if wait > 0:
+                        self._cond.wait(timeout=min(wait, self.MAX_WAIT))
+                        continue
+                    heapq.heappop(self._heap)
+                _, _, loop, callback = head
+                if callback is None:
+                    continue
+                try:
+                    loop.call_soon_threadsafe(self._call, callback, woke)
+                except RuntimeError:  # that loop is closed: its tap is gone
+                    pass
+            except Exception:  # noqa: BLE001 - one bad entry must never stop every tap's clock
+                if head is not None:
+                    self.cancel(head)  # dropped at the head; the other entries keep their times
+                if not self._failed:
+                    self._failed = True
+                    traceback.print_exc()
+
+    _failed = False
 
     def _call(self, callback: Callable[[], None], woke: float) -> None:
         self._lags.append(time.monotonic() - woke)  # on the loop: the whole wake-up latency
@@ -341,6 +381,9 @@ CLOCK = Clock()
 
 #: Bytes a pipe of an uncapped link holds in flight before the relay stops reading.
 UNCAPPED_LIMIT = 1024 * 1024
+#: Bytes any pipe holds in flight, whatever its link (Linux's largest default TCP send
+#: buffer, the third figure of net.ipv4.tcp_wmem, is the same 4 MiB).
+MAX_IN_FLIGHT = 4 * 1024 * 1024
 
 
 class Shaper:
@@ -356,12 +399,13 @@ class Shaper:
         self.instant = self.bytes_per_s is None and not self.delay and not self.jitter
         self.rng = random.Random(f"{link.seed}{direction}") if link.seed is not None else random.Random()
         # In flight per pipe: with a cap, what the link carries in its delay
-        # plus a quarter second (at least 256 KiB); without one, 1 MiB (like
-        # a TCP window: an uncapped link then carries up to 1 MiB per delay).
+        # plus a quarter second (at least 256 KiB, at most MAX_IN_FLIGHT);
+        # without one, 1 MiB (like a TCP window: an uncapped link then carries
+        # up to 1 MiB per delay).
         if self.bytes_per_s is None:
             self.limit = UNCAPPED_LIMIT
         else:
-            self.limit = max(256 * 1024, int(self.bytes_per_s * (self.delay + self.jitter + 0.25)))
+            self.limit = min(MAX_IN_FLIGHT, max(256 * 1024, int(self.bytes_per_s * (self.delay + self.jitter + 0.25))))
 
     def sent(self, size: int, now: float) -> float:
         """When the last bit of ``size`` bytes handed over at ``now`` has left (serialisation)."""

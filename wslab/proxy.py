@@ -27,23 +27,61 @@ ways until either side closes.
 * The access log keeps the request line as received, query string included,
   because that is what real proxies log by default: a token in the URL ends
   up there.
+
+Limits (the same policy as every wslab listener, :mod:`wslab.limits`):
+
+* **Connections.** A proxied connection holds two descriptors (the client's
+  and the target's), both counted in the process-wide budget
+  (:func:`wslab.limits.fd_budget`, shared with every guarded listener). A
+  client that arrives when the proxy already relays ``limits.max_connections``
+  connections, or when two more sockets would pass the budget, gets
+  ``503 Service Unavailable`` with ``Retry-After: 5`` if it sends its request
+  head within ``limits.handshake_grace`` seconds, and is cut otherwise (at once
+  when ``limits.max_handshakes`` refused sockets already wait): the proxy
+  never connects to the target for it, so descriptors run out neither here
+  nor at the target.
+* **Idle heads.** At most ``limits.max_handshakes`` clients may be still
+  sending their request head; a newcomer beyond that cuts the oldest one if it
+  has waited longer than ``limits.handshake_grace``, else is itself cut.
+  A head must arrive within 5 s and hold at most 64 KiB.
+* **Memory.** ``access_log`` keeps the last ``LOG_LINES`` lines, each cut to
+  ``LOG_LINE_MAX`` characters (with "..." and the original length);
+  ``errors`` and ``idle_closed`` keep their last ``LOG_LINES`` entries;
+  ``stats`` counts everything that was refused, cut or dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from typing import Any, Awaitable
 
+from . import limits as _limits
 from . import servers
+from .limits import DEFAULT_LIMITS, Limits
 from .servers import Background
 
-__all__ = ["Proxy", "reverse_proxy", "HOP_BY_HOP"]
+__all__ = ["Proxy", "reverse_proxy", "HOP_BY_HOP", "LOG_LINES", "LOG_LINE_MAX"]
 
 #: Hop-by-hop headers (RFC 9110 section 7.6.1 and its list of examples).
 HOP_BY_HOP = ("connection", "upgrade", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding")
 MAX_HEAD = 64 * 1024
 HEAD_TIMEOUT = 5.0
+#: Entries kept in ``access_log``, ``errors`` and ``idle_closed`` (the oldest go first).
+LOG_LINES = 1000
+#: Characters kept of one access-log line (nginx's own log buffer is a few KiB).
+LOG_LINE_MAX = 2048
+
+
+def _bounded_line(line: str) -> str:
+    if len(line) <= LOG_LINE_MAX:
+        return line
+    return f"{line[:LOG_LINE_MAX - 40]}... ({len(line)} characters)"
+
+
+class _Refused(Exception):
+    """This client is over a cap: it gets a 503 (or is cut)."""
 
 
 class Proxy(Background):
@@ -52,19 +90,27 @@ class Proxy(Background):
     mode = "task"
 
     def __init__(self, name: str, host: str, port: int, *, forward_upgrade: bool,
-                 idle_timeout: float | None) -> None:
+                 idle_timeout: float | None, limits: Limits = DEFAULT_LIMITS) -> None:
         self.name = name
         self.target_host, self.target_port = host, port
         self.forward_upgrade = forward_upgrade
         self.idle_timeout = idle_timeout
+        self.limits = limits
         self.port = 0
         self.started = time.time()
-        self.errors: list[BaseException] = []
-        self.access_log: list[str] = []
-        #: Connections closed for being idle (one line each).
-        self.idle_closed: list[str] = []
+        #: The last LOG_LINES errors (failed connections to the target).
+        self.errors: collections.deque[BaseException] = collections.deque(maxlen=LOG_LINES)
+        #: The last LOG_LINES request lines, nginx-style, each at most LOG_LINE_MAX characters.
+        self.access_log: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
+        #: Connections closed for being idle (one line each, the last LOG_LINES).
+        self.idle_closed: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
+        #: Counts: refused (busy), cut (idle heads), dropped log lines.
+        self.stats: collections.Counter[str] = collections.Counter()
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._relaying = 0  # clients admitted (reading their head or relayed)
+        self._pending: dict[asyncio.StreamWriter, float] = {}  # still sending their head, oldest first
+        self._refusing = 0
 
     @property
     def url(self) -> str:
@@ -72,7 +118,13 @@ class Proxy(Background):
 
     @property
     def connections(self) -> int:
-        return len(self._writers) // 2
+        """Clients admitted: sending their request head or relayed."""
+        return self._relaying
+
+    def _log(self, entries: collections.deque[Any], entry: Any) -> None:
+        if len(entries) == entries.maxlen:
+            self.stats["dropped: oldest log entry"] += 1
+        entries.append(entry)
 
     def rewrite(self, head: bytes) -> bytes:
         """The request head as this proxy forwards it."""
@@ -95,19 +147,34 @@ class Proxy(Background):
 
     async def _handle(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:
         self._writers.add(cwriter)
+        _limits.count_open(+1)  # the client's socket, in the process-wide budget
+        counted = 1
         swriter = None
+        admitted = False
         try:
+            reason = self._over_cap()
+            if reason is not None:
+                await self._refuse(creader, cwriter, reason)
+                return
+            if not self._may_wait(cwriter):
+                return
+            self._relaying, admitted = self._relaying + 1, True
             try:
                 async with asyncio.timeout(HEAD_TIMEOUT):
                     head = await creader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
                 return
+            finally:
+                self._pending.pop(cwriter, None)
             request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-            self.access_log.append(f'127.0.0.1 "{request_line}"')
+            self._log(self.access_log, _bounded_line(f'127.0.0.1 "{request_line}"'))
+            _limits.count_open(+1)  # the target's socket
+            counted += 1
             try:
                 sreader, swriter = await asyncio.open_connection(self.target_host, self.target_port)
             except OSError as exc:
-                self.errors.append(exc)
+                # Kept without its traceback: that would hold this frame, the request head included.
+                self._log(self.errors, exc.with_traceback(None))
                 cwriter.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 return
             self._writers.add(swriter)
@@ -122,10 +189,57 @@ class Proxy(Background):
                 task.cancel()
             await asyncio.gather(*waiting, return_exceptions=True)
         finally:
+            if admitted:
+                self._relaying -= 1
+            _limits.count_open(-counted)
             for writer in (cwriter, swriter):
                 if writer is not None:
                     writer.close()
                     self._writers.discard(writer)
+
+    # Limits (see the design note)
+
+    def _over_cap(self) -> str | None:
+        """Why a new client must be refused, or None."""
+        if self._relaying >= self.limits.max_connections:
+            return f"proxy busy: {self.limits.max_connections} connections relayed"
+        if _limits.open_connections() + 1 > _limits.fd_budget():  # +1: the target's socket
+            return "proxy busy: the process is near its open-file limit"
+        return None
+
+    def _may_wait(self, writer: asyncio.StreamWriter) -> bool:
+        """Admit one more client still sending its head, cutting the oldest idle one if needed."""
+        now = time.monotonic()
+        if len(self._pending) >= self.limits.max_handshakes:
+            oldest, since = next(iter(self._pending.items()))
+            if now - since <= self.limits.handshake_grace:
+                self.stats["refused: heads"] += 1
+                writer.transport.abort()
+                return False
+            del self._pending[oldest]
+            self.stats["cut: idle head"] += 1
+            oldest.transport.abort()
+        self._pending[writer] = now
+        return True
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reason: str) -> None:
+        """503 with Retry-After for a client that sends its head within the grace; cut a silent one."""
+        self.stats["refused: busy"] += 1
+        if self._refusing >= self.limits.max_handshakes:
+            writer.transport.abort()  # enough are waiting for their 503 already
+            return
+        self._refusing += 1
+        try:
+            async with asyncio.timeout(self.limits.handshake_grace):
+                await reader.readuntil(b"\r\n\r\n")
+                body = f"{reason}: try again in a few seconds\n".encode()
+                writer.write(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: text/plain\r\n"
+                             + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+                await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, OSError):
+            writer.transport.abort()
+        finally:
+            self._refusing -= 1
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, last: list[float]) -> None:
         try:
@@ -141,7 +255,8 @@ class Proxy(Background):
         while True:
             left = last[0] + self.idle_timeout - time.monotonic()
             if left <= 0:
-                self.idle_closed.append(f"idle {self.idle_timeout:g} s: {head.split(b' ', 2)[1].decode()}")
+                target = head.split(b" ", 2)[1].decode("latin-1")
+                self._log(self.idle_closed, _bounded_line(f"idle {self.idle_timeout:g} s: {target}"))
                 return
             await asyncio.sleep(left)
 
@@ -160,15 +275,23 @@ class Proxy(Background):
 
 
 def reverse_proxy(target: Any, name: str = "proxy", *, forward_upgrade: bool = True,
-                  idle_timeout: float | None = None) -> Awaitable[Proxy]:
-    """Start a reverse proxy in front of ``target`` (a wslab server or ``(host, port)``); ``await`` it."""
+                  idle_timeout: float | None = None, limits: Limits | None = None) -> Awaitable[Proxy]:
+    """Start a reverse proxy in front of ``target`` (a wslab server or ``(host, port)``); ``await`` it.
+
+    ``limits`` (:class:`wslab.Limits`, the kit's defaults): ``max_connections``
+    relayed at once, ``max_handshakes`` clients still sending their head,
+    ``handshake_grace``; see the module's design note.
+    """
+    limits = DEFAULT_LIMITS if limits is None else limits
+    if not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a wslab.Limits, got {limits!r}")
     if hasattr(target, "port") and not isinstance(target, tuple):
         host, port = getattr(target, "host", "127.0.0.1"), target.port
     else:
         host, port = target
     if idle_timeout is not None and idle_timeout <= 0:
         raise ValueError(f"idle_timeout must be a positive number of seconds or None, got {idle_timeout!r}")
-    proxy = Proxy(name, host, int(port), forward_upgrade=forward_upgrade, idle_timeout=idle_timeout)
+    proxy = Proxy(name, host, int(port), forward_upgrade=forward_upgrade, idle_timeout=idle_timeout, limits=limits)
 
     async def start() -> Proxy:
         await servers.release(name)

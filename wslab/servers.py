@@ -440,7 +440,9 @@ async def _start(
     process_request = kwargs.pop("process_request", None)
     ws_kwargs = guard.serve_kwargs(process_request=process_request, **kwargs)
     try:
-        ws_server = await _ws_serve(_wrap(server, handler), host, port, **ws_kwargs)
+        # A listener may bring its own listening socket (sock=, e.g. the TLS listener's gate).
+        where = (None, None) if "sock" in ws_kwargs else (host, port)
+        ws_server = await _ws_serve(_wrap(server, handler), *where, **ws_kwargs)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise PortInUseError(host, port) from None

@@ -325,13 +325,14 @@ class ScratchServer(Background):
             sock.close()  # interpreter exit: release the port
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
+def _listening_socket(host: str, port: int, kind_of_socket: type[socket.socket] = socket.socket) -> socket.socket:
+    """A listening socket on ``host``/``port`` (an instance of ``kind_of_socket``); PortInUseError if taken."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, kind, proto, _, address = infos[0]
     # proto from getaddrinfo (IPPROTO_TCP), as asyncio.start_server does: asyncio turns Nagle's
     # algorithm off (TCP_NODELAY) only for sockets whose proto says TCP, and accepted sockets
     # inherit it. With proto 0, two small frames written back to back wait ~40 ms for an ACK.
-    sock = socket.socket(family, kind, proto)
+    sock = kind_of_socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio does; never SO_REUSEPORT
         sock.bind(address)
