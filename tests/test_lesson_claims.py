@@ -250,8 +250,9 @@ def test_chromium_sends_the_pages_origin_and_the_servers_cookies_from_another_po
 
 
 def test_the_pinned_websockets_has_the_reconnect_delays_lesson_07_uses():
-    """Lesson 07, exercise 7.4 calls ``connect(url, reconnect_delays=...)``: it exists from
-    websockets 17 (14.2, 15.0.1 and 16.0 raise TypeError), so the kit pins ``websockets>=17``."""
+    """Lesson 07, section 5 measures ``async for ws in connect(url, reconnect_delays=...)``: the
+    argument exists from websockets 17 (14.2, 15.0.1 and 16.0 raise TypeError), so the kit pins
+    ``websockets>=17`` (exercise 7.4's ``follow()`` keeps its own retry loop)."""
     import inspect
     import re
     from pathlib import Path
