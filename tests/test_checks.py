@@ -130,3 +130,9 @@ def test_the_articles_legacy_attributes_get_a_sentence_naming_todays_api():
     with pytest.raises(AttributeError):  # any other attribute error is the learner's own bug: its traceback shows
         with exercise("0.2"):
             seen[0].no_such_thing
+
+
+def test_expect_with_a_hint_says_what_to_do_when_nothing_is_raised():
+    with pytest.raises(CheckFailed, match=r"^expected ValueError, but nothing was raised: keep the checks on$"):
+        with expect(ValueError, hint="keep the checks on"):
+            pass

