@@ -37,6 +37,8 @@ __all__ = [
     "declined",
     "refused",
     "close_then_eof",
+    "too_big",
+    "CODE_1009",
 ]
 
 MUST, SHOULD, USUAL = "MUST", "SHOULD", "usual"
@@ -161,8 +163,6 @@ async def echo(
     """
     data = b"".join(frames) or encode_frame(opcode, payload)
     if settings is not None and settings.max_size is not None and len(payload) > settings.max_size:
-        from .cases.payload import too_big  # the refusal lives with the size rule
-
         return await too_big(probe, settings, out or Outcome(), data, len(payload))
     await probe.send(data)
     try:
@@ -179,6 +179,39 @@ async def echo(
     shown = payload.decode() if opcode == TEXT else payload
     pieces = f" (in {parts} frames)" if parts > 1 else ""
     return f"{kind} message {short(shown)} came back{pieces}"
+
+
+CODE_1009 = Rule(
+    USUAL, "7.4.1",
+    "1009 indicates that an endpoint is terminating the connection because it has received a message "
+    "that is too big for it to process.",
+)
+
+
+async def too_big(p: Probe, s: Settings, out: Outcome, data: bytes, size: int) -> str:
+    """``data`` holds a message of ``size`` bytes, over ``s.max_size``: the server must refuse it (10.4).
+
+    Shared by :func:`echo` and the "oversized message" case (``cases/payload.py``).
+
+    The battery reads while it writes and stops writing once the server
+    answers, so a server that refuses from the header and hangs up is seen
+    refusing, whatever the kernel does with the rest.
+    """
+    limit = f"{size:,} bytes > max_size {s.max_size:,}"
+    sent = await p.send_until_answered(data)
+    try:
+        frame = await p.next_answer()
+    except Eof:
+        out.note(CLOSE_FRAME_FIRST, "the server closed TCP without a close frame")
+        return f"the server closed TCP after {sent:,} bytes (no close frame; {limit})"
+    if frame.opcode != CLOSE:
+        raise Failed(f"the server accepted a message of {limit}: it sent a {frame}")
+    code, _ = parse_close(frame.payload)
+    if code != 1009:
+        out.note(CODE_1009, f"close code {code}; 1009 (message too big) is the usual one")
+    if not await close_then_eof(p, s):
+        raise Failed(f"the server sent a {frame} but kept the TCP connection open for {s.close_wait:g} s")
+    return f"{frame} after {sent:,} of {len(data):,} bytes ({limit}), then the server closed TCP"
 
 
 async def declined(probe: Probe, settings: Settings, out: Outcome, close: object, kind: str) -> str:

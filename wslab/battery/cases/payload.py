@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..case import CLOSE_FRAME_FIRST, MUST, USUAL, Case, Outcome, Rule, Settings, close_then_eof, echo, refused
-from ..wire import CLOSE, CONT, TEXT, Eof, Failed, Probe, encode_frame, parse_close
+from ..case import MUST, USUAL, Case, Outcome, Rule, Settings, echo, refused, too_big
+from ..wire import CONT, TEXT, Probe, encode_frame
 from .framing import violated
 
 __all__ = ["CASES", "TOO_BIG_RULE", "too_big"]
@@ -35,37 +35,6 @@ TOO_BIG_RULE = Rule(
     "frame size or total message size after reassembly from multiple frames MUST protect themselves "
     "against exceeding those limits.",
 )
-CODE_1009 = Rule(
-    USUAL, "7.4.1",
-    "1009 indicates that an endpoint is terminating the connection because it has received a message "
-    "that is too big for it to process.",
-)
-
-
-async def too_big(p: Probe, s: Settings, out: Outcome, data: bytes, size: int) -> str:
-    """``data`` holds a message of ``size`` bytes, over ``s.max_size``: the server must refuse it.
-
-    The battery reads while it writes and stops writing once the server
-    answers, so a server that refuses from the header and hangs up is seen
-    refusing, whatever the kernel does with the rest.
-    """
-    limit = f"{size:,} bytes > max_size {s.max_size:,}"
-    sent = await p.send_until_answered(data)
-    try:
-        frame = await p.next_answer()
-    except Eof:
-        out.note(CLOSE_FRAME_FIRST, "the server closed TCP without a close frame")
-        return f"the server closed TCP after {sent:,} bytes (no close frame; {limit})"
-    if frame.opcode != CLOSE:
-        raise Failed(f"the server accepted a message of {limit}: it sent a {frame}")
-    code, _ = parse_close(frame.payload)
-    if code != 1009:
-        out.note(CODE_1009, f"close code {code}; 1009 (message too big) is the usual one")
-    if not await close_then_eof(p, s):
-        raise Failed(f"the server sent a {frame} but kept the TCP connection open for {s.close_wait:g} s")
-    return f"{frame} after {sent:,} of {len(data):,} bytes ({limit}), then the server closed TCP"
-
-
 async def _split_utf8(p: Probe, s: Settings, out: Outcome) -> str:
     text = "€uro ✓".encode()  # € is e2 82 ac: the first frame ends inside it
     return await echo(p, TEXT, text, encode_frame(TEXT, text[:2], fin=False), encode_frame(CONT, text[2:]),
