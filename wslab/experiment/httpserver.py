@@ -28,8 +28,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from typing import Any, Sequence
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qsl
 
 from .. import servers as _servers
 from ..events import CursorError, Event, EventSource
@@ -37,6 +38,7 @@ from ..events import CursorError, Event, EventSource
 __all__ = ["LightHttpServer", "light_http_server"]
 
 _MAX_HEAD = 16 * 1024
+_MAX_FIELDS = 16
 
 
 class LightHttpServer(_servers.Background):
@@ -55,6 +57,9 @@ class LightHttpServer(_servers.Background):
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping: asyncio.Future[None] | None = None
+        self._held: set[asyncio.Future[None]] = set()
+        #: Requests answered, by path (``"/poll"``, ``"/longpoll"``, ``"/events"``, others).
+        self.requests: Counter[str] = Counter()
 
     @property
     def http_url(self) -> str:
@@ -87,27 +92,30 @@ class LightHttpServer(_servers.Background):
                     head = await reader.readuntil(b"\r\n\r\n")
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                     return
-                line = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+                line = head[: head.find(b"\r\n")].decode("latin-1").split(" ")
                 if len(line) != 3 or not line[2].startswith("HTTP/1."):
                     return self._error(writer, 400, f"not an HTTP/1.1 request line: {' '.join(line)[:80]!r}")
                 method, target = line[0], line[1]
                 if method != "GET":
                     return self._error(writer, 405, f"only GET is served here, got {method}")
-                parts = urlsplit(target)
-                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                path, _, query_string = target.partition("?")
+                query = _query(query_string)
+                self.requests[path] += 1
                 try:
-                    if parts.path == "/poll":
+                    if path == "/poll":
                         cursor = self.source.check_cursor(query.get("since"))
                         self._answer(writer, self.source.since(cursor), cursor)
-                    elif parts.path == "/longpoll":
+                    elif path == "/longpoll":
                         cursor = self.source.check_cursor(query.get("since"))
                         hold = min(max(float(query.get("timeout", 20)), 0.0), 120.0)
-                        self._answer(writer, await self._hold(cursor, hold) or [], cursor)
-                    elif parts.path == "/events":
+                        # An event already there is answered at once, without arming a timer.
+                        events = self.source.since(cursor) or await self._hold(cursor, hold) or []
+                        self._answer(writer, events, cursor)
+                    elif path == "/events":
                         await self._stream(writer, self.source.check_cursor(query.get("since")))
                         return
                     else:
-                        return self._error(writer, 404, f"no such endpoint: {parts.path}")
+                        return self._error(writer, 404, f"no such endpoint: {path}")
                 except (CursorError, ValueError) as exc:
                     return self._error(writer, 400, str(exc))
                 await writer.drain()
@@ -123,16 +131,21 @@ class LightHttpServer(_servers.Background):
     async def _hold(self, cursor: int, seconds: float) -> list[Event] | None:
         """The events after ``cursor``, waiting up to ``seconds``; None after that or when stopping.
 
-        The time limit is a timer that resolves a future, not
-        ``asyncio.wait_for`` (which costs a loop step more on every wake-up).
+        One future ends the wait: a timer resolves it after ``seconds``, and
+        stopping resolves every held one (``_held``). Not
+        ``asyncio.wait_for``, which costs a loop step more on every wake-up.
         """
+        if self._stopping is None or self._stopping.done():
+            return None
         loop = asyncio.get_running_loop()
         expired: asyncio.Future[None] = loop.create_future()
-        timer = loop.call_later(seconds, lambda: expired.done() or expired.set_result(None))
+        timer = loop.call_later(seconds, _resolve, expired)
+        self._held.add(expired)
         try:
-            return await self.source.wait_after(cursor, None, until=[self._stopping, expired])
+            return await self.source.wait_after(cursor, None, until=(expired,))
         finally:
             timer.cancel()
+            self._held.discard(expired)
 
     def _answer(self, writer: asyncio.StreamWriter, events: list[Event], cursor: int) -> None:
         if events:
@@ -154,7 +167,7 @@ class LightHttpServer(_servers.Background):
         self._chunk(writer, f"retry: 1000\nid: {cursor}\n\n".encode())
         await writer.drain()
         while True:
-            events = await self._hold(cursor, 15.0)
+            events = self.source.since(cursor) or await self._hold(cursor, 15.0)
             if events is None and self._stopping is not None and self._stopping.done():
                 writer.write(b"0\r\n\r\n")
                 return
@@ -174,6 +187,8 @@ class LightHttpServer(_servers.Background):
     async def _close(self) -> None:
         if self._stopping is not None and not self._stopping.done():
             self._stopping.set_result(None)
+        for held in list(self._held):
+            _resolve(held)
         assert self._server is not None
         self._server.close()
         await asyncio.sleep(0)  # let held requests see the stop and answer first
@@ -182,6 +197,26 @@ class LightHttpServer(_servers.Background):
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<wslab LightHttpServer {self.name!r} {self.http_url} thread mode, {state}>"
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _query(text: str) -> dict[str, str]:
+    """A query string as ``{name: value}`` (the last value wins); plain ``a=1&b=2`` without parse_qsl.
+
+    The lab's clients send only plain pairs; anything with a percent-escape
+    or a ``+`` goes through :func:`urllib.parse.parse_qsl`, so both read the
+    same. A name without ``=`` is ignored, like ``parse_qsl`` does.
+    """
+    if "%" in text or "+" in text:
+        return dict(parse_qsl(text, max_num_fields=_MAX_FIELDS))
+    pairs = text.split("&")
+    if len(pairs) > _MAX_FIELDS:
+        raise ValueError(f"at most {_MAX_FIELDS} name=value pairs in a query, got {len(pairs)}")
+    return {name: value for name, eq, value in (p.partition("=") for p in pairs) if eq}
 
 
 def light_http_server(name: str = "latency-http", *, seed: int = 1, clock: Any = None) -> LightHttpServer:
