@@ -32,7 +32,7 @@ from wslab.experiment import (
     schedule,
 )
 
-from .conftest import run
+from .conftest import run, seconds
 
 QUICK = dict(events=40, mean_gap_ms=10.0, seed=3)
 
@@ -219,6 +219,44 @@ def test_requests_per_event_push_none_long_poll_about_one(quick_run):
 def test_run_leaves_no_server_running(quick_run):
     names = [s.name for s in wslab.servers.servers()]
     assert not any(n.startswith(("latency-", "tcp-floor")) for n in names)
+
+
+def test_only_sub_millisecond_latency_passes_need_the_machine_to_themselves():
+    from wslab.experiment import expected_seconds, quiet_needed
+
+    loopback = ExperimentConfig(transports=["websocket", "long_poll", "short_poll_250ms"])
+    assert quiet_needed("websocket", loopback) and quiet_needed("long_poll", loopback)
+    assert not quiet_needed("short_poll_250ms", loopback)
+    assert not quiet_needed("websocket", ExperimentConfig(rtt_ms=20))
+    assert expected_seconds(loopback, overlap=True) < expected_seconds(loopback, overlap=False)
+
+
+def test_an_overlapping_run_measures_short_polls_side_by_side_and_loses_nothing():
+    running: list[set[str]] = []
+
+    def progress(key, n):
+        running.append({s.name for s in wslab.servers.servers() if s.name.startswith("latency-http")})
+
+    results = run(run_experiment(events=20, mean_gap_ms=20, seed=4, transports=["short_poll_50ms", "short_poll_250ms"],
+                                 bytes_pass=False, progress=progress), timeout=seconds(60))
+    assert max(len(names) for names in running) == 2  # both pollers' servers at once
+    for r in results:
+        assert r.missing == [] and r.errors == [], r.key
+    assert list(results.transports) == ["short_poll_50ms", "short_poll_250ms"]  # the config's order
+
+
+def test_a_sweep_pays_the_link_and_its_figure_shows_as_an_image():
+    from wslab.experiment import sweep_rtt
+
+    sweep = run(sweep_rtt([0, 40], events=6, mean_gap_ms=60, seed=2, transports=["websocket", "long_poll"],
+                          progress=False), timeout=seconds(60))
+    assert sweep.rtts == [0.0, 40.0]
+    near, far = sweep.p50("websocket")
+    assert near < 20 <= far  # over the link an event needs at least the one-way delay, 20 ms
+    for run_ in sweep.runs.values():
+        assert all(r.missing == [] for r in run_), run_.config.rtt_ms
+    figure = sweep.plot()
+    assert figure._repr_png_().startswith(b"\x89PNG")  # a notebook shows it as an image, not "<Figure ...>"
 
 
 def test_blocking_the_server_loop_shows_in_the_tail():
