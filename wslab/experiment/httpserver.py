@@ -219,10 +219,16 @@ def _query(text: str) -> dict[str, str]:
     return {name: value for name, eq, value in (p.partition("=") for p in pairs) if eq}
 
 
-def light_http_server(name: str = "latency-http", *, seed: int = 1, clock: Any = None) -> LightHttpServer:
-    """Start a :class:`LightHttpServer` over a fresh event source, in a thread of its own."""
-    source = EventSource(seed=seed)
-    if clock is not None:
-        source.clock = clock
+def light_http_server(name: str = "latency-http", *, seed: int = 1, clock: Any = None,
+                      source: EventSource | None = None) -> LightHttpServer:
+    """Start a :class:`LightHttpServer` in a thread of its own, over ``source`` or a fresh event source.
+
+    Pass another server's ``source`` (a lab server's) to serve the same
+    events side by side with it; ``seed`` and ``clock`` then do not apply.
+    """
+    if source is None:
+        source = EventSource(seed=seed)
+        if clock is not None:
+            source.clock = clock
     server = LightHttpServer(name, source)
     return _servers.start_in_thread(name, server._start)
