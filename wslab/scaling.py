@@ -426,6 +426,7 @@ def measure_scaling(
     duplicated deliveries.
     """
     from .experiment.httpserver import light_http_server
+    from .experiment.runner import progress_line
     from .labserver import lab_server_in_thread
 
     if quick is None:
@@ -444,13 +445,18 @@ def measure_scaling(
     points: list[ScalingPoint] = []
     clients: ClientProcess | None = None
     http = None
+    # About how long: each point's schedule, its clients connecting, and starting the clients' process.
+    expected = 3.0 + len(transports) * sum(events * mean_gap + interval + 0.5 + n / 200 for n in counts)
     try:
         http = light_http_server("scaling-http", source=lab.source)
         clients = ClientProcess(max(counts))
-        for transport in transports:
-            for n in counts:
-                points.append(measure_point(lab, clients, transport, n, events=events, mean_gap=mean_gap,
-                                            interval=interval, seed=seed, timeout=timeout, http=http))
+        with progress_line(len(transports) * len(counts), expected, unit="points") as progress:
+            for transport in transports:
+                for n in counts:
+                    progress(f"{transport}, {n} clients", 0)
+                    points.append(measure_point(lab, clients, transport, n, events=events, mean_gap=mean_gap,
+                                                interval=interval, seed=seed, timeout=timeout, http=http))
+                    progress(f"{transport}, {n} clients", 1)
     finally:
         try:
             if clients is not None:

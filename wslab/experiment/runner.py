@@ -498,8 +498,10 @@ def _progress_bar(config: ExperimentConfig, bytes_pass: bool, overlap: bool = Tr
 
 
 @contextlib.contextmanager
-def progress_line(total: int, expected: float) -> Iterator[Callable[[str, int], None]]:
-    """A progress line over ``total`` events, with the time it should take; yields ``progress(key, n)``.
+def progress_line(total: int, expected: float, unit: str = "events") -> Iterator[Callable[[str, int], None]]:
+    """A progress line over ``total`` events (or other ``unit``), with the time it should take.
+
+    Yields ``progress(key, n)``: ``n`` more done, ``key`` what is being measured (``n == 0``: starting it).
 
     In Jupyter it is one output that is updated in place (so a saved
     notebook keeps the last state, never a stuck "0%"), in a terminal a line
@@ -512,9 +514,9 @@ def progress_line(total: int, expected: float) -> Iterator[Callable[[str, int], 
     def line(final: bool = False) -> str:
         elapsed = CLOCK() - started
         if final:
-            return f"measured {state['done']:,} events in {elapsed:.0f} s (expected about {expected:.0f} s)"
+            return f"measured {state['done']:,} {unit} in {elapsed:.0f} s (expected about {expected:.0f} s)"
         left = max(0.0, expected - elapsed)
-        return (f"measuring {state['key']}: {state['done']:,} of {total:,} events, {elapsed:.0f} s so far, "
+        return (f"measuring {state['key']}: {state['done']:,} of {total:,} {unit}, {elapsed:.0f} s so far, "
                 f"about {left:.0f} s left of {expected:.0f} s")
 
     def progress(key: str, n: int) -> None:
