@@ -15,7 +15,7 @@ import os
 import statistics
 from typing import Sequence
 
-__all__ = ["spread", "verdict", "machine_load"]
+__all__ = ["spread", "verdict", "difference", "machine_load"]
 
 
 def spread(values: Sequence[float], fmt: str = "{:.2f}") -> str:
@@ -42,6 +42,29 @@ def verdict(label: str, values: Sequence[float], *, at_most: float | None = None
             f"(min / median / max of {len(values)}; target: median {' and '.join(bounds)})")
     print(line + (f"; {why}" if why else ""), flush=True)
     return ok
+
+
+def difference(label: str, diffs: Sequence[float], baseline: Sequence[float], *, fmt: str = "{:+.3f}",
+               unit: str = " ms") -> str:
+    """A paired difference, printed as a figure only when it is larger than the noise.
+
+    ``diffs``: per round, (thing) - (baseline) measured side by side;
+    ``baseline``: the baseline's own value in each round. The noise is how
+    far the baseline alone moved between rounds (max - min): a median
+    difference smaller than that is printed as "within noise", with the
+    spread, never as a figure that reads like a measurement.
+    """
+    diffs = list(diffs)
+    median = statistics.median(diffs)
+    noise = max(baseline) - min(baseline) if len(baseline) > 1 else float("inf")
+    rounds = spread(diffs, fmt) + unit
+    if abs(median) < noise:
+        line = (f"{label}: within noise (median {fmt.format(median)}{unit}, per round {rounds}; "
+                f"the baseline alone moved {noise:.3f}{unit} between rounds)")
+    else:
+        line = f"{label}: {fmt.format(median)}{unit} (per round {rounds}; the baseline moved {noise:.3f}{unit})"
+    print(line, flush=True)
+    return line
 
 
 def machine_load() -> str:
