@@ -325,6 +325,34 @@ def test_quick_mode_compares_short_polls_with_interval_over_2_only_over_enough_p
     assert any(line.startswith("short poll 1 s: not compared") for line in lines)
 
 
+def test_over_a_link_the_short_poll_expectation_adds_the_one_way_delay_and_the_round_trip_bound():
+    from wslab.bench import comparisons
+
+    results = synthetic(40)
+    results.config = ExperimentConfig(events=40, mean_gap_ms=100, rtt_ms=100, transports=["websocket", "short_poll_50ms"])
+    (line,) = [ln for ln in comparisons(results) if ln.startswith("short poll 50 ms")]
+    # polls at most once per round trip (100 ms): 100/2 = 50 ms of waiting, plus 50 ms on the way down
+    assert "first principles 100 ms" in line and "one-way delay 50 ms" in line and "round trip" in line
+
+
+def test_a_difference_below_the_noise_is_printed_as_within_noise_and_quick_prints_no_ratio():
+    from wslab.bench import comparisons, median_interval
+
+    rng = np.random.default_rng(1)
+    results = Results(ExperimentConfig(events=300, transports=["tcp_floor", "websocket", "sse"]))
+    same = list(rng.lognormal(-1.5, 0.2, 300))
+    results.transports["tcp_floor"] = TransportResult("tcp_floor", 300, same, list(range(1, 301)))
+    results.transports["websocket"] = TransportResult("websocket", 300, [x * 1.001 for x in same], list(range(1, 301)))
+    results.transports["sse"] = TransportResult("sse", 300, [x * 3 for x in same], list(range(1, 301)))
+    lines = comparisons(results)
+    assert any(ln.startswith("WebSocket / raw TCP: within noise") for ln in lines), lines
+    assert any(ln.startswith("SSE / raw TCP: 3.00x") for ln in lines), lines
+    low, high = median_interval(same)
+    assert low < percentile(same, 50) < high
+    quick = comparisons(results, quick=True)
+    assert len(quick) == 1 and "smoke test" in quick[0] and "x (" not in quick[0]
+
+
 # The light HTTP server and client, each against an independent peer
 
 

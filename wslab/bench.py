@@ -17,21 +17,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .experiment import (
     TRANSPORTS,
     ExperimentConfig,
     Results,
+    expected_ms,
     expected_seconds,
     run_experiment,
     schedule,
     short_poll_interval,
 )
 
-__all__ = ["main", "QUICK_CONFIG", "comparisons", "MIN_POLLS"]
+__all__ = ["main", "QUICK_CONFIG", "comparisons", "MIN_POLLS", "median_interval"]
 
 #: What ``--quick`` runs: every transport, few and frequent events.
 QUICK_CONFIG = {"events": 50, "mean_gap_ms": 10.0}
@@ -41,35 +44,79 @@ QUICK_CONFIG = {"events": 50, "mean_gap_ms": 10.0}
 MIN_POLLS = 10
 
 
-def comparisons(results: Results) -> list[str]:
+def median_interval(values: list[float], z: float = 1.96) -> tuple[float, float]:
+    """A 95% confidence interval of the median, from order statistics (no assumption on the shape).
+
+    The ranks ``n/2 -+ z*sqrt(n)/2`` bound the median of the population the
+    values were drawn from; two medians whose intervals overlap differ by
+    less than this run can tell.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return math.nan, math.nan
+    half = z * math.sqrt(n) / 2
+    low = max(0, math.floor(n / 2 - half))
+    high = min(n - 1, math.ceil(n / 2 + half) - 1)
+    return ordered[low], ordered[high]
+
+
+def _versus(label: str, mine: Any, theirs: Any, what: str) -> str:
+    """``label``: the two p50s, their difference, or "within noise" when their intervals overlap."""
+    lo1, hi1 = median_interval(mine.latencies_ms)
+    lo2, hi2 = median_interval(theirs.latencies_ms)
+    spans = f"p50 {mine.p50_ms:.3f} ms [{lo1:.3f}-{hi1:.3f}] against {theirs.p50_ms:.3f} ms [{lo2:.3f}-{hi2:.3f}] {what}"
+    if lo1 <= hi2 and lo2 <= hi1:
+        return f"{label}: within noise ({spans}; 95% intervals of the medians overlap)"
+    return f"{label}: {mine.p50_ms / theirs.p50_ms:.2f}x ({spans})"
+
+
+def comparisons(results: Results, *, quick: bool = False) -> list[str]:
     """The ratios and expectations this run's schedule can support, one line each.
 
-    A short poll's median is set beside interval/2 only when the schedule
+    A ratio of two p50s is printed only when their 95% intervals do not
+    overlap ("within noise", with both intervals, otherwise). A short poll's
+    median is set beside what first principles predict (half an interval,
+    plus the one-way delay over a link, and never faster than one poll per
+    round trip: the client waits for each answer) only when the schedule
     lasted at least :data:`MIN_POLLS` intervals: over one or two polls the
-    phase of the first poll decides it, and the comparison means nothing.
+    phase of the first poll decides it. ``quick``: a smoke test; no ratios.
     """
+    if quick:
+        return [f"a quick run ({results.config.events} events) is a smoke test: it prints no ratios, "
+                f"its schedule is too short to support them; run without --quick to measure"]
     lines = []
     floor = results.transports.get("tcp_floor")
     if floor and floor.received:
-        for key in ("websocket", "sse", "long_poll", "long_poll_httpx"):
+        for key in ("websocket", "sse", "long_poll"):
             r = results.transports.get(key)
             if r and r.received:
-                lines.append(f"{r.label} p50 / raw TCP p50 = {r.p50_ms / floor.p50_ms:.2f}x")
-    light, heavy = results.transports.get("long_poll"), results.transports.get("long_poll_httpx")
-    if light and heavy and light.received and heavy.received:
-        lines.append(f"httpx adds {heavy.p50_ms - light.p50_ms:.2f} ms to the long-poll p50 "
-                     f"({heavy.p50_ms:.2f} against {light.p50_ms:.2f} ms with the light client): "
-                     f"the client's cost, not the transport's")
+                lines.append(_versus(f"{r.label} / raw TCP", r, floor, "for the floor"))
+    for key, heavy_key, what in (("long_poll", "long_poll_httpx", "the httpx client"),
+                                 ("long_poll", "long_poll_tornado", "the tornado server"),
+                                 ("sse", "sse_tornado", "the tornado server")):
+        light, heavy = results.transports.get(key), results.transports.get(heavy_key)
+        if light and heavy and light.received and heavy.received:
+            lines.append(_versus(f"{light.label} with {what} / with the light one", heavy, light,
+                                 "with the light one (the same transport: the difference is in "
+                                 f"{what}, as delay, not necessarily as its own CPU)"))
     span = sum(schedule(results.config)[0])
+    rtt = results.config.rtt_ms
     for r in results:
         interval = short_poll_interval(r.key)
         if not interval or not r.received:
             continue
-        if span >= MIN_POLLS * interval:
-            lines.append(f"{r.label}: p50 {r.p50_ms:.0f} ms (interval/2 = {interval * 500:.0f} ms)")
-        else:
-            lines.append(f"{r.label}: not compared with interval/2: the schedule lasted {span:.1f} s, "
+        if span < MIN_POLLS * max(interval, rtt / 1000):
+            lines.append(f"{r.label}: not compared with first principles: the schedule lasted {span:.1f} s, "
                          f"{span / interval:.1f} polls (at least {MIN_POLLS} needed)")
+            continue
+        expected, _ = expected_ms(r.key, rtt, results.config.mean_gap_ms)
+        if rtt:
+            why = (f"max(interval, round trip)/2 = {max(interval * 1000, rtt) / 2:.0f} ms, plus the one-way delay "
+                   f"{rtt / 2:.0f} ms: the client waits for each answer, so it polls at most once per round trip")
+        else:
+            why = f"interval/2 = {interval * 500:.0f} ms"
+        lines.append(f"{r.label}: p50 {r.p50_ms:.0f} ms; first principles {expected:.0f} ms ({why})")
     return lines
 
 
@@ -172,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, errors, missing in problems:
         print(f"! {key}: {missing} event(s) missing; {'; '.join(errors)}", file=sys.stderr)
     print()
-    for line in comparisons(results):
+    for line in comparisons(results, quick=args.quick):
         print(line)
     print(f"\nwrote {len(written)} files to {out} in {results.seconds:.0f} s:")
     for path in written:
