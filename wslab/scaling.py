@@ -426,7 +426,7 @@ def measure_scaling(
     duplicated deliveries.
     """
     from .experiment.httpserver import light_http_server
-    from .experiment.runner import progress_line
+    from .experiment.progress import progress_line
     from .labserver import lab_server_in_thread
 
     if quick is None:

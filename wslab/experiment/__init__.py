@@ -65,7 +65,8 @@ from .results import (
     short_poll_interval,
     versions,
 )
-from .runner import expected_seconds, link_fields, measure_transport, progress_line, quiet_needed, run_experiment
+from .progress import progress_line
+from .runner import expected_seconds, link_fields, measure_transport, quiet_needed, run_experiment
 from .sweep import Sweep, expected_ms, sweep_rtt
 
 __all__ = [

@@ -30,7 +30,8 @@ from typing import Any, Sequence
 
 from ..display import Table
 from .results import ExperimentConfig, Results, label, short_poll_interval
-from .runner import expected_seconds, link_fields, progress_line, run_experiment
+from .progress import progress_line
+from .runner import expected_seconds, link_fields, run_experiment
 
 __all__ = ["Sweep", "sweep_rtt", "expected_ms", "SWEEP_TRANSPORTS"]
 
