@@ -446,7 +446,7 @@ def measure_scaling(
     clients: ClientProcess | None = None
     http = None
     # About how long: each point's schedule, its clients connecting, and starting the clients' process.
-    expected = 3.0 + len(transports) * sum(events * mean_gap + interval + 0.5 + n / 200 for n in counts)
+    expected = 3.0 + len(transports) * sum(events * mean_gap + 0.1 + n / 200 for n in counts)
     try:
         http = light_http_server("scaling-http", source=lab.source)
         clients = ClientProcess(max(counts))
