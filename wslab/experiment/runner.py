@@ -401,22 +401,32 @@ async def _measure_all(config: ExperimentConfig, *, bytes_pass: bool, overlap: b
         return {key: await measure_transport(key, config, bytes_pass=bytes_pass, progress=progress)
                 for key in config.transports}
     out: dict[str, TransportResult] = {}
-    reporters = {key: _Reporter(key, config, progress) for key in config.transports}
     later: list[Any] = []
+
+    def counted(key: str, n: int) -> None:  # the side-by-side passes count their events, without renaming the line
+        if progress and n:
+            progress(key, n)
+
+    async def bytes_pass_of(key: str, report: _Reporter) -> None:
+        await _bytes(out[key], key, config, report)
+        report.finish(2)
+
     for key in config.transports:
-        report = reporters[key]
         if not quiet_needed(key, config):
-            later.append(measure_transport(key, config, bytes_pass=bytes_pass, progress=progress))
-        elif key == "tcp_floor":
+            later.append(measure_transport(key, config, bytes_pass=bytes_pass, progress=progress and counted))
+            continue
+        report = _Reporter(key, config, progress)  # alone: the progress line names it
+        if key == "tcp_floor":
             out[key] = await measure_tcp_floor(config, report=report)
             report.finish(1)
-        else:
-            out[key], _ = await _latency(key, config, report)
-            report.finish(1)
-            if bytes_pass:
-                later.append(_bytes(out[key], key, config, report))
-    done = await asyncio.gather(*later)
-    for result in done:
+            continue
+        out[key], _ = await _latency(key, config, report)
+        report.finish(1)
+        if bytes_pass:
+            later.append(bytes_pass_of(key, report))
+    if later and progress:
+        progress("the bytes and short polling, side by side", 0)
+    for result in await asyncio.gather(*later):
         if isinstance(result, TransportResult):
             out[result.key] = result
     return {key: out[key] for key in config.transports}
