@@ -48,13 +48,13 @@ def main(argv: list[str]) -> int:
 
     print(f"min / median / max over {args.repeats} repeats; {args.events} events, mean gap {args.mean_gap:g} s, "
           f"short polling every {args.poll_interval:g} s")
-    print(f"{'transport':>14}  {'clients':>7}  {'server cores':>18}  {'us/request or delivery':>24}  "
+    print(f"{'transport':>22}  {'clients':>7}  {'server cores':>18}  {'us/request or delivery':>24}  "
           f"{'p50 ms':>24}  {'client cores':>18}  lost  twice")
     for transport in TRANSPORTS:
         for n in args.counts:
             pts = [run[(transport, n)] for run in runs]
             cost = [p.us_per_request if p.requests else p.us_per_delivery for p in pts]
-            print(f"{transport:>14}  {n:>7}  {spread([p.server_cores for p in pts], '{:.2f}'):>18}  "
+            print(f"{transport:>22}  {n:>7}  {spread([p.server_cores for p in pts], '{:.2f}'):>18}  "
                   f"{spread(cost, '{:.0f}'):>24}  {spread([p.p50_ms for p in pts]):>24}  "
                   f"{spread([p.client_cores for p in pts], '{:.2f}'):>18}  "
                   f"{sum(p.lost for p in pts):>4}  {sum(p.duplicated for p in pts):>5}")

@@ -116,10 +116,8 @@ async def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=300)
-    parser.add_argument("--mean-gap-ms", type=float, default=20.0)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=5)
+    for flag, kind, default in (("--events", int, 300), ("--mean-gap-ms", float, 20.0), ("--seed", int, 1),
+                                ("--warmup", int, 5), ("--rounds", int, 5)):
+        parser.add_argument(flag, type=kind, default=default)
     parser.add_argument("--keys", nargs="+", default=["long_poll", "sse"], choices=["long_poll", "sse"])
     sys.exit(asyncio.run(main(parser.parse_args())))
