@@ -56,8 +56,12 @@ def difference(label: str, diffs: Sequence[float], baseline: Sequence[float], *,
     """
     diffs = list(diffs)
     median = statistics.median(diffs)
-    noise = max(baseline) - min(baseline) if len(baseline) > 1 else float("inf")
     rounds = spread(diffs, fmt) + unit
+    if len(baseline) < 2:
+        line = f"{label}: not judged ({fmt.format(median)}{unit} in one round: its noise is unknown; run more rounds)"
+        print(line, flush=True)
+        return line
+    noise = max(baseline) - min(baseline)
     if abs(median) < noise:
         line = (f"{label}: within noise (median {fmt.format(median)}{unit}, per round {rounds}; "
                 f"the baseline alone moved {noise:.3f}{unit} between rounds)")
