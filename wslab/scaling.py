@@ -25,8 +25,9 @@ clients and a shorter schedule.
 
 Why servers of equal weight: the curve compares protocols. Per delivered
 event, long polling costs a request to parse and a response with headers to
-write, and a waiter to wake; WebSocket push costs one frame written into a
-buffer that ``broadcast()`` shares between clients. A full framework adds
+write, and a waiter to wake; WebSocket push costs one frame written into
+each connection's buffer (the event serialised once, and ``broadcast()``
+encoding that text once, for every client). A full framework adds
 its own Python to every request (tornado, the lab server's HTTP side, runs
 about ten times the light server's per long poll here), so it has a row of
 its own, ``"long polling, tornado"``: what a framework adds, not what the
