@@ -233,7 +233,9 @@ async def _lab_pass(
             client = light_receive(transport, target, config.events, warmup=warmup, on_ready=on_ready,
                                    on_warm=on_warm, timeout=_budget(config), **options)
         got: LightResult | None = None
-        counter = asyncio.ensure_future(_count(lambda: len(got.recorder) if got else lab.source.newest, report))
+        # Events published so far, warm-up events left out (they are not in the progress line's total).
+        counter = asyncio.ensure_future(
+            _count(lambda: len(got.recorder) if got else max(0, lab.source.newest - warmup), report))
         try:
             got = await client
         finally:
@@ -341,8 +343,9 @@ async def _latency(key: str, config: ExperimentConfig, report: Callable[[int], A
     return out, latency
 
 
-async def _bytes(out: TransportResult, key: str, config: ExperimentConfig, report: Callable[[int], Any]) -> None:
+async def _bytes(out: TransportResult, key: str, config: ExperimentConfig, report: _Reporter) -> None:
     """The loopback bytes pass: the same schedule through a wiretap, no warm-up (bytes do not depend on warmth)."""
+    report.begin(2)
     wire = await _lab_pass(key, config, through_tap=True, warmup=0, report=report)
     out.relay_p50_ms = _r(percentile(wire.got.recorder.latencies_ms(), 50))
     out.errors += [f"bytes pass: {e}" for e in wire.errors]
@@ -356,18 +359,26 @@ def _add_bytes(out: TransportResult, wire: _Pass) -> None:
 
 
 class _Reporter:
-    """Counts one transport's events for a progress callback, and tops up at the end of each pass."""
+    """Counts one transport's events for a progress callback, never past the passes begun; tops up each pass."""
 
     def __init__(self, key: str, config: ExperimentConfig, progress: Callable[[str, int], Any] | None) -> None:
         self.key, self.events, self.progress = key, config.events, progress
         self.reported = 0
+        self.cap = config.events  # the events of the passes begun: the count never goes past them
         if progress:
             progress(key, 0)
 
     def __call__(self, n: int) -> None:
+        n = min(n, self.cap - self.reported)
+        if n <= 0:
+            return
         self.reported += n
         if self.progress:
             self.progress(self.key, n)
+
+    def begin(self, passes: int) -> None:
+        """Pass number ``passes`` begins: its events may now be counted."""
+        self.cap = passes * self.events
 
     def finish(self, passes: int) -> None:
         # the counter samples; top up to exactly the events of the passes done
