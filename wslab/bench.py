@@ -21,20 +21,21 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from .experiment import (
     TRANSPORTS,
     ExperimentConfig,
     Results,
+    TransportResult,
     expected_ms,
     expected_seconds,
+    percentile,
     run_experiment,
     schedule,
     short_poll_interval,
 )
 
-__all__ = ["main", "QUICK_CONFIG", "comparisons", "MIN_POLLS", "median_interval"]
+__all__ = ["main", "QUICK_CONFIG", "comparisons", "median_noise_ms", "MIN_POLLS"]
 
 #: What ``--quick`` runs: every transport, few and frequent events.
 QUICK_CONFIG = {"events": 50, "mean_gap_ms": 10.0}
@@ -44,38 +45,32 @@ QUICK_CONFIG = {"events": 50, "mean_gap_ms": 10.0}
 MIN_POLLS = 10
 
 
-def median_interval(values: list[float], z: float = 1.96) -> tuple[float, float]:
-    """A 95% confidence interval of the median, from order statistics (no assumption on the shape).
+def median_noise_ms(result: TransportResult) -> float:
+    """How far a median may move by chance: the half-width of a box plot's notch, ms.
 
-    The ranks ``n/2 -+ z*sqrt(n)/2`` bound the median of the population the
-    values were drawn from; two medians whose intervals overlap differ by
-    less than this run can tell.
+    ``1.57 * IQR / sqrt(n)`` (McGill, Tukey and Larsen, "Variations of Box
+    Plots", 1978): two medians whose notches overlap, that is whose difference
+    is below the sum of the two half-widths, are not told apart by the run.
     """
-    ordered = sorted(values)
-    n = len(ordered)
-    if n == 0:
-        return math.nan, math.nan
-    half = z * math.sqrt(n) / 2
-    low = max(0, math.floor(n / 2 - half))
-    high = min(n - 1, math.ceil(n / 2 + half) - 1)
-    return ordered[low], ordered[high]
+    values = result.latencies_ms
+    if len(values) < 2:
+        return math.inf
+    iqr = percentile(values, 75) - percentile(values, 25)
+    return 1.57 * iqr / math.sqrt(len(values))
 
 
-def _versus(label: str, mine: Any, theirs: Any, what: str) -> str:
-    """``label``: the two p50s, their difference, or "within noise" when their intervals overlap."""
-    lo1, hi1 = median_interval(mine.latencies_ms)
-    lo2, hi2 = median_interval(theirs.latencies_ms)
-    spans = f"p50 {mine.p50_ms:.3f} ms [{lo1:.3f}-{hi1:.3f}] against {theirs.p50_ms:.3f} ms [{lo2:.3f}-{hi2:.3f}] {what}"
-    if lo1 <= hi2 and lo2 <= hi1:
-        return f"{label}: within noise ({spans}; 95% intervals of the medians overlap)"
-    return f"{label}: {mine.p50_ms / theirs.p50_ms:.2f}x ({spans})"
+def _versus(mine: TransportResult, theirs: TransportResult) -> tuple[float, float, str]:
+    """(difference of the p50s, its noise, "(p50 against p50 ms)")."""
+    noise = median_noise_ms(mine) + median_noise_ms(theirs)
+    return mine.p50_ms - theirs.p50_ms, noise, f"({mine.p50_ms:.3f} against {theirs.p50_ms:.3f} ms"
 
 
 def comparisons(results: Results, *, quick: bool = False) -> list[str]:
     """The ratios and expectations this run's schedule can support, one line each.
 
-    A ratio of two p50s is printed only when their 95% intervals do not
-    overlap ("within noise", with both intervals, otherwise). A short poll's
+    A difference of two medians smaller than their noise
+    (:func:`median_noise_ms`) is said to be within noise, never as a ratio or
+    as "adds -0.05 ms". A short poll's
     median is set beside what first principles predict (half an interval,
     plus the one-way delay over a link, and never faster than one poll per
     round trip: the client waits for each answer) only when the schedule
@@ -91,15 +86,27 @@ def comparisons(results: Results, *, quick: bool = False) -> list[str]:
         for key in ("websocket", "sse", "long_poll"):
             r = results.transports.get(key)
             if r and r.received:
-                lines.append(_versus(f"{r.label} / raw TCP", r, floor, "for the floor"))
-    for key, heavy_key, what in (("long_poll", "long_poll_httpx", "the httpx client"),
-                                 ("long_poll", "long_poll_tornado", "the tornado server"),
-                                 ("sse", "sse_tornado", "the tornado server")):
+                diff, noise, both = _versus(r, floor)
+                if abs(diff) < noise:
+                    lines.append(f"{r.label} and raw TCP: p50 {both}) within noise: {diff:+.3f} ms, "
+                                 f"smaller than the medians' spread of ±{noise:.3f} ms")
+                else:
+                    lines.append(f"{r.label} p50 / raw TCP p50 = {r.p50_ms / floor.p50_ms:.2f}x {both}, "
+                                 f"± {noise:.3f} ms)")
+    for key, heavy_key, who in (("long_poll", "long_poll_httpx", "httpx"),
+                                ("long_poll", "long_poll_tornado", "tornado"),
+                                ("sse", "sse_tornado", "tornado")):
         light, heavy = results.transports.get(key), results.transports.get(heavy_key)
-        if light and heavy and light.received and heavy.received:
-            lines.append(_versus(f"{light.label} with {what} / with the light one", heavy, light,
-                                 "with the light one (the same transport: the difference is in "
-                                 f"{what}, as delay, not necessarily as its own CPU)"))
+        if not (light and heavy and light.received and heavy.received):
+            continue
+        diff, noise, both = _versus(heavy, light)
+        both += " with the light client and server)"
+        if abs(diff) < noise:
+            lines.append(f"{who} and the light one: {light.label} p50 {both} within noise: "
+                         f"{diff:+.2f} ms, smaller than the medians' spread of ±{noise:.2f} ms")
+        else:
+            lines.append(f"{who} adds {diff:.2f} ms (± {noise:.2f}) to the {light.label} p50 {both}: "
+                         f"its own, not the transport's (as delay: not all of it is {who}'s CPU)")
     span = sum(schedule(results.config)[0])
     rtt = results.config.rtt_ms
     for r in results:
