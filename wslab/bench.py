@@ -65,6 +65,14 @@ def _versus(mine: TransportResult, theirs: TransportResult) -> tuple[float, floa
     return mine.p50_ms - theirs.p50_ms, noise, f"({mine.p50_ms:.3f} against {theirs.p50_ms:.3f} ms"
 
 
+def _unless_noise(diff: float, noise: float, within: str, above: str, digits: int = 2) -> str:
+    """``above`` when ``diff`` is larger than its ``noise``; else ``within`` said to be within noise."""
+    if abs(diff) < noise:
+        return (f"{within} within noise: {diff:+.{digits}f} ms, "
+                f"smaller than the medians' spread of ±{noise:.{digits}f} ms")
+    return above
+
+
 def comparisons(results: Results, *, quick: bool = False) -> list[str]:
     """The ratios and expectations this run's schedule can support, one line each.
 
@@ -87,12 +95,9 @@ def comparisons(results: Results, *, quick: bool = False) -> list[str]:
             r = results.transports.get(key)
             if r and r.received:
                 diff, noise, both = _versus(r, floor)
-                if abs(diff) < noise:
-                    lines.append(f"{r.label} and raw TCP: p50 {both}) within noise: {diff:+.3f} ms, "
-                                 f"smaller than the medians' spread of ±{noise:.3f} ms")
-                else:
-                    lines.append(f"{r.label} p50 / raw TCP p50 = {r.p50_ms / floor.p50_ms:.2f}x {both}, "
-                                 f"± {noise:.3f} ms)")
+                lines.append(_unless_noise(diff, noise, f"{r.label} and raw TCP: p50 {both})",
+                                           f"{r.label} p50 / raw TCP p50 = {r.p50_ms / floor.p50_ms:.2f}x {both}, "
+                                           f"± {noise:.3f} ms)", digits=3))
     for key, heavy_key, who in (("long_poll", "long_poll_httpx", "httpx"),
                                 ("long_poll", "long_poll_tornado", "tornado"),
                                 ("sse", "sse_tornado", "tornado")):
@@ -101,12 +106,9 @@ def comparisons(results: Results, *, quick: bool = False) -> list[str]:
             continue
         diff, noise, both = _versus(heavy, light)
         both += " with the light client and server)"
-        if abs(diff) < noise:
-            lines.append(f"{who} and the light one: {light.label} p50 {both} within noise: "
-                         f"{diff:+.2f} ms, smaller than the medians' spread of ±{noise:.2f} ms")
-        else:
-            lines.append(f"{who} adds {diff:.2f} ms (± {noise:.2f}) to the {light.label} p50 {both}: "
-                         f"its own, not the transport's (as delay: not all of it is {who}'s CPU)")
+        lines.append(_unless_noise(diff, noise, f"{who} and the light one: {light.label} p50 {both}",
+                                   f"{who} adds {diff:.2f} ms (± {noise:.2f}) to the {light.label} p50 {both}: "
+                                   f"its own, not the transport's (as delay: not all of it is {who}'s CPU)"))
     span = sum(schedule(results.config)[0])
     rtt = results.config.rtt_ms
     for r in results:
