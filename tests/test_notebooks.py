@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -125,36 +123,20 @@ def _cmdline(pid: int) -> str:
         return "(gone)"
 
 
-def _cwd(pid: int) -> str:
-    try:
-        return os.readlink(f"/proc/{pid}/cwd")
-    except OSError:
-        return ""
-
-
-def left_behind(before: set[int], mark: str, grace: float, tmpdir: str | None = None) -> dict[int, str]:
+def left_behind(before: set[int], mark: str, grace: float) -> dict[int, str]:
     """Processes a lesson started that are still alive ``grace`` seconds after its kernel stopped.
 
     A lesson's process either still carries the kernel's environment (``MARK``),
-    or was orphaned (adopted by init, ppid 1, as every daemon is) with the
-    run's own ``TMPDIR`` (``tmpdir``) in its command line or working
-    directory: Redis rewrites its own environment block for its process
-    title, so the mark alone misses it, but its socket and its directory sit
-    in the temporary folder the lesson was given. An orphan of anyone else's
-    (the machine is shared: another session's daemon) is never counted, and
-    so never killed. The survivors are killed, so they cannot disturb the
-    next test.
+    or was orphaned: started during the run and adopted by init (ppid 1), as
+    every daemon is, and every child of a kernel that is gone. (Redis rewrites
+    its own environment block for its process title, so the mark alone misses
+    it.) The survivors are killed, so they cannot disturb the next test.
     """
     needle = f"{MARK}={mark}".encode()
 
-    def ours(pid: int, ppid: int, env: bytes) -> bool:
-        if needle in env.split(b"\0"):
-            return True
-        return ppid == 1 and tmpdir is not None and (tmpdir in _cmdline(pid) or tmpdir in _cwd(pid))
-
     def leftovers() -> set[int]:
         return {pid for pid, (ppid, env) in _processes().items()
-                if pid not in before and pid != os.getpid() and ours(pid, ppid, env)}
+                if pid not in before and pid != os.getpid() and (ppid == 1 or needle in env.split(b"\0"))}
 
     deadline = time.monotonic() + grace
     alive = leftovers()
@@ -178,8 +160,6 @@ def execute(path: Path, monkeypatch, *, quick: bool = True) -> nbformat.Notebook
         monkeypatch.delenv("WSLAB_QUICK", raising=False)
     mark = uuid.uuid4().hex
     monkeypatch.setenv(MARK, mark)
-    tmpdir = tempfile.mkdtemp(prefix=f"wslab-lesson-{mark[:8]}-")
-    monkeypatch.setenv("TMPDIR", tmpdir)  # what the lesson's daemons put in their command lines
     before = set(_processes())
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
@@ -192,8 +172,7 @@ def execute(path: Path, monkeypatch, *, quick: bool = True) -> nbformat.Notebook
     try:
         client.execute()  # shuts the kernel down when the last cell has run
     finally:
-        leftovers = left_behind(before, mark, seconds(10), tmpdir)
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        leftovers = left_behind(before, mark, seconds(10))
     elapsed = time.monotonic() - started
     assert leftovers == {}, f"{path.name} left {len(leftovers)} process(es) running: {leftovers}"
     assert elapsed < seconds(BUDGET), f"{path.name} took {elapsed:.0f} s (budget {BUDGET} s)"
