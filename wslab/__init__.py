@@ -90,7 +90,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY) | set(__all__))
 
 
-#: True when the test suite runs the lessons (WSLAB_QUICK=1): lessons measure less.
+#: True with WSLAB_QUICK=1 (the test suite sets it; a learner on a slow machine may): lessons measure less.
 QUICK = os.environ.get("WSLAB_QUICK") == "1"
 
 __all__ = [
