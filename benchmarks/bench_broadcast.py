@@ -18,23 +18,27 @@ clients' process CPU load during the round beside it: the last client's time
 depends on how fast that one process reads hundreds of sockets (and on what
 else the machine runs), so it is not a measure of the server alone.
 
-Prints min / median / max over the rounds. Absolute figures are noisy on a
+Prints min / median / max over the rounds, and PASS or MISS for room / bare CPU (target: at
+most 1.25 per count from 100 clients on, on the median). Absolute figures are noisy on a
 shared machine; compare the ratios.
 """
 
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _verdict import machine_load, spread, verdict  # noqa: E402
 
 from wslab.chat import measure_fanout  # noqa: E402
 
-
-def spread(values: list[float], fmt: str = "{:.1f}") -> str:
-    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
+#: The room's CPU for one message over bare websockets broadcast()'s to the same connections: what the
+#: room adds (a member check and the guard's buffer check per connection). At most a quarter more, from
+#: 100 clients on (lesson 05 quotes medians of 1.02-1.13 there).
+TARGET = 1.25
 
 
 def main(argv: list[str]) -> int:
@@ -63,9 +67,15 @@ def main(argv: list[str]) -> int:
               f"{spread([r['client_cores'] for r in rs], '{:.2f}'):>22}")
     print("\n(the last-client time includes the clients' process reading every socket: near 1.0 core it is")
     print(" that process, not the server, that sets it)")
-    print(f"(cpu count {os.cpu_count()}, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}; "
-          f"numbers are noisy on a shared machine: compare ratios)")
-    return 0
+    print(f"({machine_load()}; numbers are noisy on a shared machine: compare ratios)")
+    ok = True
+    for n in counts:
+        ratios = [r["room_cpu_us"] / r["bare_cpu_us"] for r in raw[n]]
+        if n >= 100:  # the target's counts: below them the room's per-message work weighs on too few clients
+            ok &= verdict(f"room / bare broadcast() CPU, {n} clients, per round", ratios, at_most=TARGET)
+        else:
+            print(f"room / bare broadcast() CPU, {n} clients: {spread(ratios)} (the target is for 100 or more)")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _verdict import difference, machine_load, spread, verdict  # noqa: E402
 
 from websockets.asyncio.client import connect  # noqa: E402
 
@@ -135,10 +137,6 @@ def bookkeeping_repeated(repeats: int = 7) -> dict[str, list[float]]:
     return {name: [r[name] for r in runs] for name in runs[0]}
 
 
-def spread(values: list[float], fmt: str = ".2f") -> str:
-    return f"{min(values):{fmt}} / {statistics.median(values):{fmt}} / {max(values):{fmt}}"
-
-
 async def main(args: argparse.Namespace) -> int:
     config = ExperimentConfig(events=args.events, mean_gap_ms=args.mean_gap_ms, seed=1,
                               transports=["tcp_floor", "websocket"])
@@ -163,37 +161,36 @@ async def main(args: argparse.Namespace) -> int:
               f"{p50['bare websockets'][-1]:.3f} ms, wslab lab server {p50['websocket'][-1]:.3f} ms "
               f"-> ratio {ratios[-1]:.2f}x", flush=True)
     print()
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
-          f"(shared with other jobs: compare ratios)")
+    print(f"machine: {machine_load()} (shared with other jobs: compare ratios)")
     print(f"{config.events} Poisson events per run, mean gap {config.mean_gap_ms:g} ms, {args.rounds} round(s)")
     print(f"{'transport':<28}{'p50 ms (median of rounds)':>28}{'p99 ms':>10}")
     for key in p50:
         print(f"{key:<28}{statistics.median(p50[key]):>28.3f}{statistics.median(p99[key]):>10.3f}")
     ratio = statistics.median(ratios)
-    bare_ratio = statistics.median(b / t for b, t in zip(p50["bare websockets"], p50["tcp_floor"]))
-    print(f"\nWebSocket (wslab lab server) p50 / raw TCP p50 = {ratio:.2f}x  (target < 1.5x)")
-    print(f"bare websockets p50 / raw TCP p50           = {bare_ratio:.2f}x")
+    bare_ratios = [b / t for b, t in zip(p50["bare websockets"], p50["tcp_floor"])]
+    bare_ratio = statistics.median(bare_ratios)
+    print()
+    ok = verdict("WebSocket (wslab lab server) p50 / raw TCP p50, per round", ratios, at_most=1.5)
+    print(f"bare websockets p50 / raw TCP p50, per round: {spread(bare_ratios)} (min / median / max)")
     print("\nwhere the time goes (p50 of the events, median of rounds): server and kernel = created to the")
     print("bytes reaching the client process (data_received); client = from there to the application")
     for key, parts in split.items():
         total = statistics.median(p for p, _ in parts)
         client = statistics.median(c for _, c in parts)
         print(f"  {key:<18} total {total:.3f} ms = server and kernel {total - client:.3f} + client {client:.3f} ms")
-    lab_extra = statistics.median(w - b for w, b in zip(p50["websocket"], p50["bare websockets"]))
-    print(f"  the lab server's push adds {lab_extra:+.3f} ms to bare websockets (its event source, one wake-up)")
+    difference("  what the lab server's push adds to bare websockets (its event source, one wake-up)",
+               [w - b for w, b in zip(p50["websocket"], p50["bare websockets"])], p50["bare websockets"])
     print(f"\nbookkeeping per event, us, min / median / max of {args.bookkeeping_repeats} repeats:")
     costs = bookkeeping_repeated(args.bookkeeping_repeats)
     for name, us in costs.items():
         print(f"  {name:<44}{spread(us):>24}")
-    runner = max(statistics.median(costs["Recorder.record (floor)"]),
-                 statistics.median(costs["clients _Timed.take (lab clients)"]))
-    print(f"runner bookkeeping, median: {runner:.2f} us/event (target < 10 us)")
-    print(f"WebSocket / raw TCP p50 per round: {spread(ratios)}")
+    for name in ("Recorder.record (floor)", "clients _Timed.take (lab clients)"):
+        ok &= verdict(f"runner bookkeeping, {name}", costs[name], at_most=10, unit=" us/event")
     if args.json:
         Path(args.json).write_text(json.dumps({"p50": p50, "p99": p99, "ratio": ratio,
                                                "bare_ratio": bare_ratio, "bookkeeping_us": costs}, indent=1))
     wslab.stop_all()
-    return 0 if ratio < 1.5 and runner < 10 else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

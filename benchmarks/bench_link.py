@@ -33,6 +33,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _verdict import machine_load, verdict  # noqa: E402
 
 import wslab  # noqa: E402
 
@@ -134,7 +137,7 @@ def spread(values: list[float], unit: str = "ms", digits: int = 3) -> str:
             f"max {max(values):.{digits}f} {unit}")
 
 
-def main(quick: bool) -> None:
+def main(quick: bool) -> int:
     repeats = 3 if quick else 7
     count = 200 if quick else 1000
     slow_count = 15 if quick else 40
@@ -185,23 +188,25 @@ def main(quick: bool) -> None:
     echo.close()
     sink.close()
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"load average {load:.2f} on {os.cpu_count()} CPUs; {repeats} repeats")
+    print(f"{machine_load()}; {repeats} repeats")
     print(f"echo round trip, median of {count}, plain tap:       {spread(medians_plain)}")
     print(f"echo round trip, median of {count}, Link() at 0 ms:  {spread(medians_zero)}")
-    print(f"  wall-clock ratio link/plain per repeat: {spread(ratios, unit='', digits=3)} (target: at most 1.10)")
-    print(f"  relay CPU ratio link/plain per repeat:  {spread(cpu_ratios, unit='', digits=3)} (target: at most 1.10)")
-    print(f"bulk {size / 1e6:.0f} MB in 4 runs each, throughput link/plain per repeat: {spread(bulk_ratios, unit='', digits=2)} "
-          f"(target: at least 0.90)")
-    print(f"  relay CPU ratio link/plain per repeat:  {spread(bulk_cpu_ratios, unit='', digits=3)} (target: at most 1.10)")
     print(f"timing error at rtt_ms=100 (round trip - plain tap's - 100 ms), {slow_count} per repeat:")
     print(f"  every sample: {spread(errors)}")
     print(f"  every sample, round trip - 100 ms (relay's loopback cost included): {spread(raw)}")
-    print(f"  per-repeat medians: {spread(repeat_errors)} (target: median under 1 ms)")
     print(f"  clock's learned wake-up lag: {wslab.link.CLOCK.lag * 1000:.3f} ms")
-
+    print()
+    ok = verdict("echo round trip, Link() at 0 ms / plain tap, per repeat", ratios, at_most=1.10, fmt="{:.3f}")
+    ok &= verdict("echo relay CPU, Link() at 0 ms / plain tap, per repeat", cpu_ratios, at_most=1.10, fmt="{:.3f}")
+    ok &= verdict(f"bulk {size / 1e6:.0f} MB throughput, Link() at 0 ms / plain tap, per repeat", bulk_ratios,
+                  at_least=0.90)
+    ok &= verdict("bulk relay CPU, Link() at 0 ms / plain tap, per repeat", bulk_cpu_ratios, at_most=1.10,
+                  fmt="{:.3f}")
+    ok &= verdict("timing error at rtt_ms=100, per-repeat medians", repeat_errors, at_most=1.0, fmt="{:.3f}",
+                  unit=" ms")
+    return 0 if ok else 1
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, less data")
-    main(parser.parse_args().quick)
+    sys.exit(main(parser.parse_args().quick))

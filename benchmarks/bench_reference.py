@@ -1,6 +1,6 @@
 """An independent push-latency benchmark: none of wslab's transport code, the same schedule.
 
-    python benchmarks/bench_reference.py                     # 900 events, mean gap 20 ms, 3 rounds
+    python benchmarks/bench_reference.py                     # 900 events, mean gap 20 ms, 5 rounds
     python benchmarks/bench_reference.py --events 300 --rounds 5 --compare
 
 What it measures, built here from the standard library and websockets only:
@@ -27,8 +27,13 @@ parsing. The servers set nothing special: whatever asyncio does for its
 sockets (it sets ``TCP_NODELAY``) they get.
 
 ``--compare`` runs wslab's lab (``wslab.experiment.measure_transport``)
-interleaved with this one and prints both sets of p50 ratios to the floor.
-The machine is shared and noisy: compare ratios from one run.
+interleaved with this one (the order flipped every round) and prints both
+sets of p50 ratios to the floor, min / median / max; each transport's
+ratio over the reference's, round by round, with PASS or MISS against
+:data:`TOLERANCE`; and wslab's p50 minus the reference's, as a figure only
+where it is larger than the reference's own round-to-round spread ("within
+noise" otherwise). The machine is shared and noisy: compare ratios from one
+run.
 """
 
 from __future__ import annotations
@@ -426,34 +431,40 @@ def agreement(p50: dict[str, dict[str, list[float]]]) -> dict[str, float]:
     return {k: statistics.median(mine[k]) / statistics.median(ref[k]) for k in ref}
 
 
-def _spread(values: list[float]) -> str:
-    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
+def paired(p50: dict[str, dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Per transport, per round: wslab's ratio to its floor over the reference's, both from that round."""
+    ref, mine = ratios(p50["reference"]), ratios(p50["wslab"])
+    return {k: [m / r for m, r in zip(mine[k], ref[k])] for k in ref}
 
 
 async def main(args: argparse.Namespace) -> int:
-    import os
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _verdict import difference, machine_load, spread, verdict
 
     p50 = await interleaved(args.rounds, args.events, args.mean_gap_ms, args.seed, args.warmup,
                             compare=args.compare, log=lambda s: print(s, flush=True))
     print(f"\n{args.events} Poisson events, mean gap {args.mean_gap_ms:g} ms, seed {args.seed}, "
-          f"{args.rounds} rounds; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f} (shared: compare ratios)")
+          f"{args.rounds} alternating rounds; {machine_load()} (shared: compare ratios)")
     print(f"{'p50 ratio to the TCP floor':<28}{'reference min/median/max':>28}"
-          + (f"{'wslab min/median/max':>26}{'wslab/reference':>18}" if args.compare else ""))
+          + (f"{'wslab min/median/max':>26}" if args.compare else ""))
     ref = ratios(p50["reference"])
     mine = ratios(p50["wslab"]) if args.compare else {}
     for key in ref:
-        line = f"{key:<28}{_spread(ref[key]):>28}"
-        if args.compare:
-            line += f"{_spread(mine[key]):>26}{statistics.median(mine[key]) / statistics.median(ref[key]):>18.2f}"
-        print(line)
-    print(f"{'floor p50 ms':<28}{_spread(p50['reference']['tcp_floor']):>28}"
-          + (f"{_spread(p50['wslab']['tcp_floor']):>26}" if args.compare else ""))
-    if args.compare:
-        print(f"\ntarget: each transport's median ratio within {TOLERANCE:.0%} of the reference's")
-        for key, off in agreement(p50).items():
-            verdict = "PASS" if abs(off - 1) <= TOLERANCE else "MISS"
-            print(f"{verdict} {key}: wslab/reference {off:.2f}")
-    return 0
+        print(f"{key:<28}{spread(ref[key]):>28}" + (f"{spread(mine[key]):>26}" if args.compare else ""))
+    print(f"{'floor p50 ms':<28}{spread(p50['reference']['tcp_floor'], '{:.3f}'):>28}"
+          + (f"{spread(p50['wslab']['tcp_floor'], '{:.3f}'):>26}" if args.compare else ""))
+    if not args.compare:
+        return 0
+    print("\nwslab's p50 minus the reference's, per round (the reference's own rounds give the noise):")
+    for key in KEYS:
+        difference(f"  {key}", [(m - r) for m, r in zip(p50["wslab"][key], p50["reference"][key])],
+                   p50["reference"][key])
+    print(f"\ntarget: each transport's ratio to its floor within {TOLERANCE:.0%} of the reference's, "
+          f"round by round (wslab / reference)")
+    ok = True
+    for key, values in paired(p50).items():
+        ok &= verdict(f"{key}: wslab / reference", values, at_least=1 - TOLERANCE, at_most=1 + TOLERANCE)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
@@ -462,6 +473,6 @@ if __name__ == "__main__":
     parser.add_argument("--mean-gap-ms", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--compare", action="store_true", help="also run wslab's lab, interleaved")
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -20,6 +20,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _verdict import machine_load, verdict  # noqa: E402
 
 from websockets.asyncio.client import connect  # noqa: E402
 
@@ -52,15 +55,21 @@ async def bulk(host: str, port: int, size: int) -> float:
     return elapsed
 
 
-async def main(quick: bool) -> None:
+async def main(quick: bool) -> int:
     count = 300 if quick else 2000
     size = (16 if quick else 128) * 1024 * 1024
+    repeats = 3 if quick else 5
 
     srv = await wslab.serve(wslab.handlers.echo, name="bench-echo", compression=None)
     tap = await wslab.wiretap(srv, name="bench-tap")
     await round_trips(srv.url, 50)  # warm up
-    direct = await round_trips(srv.url, count)
-    tapped = await round_trips(tap.url, count)
+    added, ratios = [], []
+    for r in range(repeats):  # alternating, the order flipped every repeat
+        got = {}
+        for name, url in ((("direct", srv.url), ("tap", tap.url)) if r % 2 == 0 else (("tap", tap.url), ("direct", srv.url))):
+            got[name] = statistics.median(await round_trips(url, count // repeats)) * 1000
+        added.append(got["tap"] - got["direct"])
+        ratios.append(got["tap"] / got["direct"])
 
     async def discard(reader, writer):
         while await reader.read(65536):
@@ -70,23 +79,28 @@ async def main(quick: bool) -> None:
     sink = await asyncio.start_server(discard, "127.0.0.1", 0)
     sink_port = sink.sockets[0].getsockname()[1]
     bulk_tap = await wslab.wiretap(("127.0.0.1", sink_port), name="bench-bulk", max_capture=1024 * 1024)
-    bulk_direct = await bulk("127.0.0.1", sink_port, size)
-    bulk_tapped = await bulk(bulk_tap.host, bulk_tap.port, size)
-    counted = bulk_tap.bytes_up
+    part = size // repeats // 65536 * 65536  # whole blocks
+    speeds, counted = [], []
+    for _ in range(repeats):
+        before = bulk_tap.bytes_up
+        speeds.append(part / 1e6 / await bulk(bulk_tap.host, bulk_tap.port, part))
+        counted.append(bulk_tap.bytes_up - before)
+    bulk_direct = part / 1e6 / await bulk("127.0.0.1", sink_port, part)
 
     sink.close()
     await wslab.aclose_all()
 
-    p50d, p50t = statistics.median(direct) * 1000, statistics.median(tapped) * 1000
-    print(f"echo round trip, median of {count}: direct {p50d:.3f} ms, through the tap {p50t:.3f} ms "
-          f"(ratio {p50t / p50d:.2f}, +{p50t - p50d:.3f} ms)")
-    mb = size / 1e6
-    print(f"bulk {mb:.0f} MB: direct {mb / bulk_direct:.0f} MB/s, through the tap {mb / bulk_tapped:.0f} MB/s "
-          f"({bulk_tapped / bulk_direct:.1f} times slower); the tap counted {counted:,} bytes "
-          f"({'exact' if counted == size else 'MISMATCH'})")
-
+    print(f"echo round trips, {count // repeats} per repeat, {repeats} alternating repeats; {machine_load()}")
+    print(f"bulk {part / 1e6:.0f} MB direct (once, for scale): {bulk_direct:.0f} MB/s")
+    ok = verdict("echo round trip, what the tap adds, per repeat", added, at_most=1.0, fmt="{:.3f}", unit=" ms")
+    print(f"  (tap / direct per repeat: {min(ratios):.2f} / {statistics.median(ratios):.2f} / {max(ratios):.2f})")
+    ok &= verdict(f"bulk {part / 1e6:.0f} MB through the tap, per repeat", speeds, at_least=100, fmt="{:.0f}",
+                  unit=" MB/s")
+    ok &= verdict("bytes the tap counted, off by, per repeat", [abs(c - part) for c in counted], at_most=0,
+                  fmt="{:.0f}")
+    return 0 if ok else 1
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer round trips, less data")
-    asyncio.run(main(parser.parse_args().quick))
+    sys.exit(asyncio.run(main(parser.parse_args().quick)))

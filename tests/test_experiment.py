@@ -32,7 +32,7 @@ from wslab.experiment import (
     schedule,
 )
 
-from .conftest import run
+from .conftest import run, seconds
 
 QUICK = dict(events=40, mean_gap_ms=10.0, seed=3)
 
@@ -235,6 +235,44 @@ def test_run_leaves_no_server_running(quick_run):
     assert not any(n.startswith(("latency-", "tcp-floor")) for n in names)
 
 
+def test_only_sub_millisecond_latency_passes_need_the_machine_to_themselves():
+    from wslab.experiment import expected_seconds, quiet_needed
+
+    loopback = ExperimentConfig(transports=["websocket", "long_poll", "short_poll_250ms"])
+    assert quiet_needed("websocket", loopback) and quiet_needed("long_poll", loopback)
+    assert not quiet_needed("short_poll_250ms", loopback)
+    assert not quiet_needed("websocket", ExperimentConfig(rtt_ms=20))
+    assert expected_seconds(loopback, overlap=True) < expected_seconds(loopback, overlap=False)
+
+
+def test_an_overlapping_run_measures_short_polls_side_by_side_and_loses_nothing():
+    running: list[set[str]] = []
+
+    def progress(key, n):
+        running.append({s.name for s in wslab.servers.servers() if s.name.startswith("latency-http")})
+
+    results = run(run_experiment(events=20, mean_gap_ms=20, seed=4, transports=["short_poll_50ms", "short_poll_250ms"],
+                                 bytes_pass=False, progress=progress), timeout=seconds(60))
+    assert max(len(names) for names in running) == 2  # both pollers' servers at once
+    for r in results:
+        assert r.missing == [] and r.errors == [], r.key
+    assert list(results.transports) == ["short_poll_50ms", "short_poll_250ms"]  # the config's order
+
+
+def test_a_sweep_pays_the_link_and_its_figure_shows_as_an_image():
+    from wslab.experiment import sweep_rtt
+
+    sweep = run(sweep_rtt([0, 40], events=6, mean_gap_ms=60, seed=2, transports=["websocket", "long_poll"],
+                          progress=False), timeout=seconds(60))
+    assert sweep.rtts == [0.0, 40.0]
+    near, far = sweep.p50("websocket")
+    assert near < 20 <= far  # over the link an event needs at least the one-way delay, 20 ms
+    for run_ in sweep.runs.values():
+        assert all(r.missing == [] for r in run_), run_.config.rtt_ms
+    figure = sweep.plot()
+    assert figure._repr_png_().startswith(b"\x89PNG")  # a notebook shows it as an image, not "<Figure ...>"
+
+
 def test_blocking_the_server_loop_shows_in_the_tail():
     """A time.sleep on the server's loop delays every event that arrives meanwhile."""
     base = dict(events=40, mean_gap_ms=10.0, seed=4, transports=["websocket"])
@@ -299,6 +337,33 @@ def test_quick_mode_compares_short_polls_with_interval_over_2_only_over_enough_p
     assert any(line.startswith("short poll 50 ms: p50") and "interval/2 = 25 ms" in line for line in lines)
     assert not any("interval/2 = 500" in line for line in lines)
     assert any(line.startswith("short poll 1 s: not compared") for line in lines)
+
+
+def test_over_a_link_the_short_poll_expectation_adds_the_one_way_delay_and_the_round_trip_bound():
+    from wslab.bench import comparisons
+
+    results = synthetic(40)
+    results.config = ExperimentConfig(events=40, mean_gap_ms=100, rtt_ms=100, transports=["websocket", "short_poll_50ms"])
+    (line,) = [ln for ln in comparisons(results) if ln.startswith("short poll 50 ms")]
+    # polls at most once per round trip (100 ms): 100/2 = 50 ms of waiting, plus 50 ms on the way down
+    assert "first principles 100 ms" in line and "one-way delay 50 ms" in line and "round trip" in line
+
+
+def test_a_ratio_to_the_floor_below_the_noise_is_printed_as_within_noise_and_quick_prints_no_ratio():
+    from wslab.bench import comparisons
+
+    rng = np.random.default_rng(1)
+    results = Results(ExperimentConfig(events=300, transports=["tcp_floor", "websocket", "sse"]))
+    same = list(rng.lognormal(-1.5, 0.2, 300))
+    results.transports["tcp_floor"] = TransportResult("tcp_floor", 300, same, list(range(1, 301)))
+    results.transports["websocket"] = TransportResult("websocket", 300, [x * 1.001 for x in same], list(range(1, 301)))
+    results.transports["sse"] = TransportResult("sse", 300, [x * 3 for x in same], list(range(1, 301)))
+    lines = comparisons(results)
+    (ws,) = [ln for ln in lines if ln.startswith("WebSocket")]
+    assert "within noise" in ws and "x (" not in ws, ws
+    assert any(ln.startswith("SSE p50 / raw TCP p50 = 3.00x") for ln in lines), lines
+    quick = comparisons(results, quick=True)
+    assert len(quick) == 1 and "smoke test" in quick[0] and "x (" not in quick[0]
 
 
 # The light HTTP server and client, each against an independent peer

@@ -36,3 +36,34 @@ def test_every_package_export_is_documented_in_the_reference():
     documented = set(re.findall(r"\bwslab\.([A-Za-z_]\w*)", reference))
     missing = [name for name in wslab.__all__ if name not in documented]
     assert missing == [], f"docs/reference.md does not mention: {missing}"
+
+
+def test_import_wslab_loads_no_submodule_and_no_heavy_library_until_a_name_is_used():
+    """`import wslab` costs about what `import websockets` does (benchmarks/bench_import.py times it).
+
+    What it loads is checked here (robust on any machine): nothing of wslab but the package, and none
+    of asyncio, websockets, ssl, tornado, httpx, matplotlib or numpy, until a name is used.
+    """
+    import subprocess
+    import sys
+
+    heavy = ("asyncio", "websockets", "ssl", "tornado", "httpx", "matplotlib", "numpy")
+    code = (
+        "import sys, wslab\n"
+        f"heavy = {heavy!r}\n"
+        "loaded = lambda: sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith('wslab.'))\n"
+        "print(loaded())\n"
+        "wslab.serve, wslab.display.Table\n"
+        "print('wslab.servers' in sys.modules, 'wslab.display' in sys.modules, 'tornado' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[]", "True True False"]
+
+
+def test_a_name_that_is_not_there_is_an_attribute_error_naming_it():
+    import pytest
+
+    with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
+        wslab.no_such_thing  # noqa: B018

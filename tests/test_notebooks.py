@@ -180,7 +180,16 @@ def execute(path: Path, monkeypatch, *, quick: bool = True) -> nbformat.Notebook
     elapsed = time.monotonic() - started
     assert leftovers == {}, f"{path.name} left {len(leftovers)} process(es) running: {leftovers}"
     assert elapsed < seconds(BUDGET), f"{path.name} took {elapsed:.0f} s (budget {BUDGET} s)"
+    shown_as_text = figures_without_image(nb)
+    assert shown_as_text == [], f"{path.name}: cells {shown_as_text} show a figure as text, not as an image"
     return nb
+
+
+def figures_without_image(nb) -> list[int]:
+    """Cells whose output is a matplotlib figure that shows as text (``<Figure size ...>``), not an image."""
+    return [i for i, cell in enumerate(nb.cells) for out in cell.get("outputs", [])
+            if "<Figure size" in str(out.get("data", {}).get("text/plain", ""))
+            and "image/png" not in out.get("data", {})]
 
 
 def outputs_text(nb) -> str:

@@ -10,105 +10,84 @@ The lessons import what they need from here::
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
-
-from . import handlers
-from .checks import CheckFailed, assert_done, check, check_equal, exercise, expect
-from .environment import environment
-from .servers import (
-    NoRunningLoopError,
-    PortInUseError,
-    Server,
-    aclose_all,
-    serve,
-    serve_in_thread,
-    status,
-    stop_all,
-)
-
-# The upgrade handshake and the wiretap (handshake.py, wiretap.py)
-from . import handshake
-from .handshake import HandshakeError, accept_key
-from .wiretap import Capture, Tap, wiretap, wiretap_in_thread
-
-# A real network's delay, jitter and bandwidth between client and server (link.py)
-from . import link
-from .link import Link
-
-# Polling, long polling and streaming over HTTP (events.py, labserver.py, transports.py, timeline.py;
-# labserver loads tornado and transports loads httpx: both on first use, see _LAZY below)
-from .events import CursorError, Event, EventSource, poisson
-
-# Frames, bit by bit (frames.py)
-from . import frames
-from .frames import CloseCode, Frame, Message, Opcode, ProtocolError, Reader, explain
-
-# The browser and the class chat room (browser.py, chat.py)
-from .browser import PushChannel, browser_client, push_channel, push_channel_in_thread
-from .chat import ChatClient, ChatRoom, chat_room, chat_room_in_thread, join_classroom
-
-# The protocol battery and the from-scratch server (battery/, scratch.py)
-from .battery import check_server, check_server_sync
-from . import scratch
-from .scratch import ScratchServer, serve_scratch, serve_streams
-
-# The latency lab: push against polling, measured and plotted (experiment/, plots.py;
-# both load on first use, see _LAZY below)
-
-# The "why WebSockets" curve: server cost against clients (scaling.py; engineer lab)
-from . import scaling
-from .scaling import measure_scaling, plot_scaling
-
-# Listener limits, one set for every server (limits.py; engineer guard)
-from . import limits
-from .limits import Guard, Limits
-
-# Production (lesson 07): wss:// with a throwaway CA, a reverse proxy, authentication,
-# reconnection, one room over several processes through Redis
-# (tls.py, proxy.py, auth.py, reconnect.py, broker.py; redis and trustme load on first use)
-from . import auth, broker, proxy, reconnect, tls
-
-# The browser's bufferedAmount, live (lesson 07, backpressure; bufferdemo.py; engineer prod)
-from . import bufferdemo
+from typing import Any
 
 __version__ = "0.1.0"
 
-
-# The latency lab (measure): names whose modules import a heavy library load on first use, so
-# `import wslab` costs about what `import websockets` does. name -> (module, attribute or None).
-_LAZY = {
-    "plots": (".plots", None),  # matplotlib, about 0.3 s
-    "transports": (".transports", None),  # httpx
-    "receive": (".transports", "receive"),
-    "deliver": (".transports", "deliver"),
-    "timeline": (".timeline", None),  # imports transports
-    "LabServer": (".labserver", "LabServer"),  # tornado
-    "lab_server": (".labserver", "lab_server"),
-    "lab_server_in_thread": (".labserver", "lab_server_in_thread"),
-    "experiment": (".experiment", None),
-    "run_experiment": (".experiment", "run_experiment"),
-    "ExperimentConfig": (".experiment", "ExperimentConfig"),
-    "Results": (".experiment", "Results"),
-    "TransportResult": (".experiment", "TransportResult"),
-    "load_results": (".experiment", "load_results"),
-}
+# Every public name loads on first use (PEP 562), so `import wslab` costs about what
+# `import websockets` does: no asyncio, no websockets server, no tornado, httpx or matplotlib
+# until a lesson uses them (benchmarks/bench_import.py measures it). name -> (module, attribute
+# or None for the module itself). Any other `wslab.<submodule>` also imports on first use.
+_LAZY: dict[str, tuple[str, str | None]] = {}
 
 
-def __getattr__(name: str):
+def _lazy(module: str, *names: str) -> None:
+    for name in names:
+        _LAZY[name] = (module, name)
+
+
+# Background servers, ready-made handlers, self-checks, the environment
+# (servers.py, handlers.py, checks.py, environment.py)
+_lazy(".servers", "NoRunningLoopError", "PortInUseError", "Server", "aclose_all", "serve", "serve_in_thread",
+      "status", "stop_all")
+_lazy(".checks", "CheckFailed", "assert_done", "check", "check_equal", "exercise", "expect")
+_lazy(".environment", "environment")
+
+# The upgrade handshake and the wiretap (handshake.py, wiretap.py)
+_lazy(".handshake", "HandshakeError", "accept_key")
+_lazy(".wiretap", "Capture", "Tap", "wiretap", "wiretap_in_thread")
+
+# A real network's delay, jitter and bandwidth between client and server (link.py)
+_lazy(".link", "Link")
+
+# Polling, long polling and streaming over HTTP (events.py, labserver.py, transports.py, timeline.py)
+_lazy(".events", "CursorError", "Event", "EventSource", "poisson")
+_lazy(".transports", "receive", "deliver")  # httpx
+_lazy(".labserver", "LabServer", "lab_server", "lab_server_in_thread")  # tornado
+
+# Frames, bit by bit (frames.py)
+_lazy(".frames", "CloseCode", "Frame", "Message", "Opcode", "ProtocolError", "Reader", "explain")
+
+# The browser and the class chat room (browser.py, chat.py)
+_lazy(".browser", "PushChannel", "browser_client", "push_channel", "push_channel_in_thread")
+_lazy(".chat", "ChatClient", "ChatRoom", "chat_room", "chat_room_in_thread", "join_classroom")
+
+# The protocol battery and the from-scratch server (battery/, scratch.py)
+_lazy(".battery", "check_server", "check_server_sync")
+_lazy(".scratch", "ScratchServer", "serve_scratch", "serve_streams")
+
+# The latency lab: push against polling, measured and plotted (experiment/, plots.py: matplotlib)
+_lazy(".experiment", "run_experiment", "ExperimentConfig", "Results", "TransportResult", "load_results")
+
+# The "why WebSockets" curve: server cost against clients (scaling.py; engineer lab)
+_lazy(".scaling", "measure_scaling", "plot_scaling")
+
+# Listener limits, one set for every server (limits.py; engineer guard)
+_lazy(".limits", "Guard", "Limits")
+
+# Production (lesson 07): tls.py, proxy.py, auth.py, reconnect.py, broker.py, bufferdemo.py are
+# submodules, loaded on first use like every other (`wslab.tls`, `wslab.broker`, ...).
+
+
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
         module, attribute = _LAZY[name]
-        value = importlib.import_module(module, __name__)
+        value: Any = importlib.import_module(module, __name__)
         if attribute is not None:
             value = getattr(value, attribute)
-        globals()[name] = value  # once loaded, a plain attribute
-        return value
-    raise AttributeError(f"module 'wslab' has no attribute {name!r}")
+    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f".{name}", __name__)  # a submodule: wslab.display, wslab.tls, ...
+    else:
+        raise AttributeError(f"module 'wslab' has no attribute {name!r}")
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(__all__))
 
 
 #: True with WSLAB_QUICK=1 (the test suite sets it; a learner on a slow machine may): lessons measure less.

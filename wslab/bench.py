@@ -27,6 +27,7 @@ from .experiment import (
     ExperimentConfig,
     Results,
     TransportResult,
+    expected_ms,
     expected_seconds,
     percentile,
     run_experiment,
@@ -58,42 +59,73 @@ def median_noise_ms(result: TransportResult) -> float:
     return 1.57 * iqr / math.sqrt(len(values))
 
 
-def comparisons(results: Results) -> list[str]:
+def _versus(mine: TransportResult, theirs: TransportResult) -> tuple[float, float, str]:
+    """(difference of the p50s, its noise, "(p50 against p50 ms)")."""
+    noise = median_noise_ms(mine) + median_noise_ms(theirs)
+    return mine.p50_ms - theirs.p50_ms, noise, f"({mine.p50_ms:.3f} against {theirs.p50_ms:.3f} ms"
+
+
+def _unless_noise(diff: float, noise: float, within: str, above: str, digits: int = 2) -> str:
+    """``above`` when ``diff`` is larger than its ``noise``; else ``within`` said to be within noise."""
+    if abs(diff) < noise:
+        return (f"{within} within noise: {diff:+.{digits}f} ms, "
+                f"smaller than the medians' spread of ±{noise:.{digits}f} ms")
+    return above
+
+
+def comparisons(results: Results, *, quick: bool = False) -> list[str]:
     """The ratios and expectations this run's schedule can support, one line each.
 
     A difference of two medians smaller than their noise
-    (:func:`median_noise_ms`) is said to be within noise, never "adds -0.05 ms".
-    A short poll's median is set beside interval/2 only when the schedule
+    (:func:`median_noise_ms`) is said to be within noise, never as a ratio or
+    as "adds -0.05 ms". A short poll's
+    median is set beside what first principles predict (half an interval,
+    plus the one-way delay over a link, and never faster than one poll per
+    round trip: the client waits for each answer) only when the schedule
     lasted at least :data:`MIN_POLLS` intervals: over one or two polls the
-    phase of the first poll decides it, and the comparison means nothing.
+    phase of the first poll decides it. ``quick``: a smoke test; no ratios.
     """
+    if quick:
+        return [f"a quick run ({results.config.events} events) is a smoke test: it prints no ratios, "
+                f"its schedule is too short to support them; run without --quick to measure"]
     lines = []
     floor = results.transports.get("tcp_floor")
     if floor and floor.received:
-        for key in ("websocket", "sse", "long_poll", "long_poll_httpx"):
+        for key in ("websocket", "sse", "long_poll"):
             r = results.transports.get(key)
             if r and r.received:
-                lines.append(f"{r.label} p50 / raw TCP p50 = {r.p50_ms / floor.p50_ms:.2f}x")
-    light, heavy = results.transports.get("long_poll"), results.transports.get("long_poll_httpx")
-    if light and heavy and light.received and heavy.received:
-        diff, noise = heavy.p50_ms - light.p50_ms, median_noise_ms(heavy) + median_noise_ms(light)
-        both = f"({heavy.p50_ms:.2f} against {light.p50_ms:.2f} ms with the light client)"
-        if abs(diff) < noise:
-            lines.append(f"httpx and the light client: long-poll p50 {both} within noise: "
-                         f"{diff:+.2f} ms, smaller than the medians' spread of ±{noise:.2f} ms")
-        else:
-            lines.append(f"httpx adds {diff:.2f} ms (± {noise:.2f}) to the long-poll p50 {both}: "
-                         f"the client's cost, not the transport's")
+                diff, noise, both = _versus(r, floor)
+                lines.append(_unless_noise(diff, noise, f"{r.label} and raw TCP: p50 {both})",
+                                           f"{r.label} p50 / raw TCP p50 = {r.p50_ms / floor.p50_ms:.2f}x {both}, "
+                                           f"± {noise:.3f} ms)", digits=3))
+    for key, heavy_key, who in (("long_poll", "long_poll_httpx", "httpx"),
+                                ("long_poll", "long_poll_tornado", "tornado"),
+                                ("sse", "sse_tornado", "tornado")):
+        light, heavy = results.transports.get(key), results.transports.get(heavy_key)
+        if not (light and heavy and light.received and heavy.received):
+            continue
+        diff, noise, both = _versus(heavy, light)
+        both += " with the light client and server)"
+        lines.append(_unless_noise(diff, noise, f"{who} and the light one: {light.label} p50 {both}",
+                                   f"{who} adds {diff:.2f} ms (± {noise:.2f}) to the {light.label} p50 {both}: "
+                                   f"its own, not the transport's (as delay: not all of it is {who}'s CPU)"))
     span = sum(schedule(results.config)[0])
+    rtt = results.config.rtt_ms
     for r in results:
         interval = short_poll_interval(r.key)
         if not interval or not r.received:
             continue
-        if span >= MIN_POLLS * interval:
-            lines.append(f"{r.label}: p50 {r.p50_ms:.0f} ms (interval/2 = {interval * 500:.0f} ms)")
-        else:
-            lines.append(f"{r.label}: not compared with interval/2: the schedule lasted {span:.1f} s, "
+        if span < MIN_POLLS * max(interval, rtt / 1000):
+            lines.append(f"{r.label}: not compared with first principles: the schedule lasted {span:.1f} s, "
                          f"{span / interval:.1f} polls (at least {MIN_POLLS} needed)")
+            continue
+        expected, _ = expected_ms(r.key, rtt, results.config.mean_gap_ms)
+        if rtt:
+            why = (f"max(interval, round trip)/2 = {max(interval * 1000, rtt) / 2:.0f} ms, plus the one-way delay "
+                   f"{rtt / 2:.0f} ms: the client waits for each answer, so it polls at most once per round trip")
+        else:
+            why = f"interval/2 = {interval * 500:.0f} ms"
+        lines.append(f"{r.label}: p50 {r.p50_ms:.0f} ms; first principles {expected:.0f} ms ({why})")
     return lines
 
 
@@ -196,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, errors, missing in problems:
         print(f"! {key}: {missing} event(s) missing; {'; '.join(errors)}", file=sys.stderr)
     print()
-    for line in comparisons(results):
+    for line in comparisons(results, quick=args.quick):
         print(line)
     print(f"\nwrote {len(written)} files to {out} in {results.seconds:.0f} s:")
     for path in written:

@@ -14,7 +14,6 @@ figure shows itself as the value of a cell.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from pathlib import Path
@@ -23,12 +22,12 @@ from typing import Any, Callable, Sequence
 import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from .display import Table
 from .experiment import PUBLISHED_2010, Results, short_poll_interval
+from .experiment.figure import new_figure
 
 __all__ = [
     "latency_cdf",
@@ -77,19 +76,8 @@ def _color(key: str, i: int = 0) -> str:
     return _spare_of[key]
 
 
-class LabFigure(Figure):
-    """A matplotlib Figure that shows itself as PNG when it is a cell's value (no pyplot needed)."""
-
-    def _repr_png_(self) -> bytes:
-        buffer = io.BytesIO()
-        self.savefig(buffer, format="png", dpi=100)
-        return buffer.getvalue()
-
-
 def _figure(width: float = 8.0, height: float = 4.5) -> tuple[Figure, Axes]:
-    fig = LabFigure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, ax = new_figure(width, height)
     ax.set_axisbelow(True)  # grid lines behind bars and points
     return fig, ax
 

@@ -1,8 +1,11 @@
 """The "why WebSockets" curve: server CPU and delivered latency against the number of clients.
 
-:func:`measure_scaling` starts a lab server (:func:`wslab.lab_server_in_thread`)
-in this process and N clients of one transport in a process of their own,
-publishes a seeded Poisson schedule, and records for each transport and N:
+:func:`measure_scaling` starts servers of equal weight in this process (the
+latency lab's light asyncio HTTP server, :mod:`wslab.experiment.httpserver`,
+for short and long polling; the lab server's websockets side,
+:func:`wslab.lab_server_in_thread`, for WebSocket push; both over one event
+source) and N clients of one transport in a process of their own, publishes a
+seeded Poisson schedule, and records for each transport and N:
 
 * the server's CPU: the seconds of CPU this process used during the schedule,
   read from the operating system (``time.process_time()``: user + system time
@@ -17,8 +20,18 @@ publishes a seeded Poisson schedule, and records for each transport and N:
 The clients are deliberately light and share no code with wslab's transports:
 raw asyncio HTTP/1.1 on one keep-alive connection each for short and long
 polling, the websockets client for WebSocket push. :func:`plot_scaling`
-draws the figure. Quick mode (``wslab.QUICK``) uses fewer clients and a
-shorter schedule.
+draws the figure. Quick mode (``quick=True``, or ``wslab.QUICK``) uses fewer
+clients and a shorter schedule.
+
+Why servers of equal weight: the curve compares protocols. Per delivered
+event, long polling costs a request to parse and a response with headers to
+write, and a waiter to wake; WebSocket push costs one frame written into
+each connection's buffer (the event serialised once, and ``broadcast()``
+encoding that text once, for every client). A full framework adds
+its own Python to every request (tornado, the lab server's HTTP side, runs
+about ten times the light server's per long poll here), so it has a row of
+its own, ``"long polling, tornado"``: what a framework adds, not what the
+protocol costs.
 
 Design note
 -----------
@@ -49,11 +62,15 @@ from typing import Any, Sequence
 from .childproc import ChildProcess, child_side, raise_fd_limit
 from .display import Table
 
-__all__ = ["TRANSPORTS", "ScalingPoint", "measure_scaling", "measure_point", "plot_scaling", "server_cpu",
+__all__ = ["TRANSPORTS", "PROTOCOLS", "ScalingPoint", "measure_scaling", "measure_point", "plot_scaling", "server_cpu",
            "process_cpu", "ClientProcess"]
 
-#: The transports :func:`measure_scaling` can drive, in the order they are shown.
-TRANSPORTS = ("short polling", "long polling", "websocket")
+#: The transports :func:`measure_scaling` can drive, in the order they are shown: the three protocols
+#: on servers of equal weight, then long polling on the lab server's tornado side (a framework's row).
+TRANSPORTS = ("short polling", "long polling", "websocket", "long polling, tornado")
+
+#: The protocols (the headline curve); the other rows show what a server framework adds.
+PROTOCOLS = TRANSPORTS[:3]
 
 
 @dataclass
@@ -110,7 +127,7 @@ def server_cpu(lab: Any, timeout: float = 10) -> float:
     Read on that thread with ``time.thread_time()`` (``CLOCK_THREAD_CPUTIME_ID``
     on Linux and macOS: the operating system's count for that one thread).
     """
-    loop = lab._loop
+    loop = lab._loop if getattr(lab, "_loop", None) is not None else lab._thread.loop
     if loop is None or loop.is_closed():
         raise RuntimeError(f"{lab!r} is not running")
     answer: concurrent.futures.Future[float] = concurrent.futures.Future()
@@ -333,16 +350,28 @@ def measure_point(
     interval: float,
     seed: int,
     timeout: float,
+    http: Any = None,
 ) -> ScalingPoint:
-    """One transport with ``n`` clients against a running thread-mode ``lab`` (see :func:`measure_scaling`)."""
+    """One transport with ``n`` clients against a running thread-mode ``lab`` (see :func:`measure_scaling`).
+
+    ``http``: the light HTTP server over ``lab.source`` that serves short and
+    long polling (None: the lab server's tornado side serves them).
+    """
     from .events import poisson
 
+    serving = lab if http is None or transport in ("websocket", "long polling, tornado") else http
+
+    def answered() -> int:
+        if serving is lab:
+            return sum(lab.requests[k] for k in ("poll", "longpoll"))
+        return sum(serving.requests[k] for k in ("/poll", "/longpoll"))
+
     cursor = lab.source.newest
-    clients.request("start", (transport, n, lab.port, lab.ws_url, cursor, interval, seed), timeout + n / 10)
+    clients.request("start", (transport, n, serving.port, lab.ws_url, cursor, interval, seed), timeout + n / 10)
     try:
         gaps = poisson(mean_gap, events, seed=seed)
-        requests0 = sum(lab.requests[k] for k in ("poll", "longpoll"))
-        thread0, cpu0, client0 = server_cpu(lab), time.process_time(), clients.cpu()
+        requests0 = answered()
+        thread0, cpu0, client0 = server_cpu(serving), time.process_time(), clients.cpu()
         start = time.perf_counter()
         due = start
         first = None
@@ -355,8 +384,8 @@ def measure_point(
             first = first or event.seq
         last = lab.source.newest
         result = clients.request("expect", (first, last, timeout), timeout + 10)
-        thread1, cpu1, client1 = server_cpu(lab), time.process_time(), clients.cpu()
-        requests = sum(lab.requests[k] for k in ("poll", "longpoll")) - requests0
+        thread1, cpu1, client1 = server_cpu(serving), time.process_time(), clients.cpu()
+        requests = answered() - requests0
     finally:
         clients.request("end", None, 30)
     seconds = max(result["done"], time.perf_counter()) - start
@@ -377,10 +406,12 @@ def measure_scaling(
     poll_interval: float | None = None,
     seed: int = 0,
     timeout: float = 60,
+    quick: bool | None = None,
 ) -> Table:
     """Server CPU and delivered latency for each transport at each number of clients.
 
-    ``counts`` defaults to (10, 100, 500), or (5, 20, 50) in quick mode;
+    ``counts`` defaults to (10, 100, 500), or (5, 20, 50) in quick mode
+    (``quick``; None: ``wslab.QUICK``, which ``WSLAB_QUICK=1`` sets);
     ``events`` (default 40, quick 10) are published on a Poisson schedule with
     ``mean_gap`` seconds between them (seeded by ``seed``); short polling
     polls every ``poll_interval`` seconds (default 0.5, quick 0.25). Each
@@ -395,33 +426,45 @@ def measure_scaling(
     latency (ms), the clients' process CPU (share of one core), lost and
     duplicated deliveries.
     """
-    from . import QUICK
+    from .experiment.httpserver import light_http_server
+    from .experiment.progress import progress_line
     from .labserver import lab_server_in_thread
 
-    counts = [int(n) for n in (counts or ((5, 20, 50) if QUICK else (10, 100, 500)))]
+    if quick is None:
+        from . import QUICK as quick
+    counts = [int(n) for n in (counts or ((5, 20, 50) if quick else (10, 100, 500)))]
     if not counts or min(counts) < 1:
         raise ValueError(f"counts must be positive numbers of clients, got {counts!r}")
     unknown = [t for t in transports if t not in TRANSPORTS]
     if unknown:
         raise ValueError(f"unknown transport(s) {unknown!r}: choose from {TRANSPORTS}")
-    events = events if events is not None else (10 if QUICK else 40)
-    interval = poll_interval if poll_interval is not None else (0.25 if QUICK else 0.5)
+    events = events if events is not None else (10 if quick else 40)
+    interval = poll_interval if poll_interval is not None else (0.25 if quick else 0.5)
     raise_fd_limit(max(counts) + 256)
     lab = lab_server_in_thread("scaling", clock=time.perf_counter, max_connections=max(counts) + 64,
                                ping_interval=None)
     points: list[ScalingPoint] = []
     clients: ClientProcess | None = None
+    http = None
+    # About how long: each point's schedule, its clients connecting, and starting the clients' process.
+    expected = 3.0 + len(transports) * sum(events * mean_gap + 0.1 + n / 200 for n in counts)
     try:
+        http = light_http_server("scaling-http", source=lab.source)
         clients = ClientProcess(max(counts))
-        for transport in transports:
-            for n in counts:
-                points.append(measure_point(lab, clients, transport, n, events=events, mean_gap=mean_gap,
-                                            interval=interval, seed=seed, timeout=timeout))
+        with progress_line(len(transports) * len(counts), expected, unit="points") as progress:
+            for transport in transports:
+                for n in counts:
+                    progress(f"{transport}, {n} clients", 0)
+                    points.append(measure_point(lab, clients, transport, n, events=events, mean_gap=mean_gap,
+                                                interval=interval, seed=seed, timeout=timeout, http=http))
+                    progress(f"{transport}, {n} clients", 1)
     finally:
         try:
             if clients is not None:
                 clients.close()
         finally:
+            if http is not None:
+                http.stop()
             lab.stop()
     return scaling_table(points, interval)
 
@@ -444,18 +487,23 @@ def scaling_table(points: list[ScalingPoint], interval: float) -> Table:
 
 
 def plot_scaling(table: Table) -> Any:
-    """Two panels from :func:`measure_scaling`: server CPU (share of a core) and p50 latency, per transport."""
-    import matplotlib.pyplot as plt
+    """Two panels from :func:`measure_scaling`: server CPU (share of a core) and p50 latency, per transport.
+
+    The protocols are solid lines; a framework's row (tornado) is dashed.
+    Returns a :class:`~wslab.experiment.figure.LabFigure`: as a cell's value it shows as an image.
+    """
+    from .experiment.figure import new_figure
 
     points: list[ScalingPoint] = table.points  # type: ignore[attr-defined]
-    fig, (cpu_ax, lat_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (cpu_ax, lat_ax) = new_figure(10, 3.8, nrows=1, ncols=2)
     for transport in TRANSPORTS:
         mine = [p for p in points if p.transport == transport]
         if not mine:
             continue
         xs = [p.clients for p in mine]
-        cpu_ax.plot(xs, [p.server_cores for p in mine], marker="o", label=transport)
-        lat_ax.plot(xs, [p.p50_ms for p in mine], marker="o", label=transport)
+        style = {} if transport in PROTOCOLS else {"linestyle": "--", "color": "#999999"}
+        cpu_ax.plot(xs, [p.server_cores for p in mine], marker="o", label=transport, **style)
+        lat_ax.plot(xs, [p.p50_ms for p in mine], marker="o", label=transport, **style)
     cpu_ax.set_title("server CPU (from the OS)")
     cpu_ax.set_ylabel("share of one core")
     lat_ax.set_title("delivered latency, p50")
@@ -464,7 +512,6 @@ def plot_scaling(table: Table) -> Any:
     for ax in (cpu_ax, lat_ax):
         ax.set_xlabel("clients")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     cpu_ax.set_ylim(bottom=0)
-    fig.tight_layout()
     return fig

@@ -32,7 +32,13 @@ The package, by concept:
 * :mod:`~wslab.experiment.clients`: the light measuring clients;
 * :mod:`~wslab.experiment.httpserver`: the light HTTP server for polling and SSE;
 * :mod:`~wslab.experiment.runner`: :func:`run_experiment`;
-* :mod:`~wslab.experiment.sweep`: latency against round trip (:func:`sweep_rtt`).
+* :mod:`~wslab.experiment.sweep`: latency against round trip (:func:`sweep_rtt`);
+* :mod:`~wslab.experiment.figure`: a matplotlib Figure that shows itself as an image.
+
+What may share the machine: a pass whose figure is a fraction of a
+millisecond (push and long polling on loopback) runs alone; the bytes
+passes, short polling and every run over a link run side by side after it
+(:func:`quiet_needed`, ``run_experiment(overlap=...)``).
 
 What must never happen: an event silently lost (each result counts
 ``received`` against ``events`` and names what is missing); a server left
@@ -59,7 +65,8 @@ from .results import (
     short_poll_interval,
     versions,
 )
-from .runner import expected_seconds, link_fields, measure_transport, run_experiment
+from .progress import progress_line
+from .runner import expected_seconds, link_fields, measure_transport, quiet_needed, run_experiment
 from .sweep import Sweep, expected_ms, sweep_rtt
 
 __all__ = [
@@ -70,6 +77,8 @@ __all__ = [
     "run_experiment",
     "measure_transport",
     "expected_seconds",
+    "quiet_needed",
+    "progress_line",
     "link_fields",
     "sweep_rtt",
     "Sweep",

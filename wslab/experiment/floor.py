@@ -22,6 +22,7 @@ registry, so ``wslab.status()`` shows it and ``wslab.stop_all()`` stops it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any, Callable, Sequence
 
@@ -33,6 +34,8 @@ __all__ = ["TcpPushServer", "serve_tcp_push", "Recorder", "measure_tcp_floor", "
 
 #: Gap between warm-up events, seconds (the same for every transport).
 WARMUP_GAP_S = 0.002
+
+_numbers = itertools.count(1)  # a name of its own for each floor server: runs may overlap
 
 
 class TcpPushServer(_servers.Background):
@@ -168,7 +171,7 @@ async def measure_tcp_floor(
     from .runner import _budget, _count  # the runner's shared helpers
 
     result = TransportResult("tcp_floor", config.events)
-    server = serve_tcp_push(config)
+    server = serve_tcp_push(config, name=f"tcp-floor-{next(_numbers)}")
     recorder = Recorder()
     timeout = timeout or _budget(config)
     tap = via(server) if via is not None else None

@@ -23,23 +23,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
+import itertools
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from .. import servers as _servers
 from ..events import poisson
 from .clients import LONGPOLL_HOLD, LightResult
 from .clients import receive as light_receive
 from .floor import WARMUP_GAP_S, measure_tcp_floor
+from .progress import progress_line
 from .results import CLOCK, ExperimentConfig, Results, TransportResult, _r, percentile, schedule, short_poll_interval
 
-__all__ = ["run_experiment", "measure_transport", "expected_seconds", "link_fields"]
+__all__ = ["run_experiment", "measure_transport", "expected_seconds", "link_fields", "quiet_needed"]
 
 _LAB_NAME = "latency-lab"
 _TAP_NAME = "latency-tap"
 _HTTP_NAME = "latency-http"
+_numbers = itertools.count(1)
+
+
+def _unique(name: str) -> str:
+    """``name`` plus a number of its own: passes that run side by side never release each other's servers."""
+    return f"{name}-{next(_numbers)}"
 
 
 def _budget(config: ExperimentConfig, extra: float = 10.0) -> float:
@@ -126,6 +133,7 @@ def _tap(target: Any, config: ExperimentConfig, name: str = _TAP_NAME) -> Any:
     """A wiretap in front of ``target`` in a thread of its own; through the config's link if any."""
     from ..wiretap import wiretap_in_thread
 
+    name = _unique(name)
     if not config.linked:
         return wiretap_in_thread(target, name, max_capture=64 * 1024)
     from ..link import Link
@@ -170,14 +178,14 @@ def _start_server(key: str, config: ExperimentConfig) -> tuple[Any, str, asyncio
     if key.startswith("websocket") or key.endswith("_tornado"):
         from ..labserver import lab_server_in_thread
 
-        lab = lab_server_in_thread(_LAB_NAME, seed=config.seed)
+        lab = lab_server_in_thread(_unique(_LAB_NAME), seed=config.seed)
         # Set on the lab's own fresh source: an empty EventSource passed as
         # source= is falsy, and labserver replaces it.
         lab.source.clock = CLOCK
         return lab, lab.ws_url if key.startswith("websocket") else lab.http_url, lab._loop  # type: ignore[return-value]
     from .httpserver import light_http_server
 
-    light = light_http_server(_HTTP_NAME, seed=config.seed, clock=CLOCK)
+    light = light_http_server(_unique(_HTTP_NAME), seed=config.seed, clock=CLOCK)
     return light, light.http_url, light._thread.loop  # type: ignore[union-attr]
 
 
@@ -225,7 +233,7 @@ async def _lab_pass(
             client = light_receive(transport, target, config.events, warmup=warmup, on_ready=on_ready,
                                    on_warm=on_warm, timeout=_budget(config), **options)
         got: LightResult | None = None
-        # Events published so far, warm-up events left out (they are not in the bar's total).
+        # Events published so far, warm-up events left out (they are not in the progress line's total).
         counter = asyncio.ensure_future(
             _count(lambda: len(got.recorder) if got else max(0, lab.source.newest - warmup), report))
         try:
@@ -302,40 +310,24 @@ async def _httpx_long_poll(url: str, config: ExperimentConfig, warmup: int,
     return out
 
 
-async def measure_transport(
-    key: str, config: ExperimentConfig, *, bytes_pass: bool = True,
-    progress: Callable[[str, int], Any] | None = None,
-) -> TransportResult:
-    """Measure one transport; see the module doc for the passes."""
-    reported = 0
-    cap = config.events  # the bar's share of the passes started so far: never count past it
+def quiet_needed(key: str, config: ExperimentConfig) -> bool:
+    """True when ``key``'s figure is a fraction of a millisecond, so its latency pass must run alone.
 
-    def report(n: int) -> None:
-        nonlocal reported
-        n = min(n, cap - reported)
-        if n <= 0:
-            return
-        reported += n
-        if progress:
-            progress(key, n)
+    That is every push transport and long polling on loopback. Short polling
+    (a delay of half an interval, tens of milliseconds and more) and any run
+    over a link (at least half its round trip) are not: the tens of
+    microseconds that passes running side by side cost each other do not
+    show at that scale.
+    """
+    return not config.linked and short_poll_interval(key) is None
 
-    def finish_pass(passes: int) -> None:
-        # the counter samples; top up to exactly the events of the passes done
-        if progress and reported < passes * config.events:
-            report(passes * config.events - reported)
 
-    if progress:
-        progress(key, 0)
-    if key == "tcp_floor":
-        via = (lambda server: _tap((server.host, server.port), config)) if config.linked else None
-        result = await measure_tcp_floor(config, report=report, via=via)
-        finish_pass(1)
-        return result
-    linked = config.linked
-    latency = await _lab_pass(key, config, through_tap=linked, warmup=config.warmup, report=report)
-    finish_pass(1)
+async def _latency(key: str, config: ExperimentConfig, report: Callable[[int], Any]) -> tuple[TransportResult, _Pass]:
+    """The latency pass (with a link, also the bytes): a :class:`TransportResult` without bytes yet."""
+    latency = await _lab_pass(key, config, through_tap=config.linked, warmup=config.warmup, report=report)
     got = latency.got
     rec = got.recorder
+    interval = short_poll_interval(key)
     out = TransportResult(
         key, config.events,
         latencies_ms=rec.latencies_ms(),
@@ -343,22 +335,112 @@ async def measure_transport(
         requests=got.requests,
         empty_responses=got.empty_responses,
         setup_ms=got.setup_s * 1000,
-        interval_ms=None if short_poll_interval(key) is None else short_poll_interval(key) * 1000,
+        interval_ms=None if interval is None else interval * 1000,
         errors=list(latency.errors),
     )
-    wire = latency if linked else None
-    if bytes_pass and not linked:
-        # Bytes do not depend on warmth: no warm-up here, so the steady part starts when listening.
-        cap = 2 * config.events
-        wire = await _lab_pass(key, config, through_tap=True, warmup=0, report=report)
-        finish_pass(2)
-        out.relay_p50_ms = _r(percentile(wire.got.recorder.latencies_ms(), 50))
-        out.errors += [f"bytes pass: {e}" for e in wire.errors]
-    if wire is not None:
-        out.setup_bytes_up, out.setup_bytes_down = wire.ready_bytes
-        out.bytes_up = wire.end_bytes[0] - wire.warm_bytes[0]
-        out.bytes_down = wire.end_bytes[1] - wire.warm_bytes[1]
+    if config.linked:
+        _add_bytes(out, latency)
+    return out, latency
+
+
+async def _bytes(out: TransportResult, key: str, config: ExperimentConfig, report: _Reporter) -> None:
+    """The loopback bytes pass: the same schedule through a wiretap, no warm-up (bytes do not depend on warmth)."""
+    report.begin(2)
+    wire = await _lab_pass(key, config, through_tap=True, warmup=0, report=report)
+    out.relay_p50_ms = _r(percentile(wire.got.recorder.latencies_ms(), 50))
+    out.errors += [f"bytes pass: {e}" for e in wire.errors]
+    _add_bytes(out, wire)
+
+
+def _add_bytes(out: TransportResult, wire: _Pass) -> None:
+    out.setup_bytes_up, out.setup_bytes_down = wire.ready_bytes
+    out.bytes_up = wire.end_bytes[0] - wire.warm_bytes[0]
+    out.bytes_down = wire.end_bytes[1] - wire.warm_bytes[1]
+
+
+class _Reporter:
+    """Counts one transport's events for a progress callback, never past the passes begun; tops up each pass."""
+
+    def __init__(self, key: str, config: ExperimentConfig, progress: Callable[[str, int], Any] | None) -> None:
+        self.key, self.events, self.progress = key, config.events, progress
+        self.reported = 0
+        self.cap = config.events  # the events of the passes begun: the count never goes past them
+        if progress:
+            progress(key, 0)
+
+    def __call__(self, n: int) -> None:
+        n = min(n, self.cap - self.reported)
+        if n <= 0:
+            return
+        self.reported += n
+        if self.progress:
+            self.progress(self.key, n)
+
+    def begin(self, passes: int) -> None:
+        """Pass number ``passes`` begins: its events may now be counted."""
+        self.cap = passes * self.events
+
+    def finish(self, passes: int) -> None:
+        # the counter samples; top up to exactly the events of the passes done
+        if self.progress and self.reported < passes * self.events:
+            self(passes * self.events - self.reported)
+
+
+async def measure_transport(
+    key: str, config: ExperimentConfig, *, bytes_pass: bool = True,
+    progress: Callable[[str, int], Any] | None = None,
+) -> TransportResult:
+    """Measure one transport, its passes one after the other; see the module doc for the passes."""
+    report = _Reporter(key, config, progress)
+    if key == "tcp_floor":
+        via = (lambda server: _tap((server.host, server.port), config)) if config.linked else None
+        result = await measure_tcp_floor(config, report=report, via=via)
+        report.finish(1)
+        return result
+    out, _ = await _latency(key, config, report)
+    report.finish(1)
+    if bytes_pass and not config.linked:
+        await _bytes(out, key, config, report)
+        report.finish(2)
     return out
+
+
+async def _measure_all(config: ExperimentConfig, *, bytes_pass: bool, overlap: bool,
+                       progress: Callable[[str, int], Any] | None) -> dict[str, TransportResult]:
+    """Every transport of ``config``: the quiet latency passes one at a time, then the rest side by side."""
+    if not overlap:
+        return {key: await measure_transport(key, config, bytes_pass=bytes_pass, progress=progress)
+                for key in config.transports}
+    out: dict[str, TransportResult] = {}
+    later: list[Any] = []
+
+    def counted(key: str, n: int) -> None:  # the side-by-side passes count their events, without renaming the line
+        if progress and n:
+            progress(key, n)
+
+    async def bytes_pass_of(key: str, report: _Reporter) -> None:
+        await _bytes(out[key], key, config, report)
+        report.finish(2)
+
+    for key in config.transports:
+        if not quiet_needed(key, config):
+            later.append(measure_transport(key, config, bytes_pass=bytes_pass, progress=progress and counted))
+            continue
+        report = _Reporter(key, config, progress)  # alone: the progress line names it
+        if key == "tcp_floor":
+            out[key] = await measure_tcp_floor(config, report=report)
+            report.finish(1)
+            continue
+        out[key], _ = await _latency(key, config, report)
+        report.finish(1)
+        if bytes_pass:
+            later.append(bytes_pass_of(key, report))
+    if later and progress:
+        progress("the bytes and short polling, side by side", 0)
+    for result in await asyncio.gather(*later):
+        if isinstance(result, TransportResult):
+            out[result.key] = result
+    return {key: out[key] for key in config.transports}
 
 
 def _merge(config: ExperimentConfig | None, overrides: dict[str, Any]) -> ExperimentConfig:
@@ -376,6 +458,7 @@ async def run_experiment(
     *,
     link: Any = None,
     bytes_pass: bool = True,
+    overlap: bool = True,
     progress: bool | Callable[[str, int], Any] | None = None,
     **overrides: Any,
 ) -> Results:
@@ -400,19 +483,26 @@ async def run_experiment(
     ``progress(key, 0)`` as a transport starts. With ``bytes_pass=False``
     each transport runs once, without byte counts (with a link there is only
     one pass anyway).
+
+    ``overlap`` (the default): the passes whose figure is a fraction of a
+    millisecond (push and long polling on loopback, see :func:`quiet_needed`)
+    run one at a time, alone; then everything else runs side by side: the
+    loopback bytes passes (bytes do not depend on timing), short polling
+    (its delay is tens of milliseconds and more) and every pass over a link.
+    That takes about as long as one transport instead of one per transport,
+    and changes no figure by more than the few tens of microseconds runs
+    cost each other. ``overlap=False`` runs every pass alone.
     """
     config = _merge(config, {**overrides, **link_fields(link)})
     if progress is None:
-        progress = expected_seconds(config, bytes_pass=bytes_pass) > 3
+        progress = expected_seconds(config, bytes_pass=bytes_pass, overlap=overlap) > 3
     if progress is True:
-        with _progress_bar(config, bytes_pass) as bar:
-            return await run_experiment(config, bytes_pass=bytes_pass, progress=bar)
+        with _progress_bar(config, bytes_pass, overlap) as bar:
+            return await run_experiment(config, bytes_pass=bytes_pass, overlap=overlap, progress=bar)
     results = Results(config)
     started = CLOCK()
-    for key in config.transports:
-        results.transports[key] = await measure_transport(
-            key, config, bytes_pass=bytes_pass, progress=progress or None
-        )
+    results.transports.update(await _measure_all(config, bytes_pass=bytes_pass, overlap=overlap,
+                                                 progress=progress or None))
     results.seconds = CLOCK() - started
     return results
 
@@ -421,33 +511,29 @@ def _passes(key: str, config: ExperimentConfig, bytes_pass: bool) -> int:
     return 1 if key == "tcp_floor" or not bytes_pass or config.linked else 2
 
 
-@contextlib.contextmanager
-def _progress_bar(config: ExperimentConfig, bytes_pass: bool) -> Iterator[Callable[[str, int], None]]:
-    """A tqdm bar over every event of every pass; yields the ``progress`` callback."""
-    from tqdm.auto import tqdm
-
+def _progress_bar(config: ExperimentConfig, bytes_pass: bool, overlap: bool = True
+                  ) -> contextlib.AbstractContextManager[Callable[[str, int], None]]:
+    """:func:`progress_line` over every event of every pass of ``config``."""
     total = sum(_passes(k, config, bytes_pass) for k in config.transports) * config.events
-    with tqdm(total=total, unit="event", desc="measuring", dynamic_ncols=True,
-              bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} events [{elapsed}<{remaining}]") as bar:
-
-        def progress(key: str, n: int) -> None:
-            if n:
-                bar.update(n)
-            else:  # starting this transport
-                bar.set_description(key, refresh=True)
-
-        yield progress
+    return progress_line(total, expected_seconds(config, bytes_pass=bytes_pass, overlap=overlap))
 
 
-def expected_seconds(config: ExperimentConfig, *, bytes_pass: bool = True) -> float:
-    """About how long :func:`run_experiment` takes for ``config``, seconds."""
+def expected_seconds(config: ExperimentConfig, *, bytes_pass: bool = True, overlap: bool = True) -> float:
+    """About how long :func:`run_experiment` takes for ``config``, seconds (on an idle machine)."""
     span = sum(poisson(config.mean_gap_ms / 1000, config.events, seed=config.seed))
     rtt = config.rtt_ms / 1000
-    total = 0.0
+    alone, side_by_side = 0.0, [0.0]
     for key in config.transports:
         interval = short_poll_interval(key) or 0.0
-        per_pass = span + interval + 0.05 + config.warmup * WARMUP_GAP_S + 3 * rtt
+        per_pass = span + interval + 0.3 + config.warmup * WARMUP_GAP_S + 3 * rtt  # 0.3 s: start and stop
         if key.startswith("long_poll"):
             per_pass += config.events * rtt / 4  # a round trip per event when events come faster
-        total += _passes(key, config, bytes_pass) * per_pass
-    return total
+        passes = _passes(key, config, bytes_pass)
+        if not overlap:
+            alone += passes * per_pass
+        elif quiet_needed(key, config):
+            alone += per_pass
+            side_by_side += [per_pass] * (passes - 1)
+        else:
+            side_by_side += [passes * per_pass]
+    return alone + max(side_by_side)

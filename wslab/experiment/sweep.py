@@ -22,13 +22,16 @@ principles predict, for a one-way delay ``d = rtt / 2``:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..display import Table
-from .results import Results, label, short_poll_interval
-from .runner import run_experiment
+from .results import ExperimentConfig, Results, label, short_poll_interval
+from .progress import progress_line
+from .runner import expected_seconds, link_fields, run_experiment
 
 __all__ = ["Sweep", "sweep_rtt", "expected_ms", "SWEEP_TRANSPORTS"]
 
@@ -90,12 +93,14 @@ class Sweep:
                      rows, align_right={1, 2, 3, 4, 5})
 
     def plot(self, *, ax: Any = None) -> Any:
-        """p50 against round trip, one line per transport, on linear axes: a matplotlib Figure."""
-        from matplotlib.figure import Figure
+        """p50 against round trip, one line per transport, on linear axes: a :class:`~wslab.experiment.figure.LabFigure`.
 
+        As a cell's value it shows as an image.
+        """
         if ax is None:
-            fig = Figure(figsize=(8, 4.5), layout="constrained")
-            ax = fig.add_subplot()
+            from .figure import new_figure
+
+            fig, ax = new_figure(8, 4.5)
         else:
             fig = ax.figure
         rtts = self.rtts
@@ -121,18 +126,33 @@ class Sweep:
 
 
 async def sweep_rtt(rtts: Sequence[float], *, transports: Sequence[str] | None = None, rate_kbps: float | None = None,
-                    **config: Any) -> Sweep:
+                    progress: bool = True, **config: Any) -> Sweep:
     """Run the experiment once per round trip in ``rtts`` (ms); return a :class:`Sweep`.
 
     Other keyword arguments go to :func:`run_experiment` (``events``,
     ``mean_gap_ms``, ``seed``, ...). There is one pass per transport at each
     round trip (``bytes_pass=False`` at 0 ms: loopback has nothing to show
-    there that the main run does not).
+    there that the main run does not). The loopback run comes first, its
+    sub-millisecond passes one at a time; then every run over a link goes
+    side by side (their figures are at least half a round trip: the tens of
+    microseconds they cost each other do not show). ``progress``: a progress
+    line with the time the sweep should take.
     """
-    sweep = Sweep()
-    config.setdefault("progress", False)
+    keys = list(transports or SWEEP_TRANSPORTS)
+    configs = []
     for rtt in rtts:
         link = {"rtt_ms": rtt, "rate_kbps": rate_kbps} if rtt or rate_kbps else None
-        sweep.runs[float(rtt)] = await run_experiment(
-            transports=list(transports or SWEEP_TRANSPORTS), link=link, bytes_pass=False, **config)
+        configs.append((float(rtt), ExperimentConfig(transports=keys, **{**config, **link_fields(link)})))
+    total = sum(c.events * len(keys) for _, c in configs)
+    loopback = [c for _, c in configs if not c.linked]
+    linked = [c for _, c in configs if c.linked]
+    expected = (sum(expected_seconds(c, bytes_pass=False) for c in loopback)
+                + max([expected_seconds(c, bytes_pass=False) for c in linked] or [0.0]))
+    sweep = Sweep()
+    with progress_line(total, expected) if progress else contextlib.nullcontext(None) as report:
+        runs = {rtt: run_experiment(c, bytes_pass=False, progress=report or False) for rtt, c in configs}
+        done = {rtt: await runs[rtt] for rtt, c in configs if not c.linked}
+        together = [rtt for rtt, c in configs if c.linked]
+        done.update(zip(together, await asyncio.gather(*(runs[rtt] for rtt in together))))
+    sweep.runs = {rtt: done[rtt] for rtt, _ in configs}
     return sweep
