@@ -63,6 +63,7 @@ nb_mime_priority_overrides = [("html", "application/vnd.jupyter.widget-view+json
 html_theme = "sphinx_book_theme"
 html_title = "wslab: learn WebSockets in Jupyter"
 html_static_path = ["_static"]
+html_extra_path = ["_extra"]  # index.html at the site's root: a redirect to book/index.html
 html_css_files = ["wslab-book.css"]
 html_last_updated_fmt = None
 html_theme_options = {

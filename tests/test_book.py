@@ -57,10 +57,12 @@ def need_book() -> None:
 
 
 def pages() -> list[str]:
-    """Every page of the book, as paths relative to its root (theme templates left out)."""
+    """Every page of the book, as paths relative to its root (theme templates and the root's
+    redirect left out: ``test_the_site_root_leads_to_the_book`` checks that one)."""
     if not HTML.exists():
         return []
-    return sorted(str(p.relative_to(HTML)) for p in HTML.rglob("*.html") if p.parts[len(HTML.parts)] != "_static")
+    return sorted(str(p.relative_to(HTML)) for p in HTML.rglob("*.html")
+                  if p.parts[len(HTML.parts)] != "_static" and p != HTML / "index.html")
 
 
 class _Ids(HTMLParser):
@@ -176,6 +178,19 @@ def test_every_page_loads_without_errors_with_every_image_and_every_internal_lin
 
 
 @pytest.mark.browser
+def test_the_site_root_leads_to_the_book(chromium, site):
+    """GitHub Pages serves index.html at the root: it must land on the book's first page."""
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        page.goto(site)
+        page.wait_for_url(site + "book/index.html", timeout=seconds(10) * 1000)
+        assert "wslab" in page.title()
+    finally:
+        context.close()
+
+
+@pytest.mark.browser
 def test_the_search_finds_sec_websocket_accept(browse):
     need_book()
     page, problems = browse("search.html?q=Sec-WebSocket-Accept")
@@ -226,3 +241,64 @@ def test_no_page_shows_a_traceback_a_stuck_progress_bar_or_a_figure_repr(path, b
     text = (HTML / path).read_text(encoding="utf-8")
     found = BAD_OUTPUTS[bad].search(text)
     assert found is None, f"{path} shows {bad}: ...{text[max(0, found.start() - 200):found.end() + 100]}..."
+
+
+# The build's own pieces, without a built book (they need requirements-book.txt)
+
+
+def _book_ext():
+    pytest.importorskip("myst_nb", reason="the book's tools are missing: pip install -r requirements-book.txt")
+    import sys
+
+    path = str(ROOT / "book" / "_ext")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    import wslab_book
+
+    return wslab_book
+
+
+@pytest.mark.parametrize("command", ["battery", "bench", "classroom", "exercises"])
+def test_a_command_page_is_written_from_the_parser_without_running_the_command(command):
+    """The page shows what --help prints; reading the parser starts nothing (no server, no run)."""
+    commands = _book_ext().commands
+    import wslab
+
+    before = wslab.status()
+    parser = commands.parser_of(command)
+    parser.prog = f"python -m wslab {command}"
+    page = commands.command_page(command)
+    assert parser.format_help().rstrip() in page
+    assert page.startswith(f"# `python -m wslab {command}`")
+    assert str(wslab.status()) == str(before)
+
+
+def test_a_lesson_gets_its_notes_in_memory_and_keeps_every_cell_of_its_own():
+    """The committed notebook is not touched; its cells are all there, in order, after the notes."""
+    import nbformat
+
+    lessons = _book_ext().lessons
+    path = ROOT / "notebooks" / f"{LESSONS[0]}.ipynb"
+    text = path.read_text(encoding="utf-8")
+    nb = nbformat.reads(lessons.inject(text, path.name, "owner/name"), as_version=4)
+    original = nbformat.reads(text, as_version=4)
+    assert path.read_text(encoding="utf-8") == text
+    title, _, rest = original.cells[0].source.partition("\n")
+    assert nb.cells[0].source == title
+    assert lessons.MEASURED_TAG in nb.cells[1].metadata["tags"]
+    assert "https://mybinder.org/v2/gh/owner/name/HEAD?labpath=notebooks%2F" in nb.cells[2].source
+    assert nb.cells[3].source == rest.strip("\n")
+    assert [c.source for c in nb.cells[4:]] == [c.source for c in original.cells[1:]]
+
+
+def test_every_kind_of_live_output_is_recognised_and_plain_html_is_not():
+    lessons = _book_ext().lessons
+    from wslab.browser import client_html
+    from wslab.bufferdemo import demo_html
+
+    text = {"port": 1, "direct_url": "ws://127.0.0.1:1/"}
+    assert lessons.live_kind(client_html(text, title="messages from the kernel")) == "push"
+    assert lessons.live_kind(client_html({**text, "format": "chat"}, title="the chat room")) == "chat"
+    assert lessons.live_kind(client_html(text, title="scratch: from the browser")) == "echo"
+    assert lessons.live_kind(demo_html(text)) == "buffered"
+    assert lessons.live_kind("<table><tr><td>WebSocket</td></tr></table>") is None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -33,6 +34,8 @@ from sphinx.transforms import SphinxTransform
 __all__ = ["MEASURED_TAG", "inject", "on_source_read", "LessonOutputs", "live_kind", "measured_text"]
 
 MEASURED_TAG = "wslab-book-measured"
+#: Where :mod:`wslab_book.live` puts the screenshots (``/book/_generated/live/`` in the sources).
+GENERATED_LIVE = Path(__file__).resolve().parents[2] / "_generated" / "live"
 
 #: Run by the lesson's kernel before the lesson: where, when and how its outputs are measured.
 MEASURED_CELL = '''\
@@ -161,10 +164,11 @@ class LessonOutputs(SphinxTransform):
                 "This output is a client that talks to the kernel while the lesson runs; "
                 "a static page cannot show it. Run the lesson to see it live."))
             return note
+        when = live.taken_at(GENERATED_LIVE)
         note += nodes.paragraph(text=(
             f"This output is a client that talks to the kernel while the lesson runs: {shot.caption}. "
-            "In the book it is a picture, taken by Chromium during the build against a real "
-            "wslab server; run the lesson to use it live."))
+            f"In the book it is a picture, taken by Chromium on {when} while building the book, "
+            "against a real wslab server; run the lesson to use it live."))
         note += nodes.image(uri=f"/book/_generated/live/{kind}.png", alt=f"screenshot: {shot.caption}",
                             classes=["wslab-screenshot"])
         return note

@@ -18,6 +18,7 @@ changed does not start a browser.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import http.server
 import threading
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["Shot", "SHOTS", "CHROMIUM", "CHROMIUM_ARGS", "take_all", "up_to_date"]
+__all__ = ["Shot", "SHOTS", "CHROMIUM", "CHROMIUM_ARGS", "take_all", "taken_at", "up_to_date"]
 
 ROOT = Path(__file__).resolve().parents[3]
 CHROMIUM = "/usr/bin/chromium"
@@ -201,7 +202,14 @@ def _key() -> str:
 
 def up_to_date(outdir: Path) -> bool:
     key = outdir / "key.txt"
-    return key.exists() and key.read_text() == _key() and all((outdir / f"{k}.png").exists() for k in SHOTS)
+    return (key.exists() and key.read_text().split("\n")[0] == _key()
+            and all((outdir / f"{k}.png").exists() for k in SHOTS))
+
+
+def taken_at(outdir: Path) -> str:
+    """When the pictures in ``outdir`` were taken (UTC), as written beside them."""
+    lines = (outdir / "key.txt").read_text().split("\n")
+    return lines[1] if len(lines) > 1 else "an earlier build"
 
 
 def take_all(outdir: Path, *, chromium: str = CHROMIUM, log: Callable[[str], None] = print) -> None:
@@ -223,5 +231,6 @@ def take_all(outdir: Path, *, chromium: str = CHROMIUM, log: Callable[[str], Non
                     context.close()
         finally:
             browser.close()
-    (outdir / "key.txt").write_text(_key())
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    (outdir / "key.txt").write_text(f"{_key()}\n{when}\n")
     log(f"live parts: {len(SHOTS)} screenshots by Chromium in {time.monotonic() - started:.1f} s")
