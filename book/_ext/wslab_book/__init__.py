@@ -60,5 +60,6 @@ def setup(app: Any) -> dict[str, Any]:
     app.connect("builder-inited", _generate)
     app.connect("source-read", lessons.on_source_read)
     app.add_transform(lessons.LessonOutputs)
+    app.add_transform(api.ImplicitDocstringSections)
     app.add_post_transform(links.FolderLinks)
     return {"version": "1", "env_version": _code_version(), "parallel_read_safe": True, "parallel_write_safe": True}

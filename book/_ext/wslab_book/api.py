@@ -15,9 +15,12 @@ import pkgutil
 import re
 from pathlib import Path
 
+from docutils import nodes
+from sphinx.transforms import SphinxTransform
+
 from .files import sync_pages
 
-__all__ = ["modules", "index_page", "members_of", "module_page", "write_pages"]
+__all__ = ["ImplicitDocstringSections", "modules", "index_page", "members_of", "module_page", "write_pages"]
 
 #: Modules that are not part of the reference (the command line has its own pages).
 SKIP = {"wslab.__main__"}
@@ -127,3 +130,22 @@ def write_pages(outdir: Path) -> list[str]:
     names = modules()
     sync_pages(outdir, {"index.md": index_page(), **{f"{n}.md": module_page(n) for n in names}})
     return names
+
+
+class ImplicitDocstringSections(SphinxTransform):
+    """Headings inside docstrings ("Design note" in many modules) are not labels of the book.
+
+    Parsed into a MyST page they come out as explicit targets, and every module after the first
+    would warn "duplicate label design note"; here they become implicit, as in a reST page.
+    """
+
+    default_priority = 400
+
+    def apply(self, **kwargs: object) -> None:
+        if not self.env.docname.startswith("book/_generated/api/"):
+            return
+        top = next(iter(self.document.findall(nodes.section)), None)
+        for section in self.document.findall(nodes.section):
+            if section is not top:
+                for name in section["names"]:
+                    self.document.nametypes[name] = False
