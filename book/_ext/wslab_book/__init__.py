@@ -1,0 +1,65 @@
+"""The wslab book's Sphinx extension: generated pages, lesson notes, live parts as screenshots.
+
+``builder-inited`` writes what the book generates into ``book/_generated/`` (gitignored) before
+Sphinx looks for pages: one page per ``python -m wslab`` command (:mod:`.commands`), the API pages
+(:mod:`.api`), and the screenshots of the live parts (:mod:`.live`, only when they are stale).
+Lesson pages get their notes at read time (:mod:`.lessons`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from sphinx.util import logging
+
+from . import api, commands, lessons, links, live
+from .files import write_if_changed
+
+__all__ = ["setup", "install_commands", "GENERATED"]
+
+GENERATED = Path(__file__).resolve().parents[2] / "_generated"
+logger = logging.getLogger(__name__)
+
+
+def install_commands(readme: str) -> str:
+    """README's first two shell blocks (install and open the lessons; install the tests and run
+    them), as markdown: the install page shows the README's own commands, never a copy."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", readme, flags=re.M | re.S)
+    if len(blocks) < 2:
+        raise ValueError("README.md should open with two ```bash blocks (install, then test); "
+                         f"found {len(blocks)}: update book/_ext/wslab_book/__init__.py")
+    return (f"Install everything and open the first lesson:\n\n```bash\n{blocks[0]}```\n\n"
+            f"Install the test tools and run every test, every lesson included:\n\n```bash\n{blocks[1]}```\n")
+
+
+def _generate(app: Any) -> None:
+    GENERATED.mkdir(exist_ok=True)
+    readme = (Path(app.srcdir) / "README.md").read_text(encoding="utf-8")
+    write_if_changed(GENERATED / "install-commands.md", install_commands(readme))
+    commands.write_pages(GENERATED / "commands")
+    api.write_pages(GENERATED / "api")
+    if os.environ.get("WSLAB_BOOK_SCREENSHOTS", "1") != "0":
+        live.take_all(GENERATED / "live", chromium=os.environ.get("WSLAB_CHROMIUM", live.CHROMIUM),
+                      log=logger.info)
+
+
+def _code_version() -> int:
+    """A number that changes with this extension's code: Sphinx then re-reads every page."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    return int(digest.hexdigest()[:8], 16)
+
+
+def setup(app: Any) -> dict[str, Any]:
+    app.add_config_value("wslab_repository", os.environ.get("GITHUB_REPOSITORY", "").strip("/"), "env")
+    app.connect("builder-inited", _generate)
+    app.connect("source-read", lessons.on_source_read)
+    app.add_transform(lessons.LessonOutputs)
+    app.add_transform(api.ImplicitDocstringSections)
+    app.add_post_transform(links.FolderLinks)
+    return {"version": "1", "env_version": _code_version(), "parallel_read_safe": True, "parallel_write_safe": True}
