@@ -263,8 +263,11 @@ def test_broadcast_to_1000_clients_completes_in_bounded_time():
     table = chat.measure_fanout([1000], rounds=1, timeout=seconds(60))
     assert table.rows[0][0] == 1000
     (measured,) = table.raw[1000]
-    assert measured["first"] <= measured["median"] <= measured["last"]
-    assert measured["room_us"] > 0 and measured["bare_us"] > 0
+    assert measured["clients"] == 1000  # every client got the room's message
+    # Each client had it after the room stamped it: the two processes' clocks are one clock.
+    assert measured["first"] > 0
+    # The room thread's CPU time for _publish fits in its wall time (the units are right).
+    assert 0 < measured["room_cpu_us"] <= measured["room_us"] + 50
     assert "fanout" not in str(wslab.status())
 
 
@@ -473,11 +476,15 @@ def test_2000_members_join_in_linear_time_and_leave_without_send_warnings():
         joined = time.monotonic() - t0
         for w in members:  # everyone leaves at once
             w.transport.abort()
+        # Wait until every handler has returned (its TCP connection closed) and the last leave
+        # notice went out: every write that could warn has been made.
+        handlers = room.server._ws_server.handler_tasks
         deadline = time.monotonic() + seconds(20)
-        while room.members:
-            assert time.monotonic() < deadline, f"{len(room.members)} members still in the room"
+        while room.members or handlers or room._notices or room._notice_timer is not None:
+            assert time.monotonic() < deadline, (
+                f"{len(room.members)} members, {len(handlers)} handlers, "
+                f"{len(room._notices)} notices still waiting")
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)  # leave notices and their writes happen now
         return joined
 
     try:
