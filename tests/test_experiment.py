@@ -32,7 +32,7 @@ from wslab.experiment import (
     schedule,
 )
 
-from .conftest import run
+from .conftest import run, seconds
 
 QUICK = dict(events=40, mean_gap_ms=10.0, seed=3)
 
@@ -188,8 +188,9 @@ def test_latency_ordering_is_what_the_physics_demands(quick_run):
     # On loopback a long poll's next request is waiting long before the next
     # event (the round trip hides in the gap), so only short polling is slower.
     assert short.p50_ms > long_.p50_ms and short.p50_ms > ws.p50_ms
-    # An event waits for the next poll: the median wait is within one interval (generous slack).
-    assert short.p(50) < 2 * 250
+    # An event waits for the next poll: at the median about half the interval more than push
+    # (measured alongside, so the machine's load is in both), within two intervals.
+    assert short.p(50) < ws.p(50) + 2 * 250
 
 
 def test_httpx_is_a_row_of_its_own_and_costs_more_than_the_light_client(quick_run):
@@ -299,7 +300,7 @@ def test_light_http_server_answers_httpx_like_the_lab_server_and_refuses_clearly
     server.source.publish_many([{"value": 1}, {"value": 2}])
 
     async def main():
-        async with httpx.AsyncClient(base_url=server.http_url, timeout=5) as client:
+        async with httpx.AsyncClient(base_url=server.http_url, timeout=seconds(5)) as client:
             polled = (await client.get("/poll", params={"since": 0})).json()
             held = (await client.get("/longpoll", params={"since": 2, "timeout": 0.05})).json()
             bad = await client.get("/poll", params={"since": "-3"})
@@ -390,7 +391,7 @@ def test_import_wslab_loads_httpx_tornado_and_matplotlib_only_when_first_used():
         "print(sorted(m for m in heavy[:2] if m in sys.modules))\n"
     )
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=seconds(60),
                           env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["[]", "['httpx', 'tornado']"]

@@ -389,8 +389,10 @@ def test_a_long_transfer_runs_at_the_capped_rate_and_the_link_pushes_back():
     assert len(server.raw) == size == tap.bytes_up
     first_bytes, _, first = server.arrivals[0]
     last = server.arrivals[-1][2]
-    rate = (size - first_bytes) / (last - first)  # bytes per second after the first read, by the server's clock
-    assert 2e6 * 0.85 <= rate <= 2e6 * 1.1, rate
+    took = last - first  # after the first read, by the server's clock
+    at_cap = (size - first_bytes) / 2e6  # what the rest takes at 2 MB/s
+    # Never faster than the cap (10 % for the shaper's bursts); slower only by the machine's load.
+    assert at_cap / 1.1 <= took <= at_cap + seconds(0.2), (took, at_cap)
     limit = link_module.Shaper(Link(up_kbps=16_000), ">").limit  # a quarter second of the link: 500,000 bytes
     assert limit == 500_000 and most[0] <= limit + 65536, most[0]  # at most one read past the limit
 
