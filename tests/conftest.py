@@ -36,6 +36,16 @@ def run(coro: Coroutine[Any, Any, Any], timeout: float = 10) -> Any:
     return asyncio.run(bounded())
 
 
+async def eventually(condition: Callable[[], bool], what: str, timeout: float = 5) -> None:
+    """Wait until ``condition()`` holds, checking every 10 ms; fail saying ``what`` after ``timeout`` (scaled)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds(timeout)
+    while not condition():
+        if loop.time() > deadline:
+            pytest.fail(f"not within {seconds(timeout):g} s: {what}")
+        await asyncio.sleep(0.01)
+
+
 T = TypeVar("T")
 
 

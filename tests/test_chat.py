@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 import wslab
 from wslab import chat
 
-from .conftest import run, seconds
+from .conftest import eventually, run, seconds
 
 
 async def recv_json(ws, timeout=5):
@@ -479,12 +479,8 @@ def test_2000_members_join_in_linear_time_and_leave_without_send_warnings():
         # Wait until every handler has returned (its TCP connection closed) and the last leave
         # notice went out: every write that could warn has been made.
         handlers = room.server._ws_server.handler_tasks
-        deadline = time.monotonic() + seconds(20)
-        while room.members or handlers or room._notices or room._notice_timer is not None:
-            assert time.monotonic() < deadline, (
-                f"{len(room.members)} members, {len(handlers)} handlers, "
-                f"{len(room._notices)} notices still waiting")
-            await asyncio.sleep(0.05)
+        await eventually(lambda: not (room.members or handlers or room._notices or room._notice_timer),
+                    "every member left, every handler returned and the leave notices went out", 20)
         return joined
 
     try:
