@@ -438,7 +438,7 @@ def test_asyncio_sets_tcp_nodelay_on_its_own_tcp_transports():
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
         client = _nodelay(writer.get_extra_info("socket"))
-        serverside = await asyncio.wait_for(accepted, 5)
+        serverside = await asyncio.wait_for(accepted, seconds(5))
         writer.close()
         server.close()
         return client, serverside

@@ -27,7 +27,7 @@ def backoff(base=0.05, cap=1.0, rng=None):
 
 async def follow(url, count):
     events = []
-    async for ws in connect(url, reconnect_delays=backoff, open_timeout=2):
+    async for ws in connect(url, reconnect_delays=backoff, open_timeout=seconds(2)):
         try:
             await ws.send(json.dumps({"last": events[-1]["id"] if events else 0}))
             async for message in ws:
@@ -47,7 +47,7 @@ def test_a_resuming_client_loses_and_doubles_nothing_over_two_restarts():
 def test_a_client_that_starts_over_is_told_which_event_came_twice():
     async def start_over(url, count):
         events = []
-        async for ws in connect(url, reconnect_delays=backoff, open_timeout=2):
+        async for ws in connect(url, reconnect_delays=backoff, open_timeout=seconds(2)):
             try:
                 await ws.send(json.dumps({"last": 0}))
                 async for message in ws:

@@ -751,7 +751,7 @@ def test_out_of_file_descriptors_pauses_accepting_says_so_once_and_recovers():
 
         async def main():
             pending = asyncio.ensure_future(client(port))
-            done, _ = await asyncio.wait([pending], timeout=1.5)  # the server cannot accept: nothing happens
+            done, _ = await asyncio.wait([pending], timeout=seconds(1.5))  # the server cannot accept: nothing happens
             assert not done, "served although the process had no file descriptor left"
             proc.stdin.write("free\n")
             proc.stdin.flush()
