@@ -40,8 +40,10 @@ def test_websocket_costs_the_server_least_per_delivery_and_long_polling_most(tab
     """Per delivered event: a frame in a buffer < a request answered at once, and a held one re-sent."""
     ws, long_poll = point(table, "websocket", 24), point(table, "long polling", 24)
     assert ws.us_per_delivery * 3 < long_poll.us_per_delivery
-    # a long poll answers with what came since the last one (often one event, sometimes two): then asks again
-    assert ws.requests == 0 and long_poll.requests > long_poll.deliveries / 2
+    # A long poll answers with what came since the last one, then asks again: one event per answer
+    # on an idle machine, several when the clients fall behind (a busy machine), so only the bounds
+    # hold for sure: some requests, never more than one per delivery (plus each client's last).
+    assert ws.requests == 0 < long_poll.requests <= long_poll.deliveries + long_poll.clients
 
 
 def test_push_is_faster_than_polling_and_short_polling_waits_about_half_an_interval(table):
