@@ -223,18 +223,18 @@ def test_run_leaves_no_server_running(quick_run):
 
 
 def test_blocking_the_server_loop_shows_in_the_tail():
-    """A time.sleep on the server's loop delays every event that arrives meanwhile."""
-    base = dict(events=40, mean_gap_ms=10.0, seed=4, transports=["websocket"])
+    """A time.sleep on the server's loop delays every event that arrives meanwhile.
 
-    async def both():
-        free = await run_experiment(bytes_pass=False, **base)
-        blocked = await run_experiment(bytes_pass=False, block_ms=15.0, block_every_ms=30.0, **base)
-        return free["websocket"], blocked["websocket"]
-
-    free, blocked = run(both(), timeout=60)
-    assert blocked.missing == [] and free.missing == []
-    assert blocked.p90_ms > free.p90_ms
-    assert max(blocked.latencies_ms) > max(free.latencies_ms)
+    The loop sleeps 15 ms, then runs 30 ms: whatever the phase, one of these 40 events lands in
+    the first half of a block and waits at least 7.5 ms for its end. Load only adds to that, so
+    this floor holds on a busy machine, where a comparison with an unblocked run did not (its
+    p90 was 41 ms once, the blocked run's 6 ms).
+    """
+    config = dict(events=40, mean_gap_ms=10.0, seed=4, transports=["websocket"])
+    blocked = run(run_experiment(bytes_pass=False, block_ms=15.0, block_every_ms=30.0, **config), timeout=60)
+    blocked = blocked["websocket"]
+    assert blocked.missing == []
+    assert max(blocked.latencies_ms) >= 15 / 2, blocked.latencies_ms
 
 
 def test_overrides_build_the_config_and_are_checked():
