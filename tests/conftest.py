@@ -1,12 +1,17 @@
-"""Shared test helpers: one time unit, a bounded asyncio runner, no servers left behind,
-and Debian's Chromium for the browser tests (skipped with a how-to, or failed when required)."""
+"""Shared test helpers: one time unit, a bounded asyncio runner, bounded reads of a child's
+output, no servers left behind, and what some tests need from outside the repository (Debian's
+Chromium, ../shared/rfc6455.txt): skipped with a how-to, or failed when required (CI)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import subprocess
-from typing import Any, Coroutine
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, Coroutine, TypeVar
 
 import pytest
 
@@ -40,6 +45,45 @@ def end_child(child: "subprocess.Popen[str]") -> str:
         child.kill()
         child.wait(5)
     return child.stderr.read() if child.stderr is not None else ""
+
+
+async def eventually(condition: Callable[[], bool], what: str, timeout: float = 5) -> None:
+    """Wait until ``condition()`` holds, checking every 10 ms; fail saying ``what`` after ``timeout`` (scaled)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds(timeout)
+    while not condition():
+        if loop.time() > deadline:
+            pytest.fail(f"not within {seconds(timeout):g} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+T = TypeVar("T")
+
+
+def within(read: Callable[[], T], timeout: float, what: str) -> T:
+    """``read()`` (a blocking read of a child's output), failing if it takes longer than ``timeout`` (scaled).
+
+    ``within(proc.stdout.readline, 20, "the server's port")``: the read runs in
+    a daemon thread; on a timeout the test fails, and the thread ends when the
+    test's clean-up stops the child (its pipe closes). Read a stream through one
+    call at a time, never beside a plain ``proc.stdout`` read.
+    """
+    box: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+
+    def reader() -> None:
+        try:
+            box.put((True, read()))
+        except BaseException as exc:  # handed to the caller
+            box.put((False, exc))
+
+    threading.Thread(target=reader, name="wslab-test-read", daemon=True).start()
+    try:
+        ok, value = box.get(timeout=seconds(timeout))
+    except queue.Empty:
+        pytest.fail(f"{what}: nothing within {seconds(timeout):g} s")
+    if not ok:
+        raise value
+    return value
 
 
 @pytest.fixture(autouse=True)
@@ -79,10 +123,27 @@ def need_chromium() -> None:
             f"no Chromium at {CHROMIUM}: install Debian's (apt-get install chromium); "
             f"do not run `playwright install`"
         )
-    if problem is None:
-        return
-    if os.environ.get("WSLAB_REQUIRE_BROWSER") == "1" or os.environ.get("CI") == "true":
-        pytest.fail(f"browser tests are required here (WSLAB_REQUIRE_BROWSER=1 or CI=true): {problem}")
+    if problem is not None:
+        skip_unless_required(problem, "WSLAB_REQUIRE_BROWSER", "browser tests")
+
+
+def one_test_in_a_child(test: str, *, unset: tuple[str, ...] = (), **env: str) -> str:
+    """Run one ``test`` (``path::name``) in a child pytest, with ``unset`` gone from its environment
+    and ``env`` added; return its report (stdout, with the reasons for skips, failures and errors)."""
+    child_env = {k: v for k, v in os.environ.items() if k not in unset}
+    child_env.update(env)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rsfE", "-p", "no:cacheprovider", test],
+        cwd=Path(__file__).resolve().parent.parent, env=child_env, capture_output=True, text=True,
+        timeout=seconds(60),
+    )
+    return result.stdout
+
+
+def skip_unless_required(problem: str, flag: str, what: str) -> None:
+    """Skip with ``problem`` (which says how to fix it), or fail when ``flag``=1 or CI=true."""
+    if os.environ.get(flag) == "1" or os.environ.get("CI") == "true":
+        pytest.fail(f"{what} are required here ({flag}=1 or CI=true): {problem}")
     pytest.skip(problem)
 
 

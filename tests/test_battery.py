@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import struct
@@ -27,12 +28,13 @@ from wslab.battery import CASES, MUST, SHOULD, USUAL, check_server, check_server
 from wslab.battery.case import CLOSE_FRAME_FIRST, UNSUPPORTED_DATA, Rule
 from wslab.servers import LoopThread
 
-from .conftest import run, seconds
+from .conftest import one_test_in_a_child, run, seconds, skip_unless_required
 from .zoo.raw import RawServer
 
 MUST_CASES = [c.name for c in CASES if c.level == MUST]
-#: RFC 6455's text, a data file kept beside the repository (../shared/), not in it.
-RFC_TEXT = Path(__file__).resolve().parent.parent.parent / "shared" / "rfc6455.txt"
+#: RFC 6455's text, a data file kept beside the repository (../shared/), not in it;
+#: WSLAB_RFC6455 points elsewhere (a test checks the skip/fail policy with a missing path).
+RFC_TEXT = Path(os.environ.get("WSLAB_RFC6455") or Path(__file__).resolve().parents[2] / "shared" / "rfc6455.txt")
 
 
 async def pure_echo(connection):
@@ -78,7 +80,10 @@ def test_websockets_parses_encoded_frames_at_every_length_form(size):
 
 def _normalised_rfc() -> str:
     if not RFC_TEXT.is_file():
-        pytest.skip(f"no RFC 6455 text at {RFC_TEXT}: put the RFC Editor's rfc6455.txt there to check the quotes")
+        skip_unless_required(
+            f"no RFC 6455 text at {RFC_TEXT}: put the RFC Editor's rfc6455.txt in ../shared/ beside the "
+            f"repository (https://www.rfc-editor.org/rfc/rfc6455.txt) to check the quotes",
+            "WSLAB_REQUIRE_RFC", "the RFC quote checks")
     lines = [
         line for line in RFC_TEXT.read_text().splitlines()
         if not line.startswith(("Fette & Melnikov", "RFC 6455                 The WebSocket Protocol"))
@@ -102,6 +107,16 @@ def test_every_quote_is_the_rfcs_exact_words():
         for piece in re.split(r"\s*\[(?:\.\.\.|7\.4\.2)\]\s*", rule.quote):
             piece = re.sub(r"\s+", " ", piece.strip()).strip("()")
             assert piece and piece in text, f"{where}: not in RFC 6455 {rule.section}: {piece!r}"
+
+
+@pytest.mark.parametrize("required, outcome", [({}, "skipped"), ({"CI": "true"}, "failed"),
+                                               ({"WSLAB_REQUIRE_RFC": "1"}, "failed")])
+def test_without_the_rfc_text_the_quote_check_skips_with_where_to_put_it_unless_required(required, outcome):
+    report = one_test_in_a_child(f"{__file__}::test_every_quote_is_the_rfcs_exact_words",
+                                 unset=("CI", "WSLAB_REQUIRE_RFC"), WSLAB_RFC6455="/nonexistent/rfc6455.txt",
+                                 **required)
+    assert f"1 {outcome}" in report, report[-2000:]
+    assert "/nonexistent/rfc6455.txt" in report and "../shared/" in report
 
 
 def test_every_rule_is_quoted_at_its_own_level():

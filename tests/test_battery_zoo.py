@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import time
 
 import pytest
 
@@ -266,8 +265,6 @@ def test_the_oversized_case_passes_20_of_20_against_a_server_in_another_process(
                 results.append(report["oversized message"])
             return results
 
-    started = time.monotonic()
-    results = run(main(), timeout=60)
+    results = run(main(), timeout=60)  # all 20 within 60 s (scaled), or run() fails
     bad = [str(r) for r in results if not r.passed or "1009" not in r.happened]
     assert bad == [], f"{len(bad)} of 20 runs: {bad[:3]}"
-    assert time.monotonic() - started < seconds(60)

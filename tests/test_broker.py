@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 import wslab
 from wslab import broker
 
-from .conftest import run, seconds
+from .conftest import run, seconds, within
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,7 +129,8 @@ def test_classroom_with_processes_joins_them_and_stops_all_on_sigterm():
     try:
         urls, seen = [], []
         assert proc.stdout is not None
-        for line in proc.stdout:  # bounded: the command prints a few lines, then waits
+        read = proc.stdout.readline
+        for line in iter(lambda: within(read, 30, f"the classroom printed only {seen}"), ""):
             seen.append(line.rstrip())
             if "is open at" in line:
                 urls.append(line.split("is open at", 1)[1].strip().replace("http://", "ws://", 1))
@@ -155,7 +156,7 @@ def test_classroom_with_processes_joins_them_and_stops_all_on_sigterm():
         assert got == [("ada", "across processes")]
         assert codes == [1001, 1001], (codes, seen)
         assert proc.wait(timeout=seconds(15)) == 0
-        assert "classroom stopped: 2 processes" in proc.stdout.read()
+        assert "classroom stopped: 2 processes" in within(proc.stdout.read, 15, "the classroom's last words")
     finally:
         if proc.poll() is None:
             proc.kill()

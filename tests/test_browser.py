@@ -28,7 +28,7 @@ import wslab
 from wslab import browser as wb
 from wslab.browser import client_html, html_page_responder, proxy_url, url_plan
 
-from .conftest import run, seconds
+from .conftest import one_test_in_a_child, run, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSON = "05-talk-to-the-browser-and-chat-with-the-class.ipynb"
@@ -84,15 +84,11 @@ def say(page, text: str) -> None:
 @pytest.mark.parametrize("required, outcome", [({}, "skipped"), ({"CI": "true"}, "error"),
                                                ({"WSLAB_REQUIRE_BROWSER": "1"}, "error")])
 def test_without_chromium_browser_tests_skip_with_how_to_get_it_unless_required(required, outcome):
-    env = {k: v for k, v in os.environ.items() if k not in ("CI", "WSLAB_REQUIRE_BROWSER")}
-    env.update(required, WSLAB_CHROMIUM="/nonexistent/chromium")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rsfE", "-p", "no:cacheprovider",
-         f"{__file__}::test_two_pages_in_the_chat_room_see_each_others_messages"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds(60),
-    )
-    assert f"1 {outcome}" in result.stdout, result.stdout[-2000:]
-    assert "apt-get install chromium" in result.stdout
+    report = one_test_in_a_child(f"{__file__}::test_two_pages_in_the_chat_room_see_each_others_messages",
+                                 unset=("CI", "WSLAB_REQUIRE_BROWSER"), WSLAB_CHROMIUM="/nonexistent/chromium",
+                                 **required)
+    assert f"1 {outcome}" in report, report[-2000:]
+    assert "apt-get install chromium" in report
 
 
 # Pages served by wslab on 127.0.0.1
@@ -528,12 +524,13 @@ def test_the_first_browser_client_is_fast_and_never_imports_jupyter_server():
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     env.pop("JUPYTERHUB_SERVICE_PREFIX", None)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=seconds(60), env=env)
     assert out.returncode == 0, out.stderr
     cpu, wall, imported = out.stdout.split()
     assert imported == "False"
-    # CPU time is what the call costs (about 15 ms here); wall time also pays for the shared machine's load.
-    assert float(cpu) < 0.3
+    # CPU time is what the call costs (about 15 ms here, 2 s with the import); wall time also pays
+    # for the shared machine's load.
+    assert float(cpu) < seconds(0.3)
     assert float(wall) < seconds(1)
 
 

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 import wslab
 from wslab import chat
 
-from .conftest import run, seconds
+from .conftest import eventually, run, seconds
 
 
 async def recv_json(ws, timeout=5):
@@ -263,8 +263,11 @@ def test_broadcast_to_1000_clients_completes_in_bounded_time():
     table = chat.measure_fanout([1000], rounds=1, timeout=seconds(60))
     assert table.rows[0][0] == 1000
     (measured,) = table.raw[1000]
-    assert measured["first"] <= measured["median"] <= measured["last"]
-    assert measured["room_us"] > 0 and measured["bare_us"] > 0
+    assert measured["clients"] == 1000  # every client got the room's message
+    # Each client had it after the room stamped it: the two processes' clocks are one clock.
+    assert measured["first"] > 0
+    # The room thread's CPU time for _publish fits in its wall time (the units are right).
+    assert 0 < measured["room_cpu_us"] <= measured["room_us"] + 50
     assert "fanout" not in str(wslab.status())
 
 
@@ -465,26 +468,34 @@ def test_2000_members_join_in_linear_time_and_leave_without_send_warnings():
         room = await wslab.chat_room(name="t-2000", history=0,
                                      limits=wslab.Limits(max_connections=2100))
         port = room.server.port
-        t0 = time.monotonic()
+        # CPU time of this process (the room and its members both run here), not wall time: a busy
+        # machine stretches the wall clock (16 s once for 2 s idle), not the work done.
+        cpu0 = time.process_time()
         members = []
         for start in range(0, 2000, 50):
             members += await asyncio.gather(*(_slow_member(port, f"m{i}") for i in range(start, start + 50)))
+            if start == 950:
+                await wait_members(room, 1000, timeout=60)
+                first_half = time.process_time() - cpu0
         await wait_members(room, 2000, timeout=60)
-        joined = time.monotonic() - t0
+        joined = time.process_time() - cpu0
         for w in members:  # everyone leaves at once
             w.transport.abort()
-        deadline = time.monotonic() + seconds(20)
-        while room.members:
-            assert time.monotonic() < deadline, f"{len(room.members)} members still in the room"
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)  # leave notices and their writes happen now
-        return joined
+        # Wait until every handler has returned (its TCP connection closed) and the last leave
+        # notice went out: every write that could warn has been made.
+        handlers = room.server._ws_server.handler_tasks
+        await eventually(lambda: not (room.members or handlers or room._notices or room._notice_timer),
+                         "every member left, every handler returned and the leave notices went out", 20)
+        return first_half, joined
 
     try:
-        joined = run(main(), timeout=120)
+        first_half, joined = run(main(), timeout=120)
     finally:
         logging.getLogger("asyncio").removeHandler(catch)
-    assert joined < seconds(15), f"2,000 joins took {joined:.1f} s"
+    # About 1.6 s of CPU here for all 2,000 (the quadratic notices: 47.5 s); linear, the second
+    # thousand costs about what the first did (about 1.3 times here; quadratic: 3 times).
+    assert joined < seconds(10), f"2,000 joins took {joined:.1f} s of CPU"
+    assert joined - first_half < 2 * first_half, f"the first 1,000 joins: {first_half:.2f} s, all: {joined:.2f} s"
     sends = [w for w in warnings if "socket.send() raised exception" in w]
     assert sends == [], f"{len(sends)} asyncio send warnings"
 

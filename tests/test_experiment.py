@@ -202,8 +202,9 @@ def test_latency_ordering_is_what_the_physics_demands(quick_run):
     # On loopback a long poll's next request is waiting long before the next
     # event (the round trip hides in the gap), so only short polling is slower.
     assert short.p50_ms > long_.p50_ms and short.p50_ms > ws.p50_ms
-    # An event waits for the next poll: the median wait is within one interval (generous slack).
-    assert short.p(50) < 2 * 250
+    # An event waits for the next poll: at the median about half the interval more than push
+    # (measured alongside, so the machine's load is in both), within two intervals.
+    assert short.p(50) < ws.p(50) + 2 * 250
 
 
 def test_httpx_is_a_row_of_its_own_and_costs_more_than_the_light_client(quick_run):
@@ -274,18 +275,18 @@ def test_a_sweep_pays_the_link_and_its_figure_shows_as_an_image():
 
 
 def test_blocking_the_server_loop_shows_in_the_tail():
-    """A time.sleep on the server's loop delays every event that arrives meanwhile."""
-    base = dict(events=40, mean_gap_ms=10.0, seed=4, transports=["websocket"])
+    """A time.sleep on the server's loop delays every event that arrives meanwhile.
 
-    async def both():
-        free = await run_experiment(bytes_pass=False, **base)
-        blocked = await run_experiment(bytes_pass=False, block_ms=15.0, block_every_ms=30.0, **base)
-        return free["websocket"], blocked["websocket"]
-
-    free, blocked = run(both(), timeout=60)
-    assert blocked.missing == [] and free.missing == []
-    assert blocked.p90_ms > free.p90_ms
-    assert max(blocked.latencies_ms) > max(free.latencies_ms)
+    The loop sleeps 15 ms, then runs 30 ms: whatever the phase, one of these 40 events lands in
+    the first half of a block and waits at least 7.5 ms for its end. Load only adds to that, so
+    this floor holds on a busy machine, where a comparison with an unblocked run did not (its
+    p90 was 41 ms once, the blocked run's 6 ms).
+    """
+    config = dict(events=40, mean_gap_ms=10.0, seed=4, transports=["websocket"])
+    blocked = run(run_experiment(bytes_pass=False, block_ms=15.0, block_every_ms=30.0, **config), timeout=60)
+    blocked = blocked["websocket"]
+    assert blocked.missing == []
+    assert max(blocked.latencies_ms) >= 15 / 2, blocked.latencies_ms
 
 
 def test_overrides_build_the_config_and_are_checked():
@@ -378,7 +379,7 @@ def test_light_http_server_answers_httpx_like_the_lab_server_and_refuses_clearly
     server.source.publish_many([{"value": 1}, {"value": 2}])
 
     async def main():
-        async with httpx.AsyncClient(base_url=server.http_url, timeout=5) as client:
+        async with httpx.AsyncClient(base_url=server.http_url, timeout=seconds(5)) as client:
             polled = (await client.get("/poll", params={"since": 0})).json()
             held = (await client.get("/longpoll", params={"since": 2, "timeout": 0.05})).json()
             bad = await client.get("/poll", params={"since": "-3"})
@@ -469,7 +470,7 @@ def test_import_wslab_loads_httpx_tornado_and_matplotlib_only_when_first_used():
         "print(sorted(m for m in heavy[:2] if m in sys.modules))\n"
     )
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=seconds(60),
                           env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["[]", "['httpx', 'tornado']"]
@@ -516,7 +517,7 @@ def test_asyncio_sets_tcp_nodelay_on_its_own_tcp_transports():
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
         client = _nodelay(writer.get_extra_info("socket"))
-        serverside = await asyncio.wait_for(accepted, 5)
+        serverside = await asyncio.wait_for(accepted, seconds(5))
         writer.close()
         server.close()
         return client, serverside

@@ -23,7 +23,7 @@ import wslab
 from wslab.events import poisson
 from wslab.labserver import lab_server, lab_server_in_thread
 
-from .conftest import end_child, run, seconds
+from .conftest import end_child, run, seconds, within
 
 
 async def until(condition, what: str, limit: float = 5) -> None:
@@ -679,7 +679,7 @@ def lab_process(tmp_path):
         process = subprocess.Popen([sys.executable, "-c", SLOW_SERVER, repr(kwargs)], stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=err.open("wb"), text=True)
         started.append(process)
-        line = process.stdout.readline()  # bounded: the child prints its ports or exits
+        line = within(process.stdout.readline, 30, f"the lab server printed no ports: {err}")
         assert line, f"the lab server process failed: {err.read_text()[-2000:]}"
         port, ws_port = map(int, line.split())
         return process, port, ws_port, err
@@ -725,7 +725,7 @@ def test_1100_slow_loris_connections_leave_a_good_client_served_within_15_s(lab_
     assert response.status_code == 200 and response.json()["events"][0]["data"] == "still here"
     assert served < seconds(15)
     process.stdin.close()
-    shed = process.stdout.read()  # the child's last line: what it shed
+    shed = within(process.stdout.read, 15, "the lab server's last line")  # what it shed
     assert process.wait(seconds(10)) == 0
     assert "evicted" in shed
     assert err.stat().st_size < 20_000, err.read_text()[:2000]  # no "Too many open files" in a loop

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
-import logging
 import os
 import socket
 import subprocess
@@ -282,10 +280,10 @@ def test_1100_slow_loris_sockets_leave_a_well_behaved_client_served(kind):
             deadline = t0 + seconds(15)
             while True:  # a well-behaved client retries, as a page would
                 try:
-                    async with connect(f"ws://127.0.0.1:{port}{path}", open_timeout=3) as ws:
+                    async with connect(f"ws://127.0.0.1:{port}{path}", open_timeout=seconds(3)) as ws:
                         if kind == "serve":
                             await ws.send("hi")
-                        first = await asyncio.wait_for(ws.recv(), 3)
+                        first = await asyncio.wait_for(ws.recv(), seconds(3))
                         return time.monotonic() - t0, first, opened[0]
                 except (OSError, asyncio.TimeoutError, InvalidHandshake, ConnectionClosed):
                     if time.monotonic() > deadline:
@@ -398,7 +396,7 @@ def test_a_script_whose_main_raises_exits_although_a_client_stopped_reading(tmp_
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(
         """
-        import asyncio, socket
+        import asyncio, os, socket
         import wslab
 
         async def pusher(connection):
@@ -412,9 +410,16 @@ def test_a_script_whose_main_raises_exits_although_a_client_stopped_reading(tmp_
             sock.connect(("127.0.0.1", srv.port))
             sock.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n"
                          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n")
-            while srv.connections == 0:
+            def waiting_in_drain():  # the server's buffer past its high-water mark: send() waits in drain()
+                return any(c.transport.get_write_buffer_size() > c.transport.get_write_buffer_limits()[1]
+                           for c in srv._ws_server.connections)
+
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10 * float(os.environ.get("WSLAB_TIME_SCALE", "1"))
+            while not waiting_in_drain():
+                if loop.time() > deadline:
+                    raise SystemExit("the pusher never filled the server's buffer")
                 await asyncio.sleep(0.01)
-            await asyncio.sleep(0.3)  # the pusher fills the buffer and waits in drain()
             raise RuntimeError("main failed")
 
         asyncio.run(main())
@@ -425,7 +430,7 @@ def test_a_script_whose_main_raises_exits_although_a_client_stopped_reading(tmp_
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          timeout=seconds(30), env=env)
     took = time.monotonic() - t0
-    assert out.returncode == 1 and "RuntimeError: main failed" in out.stderr
+    assert out.returncode == 1 and "RuntimeError: main failed" in out.stderr, out.stderr[-2000:]
     assert took < seconds(10)
 
 

@@ -322,11 +322,9 @@ def test_a_new_connection_pays_the_tcp_handshake_round_trip(handshake, expected_
     assert expected_ms - EARLY_MS <= arrived <= expected_ms + max(LATE_MS, seconds(35)), arrived
 
 
-@pytest.mark.parametrize("handshake, expected_ms", [(True, 2 * 60), (False, 40)])
-def test_a_server_that_speaks_first_is_heard_after_the_whole_handshake(handshake, expected_ms):
-    """Up 20 ms, down 40 ms: a greeting sent at accept() reaches the client 120 ms after connect()
-    (SYN 20, SYN-ACK 40, ACK 20, then the greeting 40), or 40 without the handshake. A raw
-    blocking server in a thread greets; the client stamps with its own clock."""
+def _greeting_ms(handshake: bool) -> float:
+    """Milliseconds from connect() until a greeting sent at accept() reached the client, over
+    up 20 ms, down 40 ms. A raw blocking server in a thread greets; the client stamps with its own clock."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(seconds(10))
 
@@ -351,12 +349,24 @@ def test_a_server_that_speaks_first_is_heard_after_the_whole_handshake(handshake
         started = time.perf_counter()
         with client_socket(tap.port) as sock:
             assert recv_exactly(sock, 11) == b"220 hello\r\n"
-            arrived = (time.perf_counter() - started) * 1000
+            return (time.perf_counter() - started) * 1000
     finally:
         tap.stop()
         listener.close()
         thread.join(seconds(10))
-    assert expected_ms - EARLY_MS <= arrived <= expected_ms + LATE_MS, arrived
+
+
+@pytest.mark.parametrize("handshake, expected_ms", [(True, 2 * 60), (False, 40)])
+def test_a_server_that_speaks_first_is_heard_after_the_whole_handshake(handshake, expected_ms):
+    """Up 20 ms, down 40 ms: a greeting sent at accept() reaches the client 120 ms after connect()
+    (SYN 20, SYN-ACK 40, ACK 20, then the greeting 40), or 40 without the handshake."""
+    arrived: list[float] = []
+    for _ in range(3):  # a loaded machine only adds delay (140 ms once): the best of three is the link's
+        arrived.append(_greeting_ms(handshake))
+        if arrived[-1] <= expected_ms + LATE_MS:
+            break
+    assert min(arrived) >= expected_ms - EARLY_MS, arrived  # never early, on any try
+    assert min(arrived) <= expected_ms + LATE_MS, arrived
 
 
 def test_a_long_transfer_runs_at_the_capped_rate_and_the_link_pushes_back():
@@ -389,8 +399,10 @@ def test_a_long_transfer_runs_at_the_capped_rate_and_the_link_pushes_back():
     assert len(server.raw) == size == tap.bytes_up
     first_bytes, _, first = server.arrivals[0]
     last = server.arrivals[-1][2]
-    rate = (size - first_bytes) / (last - first)  # bytes per second after the first read, by the server's clock
-    assert 2e6 * 0.85 <= rate <= 2e6 * 1.1, rate
+    took = last - first  # after the first read, by the server's clock
+    at_cap = (size - first_bytes) / 2e6  # what the rest takes at 2 MB/s
+    # Never faster than the cap (10 % for the shaper's bursts); slower only by the machine's load.
+    assert at_cap / 1.1 <= took <= at_cap + seconds(0.2), (took, at_cap)
     limit = link_module.Shaper(Link(up_kbps=16_000), ">").limit  # a quarter second of the link: 500,000 bytes
     assert limit == 500_000 and most[0] <= limit + 65536, most[0]  # at most one read past the limit
 
@@ -435,7 +447,8 @@ def test_short_polls_keep_their_cadence_over_a_round_trip():
     run(main(), timeout=20)
     gaps = [(b - a) * 1000 for a, b in zip(arrivals, arrivals[1:])]
     assert len(gaps) >= 3, arrivals
-    assert 200 < statistics.median(gaps) < 300, gaps
+    # 250 ms apart (slack scaled, but never up to the 350 ms of a loop that waits after each answer)
+    assert 200 < statistics.median(gaps) < min(250 + seconds(0.05) * 1000, 340), gaps
 
 
 # Parameters validated where they enter; one bad tap never harms another (issue 19)

@@ -32,7 +32,7 @@ async def follow(url, count):
     delays = backoff()
     while len(events) < count:
         try:
-            async with connect(url, open_timeout=2) as ws:
+            async with connect(url, open_timeout=seconds(2)) as ws:
                 await ws.send(json.dumps({"last": events[-1]["id"] if events else 0}))
                 async for message in ws:
                     try:
@@ -61,7 +61,7 @@ def test_a_resuming_client_loses_and_doubles_nothing_over_two_restarts():
 async def reconnect_at_once(url, count):
     """websockets' own loop: its backoff applies to failed attempts only."""
     events = []
-    async for ws in connect(url, reconnect_delays=backoff, open_timeout=2):
+    async for ws in connect(url, reconnect_delays=backoff, open_timeout=seconds(2)):
         try:
             await ws.send(json.dumps({"last": events[-1]["id"] if events else 0}))
             async for message in ws:
@@ -86,7 +86,7 @@ def test_a_client_that_parses_every_message_as_an_event_is_told_to_skip_junk():
         events, delays = [], backoff()
         while True:
             try:
-                async with connect(url, open_timeout=2) as ws:
+                async with connect(url, open_timeout=seconds(2)) as ws:
                     await ws.send(json.dumps({"last": events[-1]["id"] if events else 0}))
                     async for message in ws:
                         events.append(json.loads(message))
@@ -145,7 +145,7 @@ def test_the_stream_listens_under_wslabs_limits():
 def test_a_client_that_starts_over_is_told_which_event_came_twice():
     async def start_over(url, count):
         events = []
-        async for ws in connect(url, reconnect_delays=backoff, open_timeout=2):
+        async for ws in connect(url, reconnect_delays=backoff, open_timeout=seconds(2)):
             try:
                 await ws.send(json.dumps({"last": 0}))
                 async for message in ws:
@@ -216,12 +216,25 @@ es.onmessage = e => { window.seen.push(e.lastEventId + ":" + e.data); };
 
 
 class _SSEServer:
-    """A page and an SSE endpoint that ends the first stream after one event (retry: 100 ms)."""
+    """A page and an SSE endpoint that ends the first stream after one event (retry: 100 ms).
+
+    The second stream stays open until ``read`` is set (the page has read its event) or the
+    test's bound passes; ``handlers`` are the streams still being answered.
+    """
 
     def __init__(self):
         self.requests: list[dict] = []
+        self.read = asyncio.Event()
+        self.handlers: set[asyncio.Task] = set()
 
     async def handle(self, reader, writer):
+        self.handlers.add(asyncio.current_task())
+        try:
+            await self._answer(reader, writer)
+        finally:
+            self.handlers.discard(asyncio.current_task())
+
+    async def _answer(self, reader, writer):
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
         path = head.split(" ", 2)[1]
         headers = {ln.partition(":")[0].lower(): ln.partition(":")[2].strip() for ln in head.split("\r\n")[1:] if ln}
@@ -237,7 +250,10 @@ class _SSEServer:
             else:
                 writer.write(b"id: 2\ndata: two\n\n")
                 await writer.drain()
-                await asyncio.sleep(1)  # keep this stream open while the page reads it
+                try:  # keep this stream open until the page has read it
+                    await asyncio.wait_for(self.read.wait(), seconds(20))
+                except TimeoutError:
+                    pass  # the test's own wait fails first and says what is missing
         else:
             writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         await writer.drain()
@@ -268,6 +284,8 @@ def test_in_chromium_eventsource_reconnects_with_last_event_id_and_websocket_doe
             ready.set()
             await stop.wait()
         http.close()
+        if sse.handlers:  # the last stream ends once sse.read is set
+            await asyncio.wait(sse.handlers, timeout=seconds(5))
 
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
@@ -279,12 +297,15 @@ def test_in_chromium_eventsource_reconnects_with_last_event_id_and_websocket_doe
         page.goto(f"http://127.0.0.1:{box['http']}/", timeout=seconds(15) * 1000)
         page.wait_for_function("window.seen.length >= 2", timeout=seconds(10) * 1000)
         seen = page.evaluate("window.seen")
-        state = page.evaluate("""url => new Promise(resolve => {
+        loop.call_soon_threadsafe(sse.read.set)
+        # Half a second (scaled) after the close, the WebSocket is still closed: it did not come back.
+        state = page.evaluate("""([url, wait]) => new Promise(resolve => {
             const ws = new WebSocket(url);
-            ws.onclose = e => setTimeout(() => resolve([e.code, ws.readyState]), 500);
-        })""", f"ws://127.0.0.1:{box['ws']}/")
+            ws.onclose = e => setTimeout(() => resolve([e.code, ws.readyState]), wait);
+        })""", [f"ws://127.0.0.1:{box['ws']}/", seconds(0.5) * 1000])
         page.close()
     finally:
+        loop.call_soon_threadsafe(sse.read.set)
         loop.call_soon_threadsafe(stop.set)
         thread.join(seconds(10))
     assert seen[:2] == ["1:one", "2:two"]

@@ -15,9 +15,13 @@ from wslab.scaling import TRANSPORTS, measure_scaling
 from .conftest import seconds
 
 
+#: The short pollers' interval, in seconds.
+POLL_INTERVAL = 0.2
+
+
 @pytest.fixture(scope="module")
 def table():
-    return measure_scaling((4, 24), events=12, mean_gap=0.03, poll_interval=0.2, timeout=seconds(30))
+    return measure_scaling((4, 24), events=12, mean_gap=0.03, poll_interval=POLL_INTERVAL, timeout=seconds(30))
 
 
 def point(table, transport, clients):
@@ -40,16 +44,21 @@ def test_websocket_costs_the_server_least_per_delivery_and_a_framework_adds_to_l
     ws, long_poll = point(table, "websocket", 24), point(table, "long polling", 24)
     tornado = point(table, "long polling, tornado", 24)
     assert ws.us_per_delivery < long_poll.us_per_delivery < tornado.us_per_delivery
-    # a long poll answers with what came since the last one (often one event, sometimes two): then asks again
-    assert ws.requests == 0 and long_poll.requests > long_poll.deliveries / 2
+    # A long poll answers with what came since the last one, then asks again: one event per answer
+    # on an idle machine, several when the clients fall behind (a busy machine), so only the bounds
+    # hold for sure: some requests, never more than one per delivery (plus each client's last).
+    assert ws.requests == 0 < long_poll.requests <= long_poll.deliveries + long_poll.clients
 
 
 def test_push_is_faster_than_polling_and_short_polling_waits_about_half_an_interval(table):
     for n in (4, 24):
-        short = point(table, "short polling", n)
-        assert point(table, "websocket", n).p50_ms < short.p50_ms
+        short, push = point(table, "short polling", n), point(table, "websocket", n)
+        assert push.p50_ms < short.p50_ms
         assert point(table, "long polling", n).p50_ms < short.p50_ms
-        assert 0.2 * 1000 * 0.2 < short.p50_ms < 0.2 * 1000 * 1.5  # interval/2 = 100 ms, roomy bounds
+        # An event waits for the next poll (interval/2 at the median), then for what push takes too:
+        # load only adds to the first bound; the second compares with push, measured alongside.
+        interval_ms = POLL_INTERVAL * 1000
+        assert interval_ms * 0.2 < short.p50_ms < push.p50_ms + interval_ms * 1.5, (short, push)
 
 
 def test_more_clients_cost_the_server_more_for_polling(table):

@@ -16,7 +16,7 @@ import wslab
 from wslab import frames, scratch
 from wslab.battery import CASES
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS, need_chromium, run, seconds
+from .conftest import CHROMIUM, CHROMIUM_ARGS, eventually, need_chromium, run, seconds
 
 
 # The battery
@@ -555,10 +555,7 @@ def test_a_connection_beyond_the_cap_gets_503_with_retry_after():
                 await connect(srv.url, open_timeout=seconds(5))
             await first.close()
             await first.wait_closed()
-            for _ in range(50):  # bounded: the server notices the first one left
-                if srv.connections < 2:
-                    break
-                await asyncio.sleep(0.02)
+            await eventually(lambda: srv.connections < 2, "the server notices the first one left")
             async with connect(srv.url) as third:
                 await third.send("in")
                 echoed = await third.recv()
@@ -634,10 +631,7 @@ def test_a_client_that_never_reads_is_cut_after_the_stall_timeout():
             frame = WsFrame(WsOpcode.TEXT, b"0123456789").serialize(mask=True, extensions=[])
             writer.write(hs_request() + frame * 20)
             await writer.drain()
-            for _ in range(300):  # bounded: the server cuts the connection
-                if srv.connections == 0:
-                    break
-                await asyncio.sleep(0.02)
+            await eventually(lambda: srv.connections == 0, "the server cuts the connection")
             writer.transport.abort()
             return srv.connections
         finally:
@@ -757,7 +751,7 @@ def test_out_of_file_descriptors_pauses_accepting_says_so_once_and_recovers():
 
         async def main():
             pending = asyncio.ensure_future(client(port))
-            done, _ = await asyncio.wait([pending], timeout=1.5)  # the server cannot accept: nothing happens
+            done, _ = await asyncio.wait([pending], timeout=seconds(1.5))  # the server cannot accept: nothing happens
             assert not done, "served although the process had no file descriptor left"
             proc.stdin.write("free\n")
             proc.stdin.flush()

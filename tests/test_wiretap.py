@@ -17,7 +17,7 @@ from websockets.sync.client import connect as sync_connect
 import wslab
 from wslab.wiretap import Capture
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS, need_chromium, run, seconds
+from .conftest import CHROMIUM, CHROMIUM_ARGS, eventually, need_chromium, run, seconds
 
 
 class CountingServer:
@@ -678,10 +678,7 @@ def test_a_tap_at_its_connection_cap_closes_newcomers_at_once_and_serves_again_a
         writer.close()
         assert tap.refused == 1
         held[0][1].close()
-        for _ in range(200):  # bounded: the relay ends when its client goes
-            if len(tap._tasks) < 3:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(tap._tasks) < 3, "the relay ends when its client goes")
         reader, writer = await asyncio.open_connection("127.0.0.1", tap.port)
         writer.write(b"ok")
         assert await asyncio.wait_for(reader.readexactly(2), seconds(5)) == b"ok"
@@ -690,11 +687,7 @@ def test_a_tap_at_its_connection_cap_closes_newcomers_at_once_and_serves_again_a
             w.close()
         await tap.aclose()
         target.server.close()
-        for _ in range(200):
-            if limits.open_connections() == before:
-                break
-            await asyncio.sleep(0.01)
-        assert limits.open_connections() == before
+        await eventually(lambda: limits.open_connections() == before, "every socket left the process-wide count")
 
     run(main(), timeout=20)
 

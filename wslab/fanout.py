@@ -121,7 +121,7 @@ async def _fanout_round(conn: Any, clients: list[Any], k: int | str, timeout: fl
     # This process's CPU load while the message came in: CPU seconds over the
     # time from the room's stamp to the last arrival (1.0 = a core kept busy).
     return {"first": delays[0], "median": statistics.median(delays), "last": delays[-1],
-            "client_cores": cpu / delays[-1] if delays[-1] > 0 else float("nan")}
+            "client_cores": cpu / delays[-1] if delays[-1] > 0 else float("nan"), "clients": len(arrivals)}
 
 
 async def _fanout_client_loop(conn: Any) -> None:
@@ -193,8 +193,8 @@ def measure_fanout(
 
     Each count is measured ``rounds`` times; the table shows medians,
     ``table.raw`` keeps every round (``{"room_us", "bare_us", "room_cpu_us",
-    "bare_cpu_us", "first", "median", "last", "client_cores"}``, times in
-    seconds except the ``_us``).
+    "bare_cpu_us", "first", "median", "last", "client_cores", "clients"}``, times in
+    seconds except the ``_us``; ``clients``: how many clients got the room's message).
     ``timeout`` bounds each round (and, plus a bit per client, each batch
     of connections).
     """
