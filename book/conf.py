@@ -40,6 +40,9 @@ include_patterns = [
     "README.md",
     "instructor/GUIDE.md",
     "instructor/CLASSROOM.md",
+    "wslab/battery/COVERAGE.md",
+    "docs/*.md",
+    "CONTRIBUTING.md",
 ]
 exclude_patterns = ["book/_build/**", "book/_ext/**", "book/_generated/install-commands.md", "**/.ipynb_checkpoints"]
 

@@ -48,7 +48,7 @@ checks it or why none does. The Autobahn TestSuite
 conformance run, with "over 500 test cases" (its own description).
 
 Which library breaks which MUST (pinned by ``tests/test_battery_zoo.py``)
------------------------------------------------------------------------
+-------------------------------------------------------------------------
 On the installed versions (:data:`KNOWN_BREAKS` has the details):
 
 * websockets 17.4 refuses an unknown ``Sec-WebSocket-Version`` with 400 and

@@ -62,4 +62,5 @@ def setup(app: Any) -> dict[str, Any]:
     app.add_transform(lessons.LessonOutputs)
     app.add_transform(api.ImplicitDocstringSections)
     app.add_post_transform(links.FolderLinks)
+    app.connect("autodoc-skip-member", api.skip_code_not_written_here)
     return {"version": "1", "env_version": _code_version(), "parallel_read_safe": True, "parallel_write_safe": True}

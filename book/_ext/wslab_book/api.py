@@ -11,9 +11,11 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import os
 import pkgutil
 import re
 from pathlib import Path
+from typing import Any
 
 from docutils import nodes
 from sphinx.transforms import SphinxTransform
@@ -149,3 +151,16 @@ class ImplicitDocstringSections(SphinxTransform):
             if section is not top:
                 for name in section["names"]:
                     self.document.nametypes[name] = False
+
+
+def skip_code_not_written_here(app: Any, what: str, name: str, obj: Any, skip: bool, options: Any) -> bool | None:
+    """Skip a member whose code lives outside wslab: a method a library generates on a subclass
+    (matplotlib gives every Artist subclass its own ``set``, with matplotlib's docstring and roles)."""
+    try:
+        func = inspect.unwrap(getattr(obj, "__func__", obj))  # a decorator's wrapper: judge what it wraps
+    except ValueError:  # a cycle of __wrapped__
+        return None
+    code = getattr(func, "__code__", None)
+    if code is not None and f"{os.sep}wslab{os.sep}" not in code.co_filename:
+        return True
+    return None
