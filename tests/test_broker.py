@@ -106,7 +106,7 @@ def test_rooms_on_one_loop_with_brokers_hear_each_other_and_teacher_speaks_to_bo
 
 def test_a_room_whose_redis_is_unreachable_is_not_started():
     async def main():
-        with pytest.raises(RuntimeError, match="cannot subscribe to 'wslab:room:lost'"):
+        with pytest.raises(RuntimeError, match="cannot join 'wslab:room:lost'"):
             await wslab.chat_room("lost-room", room="lost",
                                   broker=broker.Broker("unix:///nonexistent/redis.sock"))
         return wslab.status().rows
