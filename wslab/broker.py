@@ -336,6 +336,7 @@ class Broker(servers.Background):
         self._epoch: bytes | None = None
         self._split_since = 0.0
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()  # set when the outbox has room again, or the room split
         self._clients: list[Any] = []
         self._task: asyncio.Task[None] | None = None
         self._max_size = 4096
@@ -357,6 +358,24 @@ class Broker(servers.Background):
     def pending(self) -> int:
         """Events of this process not yet confirmed by Redis."""
         return len(self._outbox)
+
+    @property
+    def full(self) -> bool:
+        """The outbox has no room for another event (of the largest size)."""
+        return (len(self._outbox) >= self.max_pending
+                or self._outbox_bytes + payload_limit(self._max_size) > self.max_pending_bytes)
+
+    async def ready(self) -> None:
+        """Wait while the room is whole and the outbox is full (Redis slower than the senders).
+
+        The room's handler awaits this before it takes a member's next
+        message, so a burst slows its sender down (websockets stops reading
+        that connection) instead of being refused. During a split nothing
+        drains the outbox: it returns at once and ``take`` refuses.
+        """
+        while self.full and not self.split and not self._stopped:
+            self._drained.clear()
+            await self._drained.wait()
 
     async def attach(self, room: Any) -> None:
         """Join the room's log (Redis answered), then hook into the room.
@@ -387,6 +406,7 @@ class Broker(servers.Background):
         self._max_size = getattr(room, "max_size", None) or self._max_size
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await self._connect()
@@ -417,8 +437,9 @@ class Broker(servers.Background):
         if size > payload_limit(self._max_size):
             self.refusal = f"the message is too big for the room ({size:,} bytes)"
         elif len(self._outbox) >= self.max_pending or self._outbox_bytes + size > self.max_pending_bytes:
-            self.refusal = (f"the room is split and {len(self._outbox)} messages already wait for Redis: "
-                            f"yours was not kept; send it again when the room is whole")
+            self.refusal = (f"{len(self._outbox)} messages already wait for Redis"
+                            f"{' (the room is split)' if self.split else ''}: yours was not kept; "
+                            f"send it again {'when the room is whole' if self.split else 'in a moment'}")
         else:
             self._seq += 1
             pending = _Pending(self._seq, fields, event)
@@ -546,6 +567,7 @@ class Broker(servers.Background):
                 pending.acked = now
                 self._sent.append(pending)
             self.stats["published"] += len(batch)
+            self._drained.set()
 
     async def _read_loop(self) -> None:
         reader = self._clients[1]
@@ -600,6 +622,7 @@ class Broker(servers.Background):
                      "reach the others when the room is whole again")
         for pending in list(self._outbox):
             self._deliver_local(pending)
+        self._drained.set()  # senders waiting in ready(): take() now keeps or refuses at once
 
     def _rejoin(self) -> None:
         self.split = False
@@ -643,6 +666,7 @@ class Broker(servers.Background):
                   file=sys.stderr, flush=True)
         if self.room is not None and getattr(self.room, "broker", None) is self:
             self.room.broker = None
+        self._drained.set()
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait({self._task}, timeout=self.stop_timeout)

@@ -243,6 +243,8 @@ class ChatRoom:
                 if not isinstance(message, str):
                     await connection.close(CloseCode.UNSUPPORTED_DATA, "the room takes text messages only")
                     return
+                if self.broker is not None and self.broker.full:
+                    await self.broker.ready()  # Redis is slower than the senders: wait (broker.py)
                 if message.strip() and not self._publish(
                         {"type": "message", "nick": nick, "text": message, "time": time.time()}):
                     broadcast([connection], self._system_event(f"not sent: {self.broker.refusal}"))
