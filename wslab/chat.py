@@ -247,7 +247,8 @@ class ChatRoom:
                     await self.broker.ready()  # Redis is slower than the senders: wait (broker.py)
                 if message.strip() and not self._publish(
                         {"type": "message", "nick": nick, "text": message, "time": time.time()}):
-                    broadcast([connection], self._system_event(f"not sent: {self.broker.refusal}"))
+                    notice = f"not sent ({message[:40]!r}): {self.broker.refusal}"
+                    broadcast([connection], self._system_event(notice))
         finally:
             self._leave(connection)
 
