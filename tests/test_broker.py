@@ -476,3 +476,55 @@ def test_a_split_room_keeps_a_bounded_queue_and_tells_a_sender_whose_message_is_
     ada, stats = run(main(), timeout=40)
     assert ada.texts("during") == [f"during {i}" for i in range(5)]  # kept, and heard here at once
     assert stats["refused"] == 3 and stats["splits"] == 1
+
+
+def test_a_room_whose_redis_restarts_without_its_data_resends_what_it_sent_and_loses_nothing():
+    """No append-only file: Redis comes back empty; the epoch marker tells, each process resends."""
+    server = broker.RedisProcess("test-forgetful-redis", persist=False)
+
+    async def kill():
+        server.kill()
+
+    async def restart():
+        await asyncio.to_thread(server.start)
+
+    try:
+        members, sent, _, outputs = _room_across(server.url, kill, restart, tag="forgetful")
+    finally:
+        server.stop()
+    _assert_nothing_lost_or_doubled_one_order(members, sent)
+    assert all(m.system("Redis lost the room's log") for m in members)
+    assert all(_stats_printed(output)["log_lost"] == 1 for output in outputs)
+
+
+def test_messages_a_stopped_process_had_not_read_when_redis_lost_its_data_still_reach_it_once():
+    """Bob's process is stopped (SIGSTOP) while ada's messages enter the log; then Redis restarts empty."""
+    server = broker.RedisProcess("test-forgetful-redis-2", persist=False)
+    rooms = broker.room_processes(2, server.url, room="unread", history=0, name="unread", secret=SECRET)
+    texts = [f"x{i}" for i in range(10)]
+
+    async def main():
+        ada, bob = await _member(rooms[0].url, "ada"), await _member(rooms[1].url, "bob")
+        rooms[1].proc.send_signal(signal.SIGSTOP)
+        try:
+            for text in texts:
+                await ada.ws.send(text)
+            await until(lambda: ada.texts("x") == texts, 10, "ada's messages through the log")
+            await asyncio.to_thread(server.restart)  # SIGKILL, then start with nothing
+        finally:
+            rooms[1].proc.send_signal(signal.SIGCONT)
+        await until(lambda: bob.texts("x") == texts, 30, "bob to get the messages he had not read")
+        await ada.ws.send("after")
+        await until(lambda: bob.texts("after") and ada.texts("after"), 20, "a message after the restart")
+        # Resent entries go to the log before anything sent after the reconnection: a duplicate
+        # would have arrived before "after".
+        for m in (ada, bob):
+            await m.ws.close()
+        return ada, bob
+
+    try:
+        ada, bob = run(main(), timeout=90)
+    finally:
+        broker.stop_processes(rooms)
+        server.stop()
+    assert ada.texts() == bob.texts() == [*texts, "after"]
