@@ -15,10 +15,13 @@ client, on the room's loop; one task, ``_run``, owns the connections).
 * **Out.** ``ChatRoom._publish`` hands every event (messages, join and leave
   notices, the instructor's ``say``) to ``broker.take``: synchronous, it seals
   the event (:mod:`wslab.roomlog`: origin, sequence number, HMAC) and queues
-  it in a bounded outbox (``max_pending`` events, ``max_pending_bytes``); a
-  message that does not fit is refused and its sender told (a ``system``
-  event). A writer sends the outbox in order (``XADD ... MAXLEN ~
-  log_length``, pipelined) and removes an event only when Redis confirmed it.
+  it in a bounded outbox (``max_pending`` events, ``max_pending_bytes``).
+  While the room is whole a full outbox only means Redis is slower than the
+  senders: the room's handler awaits ``broker.ready()`` and stops reading
+  that member meanwhile. During a split a message that does not fit is
+  refused and its sender told (a ``system`` event). A writer sends the
+  outbox in order (``XADD ... MAXLEN ~ log_length``, pipelined) and removes
+  an event only when Redis confirmed it.
 * **In.** A reader reads the log from the last id it saw (``XREAD BLOCK``,
   ``READ_BATCH`` entries at a time) and gives each entry that passes
   :func:`wslab.roomlog.open_entry` to ``room._deliver`` (history, then every
@@ -37,7 +40,9 @@ client, on the room's loop; one task, ``_run``, owns the connections).
   (``classroom --processes`` makes one and gives it to its processes in
   their environment; with ``--redis URL`` set ``WSLAB_ROOM_SECRET``). What
   the secret cannot stop: a Redis client that deletes or floods the stream
-  (denial of service); keep the Redis itself private for that.
+  (denial of service); keep the Redis itself private for that. Every
+  process of a room needs the same ``--max-size``: a longer message than a
+  reader's own limit is dropped there as "bad schema".
 * **Failure.** A ``PING`` every ``health_interval`` s, every command bounded
   by ``io_timeout`` s: a Redis that is gone, hung (SIGSTOP) or has dropped
   our connection is noticed within about 3 s. The room is then *split*: its
@@ -61,7 +66,8 @@ client, on the room's loop; one task, ``_run``, owns the connections).
   the recent sends kept for a resend (``max_pending``), the dedup window
   (:class:`wslab.roomlog.Seen`), one read of ``READ_BATCH`` entries. Redis
   itself accepts entries of up to 512 MB from any client: the reader drops
-  one after reading it, so such a flood costs memory for one read at a time.
+  each after reading it, so a flood of huge entries costs the memory of one
+  read (``READ_BATCH`` of them) at a time, not more.
 
 What a broker does not do: share the member list (each welcome lists the
 process's own members), make nicknames unique across processes, or give a
@@ -555,11 +561,14 @@ class Broker(servers.Background):
                 await self._wake.wait()
                 continue
             batch = [self._outbox[i] for i in range(min(len(self._outbox), WRITE_BATCH))]
-            async with writer.pipeline(transaction=False) as pipe:
-                for pending in batch:
-                    pipe.xadd(self.channel, pending.fields, maxlen=self.log_length, approximate=True)
-                async with asyncio.timeout(self.io_timeout):
-                    await pipe.execute()
+            async with asyncio.timeout(self.io_timeout):
+                if len(batch) == 1:  # the common case: no pipeline's overhead
+                    await writer.xadd(self.channel, batch[0].fields, maxlen=self.log_length, approximate=True)
+                else:
+                    async with writer.pipeline(transaction=False) as pipe:
+                        for pending in batch:
+                            pipe.xadd(self.channel, pending.fields, maxlen=self.log_length, approximate=True)
+                        await pipe.execute()
             now = time.monotonic()
             for pending in batch:
                 self._outbox.popleft()
