@@ -14,6 +14,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -528,3 +529,31 @@ def test_messages_a_stopped_process_had_not_read_when_redis_lost_its_data_still_
         broker.stop_processes(rooms)
         server.stop()
     assert ada.texts() == bob.texts() == [*texts, "after"]
+
+
+def test_a_room_whose_own_loop_is_blocked_for_seconds_is_not_split_and_misses_nothing(own_redis):
+    """A long cell blocks the room's loop: the timeouts that fire then are not Redis's fault."""
+    ada_room = wslab.chat_room_in_thread("room-stall-a", room="stall", history=0,
+                                         broker=broker.Broker(own_redis.url))
+
+    async def main():
+        bob_room = await wslab.chat_room("room-stall-b", room="stall", history=0,
+                                         broker=broker.Broker(own_redis.url))
+        ada, bob = await _member(ada_room.url, "ada"), await _member(bob_room.url, "bob")
+        assert ada_room.server._thread is not None
+        ada_room.server._thread.loop.call_soon_threadsafe(time.sleep, 5)  # the scenario: a blocked loop
+        for i in range(100):
+            await bob.ws.send(f"m{i}")
+        await until(lambda: len(ada.texts("m")) == 100, 30, "ada to catch up")
+        stats = dict(ada_room.stats["broker"])
+        for m in (ada, bob):
+            await m.ws.close()
+        return ada, stats
+
+    try:
+        ada, stats = run(main(), timeout=60)
+    finally:
+        ada_room.broker.stop()
+        ada_room.stop()
+    assert ada.texts() == [f"m{i}" for i in range(100)]
+    assert not ada.system("the room is split") and stats["splits"] == 0, stats

@@ -54,7 +54,10 @@ client, on the room's loop; one task, ``_run``, owns the connections).
   arrive then, ours are not delivered twice. So no accepted message is lost
   or duplicated, one order holds outside splits, and during a split each
   process keeps its own order. A message whose ``XADD`` timed out may be in
-  the log twice: readers deliver it once.
+  the log twice: readers deliver it once. A timeout right after the room's
+  own loop was blocked (a long cell, a stopped process: ``_on_tick`` sees
+  it) is not Redis's fault: the broker reconnects once without a split
+  (``stats["stalls"]``).
 * **Redis without its data.** The log survives a Redis restart only if Redis
   keeps it (``appendonly yes``; :class:`RedisProcess` does). A marker key
   (``<stream>:epoch``) tells a broker that Redis came back empty: it resends
@@ -127,6 +130,8 @@ RESEND_WINDOW = 30.0  # seconds of own events resent when Redis lost the log
 HEALTH_INTERVAL = 1.0  # seconds between PINGs
 IO_TIMEOUT = 2.0  # seconds for any command to answer
 BLOCK_MS = 1000  # XREAD BLOCK
+TICK = 0.2  # seconds between looks at the room's own loop
+STALL = 1.0  # the loop did not run for this long: a blocked loop, not a lost Redis
 BACKOFF = (0.1, 2.0)  # first and largest delay between reconnections, seconds (with jitter)
 
 
@@ -326,7 +331,7 @@ class Broker(servers.Background):
         self.errors: deque[BaseException] = deque(maxlen=50)
         self.stats: dict[str, Any] = {
             "published": 0, "delivered": 0, "duplicates": 0, "refused": 0, "splits": 0, "rejoins": 0,
-            "log_lost": 0, "gaps": 0, "split_seconds": 0.0, "dropped": dict.fromkeys(REASONS, 0),
+            "log_lost": 0, "gaps": 0, "stalls": 0, "split_seconds": 0.0, "dropped": dict.fromkeys(REASONS, 0),
         }
         #: True while Redis is out of reach: this process's members hear only each other.
         self.split = False
@@ -341,6 +346,8 @@ class Broker(servers.Background):
         self._last_id: bytes = b"0-0"
         self._epoch: bytes | None = None
         self._split_since = 0.0
+        self._last_tick = self._stalled_at = self._forgiven = -1e9
+        self._ticker: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()  # set when the outbox has room again, or the room split
         self._clients: list[Any] = []
@@ -422,6 +429,8 @@ class Broker(servers.Background):
                                f"{type(exc).__name__}: {exc}") from exc
         self.room = room
         room.broker = self
+        self._last_tick = self._loop.time()
+        self._ticker = self._loop.call_later(TICK, self._on_tick)
         self._task = asyncio.ensure_future(self._run(connected=True))
         await servers.release(self.name)
         servers.register(self)
@@ -532,9 +541,35 @@ class Broker(servers.Background):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure of Redis or of the link
+                if self._stalled():  # our own loop was blocked, not Redis: reconnect once, quietly
+                    self.stats["stalls"] += 1
+                    self.errors.append(exc)
+                    await self._disconnect()
+                    continue
                 self._enter_split(exc)
                 await self._disconnect()
                 await asyncio.sleep(self._backoff.next())
+
+    def _on_tick(self) -> None:
+        """Every ``TICK`` s on the room's loop: notes when the loop itself was blocked (a long cell)."""
+        assert self._loop is not None
+        now = self._loop.time()
+        if now - self._last_tick > STALL:
+            self._stalled_at = now
+        self._last_tick = now
+        self._ticker = self._loop.call_later(TICK, self._on_tick)
+
+    def _stalled(self) -> bool:
+        """Did a blocked loop (not Redis) just make a timeout fire? True once per stall."""
+        assert self._loop is not None
+        now = self._loop.time()
+        if now - self._last_tick > STALL:  # blocked, and the tick has not run since
+            self._stalled_at = now
+        recent = now - self._stalled_at < self.health_interval + self.io_timeout
+        if recent and self._stalled_at != self._forgiven and not self.split:
+            self._forgiven = self._stalled_at
+            return True
+        return False
 
     async def _serve(self) -> None:
         """Write, read and check health until one of them fails (then raise its exception)."""
@@ -676,6 +711,8 @@ class Broker(servers.Background):
         if self.room is not None and getattr(self.room, "broker", None) is self:
             self.room.broker = None
         self._drained.set()
+        if self._ticker is not None:
+            self._ticker.cancel()
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait({self._task}, timeout=self.stop_timeout)
