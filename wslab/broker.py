@@ -95,6 +95,7 @@ Redis to kill on purpose, are in :mod:`wslab.roomprocs` (re-exported here).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
 import os
 import secrets
@@ -434,6 +435,19 @@ class Broker(servers.Background):
         self._task = asyncio.ensure_future(self._run(connected=True))
         await servers.release(self.name)
         servers.register(self)
+        if room.server is not None and servers._holder(room.server.name) is room.server:
+            servers.unregister(room.server)  # listed after the broker: stop_all() stops the broker first
+            servers.register(room.server)
+
+    async def aclose(self) -> None:
+        """Stop on the room's loop, also when that loop runs in another thread (a thread-mode room)."""
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            try:
+                await asyncio.to_thread(self.stop)
+            except (TimeoutError, concurrent.futures.TimeoutError):
+                pass  # the room's loop stopped first: nothing left to close on it
+        else:
+            await super().aclose()
 
     # Out: the room's hook (ChatRoom._publish asks this)
 
