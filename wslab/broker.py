@@ -650,6 +650,10 @@ class Broker(servers.Background):
     def _take_entry(self, fields: Any) -> None:
         try:
             origin, seq, event = open_entry(self.secret, self.channel, fields, max_size=self._max_size)
+        except (TypeError, AttributeError, KeyError) as exc:  # a reply shaped unlike any entry: refused too
+            self.stats["dropped"]["shape"] += 1
+            self._note(exc, f"dropped an entry of the room's log that is not a field map ({type(exc).__name__})")
+            return
         except BadEntry as exc:
             self.stats["dropped"][exc.reason] += 1
             if self.stats["dropped"][exc.reason] == 1:
