@@ -153,6 +153,7 @@ _CLIENT_JS = r"""
       else if (ev.type === "message") { line("<", tag + ev.nick + ": " + ev.text); }
       else if (ev.type === "join") { line("=", tag + ev.nick + " joined"); }
       else if (ev.type === "leave") { line("=", tag + ev.nick + " left"); }
+      else if (ev.type === "system") { line("!", ev.text); }
       else if (ev.type === "welcome") {
         line("=", "welcome to " + ev.room + ", " + ev.nick + " (" + ev.members.length + " here: " + ev.members.join(", ") + ")");
       }

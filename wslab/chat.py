@@ -15,9 +15,10 @@ another thread goes through ``call_soon_threadsafe``.
   buffer grows past ``max_buffer`` bytes is failed with close code 1008 at
   that write (even when the room is quiet and only pongs pile up) instead of
   letting the buffer grow without bound.
-* Publishing never re-enters itself. ``_publish`` records an event and hands
-  it to ``_fanout``, the one place that writes to members (a broker hook
-  belongs between the two). A member the guard drops during ``_fanout`` only
+* Publishing never re-enters itself. ``_publish`` hands an event to
+  ``_deliver``, which records it and hands it to ``_fanout``, the one place
+  that writes to members; a broker takes the event in ``_publish`` and gives
+  it back to ``_deliver`` when it comes out of Redis (``broker.py``). A member the guard drops during ``_fanout`` only
   leaves ``members`` there (``_on_guard_close``); its leave notice is queued
   and goes out later from ``_flush_notices``. (Before, ``_drop`` published
   the notice from inside the loop over members: two slow members raised
@@ -58,6 +59,7 @@ The wire format is JSON, one event per message::
     {"type": "join" | "leave", "nick": ..., "time": ...}   (+ "why": "too slow" if dropped)
     {"type": "join" | "leave", "nick": "ada, bob, cy and 2 others", "nicks": [...], "time": ...}
     {"type": "message", "nick": ..., "text": ..., "time": ...}   (+ "role": "instructor" from say())
+    {"type": "system", "text": ..., "time": ...}   (about the room itself: split, whole again, not sent)
 
 Clients send plain text; the nickname is in the URL: ``ws://.../?nick=ada``.
 """
@@ -172,6 +174,8 @@ class ChatRoom:
         self.room = room
         self.notices = notices
         self.max_buffer = max_buffer
+        #: The largest message in bytes (the server's max_size; set when the room starts).
+        self.max_size = DEFAULT_MAX_SIZE
         self.history: deque[dict[str, Any]] = deque(maxlen=history)
         self.dropped: list[str] = []
         self.server: Server | None = None
@@ -239,8 +243,12 @@ class ChatRoom:
                 if not isinstance(message, str):
                     await connection.close(CloseCode.UNSUPPORTED_DATA, "the room takes text messages only")
                     return
-                if message.strip():
-                    self._publish({"type": "message", "nick": nick, "text": message, "time": time.time()})
+                if self.broker is not None and self.broker.full:
+                    await self.broker.ready()  # Redis is slower than the senders: wait (broker.py)
+                if message.strip() and not self._publish(
+                        {"type": "message", "nick": nick, "text": message, "time": time.time()}):
+                    notice = f"not sent ({message[:40]!r}): {self.broker.refusal}"
+                    broadcast([connection], self._system_event(notice))
         finally:
             self._leave(connection)
 
@@ -265,10 +273,21 @@ class ChatRoom:
     # Publishing: _publish records an event and hands it to _fanout, the one
     # place that writes to the members (a broker can take the event between them).
 
-    def _publish(self, event: dict[str, Any]) -> None:
-        """Record ``event`` and send it to every member now (on the room's loop)."""
-        if self.broker is not None and self.broker.take(self, event):
-            return  # it comes back through Redis, to this process and every other (broker.py)
+    def _publish(self, event: dict[str, Any]) -> bool:
+        """Record ``event`` and send it to every member now (on the room's loop).
+
+        With a broker, the broker takes it instead: it comes back through
+        Redis, to this process and every other (broker.py), to
+        :meth:`_deliver`. False if the broker could not keep it
+        (``broker.refusal`` says why).
+        """
+        if self.broker is not None:
+            return bool(self.broker.take(self, event))
+        self._deliver(event)
+        return True
+
+    def _deliver(self, event: dict[str, Any]) -> None:
+        """Record ``event`` in the history and send it to every member."""
         if self.history.maxlen:
             self.history.append(event)
         self._fanout(json.dumps(event))
@@ -282,6 +301,22 @@ class ChatRoom:
         itself.
         """
         broadcast([c for c in self._members if writable(c)], data)
+
+    @staticmethod
+    def _system_event(text: str) -> str:
+        return json.dumps({"type": "system", "text": text, "time": time.time()})
+
+    def _system(self, text: str) -> None:
+        """Tell this process's members something about the room itself (not kept in the history)."""
+        self._fanout(self._system_event(text))
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Members, members dropped, and the broker's counters if the room has one."""
+        stats: dict[str, Any] = {"members": len(self._members), "dropped members": len(self.dropped)}
+        if self.broker is not None:
+            stats["broker"] = self.broker.stats
+        return stats
 
     def _notice(self, kind: str, nick: str, why: str | None = None) -> None:
         """Queue a join or leave notice; several in a row go out as one."""
@@ -322,6 +357,9 @@ class ChatRoom:
             raise TypeError(f"say() sends text, got {type(text).__name__}")
         if self.server is None or not self.server.running:
             raise RuntimeError("this room is stopped: start a new one with wslab.chat_room()")
+        if self.broker is not None and len(text.encode("utf-8", "surrogatepass")) > self.max_size:
+            raise ValueError(f"say() text too long for a room across processes: "
+                             f"{len(text.encode('utf-8', 'surrogatepass')):,} bytes (max {self.max_size:,})")
         self._reserved.add(_nick_key(nick))
         event = {"type": "message", "nick": nick, "text": text, "time": time.time(), "role": "instructor"}
         _on_loop(self.server, self._publish, event)
@@ -351,6 +389,7 @@ def _room_args(name: str, kwargs: dict[str, Any]) -> tuple[ChatRoom, dict[str, A
     limits = limits.replace(max_buffer=room.max_buffer)
     if "max_size" not in kwargs:
         limits = limits.replace(max_size=DEFAULT_MAX_SIZE)
+    room.max_size = kwargs.get("max_size") or limits.max_size or DEFAULT_MAX_SIZE
     origins = kwargs.pop("origins", _DEFAULT)
     if origins is None:
         kwargs["origins"] = None  # every site: websockets checks nothing

