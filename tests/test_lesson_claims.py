@@ -249,8 +249,8 @@ def test_chromium_sends_the_pages_origin_and_the_servers_cookies_from_another_po
     assert "session=s3cr3t" in (seen[0][1] or ""), seen
 
 
-def test_the_pinned_websockets_has_the_reconnect_delays_lesson_07_uses():
-    """Lesson 07, section 5 measures ``async for ws in connect(url, reconnect_delays=...)``: the
+def test_the_pinned_websockets_has_the_reconnect_delays_lesson_08_uses():
+    """Lesson 08, section 2 measures ``async for ws in connect(url, reconnect_delays=...)``: the
     argument exists from websockets 17 (14.2, 15.0.1 and 16.0 raise TypeError), so the kit pins
     ``websockets>=17`` (exercise 7.4's ``follow()`` keeps its own retry loop)."""
     import inspect
@@ -264,7 +264,7 @@ def test_the_pinned_websockets_has_the_reconnect_delays_lesson_07_uses():
     assert int(websockets.__version__.split(".")[0]) >= 17
     pins = [re.search(r"websockets>=(\d+)", (root / f).read_text()).group(1) for f in ("pyproject.toml", "requirements.txt")]
     assert pins == ["17", "17"] and REQUIREMENTS["websockets"][0] == "17.0"
-    source = (root / "instructor" / "source" / "07-take-it-to-production.ipynb").read_text()
+    source = (root / "instructor" / "source" / "08-keep-it-running.ipynb").read_text()
     assert "reconnect_delays" in source
 
 
@@ -298,7 +298,7 @@ def test_wsproto_gives_exercise_3_3s_close_codes_for_every_suspect_frame():
 
 
 def test_a_websockets_connection_pauses_sends_above_32_kib_and_resumes_below_8_kib():
-    """Lesson 07, section 6: ``send()`` waits once the write buffer passes ``write_limit`` (32 KiB,
+    """Lesson 08, section 3: ``send()`` waits once the write buffer passes ``write_limit`` (32 KiB,
     the high-water mark) until it drains below ``write_limit // 4`` (asyncio's low-water default)."""
 
     async def main():

@@ -63,12 +63,12 @@ from .scaling import measure_scaling, plot_scaling
 from . import limits
 from .limits import Guard, Limits
 
-# Production (lesson 07): wss:// with a throwaway CA, a reverse proxy, authentication,
-# reconnection, one room over several processes through Redis
+# Production (lessons 07 and 08): wss:// with a throwaway CA, a reverse proxy, authentication
+# (07); reconnection, one room over several processes through Redis
 # (tls.py, proxy.py, auth.py, reconnect.py, broker.py; redis and trustme load on first use)
 from . import auth, broker, proxy, reconnect, tls
 
-# The browser's bufferedAmount, live (lesson 07, backpressure; bufferdemo.py; engineer prod)
+# The browser's bufferedAmount, live (lesson 08, backpressure; bufferdemo.py; engineer prod)
 from . import bufferdemo
 
 __version__ = "0.1.0"
