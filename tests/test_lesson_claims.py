@@ -314,3 +314,29 @@ def test_a_websockets_connection_pauses_sends_above_32_kib_and_resumes_below_8_k
         return limits
 
     assert run(main()) == [(2**15 // 4, 2**15)] * 2
+
+
+@pytest.mark.browser
+def test_chromium_has_websocketstream_without_a_flag_and_the_page_can_test_for_it(chromium):
+    """Lesson 08, section 3: in the kit's Chromium (156) ``typeof WebSocketStream`` is "function"
+    with no flag (MDN's compatibility data: Chromium 124 on; not Firefox, not Safari), and
+    ``"WebSocketStream" in globalThis`` is the test a page uses before falling back."""
+    tab = chromium.new_page()
+    try:
+        tab.set_content("<p>probe</p>")
+        assert tab.evaluate("typeof WebSocketStream") == "function"
+        assert tab.evaluate('"WebSocketStream" in globalThis') is True
+        assert int(chromium.version.split(".")[0]) >= 124
+    finally:
+        tab.close()
+
+
+def test_a_websockets_send_has_no_per_message_compression_switch():
+    """Lesson 07, section 5: websockets' ``send()`` takes the message and ``text=`` only, so a
+    connection that negotiated permessage-deflate (RFC 7692) compresses every message; the way out
+    is ``compression=None`` or a context that is not taken over."""
+    import inspect
+
+    from websockets.asyncio.connection import Connection
+
+    assert list(inspect.signature(Connection.send).parameters) == ["self", "message", "text"]

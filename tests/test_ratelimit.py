@@ -86,3 +86,22 @@ async def counter_that_never_refills(connection):
 def test_the_check_fails_a_sloppy_limiter_and_says_what_to_fix(handler, says):
     with pytest.raises(wslab.CheckFailed, match=says):
         check(handler)
+
+
+async def not_done_yet(connection):
+    raise NotImplementedError("not done yet")
+
+
+async def crashes(connection):
+    async for message in connection:
+        await connection.send(message.nope)
+
+
+def test_the_check_lets_not_implemented_through_so_the_exercise_says_not_done_yet():
+    with pytest.raises(NotImplementedError):
+        check(not_done_yet)
+
+
+def test_the_check_shows_the_error_the_handler_raised():
+    with pytest.raises(wslab.CheckFailed, match="your handler raised AttributeError"):
+        check(crashes)

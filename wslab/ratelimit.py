@@ -134,16 +134,33 @@ async def check_rate_limit(handler: Callable[[Any], Awaitable[None]], *, rate: f
     back) must be closed with 1008 after at most about ``burst`` echoes.
     Raises :class:`wslab.CheckFailed` naming what went wrong.
     """
-    server = await servers.serve(handler, "check-rate-limit", compression=None)
+    raised: list[BaseException] = []
+
+    async def watched(connection: Any) -> None:
+        try:
+            await handler(connection)
+        except Exception as exc:  # shown to the learner below, not buried in the server's log
+            raised.append(exc)
+            raise
+
+    def reraise() -> None:
+        if raised and isinstance(raised[0], NotImplementedError):
+            raise raised[0]  # the exercise is not done yet
+        if raised:
+            raise checks.CheckFailed(f"your handler raised {raised[0]!r}") from raised[0]
+
+    server = await servers.serve(watched, "check-rate-limit", compression=None)
     try:
         n_polite = 3 * burst
         gap = 2 / rate
         polite = await _client(server.url, n_polite, gap, timeout)
+        reraise()
         checks.check(polite.echoed == n_polite and polite.code is None,
                      f"a client sending {rate / 2:g} messages a second (half the limit) got {polite}: "
                      f"it should get every echo; does your bucket refill ({rate:g} tokens a second)?")
         flood, polite2 = await asyncio.gather(_client(server.url, 200, 0, min(timeout, 3.0)),
                                               _client(server.url, n_polite, gap, timeout))
+        reraise()
         checks.check(flood.code == 1008,
                      f"a client that sent 200 messages back to back: {flood}; "
                      "close it with 1008 (policy violation) once its bucket is empty")
