@@ -62,8 +62,10 @@ def check(start):
     return run(main(), timeout=seconds(30))
 
 
-def test_the_check_passes_a_server_with_compression_off():
-    assert not check(starter(False, {"compression": None})).leaks
+@pytest.mark.parametrize(("separate", "options"), [(False, {"compression": None}), (True, NO_TAKEOVER)],
+                         ids=["compression off", "two messages, a context each"])
+def test_the_check_passes_a_server_that_keeps_the_secret_and_the_guess_apart(separate, options):
+    assert not check(starter(separate, options)).leaks
 
 
 @pytest.mark.parametrize(("separate", "options"), [(False, {}), (True, {})],
