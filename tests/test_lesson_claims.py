@@ -249,8 +249,8 @@ def test_chromium_sends_the_pages_origin_and_the_servers_cookies_from_another_po
     assert "session=s3cr3t" in (seen[0][1] or ""), seen
 
 
-def test_the_pinned_websockets_has_the_reconnect_delays_lesson_07_uses():
-    """Lesson 07, section 5 measures ``async for ws in connect(url, reconnect_delays=...)``: the
+def test_the_pinned_websockets_has_the_reconnect_delays_lesson_08_uses():
+    """Lesson 08, section 2 measures ``async for ws in connect(url, reconnect_delays=...)``: the
     argument exists from websockets 17 (14.2, 15.0.1 and 16.0 raise TypeError), so the kit pins
     ``websockets>=17`` (exercise 7.4's ``follow()`` keeps its own retry loop)."""
     import inspect
@@ -264,7 +264,7 @@ def test_the_pinned_websockets_has_the_reconnect_delays_lesson_07_uses():
     assert int(websockets.__version__.split(".")[0]) >= 17
     pins = [re.search(r"websockets>=(\d+)", (root / f).read_text()).group(1) for f in ("pyproject.toml", "requirements.txt")]
     assert pins == ["17", "17"] and REQUIREMENTS["websockets"][0] == "17.0"
-    source = (root / "instructor" / "source" / "07-take-it-to-production.ipynb").read_text()
+    source = (root / "instructor" / "source" / "08-keep-it-running.ipynb").read_text()
     assert "reconnect_delays" in source
 
 
@@ -298,7 +298,7 @@ def test_wsproto_gives_exercise_3_3s_close_codes_for_every_suspect_frame():
 
 
 def test_a_websockets_connection_pauses_sends_above_32_kib_and_resumes_below_8_kib():
-    """Lesson 07, section 6: ``send()`` waits once the write buffer passes ``write_limit`` (32 KiB,
+    """Lesson 08, section 3: ``send()`` waits once the write buffer passes ``write_limit`` (32 KiB,
     the high-water mark) until it drains below ``write_limit // 4`` (asyncio's low-water default)."""
 
     async def main():
@@ -314,3 +314,29 @@ def test_a_websockets_connection_pauses_sends_above_32_kib_and_resumes_below_8_k
         return limits
 
     assert run(main()) == [(2**15 // 4, 2**15)] * 2
+
+
+@pytest.mark.browser
+def test_chromium_has_websocketstream_without_a_flag_and_the_page_can_test_for_it(chromium):
+    """Lesson 08, section 3: in the kit's Chromium (156) ``typeof WebSocketStream`` is "function"
+    with no flag (MDN's compatibility data: Chromium 124 on; not Firefox, not Safari), and
+    ``"WebSocketStream" in globalThis`` is the test a page uses before falling back."""
+    tab = chromium.new_page()
+    try:
+        tab.set_content("<p>probe</p>")
+        assert tab.evaluate("typeof WebSocketStream") == "function"
+        assert tab.evaluate('"WebSocketStream" in globalThis') is True
+        assert int(chromium.version.split(".")[0]) >= 124
+    finally:
+        tab.close()
+
+
+def test_a_websockets_send_has_no_per_message_compression_switch():
+    """Lesson 07, section 5: websockets' ``send()`` takes the message and ``text=`` only, so a
+    connection that negotiated permessage-deflate (RFC 7692) compresses every message; the way out
+    is ``compression=None`` or a context that is not taken over."""
+    import inspect
+
+    from websockets.asyncio.connection import Connection
+
+    assert list(inspect.signature(Connection.send).parameters) == ["self", "message", "text"]

