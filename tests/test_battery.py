@@ -214,8 +214,9 @@ def test_a_usual_behaviour_not_followed_is_a_remark_not_a_failure():
 def test_a_mutant_fails_only_its_must_and_the_failure_quotes_the_rfc():
     report = run(_raw("accepts-unmasked"), timeout=60)
     assert report.failed == ["unmasked client frame"], str(report)
-    with pytest.raises(wslab.CheckFailed, match=r"1 of \d+ MUSTs failed: unmasked client frame.*MUST close the connection"):
+    with pytest.raises(wslab.CheckFailed, match=r"1 of \d+ MUSTs failed: unmasked client frame \(RFC 6455 5\.1") as info:
         report.assert_passed()
+    assert "show it with `report` in a cell" in str(info.value)  # the table has the RFC's words
 
 
 def test_max_size_applies_to_every_case_whose_message_is_over_it():
@@ -539,6 +540,30 @@ def test_check_handshake_response_passes_a_correct_answer():
 def test_check_handshake_response_names_what_is_wrong(bug, message):
     with pytest.raises(wslab.CheckFailed, match=message):
         battery.check_handshake_response(lambda request: respond(request, **bug))
+
+
+def test_a_wrong_accept_is_answered_with_the_right_one_and_how_it_is_made():
+    """Lesson 06, exercise 6.1: the message names the value the key needed (websockets' own
+    accept_key agrees) and the RFC's recipe (4.2.2), not only that the client refused."""
+    from websockets.utils import accept_key
+
+    with pytest.raises(wslab.CheckFailed) as info:
+        battery.check_handshake_response(lambda request: respond(request, accept="abc="))
+    message = str(info.value)
+    key = re.search(r"For the key (\S+) the answer needs Sec-WebSocket-Accept: (\S+) ", message)
+    assert key and key.group(2) == accept_key(key.group(1)), message
+    assert "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" in message and message.endswith("yours was abc=")
+
+
+def test_a_server_failing_many_musts_gets_one_short_paragraph():
+    """Lesson 06, exercise 6.3: at most three failures spelled out, each clipped, then where the table is."""
+    report = run(_raw("accepts-unmasked"), timeout=60)
+    for result in report.results:  # as if every case had failed, with long words
+        result.passed, result.happened = False, "x " * 500
+    with pytest.raises(wslab.CheckFailed) as info:
+        report.assert_passed()
+    message = str(info.value)
+    assert len(message) < 1200 and "\n" not in message and "more. The report's table" in message
 
 
 def test_check_handshake_response_wants_bytes():

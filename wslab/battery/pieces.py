@@ -54,6 +54,7 @@ def check_handshake_response(respond: Callable[[bytes], bytes]) -> None:
                 f"for the websockets client's request{what}, its client refused your answer "
                 f"{_short(bytes(answer), 60)}: {client.handshake_exc}"
                 + (" (header names are case-insensitive: compare them with .lower())" if what else "")
+                + _accept_hint(request, bytes(answer))
             )
         check(client.state is State.OPEN,
               f"your answer {_short(bytes(answer), 60)} to the request{what} did not complete the handshake: "
@@ -185,3 +186,31 @@ def _short_list(frames: Sequence[Any]) -> str:
         f"({f[0]!r}, {f[1]!r}, {_short(bytes(f[2]))})" if isinstance(f, tuple) and len(f) == 3 else repr(f)
         for f in frames
     ) + "]"
+
+
+#: RFC 6455 4.2.2: the GUID appended to the client's key before hashing.
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def _accept_hint(request: bytes, answer: bytes) -> str:
+    """When the answer's Sec-WebSocket-Accept is wrong: the right one for this request, and how it is made."""
+    import base64
+    import hashlib
+
+    def header(message: bytes, name: bytes) -> bytes | None:
+        for line in message.split(b"\r\n")[1:]:
+            key, _, value = line.partition(b":")
+            if key.strip().lower() == name:
+                return value.strip()
+        return None
+
+    key = header(request, b"sec-websocket-key")
+    if key is None:
+        return ""
+    expected = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+    got = header(answer, b"sec-websocket-accept")
+    if got == expected:
+        return ""
+    return (f". For the key {key.decode('latin-1')} the answer needs Sec-WebSocket-Accept: {expected.decode()} "
+            f"(RFC 6455 4.2.2: base64 of the SHA-1 of the key followed by {_GUID.decode()}); "
+            f"yours was {'missing' if got is None else got.decode('latin-1')}")

@@ -316,9 +316,19 @@ class Report:
         if self.error is not None:
             raise CheckFailed(self.summary)
         if not self.passed:
-            failed = "; ".join(
-                f"{r.name}: {r.happened} (expected {r.expected}; RFC 6455 {r.rfc}: \"{r.quote}\")"
-                for r in self.results if not r.passed
+            failing = [r for r in self.results if not r.passed]
+            shown = "; ".join(
+                f"{r.name} (RFC 6455 {r.rfc}): {_clip(r.happened)}, expected {_clip(r.expected)}" for r in failing[:3]
             )
+            more = f"; and {len(failing) - 3} more" if len(failing) > 3 else ""
             held, total = self.musts
-            raise CheckFailed(f"{total - held} of {total} MUSTs failed: {failed}")
+            raise CheckFailed(
+                f"{total - held} of {total} MUSTs failed: {shown}{more}. The report's table lists every case "
+                f"with the RFC's words: show it with `report` in a cell, and fix the first failure first"
+            )
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    """One case's words for a one-paragraph failure message: at most ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
