@@ -67,3 +67,23 @@ def test_a_name_that_is_not_there_is_an_attribute_error_naming_it():
 
     with pytest.raises(AttributeError, match="no attribute 'no_such_thing'"):
         wslab.no_such_thing  # noqa: B018
+
+
+def test_a_public_function_keeps_its_name_when_its_submodule_is_imported_first():
+    """``wslab.wiretap`` and ``wslab.environment`` are functions named like their modules: importing
+    the module (``wslab.sidechannel`` imports ``wslab.wiretap``) must not rebind the package's name to it
+    (lesson 07 called ``wslab.wiretap(...)`` and got "'module' object is not callable")."""
+    import subprocess
+    import sys
+
+    code = (
+        "import types, wslab\n"
+        "from wslab import sidechannel\n"  # imports the wiretap submodule before anyone asked for wslab.wiretap
+        "import wslab.environment, wslab.wiretap\n"
+        "print(isinstance(wslab.wiretap, types.FunctionType), isinstance(wslab.environment, types.FunctionType))\n"
+        "print(wslab.wiretap is sys.modules['wslab.wiretap'].wiretap if (sys := __import__('sys')) else 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True", "True"]

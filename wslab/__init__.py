@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -88,6 +90,25 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """The package itself: a public function keeps its name when its submodule is imported.
+
+    Importing a submodule binds it on the package (``wslab.wiretap = <module>``).
+    Where a public function has its module's name (``wslab.wiretap``,
+    ``wslab.environment``), the function must win, whenever the module is
+    first imported (by a lesson, or by ``wslab.tls`` importing it), as it did
+    when the package imported everything at once.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name, ("", None))[1] is not None:
+            return  # the submodule stays in sys.modules; the name stays the function's
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 #: True with WSLAB_QUICK=1 (the test suite sets it; a learner on a slow machine may): lessons measure less.
