@@ -5,6 +5,7 @@ Chromium, ../shared/rfc6455.txt): skipped with a how-to, or failed when required
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import queue
 import subprocess
@@ -33,7 +34,14 @@ def run(coro: Coroutine[Any, Any, Any], timeout: float = 10) -> Any:
         async with asyncio.timeout(seconds(timeout)):
             return await coro
 
-    return asyncio.run(bounded())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: no loop in this thread
+        return asyncio.run(bounded())
+    # A loop already runs in this thread (Playwright's sync API, held by a module's browser
+    # fixture, runs one): asyncio.run would refuse, so the coroutine gets a thread of its own.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wslab-test-run") as pool:
+        return pool.submit(asyncio.run, bounded()).result()
 
 
 def end_child(child: "subprocess.Popen[str]") -> str:
