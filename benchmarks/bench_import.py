@@ -25,11 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _verdict import machine_load, spread, verdict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-PROBE = ("import resource, time, json\n"
+# Peak RSS as VmHWM: it belongs to the child's memory since exec (getrusage's ru_maxrss survives
+# exec and would start from this process's size at the fork). Linux only, like the machine it runs on.
+PROBE = ("import re, time, json\n"
          "t = time.process_time()\n"
          "import {module}\n"
          "cpu = time.process_time() - t\n"
-         "print(json.dumps([cpu, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))\n")
+         "hwm = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
+         "print(json.dumps([cpu, hwm / 1024]))\n")
 
 
 def measure(module: str) -> tuple[float, float]:

@@ -212,6 +212,27 @@ def test_handler_errors_are_shown_kept_and_close_with_1011(capsys):
     assert "Traceback" in err
 
 
+def test_an_exercise_stub_in_a_handler_is_one_line_without_a_traceback(capsys):
+    """A learner's handler that still raises NotImplementedError has nothing to debug: one line
+    says so (the check beside it reports "not done yet"), no traceback fills the output."""
+
+    async def stub(connection):
+        raise NotImplementedError("not done yet")
+
+    async def main():
+        srv = await wslab.serve(stub, name="stub")
+        async with connect(srv.url) as ws:
+            with pytest.raises(ConnectionClosed) as info:
+                await ws.recv()
+        assert info.value.rcvd.code == 1011 and [type(e) for e in srv.errors] == [NotImplementedError]
+        await srv.aclose()
+
+    run(main())
+    err = capsys.readouterr().err
+    assert "server 'stub': the handler is not written yet (NotImplementedError: not done yet)" in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
 def test_client_going_away_is_not_a_handler_error(capsys):
     async def main():
         srv = await wslab.serve(echo, name="echo")

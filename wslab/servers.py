@@ -318,6 +318,14 @@ class Server(Background):
 
     def _report(self, exc: BaseException) -> None:
         self.errors.append(exc)
+        if isinstance(exc, NotImplementedError):  # an exercise's stub: nothing to debug yet
+            print(
+                f"! server {self.name!r}: the handler is not written yet (NotImplementedError: {exc}); "
+                f"the client got close code 1011 (internal error)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
         # Skip wslab's own frame: the learner's handler is what matters.
         tb = exc.__traceback__.tb_next if exc.__traceback__ else None
         lines = traceback.format_exception(type(exc), exc, tb)
