@@ -44,9 +44,6 @@ def test_import_wslab_loads_no_submodule_and_no_heavy_library_until_a_name_is_us
     What it loads is checked here (robust on any machine): nothing of wslab but the package, and none
     of asyncio, websockets, ssl, tornado, httpx, matplotlib or numpy, until a name is used.
     """
-    import subprocess
-    import sys
-
     heavy = ("asyncio", "websockets", "ssl", "tornado", "httpx", "matplotlib", "numpy")
     code = (
         "import sys, wslab\n"
@@ -56,10 +53,7 @@ def test_import_wslab_loads_no_submodule_and_no_heavy_library_until_a_name_is_us
         "wslab.serve, wslab.display.Table\n"
         "print('wslab.servers' in sys.modules, 'wslab.display' in sys.modules, 'tornado' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["[]", "True True False"]
+    assert _fresh_python(code).splitlines() == ["[]", "True True False"]
 
 
 def test_a_name_that_is_not_there_is_an_attribute_error_naming_it():
@@ -73,17 +67,22 @@ def test_a_public_function_keeps_its_name_when_its_submodule_is_imported_first()
     """``wslab.wiretap`` and ``wslab.environment`` are functions named like their modules: importing
     the module (``wslab.sidechannel`` imports ``wslab.wiretap``) must not rebind the package's name to it
     (lesson 07 called ``wslab.wiretap(...)`` and got "'module' object is not callable")."""
-    import subprocess
-    import sys
-
     code = (
         "import types, wslab\n"
         "from wslab import sidechannel\n"  # imports the wiretap submodule before anyone asked for wslab.wiretap
         "import wslab.environment, wslab.wiretap\n"
         "print(isinstance(wslab.wiretap, types.FunctionType), isinstance(wslab.environment, types.FunctionType))\n"
-        "print(wslab.wiretap is sys.modules['wslab.wiretap'].wiretap if (sys := __import__('sys')) else 0)\n"
+        "import sys; print(wslab.wiretap is sys.modules['wslab.wiretap'].wiretap)\n"
     )
+    assert _fresh_python(code).split() == ["True", "True", "True"]
+
+
+def _fresh_python(code: str) -> str:
+    """What ``code`` prints in a fresh interpreter that imports this checkout's wslab."""
+    import subprocess
+    import sys
+
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["True", "True", "True"]
+    return done.stdout
