@@ -2,10 +2,10 @@
 
 Everything else about the package is declared in ``pyproject.toml``. The
 lessons live once in git, in ``notebooks/`` (and the files they link to); when
-setuptools builds the package, this copies that bundle (``wslab/_bundle.py``
+setuptools builds the package, this copies that bundle (``wslab/course/_bundle.py``
 says which files) into the build, so ``python -m wslab lessons DIR`` works
 where only the package is installed. An editable install skips it: there
-``wslab.lessons`` reads the repository itself.
+``wslab.course.lessons`` reads the repository itself.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent
 
 def _bundle_module():
     # By file path: importing the package would need its dependencies, absent while building.
-    spec = importlib.util.spec_from_file_location("_wslab_bundle", ROOT / "wslab" / "_bundle.py")
+    spec = importlib.util.spec_from_file_location("_wslab_bundle", ROOT / "wslab" / "course" / "_bundle.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -4,7 +4,7 @@
 
 The room (wslab.chat_room_in_thread) runs on a thread's loop in this process,
 the simulated clients on a loop of their own in a child process
-(wslab.chat.measure_fanout). Each round times, on the room's loop:
+(wslab.fanout.measure_fanout). Each round times, on the room's loop:
 
 * the room's own fan-out (``room._publish``: json.dumps, ``broadcast()`` through
   wslab's guarded connections, which check each member's buffer) until it returns (wall time, and the room thread's CPU time,
@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _verdict import machine_load, spread, verdict  # noqa: E402
 
-from wslab.chat import measure_fanout  # noqa: E402
+from wslab.classroom.chat import measure_fanout  # noqa: E402
 
 #: The room's CPU for one message over bare websockets broadcast()'s to the same connections: what the
 #: room adds (a member check and the guard's buffer check per connection). At most a quarter more, from

@@ -10,7 +10,7 @@ What each side really does (websockets 17, as its connections drive it):
   with ``apply_mask`` from ``websockets.speedups``, a C extension (pure Python
   only when built without it). wslab: ``decode()`` parses the header with
   ``struct`` in Python and unmasks with the same C ``apply_mask`` when it can
-  be imported, else ``wslab.frames.mask`` (pure Python, one big-integer XOR).
+  be imported, else ``wslab.protocol.frames.mask`` (pure Python, one big-integer XOR).
   ``Reader.feed()`` is shown too: it also reassembles messages and checks UTF-8
   for text, which ``Frame.parse`` does not (websockets does that later).
 * encode. websockets: ``Frame.serialize(mask=True)`` draws a fresh key per frame
@@ -44,7 +44,7 @@ from websockets import frames as wsframes  # noqa: E402
 from websockets.streams import StreamReader  # noqa: E402
 
 from wslab import frames as wslab_frames  # noqa: E402
-from wslab.frames import Frame, Opcode, Reader, decode, encode, mask, mask_naive  # noqa: E402
+from wslab.protocol.frames import Frame, Opcode, Reader, decode, encode, mask, mask_naive  # noqa: E402
 
 try:
     from websockets.speedups import apply_mask as c_apply_mask
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (3 if args.quick else 9)
     budget = 2**21 if args.quick else 2**23  # payload bytes per timed batch
     fast = getattr(wslab_frames, "FAST_MASK", False)
-    helper = "the C apply_mask" if fast else "wslab.frames.mask (pure Python)"
+    helper = "the C apply_mask" if fast else "wslab.protocol.frames.mask (pure Python)"
 
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; wslab unmasks with {helper}; "
           f"websockets with {'the C apply_mask' if c_apply_mask else 'pure Python'}")

@@ -28,8 +28,8 @@ from _verdict import difference, machine_load, spread, verdict  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
 import wslab  # noqa: E402
-from wslab.events import Event  # noqa: E402
-from wslab.experiment import CLOCK, ExperimentConfig, Recorder, percentile, run_experiment, schedule  # noqa: E402
+from wslab.lab.events import Event  # noqa: E402
+from wslab.lab.experiment import CLOCK, ExperimentConfig, Recorder, percentile, run_experiment, schedule  # noqa: E402
 
 
 WARM = 5  # events left out of the statistics of the bare clients below (warm-up)
@@ -77,7 +77,7 @@ async def bare_websockets(config: ExperimentConfig) -> tuple[list[float], list[f
 
 async def bare_floor(config: ExperimentConfig) -> tuple[list[float], list[float]]:
     """The floor's server with a client that also stamps when the bytes reach the process."""
-    from wslab.experiment.floor import serve_tcp_push
+    from wslab.lab.experiment.floor import serve_tcp_push
 
     server = serve_tcp_push(config, name="bench-bare-floor")
     rec, client_part = Recorder(), []
@@ -107,7 +107,7 @@ async def bare_floor(config: ExperimentConfig) -> tuple[list[float], list[float]
 
 def bookkeeping_us(n: int = 100_000) -> dict[str, float]:
     """Time the per-event record paths once, microseconds per event."""
-    from wslab.experiment.clients import LightResult, _Timed
+    from wslab.lab.experiment.clients import LightResult, _Timed
 
     rec = Recorder()
     t0 = time.perf_counter()

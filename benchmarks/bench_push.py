@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _verdict import machine_load, spread, verdict  # noqa: E402
 
-from wslab.chat import raise_fd_limit  # noqa: E402
-from wslab.labserver import lab_server_in_thread  # noqa: E402
-from wslab.scaling import ClientProcess, measure_point  # noqa: E402
+from wslab.classroom.chat import raise_fd_limit  # noqa: E402
+from wslab.lab.labserver import lab_server_in_thread  # noqa: E402
+from wslab.lab.scaling import ClientProcess, measure_point  # noqa: E402
 
 #: broadcast / each, server CPU per delivery. Both ways pay one send() system call per client, about
 #: a third of the old way's cost per delivery here (measured: 0.33-0.40 at 100 clients); broadcast()
@@ -58,8 +58,8 @@ class BareBroadcast:
     def __init__(self) -> None:
         from collections import Counter
 
-        from wslab.events import EventSource
-        from wslab.servers import LoopThread
+        from wslab.lab.events import EventSource
+        from wslab.server.background import LoopThread
 
         self.source = EventSource(clock=time.perf_counter)
         self.requests: Counter[str] = Counter()

@@ -17,7 +17,7 @@ What it measures, built here from the standard library and websockets only:
   ``Content-Length`` JSON body; a client asking again at once.
 
 The events (``{"seq","created","data"}``) come on the seeded Poisson
-schedule of ``wslab.experiment.schedule`` (re-derived here from the same
+schedule of ``wslab.lab.experiment.schedule`` (re-derived here from the same
 seeds: ``random.Random(seed).expovariate`` for the gaps, a Gaussian walk
 from ``random.Random(seed + 1)`` for the payloads; ``tests/test_agreement.py``
 checks they are equal). Servers run on a loop in a thread of their own, the
@@ -26,7 +26,7 @@ first and stamps each timed event when its bytes have been read, before
 parsing. The servers set nothing special: whatever asyncio does for its
 sockets (it sets ``TCP_NODELAY``) they get.
 
-``--compare`` runs wslab's lab (``wslab.experiment.measure_transport``)
+``--compare`` runs wslab's lab (``wslab.lab.experiment.measure_transport``)
 interleaved with this one (the order flipped every round) and prints both
 sets of p50 ratios to the floor, min / median / max; each transport's
 ratio over the reference's, round by round, with PASS or MISS against
@@ -385,7 +385,7 @@ async def measure(key: str, events: int = 900, mean_gap_ms: float = 20.0, seed: 
 
 async def wslab_p50(key: str, events: int, mean_gap_ms: float, seed: int, warmup: int) -> float:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from wslab.experiment import ExperimentConfig, measure_transport
+    from wslab.lab.experiment import ExperimentConfig, measure_transport
 
     config = ExperimentConfig(events=events, mean_gap_ms=mean_gap_ms, seed=seed, warmup=warmup, transports=[key])
     result = await measure_transport(key, config, bytes_pass=False)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _verdict import machine_load, spread, verdict  # noqa: E402
 
-from wslab.scaling import TRANSPORTS, measure_scaling  # noqa: E402
+from wslab.lab.scaling import TRANSPORTS, measure_scaling  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

@@ -49,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _verdict import machine_load, verdict  # noqa: E402
 
 import wslab  # noqa: E402
-from wslab.fanout import _StampedConnection, raise_fd_limit  # noqa: E402
+from wslab.classroom.fanout import _StampedConnection, raise_fd_limit  # noqa: E402
 
 PING = bytes([0x89, 0x80 | 125]) + b"\0\0\0\0" + b"p" * 125
 

@@ -8,8 +8,8 @@ agree with an independent benchmark; this says where a difference sits. For
 each transport and round it runs four pairs on the same seeded schedule, in
 an order that flips every round: the reference's client against the
 reference's server (the baseline of that round), the reference's client
-against wslab's light server (:mod:`wslab.experiment.httpserver`), wslab's
-light client (:mod:`wslab.experiment.clients`) against the reference's
+against wslab's light server (:mod:`wslab.lab.experiment.httpserver`), wslab's
+light client (:mod:`wslab.lab.experiment.clients`) against the reference's
 server, and wslab against wslab. Each pair's p50 is divided by the
 baseline's of the same round, so a busy machine moves both alike.
 
@@ -33,9 +33,9 @@ sys.path.insert(0, str(HERE))
 import bench_reference as ref  # noqa: E402
 from _verdict import machine_load, spread, verdict  # noqa: E402
 
-from wslab.experiment.clients import receive as light_receive  # noqa: E402
-from wslab.experiment.httpserver import light_http_server  # noqa: E402
-from wslab.experiment.results import CLOCK  # noqa: E402
+from wslab.lab.experiment.clients import receive as light_receive  # noqa: E402
+from wslab.lab.experiment.httpserver import light_http_server  # noqa: E402
+from wslab.lab.experiment.results import CLOCK  # noqa: E402
 
 PAIRS = (("reference", "reference"), ("reference", "wslab"), ("wslab", "reference"), ("wslab", "wslab"))
 

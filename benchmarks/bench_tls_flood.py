@@ -3,13 +3,13 @@
     python benchmarks/bench_tls_flood.py              # 1,100 sockets, 3 runs, about a minute and a half
     python benchmarks/bench_tls_flood.py --quick      # 300 sockets, 1 run, 2 s handshake timeout
 
-A child process runs ``wslab.tls.serve_tls`` (an echo); this process opens
+A child process runs ``wslab.production.tls.serve_tls`` (an echo); this process opens
 ``--sockets`` TCP connections to it that never send a ClientHello, holds them
 until the listener's handshake timeout (``open_timeout``) has passed, closes
 them, then reads the child's RSS (``/proc/<pid>/status``) until it settles or
 ``open_timeout * 3 + 5`` seconds pass. Reported per run: RSS at the start,
 at the peak, and at the end, and the listener's count of reclaims
-(``srv.guard.stats["reclaimed: failed handshakes"]``). See wslab/tls.py's design note
+(``srv.guard.stats["reclaimed: failed handshakes"]``). See wslab/production/tls.py's design note
 for why the memory needs a full garbage collection to come back (a reference
 cycle per failed handshake on CPython 3.11) and what the listener does: it
 holds at most ``max_handshakes`` (128) sockets in their handshake and cuts or

@@ -42,6 +42,7 @@ include_patterns = [
     "instructor/CLASSROOM.md",
     "wslab/battery/COVERAGE.md",
     "docs/*.md",
+    "ARCHITECTURE.md",
     "CONTRIBUTING.md",
 ]
 exclude_patterns = ["book/_build/**", "book/_ext/**", "book/_generated/install-commands.md", "**/.ipynb_checkpoints"]

@@ -31,7 +31,7 @@ import statistics
 from pathlib import Path
 
 import wslab
-from wslab.experiment import ExperimentConfig, schedule
+from wslab.lab.experiment import ExperimentConfig, schedule
 
 from .conftest import TIME_SCALE, run
 

@@ -34,10 +34,10 @@ def test_a_protocol_module_that_imports_asyncio_breaks_the_contract(tmp_path):
 
     copy = tmp_path / "wslab"
     shutil.copytree(ROOT / "wslab", copy, ignore=shutil.ignore_patterns("__pycache__"))
-    codec = copy / "frame_codec.py"
+    codec = copy / "protocol" / "frame_codec.py"
     codec.write_text(codec.read_text().replace("import struct\n", "import struct\nimport asyncio  # noqa\n", 1))
     config = tmp_path / "pyproject.toml"
     config.write_text((ROOT / "pyproject.toml").read_text())
     out = _lint(tmp_path, config, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 1, out.stdout + out.stderr
-    assert "wslab.frame_codec -> asyncio" in out.stdout
+    assert "wslab.protocol.frame_codec -> asyncio" in out.stdout

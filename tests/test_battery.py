@@ -26,7 +26,7 @@ import wslab
 from wslab import battery
 from wslab.battery import CASES, MUST, SHOULD, USUAL, check_server, check_server_sync, encode_frame
 from wslab.battery.case import CLOSE_FRAME_FIRST, UNSUPPORTED_DATA, Rule
-from wslab.servers import LoopThread
+from wslab.server.background import LoopThread
 
 from .conftest import one_test_in_a_child, run, seconds, skip_unless_required
 from .zoo.raw import RawServer

@@ -1,4 +1,4 @@
-"""``python -m wslab bench`` (wslab/bench.py): the whole comparison, headless."""
+"""``python -m wslab bench`` (wslab/lab/bench.py): the whole comparison, headless."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wslab.experiment import TRANSPORTS, load_results
+from wslab.lab.experiment import TRANSPORTS, load_results
 
 from .conftest import seconds
 
@@ -84,8 +84,8 @@ def test_the_docs_promise_no_quicker_bench_quick_than_its_own_estimate():
     """
     import re
 
-    from wslab.bench import QUICK_CONFIG
-    from wslab.experiment import ExperimentConfig, expected_seconds
+    from wslab.lab.bench import QUICK_CONFIG
+    from wslab.lab.experiment import ExperimentConfig, expected_seconds
 
     text = (ROOT / "docs" / "reference.md").read_text()
     (line,) = [ln for ln in text.splitlines() if "bench --quick " in ln and "#" in ln]

@@ -292,8 +292,8 @@ def test_a_lesson_gets_its_notes_in_memory_and_keeps_every_cell_of_its_own():
 
 def test_every_kind_of_live_output_is_recognised_and_plain_html_is_not():
     lessons = _book_ext().lessons
-    from wslab.browser import client_html
-    from wslab.bufferdemo import demo_html
+    from wslab.classroom.browser import client_html
+    from wslab.classroom.bufferdemo import demo_html
 
     text = {"port": 1, "direct_url": "ws://127.0.0.1:1/"}
     assert lessons.live_kind(client_html(text, title="messages from the kernel")) == "push"

@@ -26,7 +26,7 @@ from websockets.asyncio.client import connect
 
 import wslab
 from wslab import browser as wb
-from wslab.browser import client_html, html_page_responder, proxy_url, url_plan
+from wslab.classroom.browser import client_html, html_page_responder, proxy_url, url_plan
 
 from .conftest import one_test_in_a_child, run, seconds
 
@@ -185,7 +185,7 @@ def test_notebook_client_talks_to_the_from_scratch_server_of_lesson_06(page):
         return await wslab.serve_scratch()
 
     # The from-scratch server lives on a loop: give it one in a thread.
-    from wslab.servers import LoopThread
+    from wslab.server.background import LoopThread
 
     runner = LoopThread("b-scratch")
     try:

@@ -1,6 +1,6 @@
 """The browser's bufferedAmount in Debian's Chromium: it grows while the server does not read,
 never exceeds what the page gave send(), and falls to 0 once the server reads again
-(wslab/bufferdemo.py; lesson 08, section 3). Through jupyter-server-proxy: tests/test_jupyter_proxy.py."""
+(wslab/classroom/bufferdemo.py; lesson 08, section 3). Through jupyter-server-proxy: tests/test_jupyter_proxy.py."""
 
 from __future__ import annotations
 

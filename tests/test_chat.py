@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import wslab
-from wslab import chat
+from wslab import chat, fanout
 
 from .conftest import eventually, run, seconds
 
@@ -260,7 +260,7 @@ def test_a_thread_mode_room_answers_pings_while_the_caller_blocks():
 
 
 def test_broadcast_to_1000_clients_completes_in_bounded_time():
-    table = chat.measure_fanout([1000], rounds=1, timeout=seconds(60))
+    table = fanout.measure_fanout([1000], rounds=1, timeout=seconds(60))
     assert table.rows[0][0] == 1000
     (measured,) = table.raw[1000]
     assert measured["clients"] == 1000  # every client got the room's message
@@ -320,16 +320,16 @@ def test_raise_fd_limit_raises_the_soft_limit_up_to_the_hard_one():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         wanted = soft + 16 if hard == resource.RLIM_INFINITY else min(soft + 16, hard)
-        assert chat.raise_fd_limit(wanted) == wanted
+        assert fanout.raise_fd_limit(wanted) == wanted
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == wanted
-        assert chat.raise_fd_limit(1) == wanted  # never lowers it
+        assert fanout.raise_fd_limit(1) == wanted  # never lowers it
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_measure_fanout_refuses_nonsense_counts():
     with pytest.raises(ValueError, match="counts must be positive"):
-        chat.measure_fanout([0])
+        fanout.measure_fanout([0])
 
 
 # Engineer guard (issue 14 items 1 and 8): slow members, many members, reserved names
@@ -464,7 +464,7 @@ def test_2000_members_join_in_linear_time_and_leave_without_send_warnings():
     logging.getLogger("asyncio").addHandler(catch)
 
     async def main():
-        chat.raise_fd_limit(4096 + 256)
+        fanout.raise_fd_limit(4096 + 256)
         room = await wslab.chat_room(name="t-2000", history=0,
                                      limits=wslab.Limits(max_connections=2100))
         port = room.server.port

@@ -1,4 +1,4 @@
-"""The learner's chat client (wslab/chat_client.py) against a room that relays anything: every
+"""The learner's chat client (wslab/classroom/chat_client.py) against a room that relays anything: every
 message it receives is kept, none stops its reader. Peer: a plain websockets server."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 
 from websockets.asyncio.server import serve
 
-from wslab.chat_client import ChatClient
-from wslab.servers import LoopThread
+from wslab.classroom.chat_client import ChatClient
+from wslab.server.background import LoopThread
 
 from .conftest import seconds
 

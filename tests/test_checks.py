@@ -1,10 +1,10 @@
-"""Self-checks (wslab/checks.py)."""
+"""Self-checks (wslab/course/checks.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from wslab.checks import CheckFailed, assert_done, check, check_equal, exercise, expect
+from wslab.course.checks import CheckFailed, assert_done, check, check_equal, exercise, expect
 
 
 def test_check_equal_names_what_was_wrong():
@@ -103,7 +103,7 @@ def test_the_articles_legacy_attributes_get_a_sentence_naming_todays_api():
     from websockets.asyncio.client import connect
     from websockets.asyncio.server import ServerConnection, serve
 
-    from wslab.checks import LEGACY_ATTRIBUTES
+    from wslab.course.checks import LEGACY_ATTRIBUTES
 
     for name in LEGACY_ATTRIBUTES:  # gone from the installed websockets' connections
         assert not hasattr(ServerConnection, name), name

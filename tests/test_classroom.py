@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from wslab.__main__ import COMMANDS
-from wslab.classroom import network_address
+from wslab.classroom.cli import network_address
 
 from .conftest import run, seconds
 
@@ -83,7 +83,7 @@ def classroom():
 
 
 def test_classroom_is_a_registered_command():
-    assert COMMANDS["classroom"][0] == "wslab.classroom"
+    assert COMMANDS["classroom"][0] == "wslab.classroom.cli"
 
 
 @pytest.mark.parametrize("signum, sigint", [

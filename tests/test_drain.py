@@ -1,4 +1,4 @@
-"""Draining a server during a deploy (wslab/drain.py; lesson 08, exercise 8.3): the check passes
+"""Draining a server during a deploy (wslab/production/drain.py; lesson 08, exercise 8.3): the check passes
 a drain that stops listening, closes every client with the code asked for (1012 service restart,
 1001 going away: RFC 6455 section 7.4.1 and the IANA registry) and waits; it fails the sloppy ones."""
 
@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 import wslab
-from wslab.drain import check_drain
+from wslab.production.drain import check_drain
 
 from .conftest import run, seconds
 

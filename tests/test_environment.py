@@ -1,4 +1,4 @@
-"""`wslab.environment()` (wslab/environment.py): the versions the lessons need, as requirements.txt says."""
+"""`wslab.course.environment()` (wslab/course/environment.py): the versions the lessons need, as requirements.txt says."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import wslab
-from wslab.environment import PLATFORM_ONLY, REQUIREMENTS, _parse
+from wslab.course.environment import PLATFORM_ONLY, REQUIREMENTS, _parse
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""The event source: numbered, timestamped events read by cursor (wslab/events.py)."""
+"""The event source: numbered, timestamped events read by cursor (wslab/lab/events.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from wslab.events import CursorError, Event, EventSource, parse_cursor, poisson
+from wslab.lab.events import CursorError, Event, EventSource, parse_cursor, poisson
 
 from .conftest import run, seconds
 

@@ -1,4 +1,4 @@
-"""Learner copies (wslab/exercises.py)."""
+"""Learner copies (wslab/course/exercises.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from wslab.__main__ import main
-from wslab.exercises import learner_copy
+from wslab.course.exercises import learner_copy
 
 from .conftest import seconds
 
@@ -83,7 +83,7 @@ def test_class_copies_of_the_real_lessons_promise_no_folded_solutions():
     """`--no-solutions` copies have no solutions, so they must not say one follows each check."""
     from pathlib import Path
 
-    from wslab.exercises import CLASS_NOTE, SOLUTIONS_NOTE
+    from wslab.course.exercises import CLASS_NOTE, SOLUTIONS_NOTE
 
     sources = sorted((Path(__file__).resolve().parent.parent / "instructor" / "source").glob("*.ipynb"))
     promised = [p.name for p in sources if SOLUTIONS_NOTE in nbformat.writes(nbformat.read(p, as_version=4))]
@@ -95,7 +95,7 @@ def test_class_copies_of_the_real_lessons_promise_no_folded_solutions():
             assert CLASS_NOTE in copy
 
 
-# Never over a learner's work (wslab/safewrite.py)
+# Never over a learner's work (wslab/course/safewrite.py)
 
 
 def _cli(tmp_path, *flags):

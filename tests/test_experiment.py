@@ -1,4 +1,4 @@
-"""The latency lab (wslab/experiment.py): plain-data results, the raw TCP floor, the runner.
+"""The latency lab (wslab/lab/experiment.py): plain-data results, the raw TCP floor, the runner.
 
 The orderings checked here are the ones physics demands (an event waits for
 the next short poll; long polling pays a request per event; push pays
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import wslab
-from wslab.events import Event
-from wslab.experiment import (
+from wslab.lab.events import Event
+from wslab.lab.experiment import (
     ExperimentConfig,
     Recorder,
     Results,
@@ -237,7 +237,7 @@ def test_run_leaves_no_server_running(quick_run):
 
 
 def test_only_sub_millisecond_latency_passes_need_the_machine_to_themselves():
-    from wslab.experiment import expected_seconds, quiet_needed
+    from wslab.lab.experiment import expected_seconds, quiet_needed
 
     loopback = ExperimentConfig(transports=["websocket", "long_poll", "short_poll_250ms"])
     assert quiet_needed("websocket", loopback) and quiet_needed("long_poll", loopback)
@@ -261,7 +261,7 @@ def test_an_overlapping_run_measures_short_polls_side_by_side_and_loses_nothing(
 
 
 def test_a_sweep_pays_the_link_and_its_figure_shows_as_an_image():
-    from wslab.experiment import sweep_rtt
+    from wslab.lab.experiment import sweep_rtt
 
     sweep = run(sweep_rtt([0, 40], events=6, mean_gap_ms=60, seed=2, transports=["websocket", "long_poll"],
                           progress=False), timeout=seconds(60))
@@ -328,7 +328,7 @@ def test_config_keeps_the_link_and_reads_files_with_fields_it_does_not_know(tmp_
 
 
 def test_quick_mode_compares_short_polls_with_interval_over_2_only_over_enough_polls():
-    from wslab.bench import comparisons
+    from wslab.lab.bench import comparisons
 
     results = synthetic(40)  # 40 events x 20 ms: 0.8 s, so a 50 ms poll ran 16 times
     results.config = ExperimentConfig(events=40, mean_gap_ms=20, transports=["websocket", "short_poll_50ms", "short_poll_1000ms"])
@@ -341,7 +341,7 @@ def test_quick_mode_compares_short_polls_with_interval_over_2_only_over_enough_p
 
 
 def test_over_a_link_the_short_poll_expectation_adds_the_one_way_delay_and_the_round_trip_bound():
-    from wslab.bench import comparisons
+    from wslab.lab.bench import comparisons
 
     results = synthetic(40)
     results.config = ExperimentConfig(events=40, mean_gap_ms=100, rtt_ms=100, transports=["websocket", "short_poll_50ms"])
@@ -351,7 +351,7 @@ def test_over_a_link_the_short_poll_expectation_adds_the_one_way_delay_and_the_r
 
 
 def test_a_ratio_to_the_floor_below_the_noise_is_printed_as_within_noise_and_quick_prints_no_ratio():
-    from wslab.bench import comparisons
+    from wslab.lab.bench import comparisons
 
     rng = np.random.default_rng(1)
     results = Results(ExperimentConfig(events=300, transports=["tcp_floor", "websocket", "sse"]))
@@ -373,7 +373,7 @@ def test_a_ratio_to_the_floor_below_the_noise_is_printed_as_within_noise_and_qui
 def test_light_http_server_answers_httpx_like_the_lab_server_and_refuses_clearly():
     import httpx
 
-    from wslab.experiment.httpserver import light_http_server
+    from wslab.lab.experiment.httpserver import light_http_server
 
     server = light_http_server("test-light-http")
     server.source.publish_many([{"value": 1}, {"value": 2}])
@@ -410,7 +410,7 @@ def test_light_http_server_answers_httpx_like_the_lab_server_and_refuses_clearly
 def test_light_http_client_reads_content_length_and_chunked_bodies_from_aiohttp():
     from aiohttp import web
 
-    from wslab.experiment.clients import REQUEST_HEADERS, HttpConnection
+    from wslab.lab.experiment.clients import REQUEST_HEADERS, HttpConnection
 
     seen = {}
 
@@ -464,7 +464,7 @@ def test_import_wslab_loads_httpx_tornado_and_matplotlib_only_when_first_used():
 
     code = (
         "import sys, wslab\n"
-        "heavy = ('httpx', 'tornado', 'matplotlib', 'wslab.experiment', 'wslab.labserver')\n"
+        "heavy = ('httpx', 'tornado', 'matplotlib', 'wslab.lab.experiment', 'wslab.lab.labserver')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
         "wslab.receive, wslab.lab_server_in_thread, wslab.run_experiment\n"
         "print(sorted(m for m in heavy[:2] if m in sys.modules))\n"
@@ -570,7 +570,7 @@ def test_tornado_streams_are_not_asyncio_transports_and_keep_nagle_on_between_re
 
 
 def test_wslab_lab_server_sets_tcp_nodelay_on_its_sse_streams():
-    from wslab.labserver import lab_server_in_thread
+    from wslab.lab.labserver import lab_server_in_thread
 
     lab = lab_server_in_thread("test-nodelay-lab")
 
@@ -607,7 +607,7 @@ def test_tcp_nodelay_leaves_delayed_acks_alone():
 
 
 def test_a_difference_of_medians_smaller_than_their_noise_is_said_to_be_within_noise():
-    from wslab.bench import comparisons, median_noise_ms
+    from wslab.lab.bench import comparisons, median_noise_ms
 
     rng = np.random.default_rng(3)
     results = Results(ExperimentConfig(events=200, transports=["long_poll", "long_poll_httpx"]))

@@ -1,4 +1,4 @@
-"""wslab.frames against RFC 6455 section 5 and against the websockets library.
+"""wslab.protocol.frames against RFC 6455 section 5 and against the websockets library.
 
 The oracles are the RFC's own vectors (section 5.7), websockets' frame
 parser and serializer (``websockets.frames.Frame``), wsproto's frame parser
@@ -24,7 +24,7 @@ from wsproto.frame_protocol import FrameProtocol, ParseFailed
 from websockets.frames import apply_mask  # the C helper (websockets.speedups) when built
 
 import wslab
-from wslab.frames import (
+from wslab.protocol.frames import (
     CloseCode,
     Frame,
     Message,

@@ -1,6 +1,6 @@
 """Fuzzing wslab.capture: the views of a capture built from hostile bytes (issue 14, items 5 and 8).
 
-A :class:`~wslab.capture.Capture` is filled, the way the relay fills it, with
+A :class:`~wslab.lab.capture.Capture` is filled, the way the relay fills it, with
 connections whose two directions are real HTTP and WebSocket traffic (requests
 with and without bodies, chunked bodies, an SSE stream, an upgrade and frames,
 compressed or not) then mutated: bits flipped, bytes cut, inserted or spliced,
@@ -28,9 +28,9 @@ import zlib
 
 import pytest
 
-from wslab.capture import CHUNK_COST, CONNECTION_COST, Capture, load
-from wslab.frames import Frame, Opcode, encode
-from wslab.link import PRESETS, Link
+from wslab.lab.capture import CHUNK_COST, CONNECTION_COST, Capture, load
+from wslab.protocol.frames import Frame, Opcode, encode
+from wslab.lab.link import PRESETS, Link
 
 from .conftest import seconds
 

@@ -22,7 +22,7 @@ import zlib
 
 import pytest
 
-from wslab.frames import (
+from wslab.protocol.frames import (
     Frame,
     Message,
     Opcode,

@@ -1,9 +1,9 @@
-"""Random and mutated handshakes into every public parser and checker of ``wslab.handshake``.
+"""Random and mutated handshakes into every public parser and checker of ``wslab.protocol.handshake``.
 
 Seeded and bounded in time. Each function may only raise what its docstring
-says (issue 14 item 5): ``parse_request`` a :class:`~wslab.handshake.BadRequest`
-or :class:`~wslab.handshake.HeadersTooLarge`, ``parse_response`` an
-:class:`~wslab.handshake.InvalidResponse`, ``check_request`` a
+says (issue 14 item 5): ``parse_request`` a :class:`~wslab.protocol.handshake.BadRequest`
+or :class:`~wslab.protocol.handshake.HeadersTooLarge`, ``parse_response`` an
+:class:`~wslab.protocol.handshake.InvalidResponse`, ``check_request`` a
 :class:`~wslab.HandshakeError` with a status, ``check_response`` an
 ``InvalidResponse`` or a ``BadRequest`` (our own request), ``accept_key``,
 ``response_101`` and ``build_request`` a ``ValueError`` that is not a

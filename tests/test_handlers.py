@@ -1,4 +1,4 @@
-"""Ready-made handlers (wslab/handlers.py), talked to by the websockets client."""
+"""Ready-made handlers (wslab/server/handlers.py), talked to by the websockets client."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedOK
 
 import wslab
-from wslab.handlers import echo, ticker
+from wslab.server.handlers import echo, ticker
 
 from .conftest import run
 

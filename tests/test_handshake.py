@@ -630,7 +630,7 @@ def test_a_page_cannot_send_sec_headers_with_fetch(chromium):
 
         return await asyncio.start_server(handle, "127.0.0.1", 0)
 
-    from wslab.servers import LoopThread
+    from wslab.server.background import LoopThread
 
     thread = LoopThread("echo-headers")  # the sync Playwright API blocks this thread
     try:

@@ -1,4 +1,4 @@
-"""The lab server: polling, long polling, SSE and WebSocket push of one source (wslab/labserver.py).
+"""The lab server: polling, long polling, SSE and WebSocket push of one source (wslab/lab/labserver.py).
 
 The peers are independent: httpx for HTTP, the websockets client, raw sockets.
 """
@@ -20,8 +20,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
 import wslab
-from wslab.events import poisson
-from wslab.labserver import lab_server, lab_server_in_thread
+from wslab.lab.events import poisson
+from wslab.lab.labserver import lab_server, lab_server_in_thread
 
 from .conftest import end_child, run, seconds, within
 
@@ -305,7 +305,7 @@ def test_starting_a_lab_under_a_taken_name_replaces_the_old_one():
 
 
 def test_a_lab_uses_the_source_it_is_given_even_an_empty_one_and_can_take_a_clock():
-    from wslab.events import EventSource
+    from wslab.lab.events import EventSource
 
     source = EventSource(seed=9)
     lab = lab_server_in_thread(name="lab-given", source=source)

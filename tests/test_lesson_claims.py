@@ -257,7 +257,7 @@ def test_the_pinned_websockets_has_the_reconnect_delays_lesson_08_uses():
     import re
     from pathlib import Path
 
-    from wslab.environment import REQUIREMENTS
+    from wslab.course.environment import REQUIREMENTS
 
     root = Path(__file__).resolve().parent.parent
     assert "reconnect_delays" in inspect.signature(connect).parameters

@@ -1,11 +1,11 @@
-"""`python -m wslab lessons DIR` (wslab/lessons.py, wslab/_bundle.py): the lessons in a folder of one's own."""
+"""`python -m wslab lessons DIR` (wslab/course/lessons.py, wslab/course/_bundle.py): the lessons in a folder of one's own."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from wslab.__main__ import main
-from wslab._bundle import bundle, relative_links
+from wslab.course._bundle import bundle, relative_links
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -14,7 +14,7 @@ def test_the_bundle_is_the_lessons_and_every_file_they_link_to():
     files = bundle(ROOT)
     lessons = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "notebooks").glob("*.ipynb"))
     assert set(lessons) <= set(files)
-    assert {"README.md", "docs/reference.md", "notebooks/article/web_server.py", "wslab/frames.py"} <= set(files)
+    assert {"README.md", "docs/reference.md", "notebooks/article/web_server.py", "wslab/protocol/frames.py"} <= set(files)
     assert not [f for f in files if f.startswith("instructor/source/")], "no solutions' sources in the bundle"
 
 

@@ -1,4 +1,4 @@
-"""Listener limits (wslab/limits.py) against hostile and clumsy peers, on 127.0.0.1.
+"""Listener limits (wslab/server/limits.py) against hostile and clumsy peers, on 127.0.0.1.
 
 Peers are raw asyncio sockets (a ping flood, a reader that stops, slow-loris
 sockets, forged handshakes) and websockets' own client; servers are every
@@ -23,7 +23,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 import wslab
-from wslab.limits import DEFAULT_LIMITS, Guard, Limits, env_origins, origin_allowed
+from wslab.server.limits import DEFAULT_LIMITS, Guard, Limits, env_origins, origin_allowed
 
 from .conftest import end_child, run, seconds
 

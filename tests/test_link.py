@@ -18,7 +18,7 @@ import time
 import pytest
 
 import wslab
-from wslab.link import PRESETS, Link, resolve
+from wslab.lab.link import PRESETS, Link, resolve
 
 from .conftest import run, seconds
 
@@ -371,7 +371,7 @@ def test_a_server_that_speaks_first_is_heard_after_the_whole_handshake(handshake
 
 def test_a_long_transfer_runs_at_the_capped_rate_and_the_link_pushes_back():
     """2 MB through a 16,000 kbit/s (2 MB/s) uplink arrive at 2 MB/s by the server's clock; the relay holds at most its limit."""
-    import wslab.link as link_module
+    import wslab.lab.link as link_module
 
     server = StampingServer(echo=False, records=False)
     size = 2_000_000
@@ -476,7 +476,7 @@ def test_a_link_outside_its_documented_range_is_refused_where_it_enters(make, wo
 def test_a_clock_entry_that_cannot_be_waited_for_never_harms_another_tap():
     """Issue 19: ``Link(rate_kbps=1e-12)`` put an entry 1e11 years away on the process-wide clock;
     waiting for it raised OverflowError in the clock thread, and a sane tap then lost round trips."""
-    from wslab.link import CLOCK
+    from wslab.lab.link import CLOCK
 
     async def far_away():
         loop = asyncio.get_running_loop()
@@ -502,7 +502,7 @@ def test_a_clock_entry_that_cannot_be_waited_for_never_harms_another_tap():
 def test_a_connection_buffers_at_most_4_mib_per_direction_whatever_the_link():
     """Issue 19: behind ``Link(rtt_ms=1000, jitter_ms=999, rate_kbps=1e7)`` a peer that never read
     made one connection hold 1,020 MiB: the in-flight bound was rate x delay, without a cap."""
-    from wslab.link import MAX_IN_FLIGHT, Shaper
+    from wslab.lab.link import MAX_IN_FLIGHT, Shaper
 
     huge = Link(rtt_ms=1000, jitter_ms=999, rate_kbps=1e7)
     fastest = Link(rtt_ms=3_600_000, jitter_ms=3_600_000, rate_kbps=100_000_000)

@@ -30,7 +30,7 @@ LESSONS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SOURCES = sorted((ROOT / "instructor" / "source").glob("*.ipynb"))
 
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
-#: A repository file named in backticks: `wslab/frames.py`, `instructor/CLASSROOM.md`.
+#: A repository file named in backticks: `wslab/protocol/frames.py`, `instructor/CLASSROOM.md`.
 _NAMED_FILE = re.compile(r"`((?:wslab|instructor|notebooks|benchmarks|tests)/[\w./-]+\.\w+)`")
 
 

@@ -22,7 +22,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from wslab.exercises import BEGIN_SOLUTION, END_SOLUTION, learner_copy
+from wslab.course.exercises import BEGIN_SOLUTION, END_SOLUTION, learner_copy
 
 from .conftest import seconds
 

@@ -1,4 +1,4 @@
-"""Figures of a latency run (wslab/plots.py), drawn from saved results without any server."""
+"""Figures of a latency run (wslab/lab/plots.py), drawn from saved results without any server."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 
 import wslab
 from wslab import plots
-from wslab.experiment import TRANSPORTS, ExperimentConfig, Results, TransportResult, load_results, short_poll_interval
+from wslab.lab.experiment import TRANSPORTS, ExperimentConfig, Results, TransportResult, load_results, short_poll_interval
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""Per-client rate limits (wslab/ratelimit.py; lesson 07, exercise 7.5): a token bucket per
+"""Per-client rate limits (wslab/production/ratelimit.py; lesson 07, exercise 7.5): a token bucket per
 connection, and a check that passes a correct limiter and fails the sloppy ones. A flooder is
 closed with 1008, policy violation (RFC 6455 section 7.4.1)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 import wslab
-from wslab.ratelimit import TokenBucket, check_rate_limit, limited_echo
+from wslab.production.ratelimit import TokenBucket, check_rate_limit, limited_echo
 
 from .conftest import run, seconds
 

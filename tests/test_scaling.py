@@ -1,4 +1,4 @@
-"""The "why WebSockets" curve (wslab/scaling.py): orderings only, small sizes.
+"""The "why WebSockets" curve (wslab/lab/scaling.py): orderings only, small sizes.
 
 The clients run in a process of their own (raw asyncio HTTP and the websockets
 client, no wslab transport code); the server's CPU is read from the OS. Timings
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 import wslab
-from wslab.scaling import TRANSPORTS, measure_scaling
+from wslab.lab.scaling import TRANSPORTS, measure_scaling
 
 from .conftest import seconds
 
@@ -76,7 +76,7 @@ def test_the_table_and_the_figure_show_every_point(table):
 
 def test_polling_is_served_by_the_light_server_and_tornado_only_in_its_own_row(table):
     """The headline rows compare protocols on servers of equal weight; tornado is a row of its own."""
-    from wslab.scaling import PROTOCOLS
+    from wslab.lab.scaling import PROTOCOLS
 
     assert PROTOCOLS == ("short polling", "long polling", "websocket")
     for transport in ("short polling", "long polling", "long polling, tornado"):

@@ -464,7 +464,7 @@ def oversized_codes(url: str, runs: int) -> list:
 
 def test_a_sync_client_sending_one_byte_too_many_sees_1009_every_time_in_a_thread():
     """Issue 11: the server half-closes and drains, so the client reads 1009 instead of a reset."""
-    from wslab.servers import LoopThread
+    from wslab.server.background import LoopThread
 
     thread = LoopThread("oversized")
     try:

@@ -1,4 +1,4 @@
-"""Background servers: lifecycle, ports, stopping, errors (wslab/servers.py)."""
+"""Background servers: lifecycle, ports, stopping, errors (wslab/server/background.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as sync_connect
 
 import wslab
-from wslab.handlers import echo
+from wslab.server.handlers import echo
 
 from .conftest import run, seconds
 

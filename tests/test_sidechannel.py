@@ -1,4 +1,4 @@
-"""The compression side channel (wslab/sidechannel.py; lesson 07, exercise 7.4): with
+"""The compression side channel (wslab/production/sidechannel.py; lesson 07, exercise 7.4): with
 permessage-deflate (RFC 7692) a right guess beside the secret costs fewer bytes on the wire; the
 check catches every server that compresses the two together, across messages too (context
 takeover, RFC 7692 section 7.1.1)."""
@@ -12,7 +12,7 @@ from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFact
 
 import wslab
 from wslab import sidechannel
-from wslab.sidechannel import check_no_leak, make_secret, reflecting_handler
+from wslab.production.sidechannel import check_no_leak, make_secret, reflecting_handler
 
 from .conftest import run, seconds
 

@@ -1,4 +1,4 @@
-"""The timeline figure is drawn from the timestamps of a real run (wslab/timeline.py)."""
+"""The timeline figure is drawn from the timestamps of a real run (wslab/lab/timeline.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 
 from wslab import timeline  # noqa: E402
-from wslab.events import poisson  # noqa: E402
-from wslab.labserver import lab_server  # noqa: E402
-from wslab.transports import deliver  # noqa: E402
+from wslab.lab.events import poisson  # noqa: E402
+from wslab.lab.labserver import lab_server  # noqa: E402
+from wslab.lab.transports import deliver  # noqa: E402
 
 from .conftest import run  # noqa: E402
 

@@ -210,7 +210,7 @@ def _flood_over(child: subprocess.Popen, socks: list[socket.socket]) -> tuple[st
 
 def test_memory_returns_after_a_flood_of_half_open_tls_handshakes():
     """Issue 19: after 1,100 half-open handshakes RSS rose from 43 to 142 MB and stayed there (their
-    objects sit in a reference cycle until a full garbage collection; see wslab/tls.py). Here 300
+    objects sit in a reference cycle until a full garbage collection; see wslab/production/tls.py). Here 300
     sockets that never send a ClientHello, against a 3 s handshake timeout."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
     child = subprocess.Popen([sys.executable, "-c", _HALF_OPEN_CHILD], stdin=subprocess.PIPE,

@@ -1,4 +1,4 @@
-"""The clients: every transport delivers every event exactly once, in order (wslab/transports.py).
+"""The clients: every transport delivers every event exactly once, in order (wslab/lab/transports.py).
 
 Byte counts through the wiretap are checked against an independent count
 taken on the client's own socket (a counting httpcore network backend, a
@@ -15,9 +15,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 import wslab
-from wslab.events import poisson
-from wslab.labserver import lab_server, lab_server_in_thread
-from wslab.transports import TRANSPORTS, DeliveryError, ReceiveTimeout, compare, receive
+from wslab.lab.events import poisson
+from wslab.lab.labserver import lab_server, lab_server_in_thread
+from wslab.lab.transports import TRANSPORTS, DeliveryError, ReceiveTimeout, compare, receive
 
 from .conftest import run, seconds
 

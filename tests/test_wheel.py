@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from wslab._bundle import bundle
+from wslab.course._bundle import bundle
 
 from .conftest import seconds
 
@@ -99,7 +99,7 @@ def test_the_wheel_carries_every_module_of_the_package_and_the_lessons(installed
     names = set(zipfile.ZipFile(installed.wheel).namelist())
     modules = {n for n in _repository_files() if n.startswith("wslab/") and n.endswith(".py")}
     assert modules - names == set(), "modules missing from the wheel"
-    assert {"wslab/battery/__init__.py", "wslab/experiment/__init__.py"} <= names
+    assert {"wslab/battery/__init__.py", "wslab/lab/experiment/__init__.py"} <= names
     lessons = {f"wslab/_lessons/{rel}" for rel in bundle(ROOT)}
     assert lessons - names == set(), "lesson files missing from the wheel"
     assert f"wslab/_lessons/notebooks/{LESSON}" in names

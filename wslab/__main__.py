@@ -12,10 +12,10 @@ import sys
 #: command -> (module with a main(argv) function, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "battery": ("wslab.battery", "run the protocol battery against a WebSocket echo server url"),
-    "exercises": ("wslab.exercises", "rebuild notebooks/ from instructor/source, or make class copies"),
-    "bench": ("wslab.bench", "measure push against polling; write results.json and PNG figures (--quick)"),
-    "classroom": ("wslab.classroom", "start the class chat room (loopback unless --listen-on-network)"),
-    "lessons": ("wslab.lessons", "write the lesson notebooks into a folder of your own (DIR, default wslab-lessons)"),
+    "exercises": ("wslab.course.exercises", "rebuild notebooks/ from instructor/source, or make class copies"),
+    "bench": ("wslab.lab.bench", "measure push against polling; write results.json and PNG figures (--quick)"),
+    "classroom": ("wslab.classroom.cli", "start the class chat room (loopback unless --listen-on-network)"),
+    "lessons": ("wslab.course.lessons", "write the lesson notebooks into a folder of your own (DIR, default wslab-lessons)"),
 }
 
 

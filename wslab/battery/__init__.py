@@ -72,8 +72,8 @@ Design note
 -----------
 * **Independent** of the code it judges: frames are crafted with
   ``struct`` in :mod:`.wire`, the accept key is checked with
-  ``websockets.utils.accept_key``; nothing imports ``wslab.frames`` or
-  ``wslab.handshake``. The checks for the pieces of a server
+  ``websockets.utils.accept_key``; nothing imports ``wslab.protocol.frames`` or
+  ``wslab.protocol.handshake``. The checks for the pieces of a server
   (:func:`check_handshake_response`, :func:`check_read_frame`, lesson 06's
   exercises) judge with the websockets library's client and frames.
 * **No false failures from timing.** The probe reads the socket in a task

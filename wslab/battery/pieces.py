@@ -1,7 +1,7 @@
 """Checks for the pieces of a server: lesson 06's exercises 6.1 and 6.2.
 
 They judge with the websockets library (its client, its frames) and the
-RFC's own examples, never with ``wslab.frames`` or ``wslab.handshake``.
+RFC's own examples, never with ``wslab.protocol.frames`` or ``wslab.protocol.handshake``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import asyncio
 import struct
 from typing import Any, Awaitable, Callable, Sequence
 
-from ..checks import CheckFailed, check
+from ..course.checks import CheckFailed, check
 from .runner import DEFAULT_MAX_SIZE
 from .wire import BINARY, CONT, FIN, LENGTH_64, MASK_BIT, PING, TEXT, encode_frame
 from .wire import short as _short

@@ -22,8 +22,8 @@ import re
 from xml.sax.saxutils import escape as _escape
 from xml.sax.saxutils import quoteattr as _quoteattr
 
-from ..checks import CheckFailed
-from ..display import Table
+from ..course.checks import CheckFailed
+from ..course.display import Table
 from .case import MUST, SHOULD, USUAL, Note, Rule
 
 __all__ = ["CaseResult", "Report", "MARKS"]

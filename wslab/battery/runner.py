@@ -256,7 +256,7 @@ def check_server_sync(
             f"{getattr(server, 'name', 'this server')!r} runs on this cell's event loop, which "
             f"check_server_sync() would block: write `report = await wslab.check_server(srv)`"
         )
-    from ..servers import LoopThread
+    from ..server.background import LoopThread
 
     runner = LoopThread("battery")
     try:

@@ -2,8 +2,8 @@
 
 Design note
 -----------
-* **Independent.** Nothing here imports ``wslab.frames`` or
-  ``wslab.handshake``: the battery judges the code a learner writes, so it
+* **Independent.** Nothing here imports ``wslab.protocol.frames`` or
+  ``wslab.protocol.handshake``: the battery judges the code a learner writes, so it
   must not share it. Frames are built with ``struct`` (the accept key is
   checked in :mod:`.cases.handshake`, with ``websockets.utils.accept_key``).
 * **Reading never depends on writing.** One task reads the socket into a

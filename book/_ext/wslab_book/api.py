@@ -2,7 +2,7 @@
 
 The docstrings stay the source of truth: these pages hold nothing but directives. The index
 lists ``wslab.__all__`` in its order, each name linked to where its module documents it (a
-learner writes ``wslab.serve``; its docstring lives in ``wslab.servers``); viewcode adds the
+learner writes ``wslab.serve``; its docstring lives in ``wslab.server.background``); viewcode adds the
 links to the source.
 """
 

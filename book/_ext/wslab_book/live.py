@@ -6,7 +6,7 @@ A lesson's live outputs (lesson 05's page talking to the kernel and the class ch
 client of a from-scratch server, lesson 07's bufferedAmount figure) are HTML clients that open a WebSocket to a server in the
 kernel. The kernel is gone once the lesson has run, so the book shows pictures instead, made
 here: real wslab servers started in this process (each on its own loop thread, 127.0.0.1, port
-0), the same client HTML the lesson shows (``wslab.browser.client_html``) served from a throwaway
+0), the same client HTML the lesson shows (``wslab.classroom.browser.client_html``) served from a throwaway
 HTTP server on 127.0.0.1 (a page at about:blank cannot reach loopback), and Debian's Chromium
 driven by Playwright (never ``playwright install``). Every server is stopped before returning.
 
@@ -93,7 +93,7 @@ def _snap(page: Any, png: Path, selector: str = ".wslab-client") -> None:
 
 
 def _client(target: Any, **kwargs: Any) -> str:
-    from wslab.browser import browser_client
+    from wslab.classroom.browser import browser_client
 
     shown = browser_client(target, **kwargs)
     return getattr(shown, "data", shown)
@@ -170,7 +170,7 @@ def _echo(browser: Any, png: Path) -> None:
 
 
 def _buffered(browser: Any, png: Path) -> None:
-    import wslab.bufferdemo
+    import wslab.classroom.bufferdemo
 
     with _LoopThread() as loop:
         demo = loop.run(wslab.bufferdemo.buffered_amount_demo("buffered", pause=3))
