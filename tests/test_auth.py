@@ -202,8 +202,9 @@ def test_websockets_logs_query_cookie_and_first_message_only_at_debug_level():
 
 
 def test_a_cookie_from_a_foreign_origin_is_refused_with_403():
-    """Cross-site WebSocket hijacking (RFC 6455 section 10.2): the browser sends the cookie from any
-    site, so the Origin allow-list is what refuses the foreign page."""
+    """Cross-site WebSocket hijacking (RFC 6455 section 10.2; lesson 02, section 5): the browser may
+    send the cookie with a handshake from another site, so the Origin allow-list is what refuses
+    the foreign page."""
 
     async def echo(connection):
         await connection.send("hello " + connection.request.headers.get("Cookie", ""))

@@ -833,7 +833,7 @@ def test_the_lessons_browser_patterns_get_every_event_once_in_order(lab_page, pa
 
 
 def test_chromium_asks_before_a_public_pages_websocket_reaches_loopback(chromium):
-    """Lesson 05's claim: Local Network Access covers WebSockets in Chromium 147+.
+    """Lesson 02's claim (section 5): Local Network Access covers WebSockets in Chromium 147+.
 
     The page comes from the lab's HTTP port, which a Chromium switch makes count as a public
     address; its WebSocket to the lab's other port on 127.0.0.1 is refused unless the page has
