@@ -15,7 +15,7 @@ import nbformat
 import pytest
 
 import wslab
-from wslab.checks import CheckFailed
+from wslab.course.checks import CheckFailed
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSON_04 = ROOT / "instructor" / "source" / "04-measure-push-against-polling.ipynb"
