@@ -41,7 +41,7 @@ from wslab.protocol.frames import (
     parse_close,
 )
 
-from .conftest import run, seconds
+from .conftest import deflate_bomb, run, seconds
 
 KEY = bytes.fromhex("37fa213d")  # the RFC's example masking key (section 5.7)
 
@@ -547,13 +547,6 @@ def test_compressed_continuations_count_inflated_bytes_against_max_size():
             body = compressor.compress(bytes(1000)) + compressor.flush(zlib.Z_SYNC_FLUSH)
             reader.feed(encode(Frame(Opcode.CONT if i else Opcode.BINARY, body, fin=False, rsv1=i == 0)))
     assert caught.value.code == CloseCode.MESSAGE_TOO_BIG and i == 10
-
-
-def deflate_bomb(mebibytes: int) -> bytes:
-    """About 1 KB per MiB of zeros once inflated: one full-flushed block, repeated (the sync tail stripped)."""
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    block = c.compress(bytes(2**20)) + c.flush(zlib.Z_FULL_FLUSH)
-    return (block * mebibytes)[:-4]
 
 
 def bounded(call):
