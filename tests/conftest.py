@@ -134,6 +134,22 @@ def random_edits(rng: random.Random, out: bytearray, *, kinds: int) -> Iterator[
         yield rng.randrange(kinds), rng.randrange(len(out) + 1)
 
 
+async def serve_one_answer(answer: Callable[[bytes], bytes]) -> asyncio.base_events.Server:
+    """A raw HTTP server on 127.0.0.1, port 0: on each connection it reads one request head, writes
+    ``answer(head)`` and closes (a client that goes away first is no error)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(answer(await reader.readuntil(b"\r\n\r\n")))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
 @pytest.fixture(autouse=True)
 def _no_servers_left_behind():
     yield
