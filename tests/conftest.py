@@ -204,6 +204,21 @@ def one_test_in_a_child(test: str, *, unset: tuple[str, ...] = (), **env: str) -
     return result.stdout
 
 
+def skips_unless_required(flag: str, *, otherwise: str) -> pytest.MarkDecorator:
+    """Parametrize a test of the skip policy with ``required, outcome``: nothing set, the test skips;
+    with CI=true or ``flag``=1 it ends ``otherwise`` ("failed", or "error" when a fixture fails)."""
+    return pytest.mark.parametrize("required, outcome", [({}, "skipped"), ({"CI": "true"}, otherwise),
+                                                         ({flag: "1"}, otherwise)])
+
+
+def ends_without(test: str, flag: str, required: dict[str, str], outcome: str, **missing: str) -> str:
+    """Run one ``test`` in a child pytest with ``missing`` pointing it at nothing, CI and ``flag`` unset
+    but for what ``required`` sets; fail unless it ended ``outcome`` (its report's tail then shown)."""
+    report = one_test_in_a_child(test, unset=("CI", flag), **missing, **required)
+    assert f"1 {outcome}" in report, report[-2000:]
+    return report
+
+
 def skip_unless_required(problem: str, flag: str, what: str) -> None:
     """Skip with ``problem`` (which says how to fix it), or fail when ``flag``=1 or CI=true."""
     if os.environ.get(flag) == "1" or os.environ.get("CI") == "true":
