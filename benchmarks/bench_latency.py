@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _options import schedule_parser  # noqa: E402
 from _verdict import difference, machine_load, spread, verdict  # noqa: E402
 
 from websockets.asyncio.client import connect  # noqa: E402
@@ -194,10 +195,7 @@ async def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=900)
-    parser.add_argument("--mean-gap-ms", type=float, default=20.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = schedule_parser(__doc__, events=900, rounds=3, seeded=False)
     parser.add_argument("--bookkeeping-repeats", type=int, default=7)
     parser.add_argument("--json", help="also write the figures to this JSON file")
     sys.exit(asyncio.run(main(parser.parse_args())))

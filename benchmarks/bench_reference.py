@@ -94,6 +94,16 @@ class ServerThread:
     def call(self, coro: Awaitable[Any], timeout: float = 10) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    async def close(self, server: asyncio.Server, tasks: list[asyncio.Task[Any]]) -> None:
+        """On this loop: cancel ``tasks`` (the publishers), close ``server``, cancel what else runs
+        (its connection handlers)."""
+        for task in tasks:
+            task.cancel()
+        server.close()
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
@@ -146,37 +156,16 @@ async def _read_request(reader: asyncio.StreamReader) -> str | None:
     return head.split(b"\r\n", 1)[0].split(b" ")[1].decode()
 
 
-def _http_handler(pub: Publisher) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def _closing(serve: Handler) -> Handler:
+    """``serve`` as a connection handler that ends quietly when the client goes (or the server stops)
+    and always closes the connection."""
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while (target := await _read_request(reader)) is not None:
-                path, _, query = target.partition("?")
-                params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
-                since = len(pub.events) if params.get("since") == "now" else int(params.get("since", 0))
-                if path == "/poll":
-                    body = json.dumps({"events": [], "cursor": since}).encode()
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-                elif path == "/longpoll":
-                    events = await pub.after(since)
-                    body = ('{"events":[' + ",".join(events) + '],"cursor":%d}' % (since + len(events))).encode()
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-                elif path == "/events":
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                                 b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
-                    preamble = b"id: %d\n\n" % since
-                    writer.write(b"%x\r\n%s\r\n" % (len(preamble), preamble))
-                    cursor = since
-                    while True:
-                        events = await pub.after(cursor)
-                        text = "".join(f"id: {cursor + i + 1}\ndata: {e}\n\n" for i, e in enumerate(events)).encode()
-                        cursor += len(events)
-                        writer.write(b"%x\r\n%s\r\n" % (len(text), text))
-                        await writer.drain()
-                else:
-                    writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-                await writer.drain()
+            await serve(reader, writer)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
@@ -185,28 +174,59 @@ def _http_handler(pub: Publisher) -> Callable[[asyncio.StreamReader, asyncio.Str
     return handle
 
 
-def _floor_handler(gaps: list[float], payloads: list[Any], warmup: int, start: threading.Event):
+def _http_handler(pub: Publisher) -> Handler:
+    @_closing
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.readline()
-            for _ in range(warmup):
-                await asyncio.sleep(WARMUP_GAP)
-                writer.write((dumps(0, CLOCK(), None) + "\n").encode())
+        while (target := await _read_request(reader)) is not None:
+            path, _, query = target.partition("?")
+            params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+            since = len(pub.events) if params.get("since") == "now" else int(params.get("since", 0))
+            if path == "/poll":
+                body = json.dumps({"events": [], "cursor": since}).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            elif path == "/longpoll":
+                events = await pub.after(since)
+                body = ('{"events":[' + ",".join(events) + '],"cursor":%d}' % (since + len(events))).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            elif path == "/events":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                             b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n")
+                preamble = b"id: %d\n\n" % since
+                writer.write(b"%x\r\n%s\r\n" % (len(preamble), preamble))
+                cursor = since
+                while True:
+                    events = await pub.after(cursor)
+                    text = "".join(f"id: {cursor + i + 1}\ndata: {e}\n\n" for i, e in enumerate(events)).encode()
+                    cursor += len(events)
+                    writer.write(b"%x\r\n%s\r\n" % (len(text), text))
+                    await writer.drain()
+            else:
+                writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
             await writer.drain()
-            await reader.readline()  # the client has the warm-up: start
-            loop = asyncio.get_running_loop()
-            t0, due = loop.time(), 0.0
-            for seq, (gap, payload) in enumerate(zip(gaps, payloads), start=1):
-                due += gap
-                delay = t0 + due - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                writer.write((dumps(seq, CLOCK(), payload) + "\n").encode())
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
+
+    return handle
+
+
+def _floor_handler(gaps: list[float], payloads: list[Any], warmup: int, start: threading.Event) -> Handler:
+    @_closing
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        for _ in range(warmup):
+            await asyncio.sleep(WARMUP_GAP)
+            writer.write((dumps(0, CLOCK(), None) + "\n").encode())
+        await writer.drain()
+        await reader.readline()  # the client has the warm-up: start
+        loop = asyncio.get_running_loop()
+        t0, due = loop.time(), 0.0
+        for seq, (gap, payload) in enumerate(zip(gaps, payloads), start=1):
+            due += gap
+            delay = t0 + due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            writer.write((dumps(seq, CLOCK(), payload) + "\n").encode())
+            await writer.drain()
 
     return handle
 
@@ -365,17 +385,9 @@ async def measure(key: str, events: int = 900, mean_gap_ms: float = 20.0, seed: 
         async with asyncio.timeout(timeout):
             return await client
     finally:
-        async def close() -> None:
-            for task in started:
-                task.cancel()
-            srv.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
-
         try:
-            server.call(close(), timeout=5)
-        except Exception:  # noqa: BLE001 - stopping must not fail
+            server.call(server.close(srv, started), timeout=5)
+        except Exception:  # noqa: BLE001 - stopping must not fail (nor a server that never started)
             pass
         server.stop()
 
@@ -468,11 +480,8 @@ async def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=900)
-    parser.add_argument("--mean-gap-ms", type=float, default=20.0)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=5)
+    from _options import schedule_parser  # beside this script (imported here: tests load this file alone)
+
+    parser = schedule_parser(__doc__, events=900, rounds=5)
     parser.add_argument("--compare", action="store_true", help="also run wslab's lab, interleaved")
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import bench_reference as ref  # noqa: E402
+from _options import schedule_parser  # noqa: E402
 from _verdict import machine_load, spread, verdict  # noqa: E402
 
 from wslab.lab.experiment.clients import receive as light_receive  # noqa: E402
@@ -52,17 +53,9 @@ def _server(side: str, gaps: list[float], payloads: list[Any], warmup: int
         def run(g: list[float], p: list[Any]) -> None:
             loop.call_soon_threadsafe(lambda: tasks.append(loop.create_task(pub.run(g, p))))
 
-        async def close() -> None:
-            for task in tasks:
-                task.cancel()
-            srv.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
-
         def stop() -> None:
             try:
-                thread.call(close(), timeout=5)
+                thread.call(thread.close(srv, tasks), timeout=5)
             finally:
                 thread.stop()
 
@@ -115,9 +108,6 @@ async def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for flag, kind, default in (("--events", int, 300), ("--mean-gap-ms", float, 20.0), ("--seed", int, 1),
-                                ("--warmup", int, 5), ("--rounds", int, 5)):
-        parser.add_argument(flag, type=kind, default=default)
+    parser = schedule_parser(__doc__, events=300, rounds=5)
     parser.add_argument("--keys", nargs="+", default=["long_poll", "sse"], choices=["long_poll", "sse"])
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -1,6 +1,7 @@
 """Shared test helpers: one time unit, a bounded asyncio runner, bounded reads of a child's
-output, no servers left behind, and what some tests need from outside the repository (Debian's
-Chromium, ../shared/rfc6455.txt): skipped with a how-to, or failed when required (CI)."""
+output, no servers left behind, a bound on a test's Python allocations, compressed payloads
+(permessage-deflate bodies, deflate bombs), and what some tests need from outside the repository
+(Debian's Chromium, ../shared/rfc6455.txt): skipped with a how-to, or failed when required (CI)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import asyncio
 import concurrent.futures
 import os
 import queue
+import random
 import subprocess
 import sys
 import threading
+import tracemalloc
+import zlib
 from pathlib import Path
-from typing import Any, Callable, Coroutine, TypeVar
+from typing import Any, Callable, Coroutine, Iterator, TypeVar
 
 import pytest
 
@@ -94,6 +98,58 @@ def within(read: Callable[[], T], timeout: float, what: str) -> T:
     return value
 
 
+@pytest.fixture
+def bounded_memory(request):
+    """Fail if the test's Python allocations ever peak above its module's ``PEAK_BYTES``."""
+    limit = request.module.PEAK_BYTES
+    tracemalloc.start()
+    try:
+        yield
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < limit, f"peak {peak:,} bytes"
+
+
+def compressed(data: bytes) -> bytes:
+    """``data`` as a permessage-deflate body (RFC 7692 section 7.2): raw deflate, sync-flushed, the
+    ``00 00 ff ff`` tail removed."""
+    c = zlib.compressobj(wbits=-15)
+    return (c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def deflate_bomb(mebibytes: int) -> bytes:
+    """About 1 KB per MiB of zeros once inflated: one full-flushed block, repeated (the sync tail stripped)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return ((c.compress(bytes(2**20)) + c.flush(zlib.Z_FULL_FLUSH)) * mebibytes)[:-4]
+
+
+def random_edits(rng: random.Random, out: bytearray, *, kinds: int) -> Iterator[tuple[int, int]]:
+    """One to three edits of ``out`` for a fuzzer's mutator: (which of ``kinds`` edits, at which index).
+
+    The caller edits ``out`` in place before asking for the next, so each index is drawn within
+    the edited length: ``for what, at in random_edits(rng, out, kinds=8): ...``.
+    """
+    for _ in range(rng.randint(1, 3)):
+        yield rng.randrange(kinds), rng.randrange(len(out) + 1)
+
+
+async def serve_one_answer(answer: Callable[[bytes], bytes]) -> asyncio.base_events.Server:
+    """A raw HTTP server on 127.0.0.1, port 0: on each connection it reads one request head, writes
+    ``answer(head)`` and closes (a client that goes away first is no error)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(answer(await reader.readuntil(b"\r\n\r\n")))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
 @pytest.fixture(autouse=True)
 def _no_servers_left_behind():
     yield
@@ -146,6 +202,21 @@ def one_test_in_a_child(test: str, *, unset: tuple[str, ...] = (), **env: str) -
         timeout=seconds(60),
     )
     return result.stdout
+
+
+def skips_unless_required(flag: str, *, otherwise: str) -> pytest.MarkDecorator:
+    """Parametrize a test of the skip policy with ``required, outcome``: nothing set, the test skips;
+    with CI=true or ``flag``=1 it ends ``otherwise`` ("failed", or "error" when a fixture fails)."""
+    return pytest.mark.parametrize("required, outcome", [({}, "skipped"), ({"CI": "true"}, otherwise),
+                                                         ({flag: "1"}, otherwise)])
+
+
+def ends_without(test: str, flag: str, required: dict[str, str], outcome: str, **missing: str) -> str:
+    """Run one ``test`` in a child pytest with ``missing`` pointing it at nothing, CI and ``flag`` unset
+    but for what ``required`` sets; fail unless it ended ``outcome`` (its report's tail then shown)."""
+    report = one_test_in_a_child(test, unset=("CI", flag), **missing, **required)
+    assert f"1 {outcome}" in report, report[-2000:]
+    return report
 
 
 def skip_unless_required(problem: str, flag: str, what: str) -> None:

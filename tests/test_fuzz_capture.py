@@ -23,8 +23,6 @@ from __future__ import annotations
 import os
 import random
 import time
-import tracemalloc
-import zlib
 
 import pytest
 
@@ -32,26 +30,16 @@ from wslab.lab.capture import CHUNK_COST, CONNECTION_COST, Capture, load
 from wslab.protocol.frames import Frame, Opcode, encode
 from wslab.lab.link import PRESETS, Link
 
-from .conftest import seconds
+from .conftest import compressed, deflate_bomb, random_edits, seconds
 
 SEED = int(os.environ.get("WSLAB_FUZZ_SEED", "9112"))
 SECONDS = float(os.environ.get("WSLAB_FUZZ_SECONDS", "1.25"))
 MAX_CASES = 5_000  # per test, whatever the clock says
 MIN_CASES = 60  # per test, whatever the clock says
 CASE_SECONDS = seconds(1.0)  # one capture's views, all of them: a bound against a hang, scaled by WSLAB_TIME_SCALE
-PEAK_BYTES = 48 * 2**20
+PEAK_BYTES = 48 * 2**20  # the bound of the ``bounded_memory`` fixture (conftest)
 
 KEY = b"\x37\xfa\x21\x3d"
-
-
-def compressed(data: bytes) -> bytes:
-    c = zlib.compressobj(wbits=-15)
-    return (c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
-
-
-def bomb(mebibytes: int) -> bytes:
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    return ((c.compress(bytes(2**20)) + c.flush(zlib.Z_FULL_FLUSH)) * mebibytes)[:-4]
 
 
 def frames(frame_list: list[Frame], *, masked: bool) -> bytes:
@@ -134,7 +122,7 @@ def conversations() -> list[tuple[bytes, bytes]]:
     ]
     deflated_server = [
         Frame(Opcode.TEXT, compressed(b'{"seq":3}' * 40), rsv1=True),
-        Frame(Opcode.BINARY, bomb(4), rsv1=True),  # 4 KB that inflate to 4 MiB
+        Frame(Opcode.BINARY, deflate_bomb(4), rsv1=True),  # 4 KB that inflate to 4 MiB
     ]
     return [
         (poll * 3, ok * 3),
@@ -168,9 +156,7 @@ HOSTILE_STATUS = [b"1\xb21", b"1" * 5000, b"", b"-101", b"101 101", b"\xc2\xb2\x
 def mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:
     """One to three random edits of ``data``."""
     out = bytearray(data)
-    for _ in range(rng.randint(1, 3)):
-        what = rng.randrange(10)
-        at = rng.randrange(len(out) + 1)
+    for what, at in random_edits(rng, out, kinds=10):
         if what == 0 and out:  # flip a bit
             i = rng.randrange(len(out))
             out[i] ^= 1 << rng.randrange(8)
@@ -185,16 +171,16 @@ def mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:
             start = rng.randrange(len(other) + 1)
             out[at:at] = other[start : start + rng.randint(1, 400)]
         elif what == 5:  # a hostile Content-Length
-            out = bytearray(_replace_value(bytes(out), b"content-length:", rng.choice(HOSTILE_LENGTHS), rng))
+            out[:] = _replace_value(bytes(out), b"content-length:", rng.choice(HOSTILE_LENGTHS), rng)
         elif what == 6:  # a hostile chunk size, or chunked where it was not
             if b"chunked" in out:
                 i = out.find(b"\r\n\r\n", out.find(b"chunked"))
                 if i >= 0:
                     out[i + 4 : i + 4] = rng.choice(HOSTILE_CHUNK_SIZES) + b"\r\n"
             else:
-                out = bytearray(_replace_value(bytes(out), b"content-length:", b"0\r\nTransfer-Encoding: chunked", rng))
+                out[:] = _replace_value(bytes(out), b"content-length:", b"0\r\nTransfer-Encoding: chunked", rng)
         elif what == 7:  # a hostile extension list or status code
-            out = bytearray(_replace_value(bytes(out), b"sec-websocket-extensions:", rng.choice(HOSTILE_EXTENSIONS), rng))
+            out[:] = _replace_value(bytes(out), b"sec-websocket-extensions:", rng.choice(HOSTILE_EXTENSIONS), rng)
             if out.startswith(b"HTTP/1.1 ") and rng.random() < 0.5:
                 out[9:12] = rng.choice(HOSTILE_STATUS)
         elif what == 8:  # an absurd frame length after the head
@@ -204,7 +190,7 @@ def mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:
                 out[j] = (out[j] & 0x80) | rng.choice([126, 127])
                 out[j + 1 : j + 1] = rng.choice([b"\xff\xff", (2**62).to_bytes(8, "big"), b"\x80" + bytes(7)])
         else:  # the head's end cut or doubled
-            out = bytearray(bytes(out).replace(b"\r\n\r\n", rng.choice([b"\r\n", b"\n\n", b"\r\n\r\n\r\n\r\n"]), 1))
+            out[:] = bytes(out).replace(b"\r\n\r\n", rng.choice([b"\r\n", b"\n\n", b"\r\n\r\n\r\n\r\n"]), 1)
     return bytes(out)
 
 
@@ -276,18 +262,6 @@ def views(capture: Capture, rng: random.Random) -> list[str]:
 @pytest.fixture
 def pool() -> list[tuple[bytes, bytes]]:
     return conversations()
-
-
-@pytest.fixture
-def bounded_memory():
-    """Fail if the test's Python allocations ever peak above PEAK_BYTES."""
-    tracemalloc.start()
-    try:
-        yield
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < PEAK_BYTES, f"peak {peak:,} bytes"
 
 
 def cases(seed: int, pool: list[tuple[bytes, bytes]]):

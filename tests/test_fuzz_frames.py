@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import random
 import time
-import tracemalloc
 import zlib
 
 import pytest
@@ -37,22 +36,14 @@ from wslab.protocol.frames import (
     transcript,
 )
 
+from .conftest import compressed, deflate_bomb, random_edits
+
 SEED = int(os.environ.get("WSLAB_FUZZ_SEED", "6455"))
 SECONDS = float(os.environ.get("WSLAB_FUZZ_SECONDS", "1.5"))
 MAX_CASES = 20_000  # per parser, whatever the clock says
 MAX_SIZE = 4096  # the readers' limit: a message over it is refused with 1009
-PEAK_BYTES = 48 * 2**20  # far below what an unbounded inflate of the corpus' bomb would take
+PEAK_BYTES = 48 * 2**20  # the ``bounded_memory`` fixture's bound (conftest): far below what an unbounded inflate of the corpus' bomb would take
 CLOSE_CODES = {1002, 1007, 1009}  # what a reader may ask a peer to close with
-
-
-def compressed(data: bytes) -> bytes:
-    c = zlib.compressobj(wbits=-15)
-    return (c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
-
-
-def bomb(mebibytes: int) -> bytes:
-    c = zlib.compressobj(9, zlib.DEFLATED, -15)
-    return ((c.compress(bytes(2**20)) + c.flush(zlib.Z_FULL_FLUSH)) * mebibytes)[:-4]
 
 
 def corpus(rng: random.Random) -> list[bytes]:
@@ -71,7 +62,7 @@ def corpus(rng: random.Random) -> list[bytes]:
         Frame(Opcode.TEXT, compressed(b"Hello, Hello, Hello!" * 10), rsv1=True),
         Frame(Opcode.BINARY, compressed(bytes(3000)), fin=False, rsv1=True),
         Frame(Opcode.CONT, compressed(b"rest")),
-        Frame(Opcode.BINARY, bomb(8), rsv1=True),  # 8 KB that inflate to 8 MiB
+        Frame(Opcode.BINARY, deflate_bomb(8), rsv1=True),  # 8 KB that inflate to 8 MiB
     ]
     streams = []
     for key in (None, b"\x37\xfa\x21\x3d"):
@@ -85,9 +76,7 @@ def corpus(rng: random.Random) -> list[bytes]:
 def mutate(rng: random.Random, data: bytes, pool: list[bytes]) -> bytes:
     """One to three random edits of ``data``."""
     out = bytearray(data)
-    for _ in range(rng.randint(1, 3)):
-        what = rng.randrange(8)
-        at = rng.randrange(len(out) + 1)
+    for what, at in random_edits(rng, out, kinds=8):
         if what == 0 and out:  # flip a bit
             i = rng.randrange(min(len(out), 16) if rng.random() < 0.7 else len(out))  # headers mostly
             out[i] ^= 1 << rng.randrange(8)
@@ -132,18 +121,6 @@ def chunks(rng: random.Random, data: bytes) -> list[bytes]:
 @pytest.fixture
 def pool():
     return corpus(random.Random(SEED))
-
-
-@pytest.fixture
-def bounded_memory():
-    """Fail if the test's Python allocations ever peak above PEAK_BYTES."""
-    tracemalloc.start()
-    try:
-        yield
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < PEAK_BYTES, f"peak {peak:,} bytes"
 
 
 def outcome(reader: Reader, pieces: list[bytes]) -> tuple[list, tuple | None]:

@@ -17,7 +17,7 @@ from websockets.utils import accept_key as websockets_accept_key
 import wslab
 from wslab import handshake as hs
 
-from .conftest import run, seconds
+from .conftest import run, seconds, serve_one_answer
 
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
@@ -615,26 +615,16 @@ async (url) => {
 def test_a_page_cannot_send_sec_headers_with_fetch(chromium):
     """RFC 6455 1.6: "fields starting with |Sec-| cannot be set by an attacker from a web browser"."""
 
-    async def echo_headers():
-        async def handle(reader, writer):
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-                body = head.split(b"\r\n\r\n")[0]
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nAccess-Control-Allow-Origin: *\r\n"
-                             + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-                await writer.drain()
-            except (asyncio.IncompleteReadError, ConnectionError):
-                pass
-            finally:
-                writer.close()
-
-        return await asyncio.start_server(handle, "127.0.0.1", 0)
+    def echo_headers(head: bytes) -> bytes:
+        body = head.split(b"\r\n\r\n")[0]
+        return (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nAccess-Control-Allow-Origin: *\r\n"
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
 
     from wslab.server.background import LoopThread
 
     thread = LoopThread("echo-headers")  # the sync Playwright API blocks this thread
     try:
-        server = thread.run(echo_headers())
+        server = thread.run(serve_one_answer(echo_headers))
         url = f"http://127.0.0.1:{port_of(server)}/"
         page = chromium.new_page()
         try:

@@ -201,24 +201,23 @@ def outputs_text(nb) -> str:
     return "\n".join(chunks)
 
 
+def assert_every_exercise_says(nb, words: str) -> None:
+    """Each ``exercise("label")`` check in ``nb``'s code printed ``words`` with its label in (``{}``)."""
+    text = outputs_text(nb)
+    for label in re.findall(r'exercise\("([^"]+)"\)', code_of(nb)):
+        assert words.format(label) in text
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
 def test_solution_notebook_runs_and_passes_its_own_checks(path, monkeypatch):
-    nb = execute(path, monkeypatch)
-    labels = re.findall(r'exercise\("([^"]+)"\)', code_of(nb))
-    text = outputs_text(nb)
-    for label in labels:
-        assert f"✓ Exercise {label} passed" in text
+    assert_every_exercise_says(execute(path, monkeypatch), "✓ Exercise {} passed")
 
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
 def test_learner_copy_runs_and_says_exercises_are_not_done(path, monkeypatch):
-    nb = execute(path, monkeypatch)
-    labels = re.findall(r'exercise\("([^"]+)"\)', code_of(nb))
-    text = outputs_text(nb)
-    for label in labels:
-        assert f"Exercise {label} is not done yet" in text
+    assert_every_exercise_says(execute(path, monkeypatch), "Exercise {} is not done yet")
 
 
 #: Lessons also run in full mode (the measurements a learner sees, not the quick ones):
@@ -229,10 +228,7 @@ FULL_MODE = [p for p in SOURCES if p.name.startswith(("07-", "08-"))]
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", FULL_MODE, ids=lambda p: p.name)
 def test_solution_notebook_runs_in_full_mode_and_passes_its_own_checks(path, monkeypatch):
-    nb = execute(path, monkeypatch, quick=False)
-    text = outputs_text(nb)
-    for label in re.findall(r'exercise\("([^"]+)"\)', code_of(nb)):
-        assert f"✓ Exercise {label} passed" in text
+    assert_every_exercise_says(execute(path, monkeypatch, quick=False), "✓ Exercise {} passed")
 
 
 def test_the_guide_states_how_many_lessons_there_are_and_their_total_time():

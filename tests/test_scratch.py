@@ -16,21 +16,37 @@ import wslab
 from wslab import frames, scratch
 from wslab.battery import CASES
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS, eventually, need_chromium, run, seconds
+from .conftest import CHROMIUM, CHROMIUM_ARGS, eventually, need_chromium, run, seconds, serve_one_answer
+
+
+def with_scratch(use, *, timeout: float = 10, **options):
+    """What ``await use(srv)`` gives against a new ``wslab.serve_scratch(**options)``, closed after;
+    the whole within ``timeout`` seconds (scaled)."""
+
+    async def main():
+        srv = await wslab.serve_scratch(**options)
+        try:
+            return await use(srv)
+        finally:
+            await srv.aclose()
+
+    return run(main(), timeout=timeout)
+
+
+async def raw_answer(srv, request: bytes) -> bytes:
+    """All that ``srv`` answers a raw client writing ``request``, up to the server's close (5 s, scaled)."""
+    reader, writer = await asyncio.open_connection(srv.host, srv.port)
+    writer.write(request)
+    answer = await asyncio.wait_for(reader.read(), seconds(5))
+    writer.close()
+    return answer
 
 
 # The battery
 
 
 def test_the_reference_server_passes_every_case_of_the_battery():
-    async def main():
-        srv = await wslab.serve_scratch()
-        try:
-            return await wslab.check_server(srv, timeout=seconds(5))
-        finally:
-            await srv.aclose()
-
-    report = run(main(), timeout=60)
+    report = with_scratch(lambda srv: wslab.check_server(srv, timeout=seconds(5)), timeout=60)
     assert report.failed == [], str(report)
     assert len(report) == len(CASES) and report.server_errors == []
 
@@ -38,17 +54,9 @@ def test_the_reference_server_passes_every_case_of_the_battery():
 def test_the_size_limit_is_a_parameter():
     """RFC 6455 7.4.1: 1009 for a message over the server's limit, whatever the limit."""
 
-    async def main():
-        srv = await wslab.serve_scratch(max_size=1000)
-        try:
-            return await wslab.check_server(
-                srv, max_size=1000, timeout=seconds(5),
-                cases=["oversized message", "200 bytes (16-bit length)", "70,000 bytes (64-bit length)"],
-            )
-        finally:
-            await srv.aclose()
-
-    report = run(main())
+    cases = ["oversized message", "200 bytes (16-bit length)", "70,000 bytes (64-bit length)"]
+    report = with_scratch(lambda srv: wslab.check_server(srv, max_size=1000, timeout=seconds(5), cases=cases),
+                          max_size=1000)
     assert report.failed == []  # max_size applies: 70,000 bytes over 1000 must be refused
     assert "1009" in report["70,000 bytes (64-bit length)"].happened
 
@@ -62,15 +70,7 @@ def test_a_reader_that_accepts_unmasked_frames_fails_only_the_masking_case(monke
             self._mask_required = None  # the bug: accept both
 
     monkeypatch.setattr(frames, "Reader", Lenient)
-
-    async def main():
-        srv = await wslab.serve_scratch()
-        try:
-            return await wslab.check_server(srv, timeout=seconds(1))
-        finally:
-            await srv.aclose()
-
-    report = run(main(), timeout=60)
+    report = with_scratch(lambda srv: wslab.check_server(srv, timeout=seconds(1)), timeout=60)
     assert report.failed == ["unmasked client frame"], str(report)
 
 
@@ -172,21 +172,10 @@ async (url) => {
 
 async def serve_page() -> asyncio.base_events.Server:
     """A one-page HTTP server on 127.0.0.1 (about:blank cannot open WebSockets to loopback)."""
-
-    async def page(reader, writer):
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
-                + f"Content-Length: {len(PAGE)}\r\nConnection: close\r\n\r\n".encode() + PAGE
-            )
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(page, "127.0.0.1", 0)
+    return await serve_one_answer(lambda head: (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+        + f"Content-Length: {len(PAGE)}\r\nConnection: close\r\n\r\n".encode() + PAGE
+    ))
 
 
 @pytest.mark.browser
@@ -326,18 +315,7 @@ def test_serve_streams_wants_an_async_function_on_loopback():
 def test_a_refused_handshake_gets_a_body_that_says_why():
     """RFC 6455 4.2.2 / 4.4: refuse with an HTTP error that says what was wrong."""
 
-    async def main():
-        srv = await wslab.serve_scratch()
-        try:
-            reader, writer = await asyncio.open_connection(srv.host, srv.port)
-            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # a browser's address bar
-            answer = await asyncio.wait_for(reader.read(), seconds(5))
-            writer.close()
-            return answer
-        finally:
-            await srv.aclose()
-
-    answer = run(main())
+    answer = with_scratch(lambda srv: raw_answer(srv, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))  # a browser's address bar
     assert answer.startswith(b"HTTP/1.1 400 ") and b"Upgrade" in answer
 
 
@@ -572,18 +550,8 @@ def test_a_connection_beyond_the_cap_gets_503_with_retry_after():
 
 
 def test_an_unfinished_request_gets_408_after_the_handshake_timeout():
-    async def main():
-        srv = await wslab.serve_scratch(name="slow-head", limits=wslab.Limits(open_timeout=0.3))
-        try:
-            reader, writer = await asyncio.open_connection(srv.host, srv.port)
-            writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-            answer = await asyncio.wait_for(reader.read(), seconds(5))
-            writer.close()
-            return answer
-        finally:
-            await srv.aclose()
-
-    answer = run(main())
+    answer = with_scratch(lambda srv: raw_answer(srv, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n"),  # no blank line
+                          name="slow-head", limits=wslab.Limits(open_timeout=0.3))
     assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and b"0.3 s" in answer
 
 
@@ -657,11 +625,8 @@ def test_a_forged_origin_is_refused_with_403_and_the_kit_policy_holds():
                 except InvalidStatus as refused:
                     statuses[origin] = refused.response.status_code
             # DNS rebinding: a page whose Host is its own name
-            reader, writer = await asyncio.open_connection(srv.host, srv.port)
-            writer.write(hs_request().replace(b"Host: 127.0.0.1", b"Host: evil.example")
-                         .replace(b"\r\n\r\n", b"\r\nOrigin: http://evil.example\r\n\r\n"))
-            rebinding = await asyncio.wait_for(reader.read(), seconds(5))
-            writer.close()
+            rebinding = await raw_answer(srv, hs_request().replace(b"Host: 127.0.0.1", b"Host: evil.example")
+                                         .replace(b"\r\n\r\n", b"\r\nOrigin: http://evil.example\r\n\r\n"))
             return statuses, rebinding
         finally:
             await srv.aclose()

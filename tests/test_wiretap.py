@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import random
 import socket
@@ -77,6 +78,49 @@ async def read_all(reader: asyncio.StreamReader, limit: int = 10_000) -> bytes:
     raise AssertionError("more than 10,000 reads")
 
 
+@contextlib.asynccontextmanager
+async def tapped(server: CountingServer, name: str, **options):
+    """``server`` started with a wiretap in front of it (``options`` go to the tap): yields the tap;
+    the tap, then the server, are closed on the way out."""
+    target = await server.start()
+    tap = await wslab.wiretap(target, name=name, **options)
+    try:
+        yield tap
+    finally:
+        await tap.aclose()
+        server.server.close()
+
+
+async def exchange(tap, *pieces: bytes) -> bytes:
+    """A raw client through ``tap`` writes ``pieces``, half-closes and reads to the end: what it read."""
+    reader, writer = await asyncio.open_connection(tap.host, tap.port)
+    for piece in pieces:
+        writer.write(piece)
+    writer.write_eof()
+    received = await read_all(reader)
+    writer.close()
+    return received
+
+
+def echo_through_a_tap(message: str, *, name: str, by_url: bool = False):
+    """Send ``message`` to wslab's echo server through a new tap (given the server, or its URL) and
+    read the echo: the tap, stopped, for its views."""
+
+    async def main():
+        srv = await wslab.serve(wslab.handlers.echo, name=name)
+        tap = await wslab.wiretap(srv.url if by_url else srv, name=f"{name}-tap")
+        try:
+            async with connect(tap.url, compression=None) as ws:
+                await ws.send(message)
+                await ws.recv()
+            return tap
+        finally:
+            await tap.aclose()
+            await srv.aclose()
+
+    return run(main())
+
+
 def test_websocket_messages_cross_the_tap_unchanged_both_ways_with_several_clients():
     """Text, binary and 1 MiB messages, five clients at once, through a real websockets server."""
     rng = random.Random(1)
@@ -122,9 +166,7 @@ def test_bytes_counted_by_the_tap_agree_with_both_ends():
 
     async def main():
         server = CountingServer(reply=b"hello from the server\r\n", echo=True)
-        target = await server.start()
-        tap = await wslab.wiretap(target, name="tap-count")
-        try:
+        async with tapped(server, "tap-count") as tap:
             reader, writer = await asyncio.open_connection(tap.host, tap.port)
             for payload in payloads:
                 writer.write(payload)
@@ -133,9 +175,6 @@ def test_bytes_counted_by_the_tap_agree_with_both_ends():
             received = await read_all(reader)
             writer.close()
             return tap, server, received
-        finally:
-            await tap.aclose()
-            server.server.close()
 
     tap, server, received = run(main(), timeout=30)
     sent = b"".join(payloads)
@@ -150,9 +189,7 @@ def test_bytes_counted_by_the_tap_agree_with_both_ends():
 def test_half_close_passes_through_in_both_directions():
     async def main():
         server = CountingServer()
-        target = await server.start()
-        tap = await wslab.wiretap(target, name="tap-half")
-        try:
+        async with tapped(server, "tap-half") as tap:
             reader, writer = await asyncio.open_connection(tap.host, tap.port)
             writer.write(b"question")
             writer.write_eof()
@@ -160,9 +197,6 @@ def test_half_close_passes_through_in_both_directions():
             answer = await read_all(reader)  # ... and could still answer before closing
             writer.close()
             return tap, answer
-        finally:
-            await tap.aclose()
-            server.server.close()
 
     tap, answer = run(main())
     assert answer == b"bye"
@@ -172,10 +206,7 @@ def test_half_close_passes_through_in_both_directions():
 
 def test_the_tap_survives_a_client_that_vanishes_and_a_server_that_aborts():
     async def main():
-        server = CountingServer(abort_after_read=True)
-        target = await server.start()
-        tap = await wslab.wiretap(target, name="tap-abrupt")
-        try:
+        async with tapped(CountingServer(abort_after_read=True), "tap-abrupt") as tap:
             # The server aborts after reading: the client sees the end, not a hang.
             reader, writer = await asyncio.open_connection(tap.host, tap.port)
             writer.write(b"x")
@@ -187,25 +218,15 @@ def test_the_tap_survives_a_client_that_vanishes_and_a_server_that_aborts():
             writer.close()
             # A client that aborts: the tap closes the server side too.
             quiet = CountingServer()
-            quiet_target = await quiet.start()
-            tap2 = await wslab.wiretap(quiet_target, name="tap-abrupt-2")
-            reader, writer = await asyncio.open_connection(tap2.host, tap2.port)
-            writer.write(b"half a message")
-            await writer.drain()
-            writer.transport.abort()
-            await quiet.eof.wait()
-            # And the tap still relays new connections.
-            reader, writer = await asyncio.open_connection(tap2.host, tap2.port)
-            writer.write(b"again")
-            writer.write_eof()
-            assert await read_all(reader) == b"bye"
-            writer.close()
-            await tap2.aclose()
-            quiet.server.close()
+            async with tapped(quiet, "tap-abrupt-2") as tap2:
+                reader, writer = await asyncio.open_connection(tap2.host, tap2.port)
+                writer.write(b"half a message")
+                await writer.drain()
+                writer.transport.abort()
+                await quiet.eof.wait()
+                # And the tap still relays new connections.
+                assert await exchange(tap2, b"again") == b"bye"
             return tap2
-        finally:
-            await tap.aclose()
-            server.server.close()
 
     tap2 = run(main())
     assert b"".join(c.data for c in tap2.chunks if c.conn == 2) == b"again" + b"bye"
@@ -374,10 +395,7 @@ def test_starting_a_tap_under_a_taken_name_replaces_the_old_one():
 
 def test_clear_save_and_load_keep_the_capture(tmp_path):
     async def main():
-        server = CountingServer(echo=True)
-        target = await server.start()
-        tap = await wslab.wiretap(target, name="tap-save", max_capture=1000)
-        try:
+        async with tapped(CountingServer(echo=True), "tap-save", max_capture=1000) as tap:
             reader, writer = await asyncio.open_connection(tap.host, tap.port)
             writer.write(b"a" * 600)
             await writer.drain()
@@ -389,9 +407,6 @@ def test_clear_save_and_load_keep_the_capture(tmp_path):
             assert await read_all(reader) == b"bye"
             writer.close()
             return tap
-        finally:
-            await tap.aclose()
-            server.server.close()
 
     tap = run(main())
     assert tap.bytes_up == 1200 and tap.bytes_down == 1203
@@ -410,19 +425,7 @@ def test_clear_save_and_load_keep_the_capture(tmp_path):
 
 
 def test_views_render_as_text_and_as_html():
-    async def main():
-        srv = await wslab.serve(wslab.handlers.echo, name="tap-views")
-        tap = await wslab.wiretap(srv.url, name="tap-views-tap")
-        try:
-            async with connect(tap.url, compression=None) as ws:
-                await ws.send("<b>hi</b>")
-                await ws.recv()
-            return tap
-        finally:
-            await tap.aclose()
-            await srv.aclose()
-
-    tap = run(main())
+    tap = echo_through_a_tap("<b>hi</b>", name="tap-views", by_url=True)
     dump = tap.hexdump()
     assert "47 45 54 20" in str(dump)  # "GET "
     assert "<pre" in dump._repr_html_() and "monospace" in dump._repr_html_()
@@ -433,19 +436,7 @@ def test_views_render_as_text_and_as_html():
 
 
 def test_frames_view_decodes_the_frames_after_the_101():
-    async def main():
-        srv = await wslab.serve(wslab.handlers.echo, name="tap-frames")
-        tap = await wslab.wiretap(srv, name="tap-frames-tap")
-        try:
-            async with connect(tap.url, compression=None) as ws:
-                await ws.send("Hello")
-                await ws.recv()
-            return tap
-        finally:
-            await tap.aclose()
-            await srv.aclose()
-
-    tap = run(main())
+    tap = echo_through_a_tap("Hello", name="tap-frames")
     try:
         text = str(tap.frames())
     except NotImplementedError as exc:
@@ -507,19 +498,9 @@ def test_the_http_view_reads_chunked_and_length_delimited_bodies():
     )
 
     async def main():
-        server = CountingServer(reply=reply)
-        target = await server.start()
-        tap = await wslab.wiretap(target, name="tap-chunked")
-        try:
-            reader, writer = await asyncio.open_connection(tap.host, tap.port)
-            writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
-            writer.write_eof()
-            received = await read_all(reader)
-            writer.close()
+        async with tapped(CountingServer(reply=reply), "tap-chunked") as tap:
+            received = await exchange(tap, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
             return tap, received
-        finally:
-            await tap.aclose()
-            server.server.close()
 
     tap, received = run(main())
     assert received == reply + b"bye"
@@ -547,19 +528,9 @@ def test_a_bad_target_is_refused_with_a_hint():
 
 async def _tap_exchange(name: str, request: bytes, reply: bytes, **options):
     """A raw server answers ``reply`` to a raw client's ``request``, through a tap; -> the tap."""
-    server = CountingServer(reply=reply)
-    target = await server.start()
-    tap = await wslab.wiretap(target, name=name, **options)
-    try:
-        reader, writer = await asyncio.open_connection(tap.host, tap.port)
-        writer.write(request)
-        writer.write_eof()
-        await read_all(reader)
-        writer.close()
-        return tap
-    finally:
-        await tap.aclose()
-        server.server.close()
+    async with tapped(CountingServer(reply=reply), name, **options) as tap:
+        await exchange(tap, request)
+    return tap
 
 
 @pytest.mark.parametrize(
@@ -635,19 +606,10 @@ def test_a_full_capture_forgets_closed_connections_of_a_real_tap():
     """Through a real tap with a tiny max_capture: 30 connections, the summary keeps a few and counts the rest."""
 
     async def main():
-        server = CountingServer(echo=True)
-        target = await server.start()
-        tap = await wslab.wiretap(target, name="tap-forget", max_capture=4096)
-        try:
+        # On the way out, the tap's aclose waits until every relayed connection has wound down.
+        async with tapped(CountingServer(echo=True), "tap-forget", max_capture=4096) as tap:
             for i in range(30):
-                reader, writer = await asyncio.open_connection(tap.host, tap.port)
-                writer.write(b"x" * 100)
-                writer.write_eof()
-                await read_all(reader)
-                writer.close()
-        finally:
-            await tap.aclose()  # waits until every relayed connection has wound down
-            server.server.close()
+                await exchange(tap, b"x" * 100)
         return tap
 
     tap = run(main(), timeout=30)
