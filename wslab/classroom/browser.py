@@ -62,6 +62,7 @@ __all__ = [
     "jupyter_server",
     "proxy_url",
     "html_page_responder",
+    "ServesPage",
 ]
 
 _ids = itertools.count(1)
@@ -279,6 +280,28 @@ def html_page_responder(
         return Response(response.status_code, response.reason_phrase, headers, response.body)
 
     return process_request
+
+
+class ServesPage:
+    """A handle whose ``server`` also serves a page: its ``url`` and the ``page_url`` to open.
+
+    Mixed into :class:`wslab.PushChannel`, :class:`wslab.ChatRoom` and the
+    buffer demo, whose servers answer plain HTTP GETs with a page
+    (:func:`html_page_responder`) and upgrades with the WebSocket.
+    """
+
+    server: Any  # a wslab.Server once started, else None
+
+    @property
+    def url(self) -> str:
+        """The server's WebSocket URL (``ws://127.0.0.1:<port>/``), or "(not started)"."""
+        return self.server.url if self.server else "(not started)"
+
+    @property
+    def page_url(self) -> str:
+        """``http://127.0.0.1:<port>/`` (``https`` for ``wss``): the page, for a browser on this computer."""
+        url = self.url
+        return "http" + url[2:] if url.startswith(("ws://", "wss://")) else url
 
 
 # Where the browser can reach a kernel's server

@@ -42,7 +42,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
-from .browser import html_page_responder, url_plan
+from .browser import ServesPage, html_page_responder, url_plan
 from ..server.limits import Limits
 from ..server.serve import Server, serve
 
@@ -157,7 +157,7 @@ class PageStats:
 
 
 @dataclass
-class BufferDemo:
+class BufferDemo(ServesPage):
     """The server of the demo, and what it received from each page (:attr:`pages`)."""
 
     pause: float
@@ -165,15 +165,6 @@ class BufferDemo:
     total: int
     server: Server | None = None
     pages: list[PageStats] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return self.server.url if self.server else "(not started)"
-
-    @property
-    def page_url(self) -> str:
-        """``http://127.0.0.1:<port>/``: the same figure as a page of its own."""
-        return self.url.replace("ws://", "http://", 1)
 
     def _config(self) -> dict[str, Any]:
         per_tick = 8

@@ -31,12 +31,12 @@ from websockets.http11 import Request, Response
 
 from ..server.limits import writable
 from ..server.serve import Server, serve, serve_in_thread
-from .browser import html_page_responder, page_html
+from .browser import ServesPage, html_page_responder, page_html
 
 __all__ = ["PushChannel", "push_channel", "push_channel_in_thread"]
 
 
-class PushChannel:
+class PushChannel(ServesPage):
     """A WebSocket server that pushes what Python says to every page connected.
 
     It greets each client first (so the page knows it is really connected),
@@ -66,15 +66,6 @@ class PushChannel:
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[str]]] = []
         self._taken = 0  # how many of self.received next_message() has returned
         self._lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return self.server.url if self.server else "(not started)"
-
-    @property
-    def page_url(self) -> str:
-        """``http://127.0.0.1:<port>/``: open it in a browser on this computer."""
-        return self.url.replace("ws://", "http://", 1)
 
     @property
     def clients(self) -> int:
