@@ -59,7 +59,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .childproc import ChildProcess, child_side, raise_fd_limit
+from .childproc import ChildProcess, child_side, commands, raise_fd_limit
 from ..course.display import Table
 
 __all__ = ["TRANSPORTS", "PROTOCOLS", "ScalingPoint", "measure_scaling", "measure_point", "plot_scaling", "server_cpu",
@@ -249,11 +249,7 @@ async def _pusher(clients: _Clients, k: int, ws: Any) -> None:
 async def _client_loop(conn: Any) -> None:
     clients: _Clients | None = None
     try:
-        while True:
-            try:
-                command, arg = await asyncio.to_thread(conn.recv)
-            except EOFError:  # the parent is gone
-                return
+        async for command, arg in commands(conn):
             if command == "start":
                 # arg: transport, n, http port, ws url, cursor, poll interval, seed
                 transport, n, port, ws_url, cursor, interval, seed = arg
@@ -298,8 +294,6 @@ async def _client_loop(conn: Any) -> None:
             elif command == "cpu":
                 t = os.times()
                 conn.send(("cpu", t.user + t.system))
-            elif command == "stop":
-                return
             else:
                 raise ValueError(f"unknown command {command!r} for the scaling clients")
     finally:
