@@ -268,6 +268,8 @@ def plot_fanout(table: Table) -> Any:
     """
     import matplotlib.pyplot as plt
 
+    from ..lab.experiment.figure import finish_axes
+
     raw: dict[int, list[dict[str, float]]] = table.raw  # type: ignore[attr-defined]
     counts = sorted(raw)
     fig, (server_ax, client_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -288,10 +290,8 @@ def plot_fanout(table: Table) -> Any:
                            xytext=(4, 6), fontsize=8)
     client_ax.set_title("clients: until the last one has it")
     client_ax.set_ylabel("ms after the room's stamp")
+    finish_axes((server_ax, client_ax), xlabel="clients in the room", loc="upper left")
     for ax in (server_ax, client_ax):
-        ax.set_xlabel("clients in the room")
         ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left")
     fig.tight_layout()
     return fig

@@ -486,7 +486,7 @@ def plot_scaling(table: Table) -> Any:
     The protocols are solid lines; a framework's row (tornado) is dashed.
     Returns a :class:`~wslab.lab.experiment.figure.LabFigure`: as a cell's value it shows as an image.
     """
-    from .experiment.figure import new_figure
+    from .experiment.figure import finish_axes, new_figure
 
     points: list[ScalingPoint] = table.points  # type: ignore[attr-defined]
     fig, (cpu_ax, lat_ax) = new_figure(10, 3.8, nrows=1, ncols=2)
@@ -503,9 +503,6 @@ def plot_scaling(table: Table) -> Any:
     lat_ax.set_title("delivered latency, p50")
     lat_ax.set_ylabel("ms")
     lat_ax.set_yscale("log")
-    for ax in (cpu_ax, lat_ax):
-        ax.set_xlabel("clients")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    cpu_ax.set_ylim(bottom=0)
+    finish_axes((cpu_ax, lat_ax), xlabel="clients", fontsize=8)
+    cpu_ax.set_ylim(bottom=0)  # latency is on a log scale: only the CPU axis starts at 0
     return fig
