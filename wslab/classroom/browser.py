@@ -63,22 +63,43 @@ __all__ = [
     "proxy_url",
     "html_page_responder",
     "ServesPage",
+    "output_script",
 ]
 
 _ids = itertools.count(1)
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
-# The client. It reads CONFIG (JSON from the kernel) and never uses innerHTML
-# for anything a peer sent. Log lines use the kit's vocabulary: > sent,
-# < received, = state change, ! error.
-_CLIENT_JS = r"""
+# How every script in a cell's output starts (the client here, the buffer
+# demo's figure): its config from the kernel, the element it runs in (by id)
+# and that element's state line.
+_SCRIPT_HEAD = r"""
 (function () {
   const cfg = __CONFIG__;
   const root = document.getElementById(cfg.id);
   if (!root) { return; }
-  const log = root.querySelector(".wslab-log");
   const state = root.querySelector(".wslab-state");
+"""
+
+
+def output_script(body: str, config: dict[str, Any]) -> str:
+    """A ``<script>`` that runs ``body`` (JavaScript) with ``cfg`` (``config``), ``root`` and ``state`` defined.
+
+    ``config["id"]`` is the id of the element the script runs in; its
+    ``.wslab-state`` is ``state``. The script is a function of its own, run
+    once (nothing leaks into the page's globals).
+    """
+    # JSON inside <script>: "</script>" or "<!--" in a value would end or
+    # confuse the script element, so no "<" appears literally (\u003c is JSON).
+    head = _SCRIPT_HEAD.replace("__CONFIG__", json.dumps(config).replace("<", "\\u003c"))
+    return f"<script>{head}{body}}})();\n</script>"
+
+
+# The client. It reads CONFIG (JSON from the kernel) and never uses innerHTML
+# for anything a peer sent. Log lines use the kit's vocabulary: > sent,
+# < received, = state change, ! error.
+_CLIENT_JS = r"""
+  const log = root.querySelector(".wslab-log");
   const input = root.querySelector(".wslab-input");
   const sendButton = root.querySelector(".wslab-send");
   const closeButton = root.querySelector(".wslab-close");
@@ -206,7 +227,6 @@ _CLIENT_JS = r"""
     input.placeholder = "your nickname, then Enter";
     line("=", "type your nickname below and press Enter to join");
   } else { connect(); }
-})();
 """
 
 _CSS = (
@@ -225,9 +245,6 @@ def client_html(config: dict[str, Any], *, title: str = "WebSocket client") -> s
     """
     cfg = {"max_lines": 200, "format": "text", **config}
     cfg.setdefault("id", f"wslab-client-{os.getpid()}-{next(_ids)}-{int(time.time() * 1000)}")
-    # JSON inside <script>: "</script>" or "<!--" in a value would end or
-    # confuse the script element, so no "<" appears literally (\u003c is JSON).
-    script = _CLIENT_JS.replace("__CONFIG__", json.dumps(cfg).replace("<", "\\u003c"))
     return (
         f'<div id="{html.escape(cfg["id"])}" class="wslab-client" data-state="not-started" style="{_CSS}">'
         f"<div><b>{html.escape(title)}</b> &middot; <span class=\"wslab-state\">"
@@ -237,7 +254,7 @@ def client_html(config: dict[str, Any], *, title: str = "WebSocket client") -> s
         'color:#222;margin:4px 0;padding:2px 4px;white-space:pre-wrap"></div>'
         '<input class="wslab-input" placeholder="type a message, press Enter" style="width:70%"> '
         '<button class="wslab-send">send</button> <button class="wslab-close">close</button>'
-        f"</div><script>{script}</script>"
+        f"</div>{output_script(_CLIENT_JS, cfg)}"
     )
 
 
