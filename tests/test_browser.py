@@ -547,4 +547,4 @@ def test_a_page_that_floods_the_push_channel_cannot_grow_received_without_bound(
     received = arun(main())
     assert received == [f"m{i}" for i in range(900, 1000)]
     with pytest.raises(ValueError, match="keep"):
-        wb.PushChannel(keep=0)
+        wslab.PushChannel(keep=0)

@@ -23,7 +23,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 import wslab
-from wslab.server.limits import DEFAULT_LIMITS, Guard, Limits, env_origins, origin_allowed
+from wslab.server.limits import DEFAULT_LIMITS, Guard, Limits
+from wslab.server.origins import env_origins, origin_allowed
 
 from .conftest import end_child, run, seconds
 
@@ -373,6 +374,9 @@ def test_the_origin_policy_on_its_own():
     assert env_origins({"WSLAB_ORIGINS": "https://a.example, nonsense, https://user@b.example",
                         "JUPYTERHUB_PUBLIC_URL": "https://Hub.Example.org/user/ada/"}) == (
         "https://a.example", "https://hub.example.org")
+    # Without limits= the policy is Limits()'s own (origins.py cannot import limits.py: it names the defaults)
+    for origin in (None, "http://localhost:8888", "http://[::1]", "https://evil.example", "null"):
+        assert origin_allowed(origin) == origin_allowed(origin, limits=Limits()), origin
 
 
 def test_limits_say_what_is_wrong():

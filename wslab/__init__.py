@@ -56,7 +56,8 @@ _lazy(".lab.labserver", "LabServer", "lab_server", "lab_server_in_thread")  # to
 _lazy(".protocol.frames", "CloseCode", "Frame", "Message", "Opcode", "ProtocolError", "Reader", "explain")
 
 # The browser and the class chat room
-_lazy(".classroom.browser", "PushChannel", "browser_client", "push_channel", "push_channel_in_thread")
+_lazy(".classroom.browser", "browser_client")
+_lazy(".classroom.push", "PushChannel", "push_channel", "push_channel_in_thread")
 _lazy(".classroom.chat", "ChatClient", "ChatRoom", "chat_room", "chat_room_in_thread", "join_classroom")
 
 # The protocol battery and the from-scratch server

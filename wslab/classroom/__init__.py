@@ -1,7 +1,9 @@
 """The classroom: a browser connected to the kernel, and one chat room for a class (lesson 05).
 
 * ``browser.py``: a live WebSocket client in the cell output, reachable on a
-  laptop and through a hub's proxy (``wslab.browser_client``, ``push_channel``).
+  laptop and through a hub's proxy (``wslab.browser_client``).
+* ``push.py``: a server that pushes from Python to every page
+  (``wslab.push_channel``), with the client's page at ``/``.
 * ``chat.py``: the class chat room (nicks, history, broadcast, slow readers
   dropped, Origin allow-list); ``chat_client.py``: a learner's client for it.
 * ``fanout.py``: how long one broadcast takes to reach 1,000 clients.

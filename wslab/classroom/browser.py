@@ -32,28 +32,27 @@ What must never happen:
 * "connected" shown before the server has spoken: through the proxy
   ``onopen`` fires even for a dead port, so the servers here greet first and
   the client says "connected" only on the first message.
+
+A server that pushes what Python says to every page (``wslab.push_channel``)
+is :mod:`wslab.classroom.push`; it serves this module's page.
 """
 
 from __future__ import annotations
 
-import asyncio
 import html
 import importlib.util
 import itertools
 import json
 import os
 import re
-import threading
 import time
-from collections import deque
 from typing import Any, Callable
 
-from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from ..server.limits import writable
-from ..server.serve import Server, serve, serve_in_thread
+from ..server.serve import Server
 
 __all__ = [
     "browser_client",
@@ -63,25 +62,44 @@ __all__ = [
     "jupyter_server",
     "proxy_url",
     "html_page_responder",
-    "PushChannel",
-    "push_channel",
-    "push_channel_in_thread",
+    "ServesPage",
+    "output_script",
 ]
 
 _ids = itertools.count(1)
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
-# The client. It reads CONFIG (JSON from the kernel) and never uses innerHTML
-# for anything a peer sent. Log lines use the kit's vocabulary: > sent,
-# < received, = state change, ! error.
-_CLIENT_JS = r"""
+# How every script in a cell's output starts (the client here, the buffer
+# demo's figure): its config from the kernel, the element it runs in (by id)
+# and that element's state line.
+_SCRIPT_HEAD = r"""
 (function () {
   const cfg = __CONFIG__;
   const root = document.getElementById(cfg.id);
   if (!root) { return; }
-  const log = root.querySelector(".wslab-log");
   const state = root.querySelector(".wslab-state");
+"""
+
+
+def output_script(body: str, config: dict[str, Any]) -> str:
+    """A ``<script>`` that runs ``body`` (JavaScript) with ``cfg`` (``config``), ``root`` and ``state`` defined.
+
+    ``config["id"]`` is the id of the element the script runs in; its
+    ``.wslab-state`` is ``state``. The script is a function of its own, run
+    once (nothing leaks into the page's globals).
+    """
+    # JSON inside <script>: "</script>" or "<!--" in a value would end or
+    # confuse the script element, so no "<" appears literally (\u003c is JSON).
+    head = _SCRIPT_HEAD.replace("__CONFIG__", json.dumps(config).replace("<", "\\u003c"))
+    return f"<script>{head}{body}}})();\n</script>"
+
+
+# The client. It reads CONFIG (JSON from the kernel) and never uses innerHTML
+# for anything a peer sent. Log lines use the kit's vocabulary: > sent,
+# < received, = state change, ! error.
+_CLIENT_JS = r"""
+  const log = root.querySelector(".wslab-log");
   const input = root.querySelector(".wslab-input");
   const sendButton = root.querySelector(".wslab-send");
   const closeButton = root.querySelector(".wslab-close");
@@ -209,7 +227,6 @@ _CLIENT_JS = r"""
     input.placeholder = "your nickname, then Enter";
     line("=", "type your nickname below and press Enter to join");
   } else { connect(); }
-})();
 """
 
 _CSS = (
@@ -228,9 +245,6 @@ def client_html(config: dict[str, Any], *, title: str = "WebSocket client") -> s
     """
     cfg = {"max_lines": 200, "format": "text", **config}
     cfg.setdefault("id", f"wslab-client-{os.getpid()}-{next(_ids)}-{int(time.time() * 1000)}")
-    # JSON inside <script>: "</script>" or "<!--" in a value would end or
-    # confuse the script element, so no "<" appears literally (\u003c is JSON).
-    script = _CLIENT_JS.replace("__CONFIG__", json.dumps(cfg).replace("<", "\\u003c"))
     return (
         f'<div id="{html.escape(cfg["id"])}" class="wslab-client" data-state="not-started" style="{_CSS}">'
         f"<div><b>{html.escape(title)}</b> &middot; <span class=\"wslab-state\">"
@@ -240,7 +254,7 @@ def client_html(config: dict[str, Any], *, title: str = "WebSocket client") -> s
         'color:#222;margin:4px 0;padding:2px 4px;white-space:pre-wrap"></div>'
         '<input class="wslab-input" placeholder="type a message, press Enter" style="width:70%"> '
         '<button class="wslab-send">send</button> <button class="wslab-close">close</button>'
-        f"</div><script>{script}</script>"
+        f"</div>{output_script(_CLIENT_JS, cfg)}"
     )
 
 
@@ -283,6 +297,28 @@ def html_page_responder(
         return Response(response.status_code, response.reason_phrase, headers, response.body)
 
     return process_request
+
+
+class ServesPage:
+    """A handle whose ``server`` also serves a page: its ``url`` and the ``page_url`` to open.
+
+    Mixed into :class:`wslab.PushChannel`, :class:`wslab.ChatRoom` and the
+    buffer demo, whose servers answer plain HTTP GETs with a page
+    (:func:`html_page_responder`) and upgrades with the WebSocket.
+    """
+
+    server: Any  # a wslab.Server once started, else None
+
+    @property
+    def url(self) -> str:
+        """The server's WebSocket URL (``ws://127.0.0.1:<port>/``), or "(not started)"."""
+        return self.server.url if self.server else "(not started)"
+
+    @property
+    def page_url(self) -> str:
+        """``http://127.0.0.1:<port>/`` (``https`` for ``wss``): the page, for a browser on this computer."""
+        url = self.url
+        return "http" + url[2:] if url.startswith(("ws://", "wss://")) else url
 
 
 # Where the browser can reach a kernel's server
@@ -432,7 +468,7 @@ def _target_port(target: Any) -> tuple[int | None, str | None, str]:
 def browser_client(target: Any, *, title: str | None = None, nick: str | None = None) -> Any:
     """Show a live WebSocket client in this cell's output, connected to ``target``.
 
-    ``target`` is a :class:`wslab.Server`, a :class:`PushChannel`, a chat room
+    ``target`` is a :class:`wslab.Server`, a :class:`wslab.PushChannel`, a chat room
     (:func:`wslab.chat_room`; pass ``nick``), a port, or a ``ws://`` URL. The
     client shows every message as text as it arrives, has a box to send, and
     shows open/close events with close codes. It connects straight to
@@ -464,151 +500,3 @@ def browser_client(target: Any, *, title: str | None = None, nick: str | None = 
     except ImportError:  # pragma: no cover - IPython comes with the kernel
         return fragment
     return HTML(fragment)
-
-
-# A server for pushing from Python to pages
-
-
-class PushChannel:
-    """A WebSocket server that pushes what Python says to every page connected.
-
-    It greets each client first (so the page knows it is really connected),
-    replays the last ``replay`` pushes to newcomers, keeps the last ``keep``
-    messages pages sent in :attr:`received`, and serves a page with the client at
-    ``http://127.0.0.1:<port>/``. Make one with :func:`push_channel` (on the
-    notebook's loop) or :func:`push_channel_in_thread`.
-
-    ``push(text)`` works from any thread and returns how many pages it
-    reached.
-    """
-
-    client_format = "text"
-
-    def __init__(
-        self, *, greeting: str = "hello from the kernel", replay: int = 20, keep: int = 10_000
-    ) -> None:
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise ValueError(f"keep must be a whole number of messages, at least 1, got {keep!r}")
-        self.greeting = greeting
-        self.pushed: deque[str] = deque(maxlen=replay)
-        #: What pages sent, oldest first: (time.time(), text); the newest ``keep`` only.
-        self.received: list[tuple[float, str]] = []
-        self.keep = keep
-        self.server: Server | None = None
-        self._clients: set[ServerConnection] = set()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[str]]] = []
-        self._taken = 0  # how many of self.received next_message() has returned
-        self._lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return self.server.url if self.server else "(not started)"
-
-    @property
-    def page_url(self) -> str:
-        """``http://127.0.0.1:<port>/``: open it in a browser on this computer."""
-        return self.url.replace("ws://", "http://", 1)
-
-    @property
-    def clients(self) -> int:
-        """Pages connected and not being closed (a page the guard dropped no longer counts)."""
-        return sum(1 for c in list(self._clients) if writable(c))
-
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        return html_page_responder(lambda: page_html(title="wslab push channel"))(connection, request)
-
-    async def handler(self, connection: ServerConnection) -> None:
-        # Joining the push list, greeting and replay happen with no await in
-        # between (broadcast() writes at once), so no push falls in a gap.
-        # Join first: a page that has its greeting is counted by push() from
-        # another thread.
-        self._clients.add(connection)
-        try:
-            broadcast([connection], self.greeting)
-            for text in self.pushed:
-                broadcast([connection], text)
-            async for message in connection:
-                text = message if isinstance(message, str) else f"(binary, {len(message)} bytes)"
-                with self._lock:
-                    self.received.append((time.time(), text))
-                    if len(self.received) > self.keep:  # a page that floods cannot grow it without bound
-                        extra = len(self.received) - self.keep
-                        del self.received[:extra]
-                        self._taken = max(0, self._taken - extra)
-                    waiters, self._waiters = self._waiters, []
-                for loop, future in waiters:
-                    loop.call_soon_threadsafe(_resolve, future, text)
-        finally:
-            self._clients.discard(connection)
-
-    def push(self, text: str) -> int:
-        """Send ``text`` to every connected page (and to pages that connect later)."""
-        if not isinstance(text, str):
-            raise TypeError(f"push() sends text, got {type(text).__name__}; use str(value) or json.dumps(value)")
-        if self.server is None or not self.server.running:
-            raise RuntimeError("this push channel is stopped: start a new one with wslab.push_channel()")
-        loop = self.server._loop
-        assert loop is not None
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        reached = self.clients
-        if running is loop:
-            self._push_now(text)
-        else:
-            loop.call_soon_threadsafe(self._push_now, text)
-        return reached
-
-    def _push_now(self, text: str) -> None:
-        """On the server's loop: remember ``text`` for newcomers and send it to every page."""
-        self.pushed.append(text)
-        # A page that stops reading is closed by the guard (1008) once
-        # Limits.max_buffer bytes wait for it: see wslab/server/limits.py.
-        broadcast([c for c in self._clients if writable(c)], text)
-
-    async def next_message(self, timeout: float = 10) -> str:
-        """The oldest message from a page that this method has not returned yet.
-
-        Waits for one if there is none; raises TimeoutError after ``timeout`` s.
-        """
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(timeout):
-            while True:
-                with self._lock:
-                    if self._taken < len(self.received):
-                        self._taken += 1
-                        return self.received[self._taken - 1][1]
-                    future: asyncio.Future[str] = loop.create_future()
-                    self._waiters.append((loop, future))
-                await future
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.stop()
-
-    def __repr__(self) -> str:
-        return f"<wslab.PushChannel {self.url} {self.clients} page(s), {len(self.received)} received>"
-
-
-def _resolve(future: asyncio.Future[str], text: str) -> None:
-    if not future.done():
-        future.set_result(text)
-
-
-async def push_channel(name: str = "push", **kwargs: Any) -> PushChannel:
-    """Start a :class:`PushChannel` on the notebook's loop (task mode).
-
-    ``chan = await wslab.push_channel()``; other keyword arguments go to
-    :func:`wslab.serve`.
-    """
-    channel = PushChannel(**{k: kwargs.pop(k) for k in ("greeting", "replay", "keep") if k in kwargs})
-    channel.server = await serve(channel.handler, name, process_request=channel.process_request, **kwargs)
-    return channel
-
-
-def push_channel_in_thread(name: str = "push", **kwargs: Any) -> PushChannel:
-    """Start a :class:`PushChannel` on its own loop in a thread (see :func:`wslab.serve_in_thread`)."""
-    channel = PushChannel(**{k: kwargs.pop(k) for k in ("greeting", "replay", "keep") if k in kwargs})
-    channel.server = serve_in_thread(channel.handler, name, process_request=channel.process_request, **kwargs)
-    return channel

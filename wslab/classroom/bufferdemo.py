@@ -42,18 +42,14 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
-from .browser import html_page_responder, url_plan
+from .browser import ServesPage, html_page_responder, output_script, url_plan
 from ..server.limits import Limits
 from ..server.serve import Server, serve
 
 __all__ = ["BufferDemo", "PageStats", "buffered_amount_demo", "demo_html"]
 
+# The figure's script; browser.output_script() gives it cfg, root and state.
 _JS = r"""
-(function () {
-  const cfg = __CONFIG__;
-  const root = document.getElementById(cfg.id);
-  if (!root) { return; }
-  const state = root.querySelector(".wslab-state");
   const svg = root.querySelector("svg");
   const NS = "http://www.w3.org/2000/svg";
   const rec = {samples: [], sent: 0, events: [], done: false, error: null};
@@ -129,21 +125,19 @@ _JS = r"""
     }
   };
   ws.onclose = function (e) { if (!rec.done) { say("closed (" + e.code + ") before the end"); } if (timer) { clearInterval(timer); } };
-})();
 """
 
 
 def demo_html(config: dict[str, Any]) -> str:
     """The figure's HTML fragment (a ``<div>`` with an SVG, and its ``<script>``)."""
     cfg = {"id": f"wslab-buffered-{os.getpid()}-{int(time.time() * 1e6)}", **config}
-    script = _JS.replace("__CONFIG__", json.dumps(cfg).replace("<", "\\u003c"))
     return (
         f'<div id="{html.escape(cfg["id"])}" class="wslab-buffered" style="font-family:monospace;'
         'font-size:13px;border:1px solid #999;border-radius:4px;padding:6px;max-width:620px">'
         "<div><b>bufferedAmount, live</b> &middot; <span class=\"wslab-state\">not started: "
         "JavaScript did not run in this output (run the cell again)</span></div>"
         '<svg width="600" height="160" style="background:#f7f7f7"></svg>'
-        f"</div><script>{script}</script>"
+        f"</div>{output_script(_JS, cfg)}"
     )
 
 
@@ -157,7 +151,7 @@ class PageStats:
 
 
 @dataclass
-class BufferDemo:
+class BufferDemo(ServesPage):
     """The server of the demo, and what it received from each page (:attr:`pages`)."""
 
     pause: float
@@ -165,15 +159,6 @@ class BufferDemo:
     total: int
     server: Server | None = None
     pages: list[PageStats] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return self.server.url if self.server else "(not started)"
-
-    @property
-    def page_url(self) -> str:
-        """``http://127.0.0.1:<port>/``: the same figure as a page of its own."""
-        return self.url.replace("ws://", "http://", 1)
 
     def _config(self) -> dict[str, Any]:
         per_tick = 8

@@ -79,7 +79,7 @@ from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from .browser import html_page_responder, page_html
+from .browser import ServesPage, html_page_responder, page_html
 from ..server.limits import DEFAULT_LIMITS, Guard, writable
 from ..server.serve import Server, serve, serve_in_thread
 
@@ -142,7 +142,7 @@ NOTICE_DELAY = 0.25
 NOTICE_BATCH_ABOVE = 50
 
 
-class ChatRoom:
+class ChatRoom(ServesPage):
     """The room: who is in it, what was said, and the handler that runs it.
 
     Start one with :func:`chat_room` (notebook's loop) or
@@ -186,15 +186,6 @@ class ChatRoom:
         self._notice_timer: Any = None
 
     # What it looks like
-
-    @property
-    def url(self) -> str:
-        return self.server.url if self.server else "(not started)"
-
-    @property
-    def page_url(self) -> str:
-        """``http://host:port/``: the chat page for a browser."""
-        return self.url.replace("ws://", "http://", 1)
 
     @property
     def members(self) -> list[str]:

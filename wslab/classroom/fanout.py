@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import broadcast
 
-from ..lab.childproc import ChildProcess, child_side, raise_fd_limit
+from ..lab.childproc import ChildProcess, child_side, commands, raise_fd_limit
 from ..course.display import Table
 from .chat import chat_room_in_thread
 
@@ -128,11 +128,7 @@ async def _fanout_round(conn: Any, clients: list[Any], k: int | str, timeout: fl
 async def _fanout_client_loop(conn: Any) -> None:
     clients: list[Any] = []
     try:
-        while True:
-            try:
-                command, arg = await asyncio.to_thread(conn.recv)
-            except EOFError:  # the parent is gone
-                return
+        async for command, arg in commands(conn):
             if command == "connect":
                 url, n = arg
                 clients.extend(await _connect_many(url, n - len(clients), first=len(clients)))
@@ -140,8 +136,6 @@ async def _fanout_client_loop(conn: Any) -> None:
             elif command == "round":
                 k, timeout = arg
                 conn.send(("result", await _fanout_round(conn, clients, k, timeout)))
-            elif command == "stop":
-                return
             else:
                 raise ValueError(f"unknown command {command!r} for the fan-out clients")
     finally:
@@ -274,6 +268,8 @@ def plot_fanout(table: Table) -> Any:
     """
     import matplotlib.pyplot as plt
 
+    from ..lab.experiment.figure import finish_axes
+
     raw: dict[int, list[dict[str, float]]] = table.raw  # type: ignore[attr-defined]
     counts = sorted(raw)
     fig, (server_ax, client_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -294,10 +290,8 @@ def plot_fanout(table: Table) -> Any:
                            xytext=(4, 6), fontsize=8)
     client_ax.set_title("clients: until the last one has it")
     client_ax.set_ylabel("ms after the room's stamp")
+    finish_axes((server_ax, client_ax), xlabel="clients in the room", loc="upper left")
     for ax in (server_ax, client_ax):
-        ax.set_xlabel("clients in the room")
         ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left")
     fig.tight_layout()
     return fig

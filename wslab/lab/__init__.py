@@ -6,7 +6,8 @@
 * ``transports.py``: the clients that receive them; ``timeline.py`` draws them.
 * ``link.py``: a real network's delay, jitter and bandwidth on loopback.
 * ``wiretap.py`` and ``capture.py``: a relay that records every byte, and the
-  views on what it recorded (hex, HTTP, frames).
+  views on what it recorded (hex, HTTP, frames); ``http_messages.py`` reads
+  the HTTP in those bytes without trusting a length.
 * ``experiment/``: the latency lab (``wslab.run_experiment``): a seeded
   schedule over every transport against a raw TCP floor; ``plots.py`` draws
   its results; ``bench.py`` is ``python -m wslab bench``.

@@ -22,14 +22,14 @@ import multiprocessing
 import os
 import time
 import traceback
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 try:
     import resource
 except ImportError:  # Windows: no open-file limit to raise
     resource = None  # type: ignore[assignment]
 
-__all__ = ["ChildProcess", "child_side", "raise_fd_limit"]
+__all__ = ["ChildProcess", "child_side", "commands", "raise_fd_limit"]
 
 
 class ChildProcess:
@@ -123,6 +123,24 @@ def child_side(conn: Any, main: Callable[[Any], Awaitable[None]], files: int) ->
             pass
     finally:
         conn.close()
+
+
+async def commands(conn: Any) -> AsyncIterator[tuple[str, Any]]:
+    """The child's requests, ``(command, arg)``, until the parent says ``"stop"`` or is gone.
+
+    The ``main(conn)`` of :func:`child_side` runs ``async for command, arg in
+    commands(conn):`` and answers each with ``conn.send((kind, value))``.
+    The pipe is read in a worker thread, so the child's loop (its clients)
+    runs while it waits.
+    """
+    while True:
+        try:
+            command, arg = await asyncio.to_thread(conn.recv)
+        except EOFError:  # the parent is gone
+            return
+        if command == "stop":
+            return
+        yield command, arg
 
 
 def raise_fd_limit(needed: int) -> int:

@@ -24,7 +24,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 from .events import CursorError, Event, shown
-from ..server.limits import origin_allowed
+from ..server.origins import origin_allowed
 
 if TYPE_CHECKING:
     from .labserver import LabServer

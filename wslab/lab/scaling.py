@@ -59,7 +59,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .childproc import ChildProcess, child_side, raise_fd_limit
+from .childproc import ChildProcess, child_side, commands, raise_fd_limit
 from ..course.display import Table
 
 __all__ = ["TRANSPORTS", "PROTOCOLS", "ScalingPoint", "measure_scaling", "measure_point", "plot_scaling", "server_cpu",
@@ -249,11 +249,7 @@ async def _pusher(clients: _Clients, k: int, ws: Any) -> None:
 async def _client_loop(conn: Any) -> None:
     clients: _Clients | None = None
     try:
-        while True:
-            try:
-                command, arg = await asyncio.to_thread(conn.recv)
-            except EOFError:  # the parent is gone
-                return
+        async for command, arg in commands(conn):
             if command == "start":
                 # arg: transport, n, http port, ws url, cursor, poll interval, seed
                 transport, n, port, ws_url, cursor, interval, seed = arg
@@ -298,8 +294,6 @@ async def _client_loop(conn: Any) -> None:
             elif command == "cpu":
                 t = os.times()
                 conn.send(("cpu", t.user + t.system))
-            elif command == "stop":
-                return
             else:
                 raise ValueError(f"unknown command {command!r} for the scaling clients")
     finally:
@@ -492,7 +486,7 @@ def plot_scaling(table: Table) -> Any:
     The protocols are solid lines; a framework's row (tornado) is dashed.
     Returns a :class:`~wslab.lab.experiment.figure.LabFigure`: as a cell's value it shows as an image.
     """
-    from .experiment.figure import new_figure
+    from .experiment.figure import finish_axes, new_figure
 
     points: list[ScalingPoint] = table.points  # type: ignore[attr-defined]
     fig, (cpu_ax, lat_ax) = new_figure(10, 3.8, nrows=1, ncols=2)
@@ -509,9 +503,6 @@ def plot_scaling(table: Table) -> Any:
     lat_ax.set_title("delivered latency, p50")
     lat_ax.set_ylabel("ms")
     lat_ax.set_yscale("log")
-    for ax in (cpu_ax, lat_ax):
-        ax.set_xlabel("clients")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    cpu_ax.set_ylim(bottom=0)
+    finish_axes((cpu_ax, lat_ax), xlabel="clients", fontsize=8)
+    cpu_ax.set_ylim(bottom=0)  # latency is on a log scale: only the CPU axis starts at 0
     return fig

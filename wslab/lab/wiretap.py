@@ -358,14 +358,10 @@ def _make(target: Any, name: str, mode: str, max_capture: int, connect_timeout: 
 class _PendingTap(_PendingServer):
     """What ``wslab.lab.wiretap()`` returns: something to ``await`` (a forgotten await says so)."""
 
-    def __getattr__(self, attr: str) -> Any:
-        raise AttributeError(
-            f"this is not a tap yet (no attribute {attr!r}): wslab.wiretap() must be "
-            f"awaited. Write `tap = await wslab.wiretap(...)`, or use wslab.wiretap_in_thread(...)"
-        )
-
-    def __repr__(self) -> str:
-        return "<wslab.wiretap(...) not awaited yet: write `tap = await wslab.wiretap(...)`>"
+    _what = "tap"
+    _call = "wslab.wiretap"
+    _variable = "tap"
+    _instead = ", or use wslab.wiretap_in_thread(...)"
 
 
 def wiretap(

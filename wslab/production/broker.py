@@ -15,7 +15,8 @@ client, on the room's loop; one task, ``_run``, owns the connections).
 * **Out.** ``ChatRoom._publish`` hands every event (messages, join and leave
   notices, the instructor's ``say``) to ``broker.take``: synchronous, it seals
   the event (:mod:`wslab.production.roomlog`: origin, sequence number, HMAC) and queues
-  it in a bounded outbox (``max_pending`` events, ``max_pending_bytes``).
+  it in a bounded outbox (:mod:`wslab.production.outbox`: ``max_pending``
+  events, ``max_pending_bytes``).
   While the room is whole a full outbox only means Redis is slower than the
   senders: the room's handler awaits ``broker.ready()`` and stops reading
   that member meanwhile. During a split a message that does not fit is
@@ -100,6 +101,7 @@ from collections import deque
 from typing import Any
 
 from ..server import background as servers
+from .outbox import Outbox, Pending
 from .roomlog import REASONS, SECRET_ENV, Backoff, BadEntry, Seen, open_entry, payload_limit, room_secret, seal
 # RedisServer and redis_server live in wslab/production/redisserver.py; importable from here, as lesson 08 does.
 from .redisserver import CONNECT_TIMEOUT, RedisServer, redis_server
@@ -125,21 +127,6 @@ BLOCK_MS = 1000  # XREAD BLOCK
 TICK = 0.2  # seconds between looks at the room's own loop
 STALL = 1.0  # the loop did not run for this long: a blocked loop, not a lost Redis
 BACKOFF = (0.1, 2.0)  # first and largest delay between reconnections, seconds (with jitter)
-
-
-
-class _Pending:
-    """One event of this process on its way to the log."""
-
-    __slots__ = ("seq", "fields", "size", "event", "local", "acked")
-
-    def __init__(self, seq: int, fields: dict[str, bytes], event: dict[str, Any]) -> None:
-        self.seq = seq
-        self.fields = fields
-        self.size = len(fields["p"])
-        self.event = event
-        self.local = False  # delivered to this process's members during a split
-        self.acked = 0.0  # time.monotonic() when Redis confirmed it
 
 
 class Broker(servers.Background):
@@ -200,9 +187,7 @@ class Broker(servers.Background):
         self.refusal = ""
         self.room: Any = None
         self._seq = 0
-        self._outbox: deque[_Pending] = deque()
-        self._outbox_bytes = 0
-        self._sent: deque[_Pending] = deque(maxlen=max_pending)  # acked recently: resent if Redis lost its data
+        self._outbox = Outbox(max_pending=max_pending, max_pending_bytes=max_pending_bytes)
         self._seen = Seen()
         self._last_id: bytes = b"0-0"
         self._epoch: bytes | None = None
@@ -236,8 +221,7 @@ class Broker(servers.Background):
     @property
     def full(self) -> bool:
         """The outbox has no room for another event (of the largest size)."""
-        return (len(self._outbox) >= self.max_pending
-                or self._outbox_bytes + payload_limit(self._max_size) > self.max_pending_bytes)
+        return not self._outbox.fits(payload_limit(self._max_size))
 
     async def ready(self) -> None:
         """Wait while the room is whole and the outbox is full (Redis slower than the senders).
@@ -325,15 +309,12 @@ class Broker(servers.Background):
         size = len(fields["p"])
         if size > payload_limit(self._max_size):
             self.refusal = f"the message is too big for the room ({size:,} bytes)"
-        elif len(self._outbox) >= self.max_pending or self._outbox_bytes + size > self.max_pending_bytes:
-            self.refusal = (f"{len(self._outbox)} messages already wait for Redis"
-                            f"{' (the room is split)' if self.split else ''}: yours was not kept; "
-                            f"send it again {'when the room is whole' if self.split else 'in a moment'}")
+        elif not self._outbox.fits(size):
+            self.refusal = self._outbox.refusal(split=self.split)
         else:
             self._seq += 1
-            pending = _Pending(self._seq, fields, event)
-            self._outbox.append(pending)
-            self._outbox_bytes += size
+            pending = Pending(self._seq, fields, event)
+            self._outbox.add(pending)
             if self.split:
                 self._deliver_local(pending)
             self._wake.set()
@@ -341,7 +322,7 @@ class Broker(servers.Background):
         self.stats["refused"] += 1
         return False
 
-    def _deliver_local(self, pending: _Pending) -> None:
+    def _deliver_local(self, pending: Pending) -> None:
         if not pending.local:
             pending.local = True
             self._seen.add(self.origin, pending.seq)
@@ -383,14 +364,9 @@ class Broker(servers.Background):
         """Redis came back without the room's log: resend what this process sent lately; read it all."""
         self.stats["log_lost"] += 1
         self._last_id = b"0-0"
-        horizon = time.monotonic() - RESEND_WINDOW
-        recent = [p for p in self._sent if p.acked >= horizon]
-        self._sent.clear()
-        for pending in reversed(recent):
-            self._outbox.appendleft(pending)
-            self._outbox_bytes += pending.size
+        resent = self._outbox.resend(time.monotonic() - RESEND_WINDOW)
         self._system(f"Redis lost the room's log (it restarted without saving it): this process sends "
-                     f"its last {len(recent)} events again; a few messages around the restart may arrive "
+                     f"its last {resent} events again; a few messages around the restart may arrive "
                      f"in a different order on other processes")
 
     async def _check_gap(self, client: Any) -> None:
@@ -469,7 +445,7 @@ class Broker(servers.Background):
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = [self._outbox[i] for i in range(min(len(self._outbox), WRITE_BATCH))]
+            batch = self._outbox.batch(WRITE_BATCH)
             async with asyncio.timeout(self.io_timeout):
                 if len(batch) == 1:  # the common case: no pipeline's overhead
                     await writer.xadd(self.channel, batch[0].fields, maxlen=self.log_length, approximate=True)
@@ -478,12 +454,7 @@ class Broker(servers.Background):
                         for pending in batch:
                             pipe.xadd(self.channel, pending.fields, maxlen=self.log_length, approximate=True)
                         await pipe.execute()
-            now = time.monotonic()
-            for pending in batch:
-                self._outbox.popleft()
-                self._outbox_bytes -= pending.size
-                pending.acked = now
-                self._sent.append(pending)
+            self._outbox.confirmed(batch, time.monotonic())
             self.stats["published"] += len(batch)
             self._drained.set()
 
@@ -542,7 +513,7 @@ class Broker(servers.Background):
         self._system("the room is split: its other processes are out of reach (Redis does not answer). "
                      "You hear only the members of this process for now; your messages are kept and "
                      "reach the others when the room is whole again")
-        for pending in list(self._outbox):
+        for pending in self._outbox:
             self._deliver_local(pending)
         self._drained.set()  # senders waiting in ready(): take() now keeps or refuses at once
 

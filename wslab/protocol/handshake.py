@@ -123,7 +123,7 @@ def check_request(
     ``origins``: the pages allowed to connect (``"http://127.0.0.1:8888"``;
     include None to allow clients that send no Origin, like non-browser
     clients), or a function of the ``Origin`` value (None when absent) that
-    says whether it may (``wslab.server.limits.origin_allowed``, the kit's policy).
+    says whether it may (``wslab.server.origins.origin_allowed``, the kit's policy).
     None (the default) allows every origin.
 
     Raises :class:`BadRequest` (400: among others a missing, repeated or empty

@@ -9,6 +9,8 @@ starts a server.
   with clear errors for a taken port, a forgotten ``await`` or a legacy handler.
 * ``limits.py``: ``wslab.Limits`` and the ``Guard`` that applies them (sizes,
   timeouts, connection caps, Origin policy) to every listener wslab starts.
+* ``origins.py``: the Origin policy itself: which web pages may open a socket
+  (this computer's, the listener's own, ``WSLAB_ORIGINS``, the hub's).
 * ``stream_server.py``: the same lifecycle and limits for raw asyncio streams.
 * ``scratch.py``: lesson 06's server written from scratch on ``wslab.protocol``.
 * ``handlers.py``: ready-made handlers (``wslab.handlers.echo``, ...).

@@ -103,7 +103,9 @@ class Background:
     A subclass has ``name``, ``mode`` (``"task"`` or ``"thread"``),
     ``started`` (a ``time.time()``) and ``stop_timeout`` (seconds); in task
     mode it sets ``_loop`` to the loop it runs on, in thread mode
-    :func:`start_in_thread` sets ``_thread``. It provides:
+    :func:`start_in_thread` sets ``_thread``. (A thing with no loop of its
+    own, a Redis server process, has ``mode = "process"`` and its own
+    ``stop()``, which calls ``_mark_stopped()`` first.) It provides:
 
     * ``async def _close()``: close everything, on its own loop, within about
       ``stop_timeout`` seconds (then cut stragglers loose);

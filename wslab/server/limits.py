@@ -22,8 +22,9 @@ Public API
   to it; requests never do).
 * :func:`writable`: is this connection open and its transport not closing
   (skip the others when fanning out).
-* :func:`origin_allowed`, :func:`env_origins`: the Origin policy on its own,
-  for listeners not built on websockets (the from-scratch server, tornado).
+* :func:`origin_allowed`, :func:`env_origins`: the Origin policy on its own
+  (in :mod:`wslab.server.origins`, importable from here too), for listeners
+  not built on websockets (the from-scratch server, tornado).
 * :func:`fd_budget`, :func:`open_connections`, :func:`count_open`: the
   process-wide cap on guarded sockets, derived from the open-file limit
   (``count_open(+1)`` / ``count_open(-1)`` for a listener of one's own).
@@ -77,33 +78,15 @@ the gaps websockets leaves:
   holds at most ``max_handshakes`` descriptors and cannot lock out a
   well-behaved client for longer than ``handshake_grace``.
 
-The Origin policy (RFC 6455 section 10.2: a server that is not meant for every
-web page checks ``Origin``; else any page the learner visits can open the
-socket with the learner's network position): allowed are requests with no
-``Origin`` (Python clients; ``allow_no_origin``), pages from this computer
-(``http(s)://127.0.0.1|localhost|[::1]`` on any port, ``local_origins``), the
-listener's own address as the socket saw it (``http://<local ip>:<port>``, so
-the page a listener serves on the network can connect back; read from the
-socket, never from the ``Host`` header), the explicit ``origins``, and the
-origins the environment names: ``WSLAB_ORIGINS`` (comma-separated) and
-``JUPYTERHUB_PUBLIC_URL``, the public URL of the learner's own server, which
-JupyterHub (5.2, ``Spawner.get_env``) hands to the single-user server and so
-to its kernels (set when ``c.JupyterHub.public_url`` is configured or
-subdomains are used, else empty: then name the hub in ``WSLAB_ORIGINS``).
-Behind a hub a notebook page's origin is the hub's, and jupyter-server-proxy
-(4.6) copies the request's headers, ``Origin`` and ``Host`` included, to the
-kernel's server (after Jupyter's own ``check_origin``). So "Origin equals
-Host" proves nothing (any page can reach the server under a name of its own
-choosing: DNS rebinding): the hub's origin is configured, never learnt from a
-request, and the allow-list never grows from requests. An upgrade from any
-other page gets HTTP 403 before the handshake completes.
+The Origin policy (which pages may open a socket) is :mod:`wslab.server.origins`;
+the guard applies it with the listener's ``origins``, ``local_origins`` and
+``allow_no_origin``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import re
 try:
     import resource
@@ -111,14 +94,15 @@ except ImportError:  # Windows: no open-file limit to read
     resource = None  # type: ignore[assignment]
 import threading
 import traceback
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping
-from urllib.parse import urlsplit
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterable
 
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.protocol import CONNECTING, OPEN
+
+from .origins import LOCAL_ORIGIN, env_origins, origin_allowed
 
 __all__ = [
     "Limits",
@@ -132,9 +116,6 @@ __all__ = [
     "open_connections",
     "count_open",
 ]
-
-#: Pages served from this computer, on any port.
-LOCAL_ORIGIN = re.compile(r"https?://(127\.0\.0\.1|localhost|\[::1\])(:\d{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -213,75 +194,6 @@ DEFAULT_LIMITS = Limits()
 
 #: websockets.serve() arguments that a Limits field replaces.
 _WS_KEYS = tuple(DEFAULT_LIMITS.websockets_kwargs())
-
-
-# The Origin policy
-
-
-def env_origins(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """Origins the environment names: ``WSLAB_ORIGINS`` (comma-separated) and ``JUPYTERHUB_PUBLIC_URL``.
-
-    A value counts when it holds a scheme and a host
-    (``https://hub.example.org/user/ada/`` gives ``https://hub.example.org``);
-    others are ignored. Read once per :class:`Guard`.
-    """
-    env = os.environ if env is None else env
-    found: list[str] = []
-    candidates = [v.strip() for v in env.get("WSLAB_ORIGINS", "").split(",")]
-    candidates.append(env.get("JUPYTERHUB_PUBLIC_URL", ""))
-    for value in candidates:
-        origin = _origin_of(value.strip())
-        if origin and origin not in found:
-            found.append(origin)
-    return tuple(found)
-
-
-def _origin_of(url: str) -> str | None:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
-        return None
-    return f"{parts.scheme}://{parts.netloc.lower()}"
-
-
-def _own_origins(sockname: Any) -> tuple[str, ...]:
-    """The origins of a page this listener itself served at the address the socket was reached on."""
-    if not sockname:
-        return ()
-    host, port = sockname[0], sockname[1]
-    host = f"[{host}]" if ":" in host else host
-    return (f"http://{host}:{port}", f"https://{host}:{port}")
-
-
-def origin_allowed(
-    origin: str | None,
-    *,
-    limits: Limits = DEFAULT_LIMITS,
-    allow: Iterable[Any] = (),
-    sockname: Any = None,
-) -> bool:
-    """Whether a request with this ``Origin`` header may open a WebSocket.
-
-    ``allow``: more allowed origins (strings or patterns; a :class:`Guard`
-    passes its explicit list and the environment's); ``sockname``: the local
-    address the socket was reached on (the listener's own page). See the
-    design note.
-    """
-    if origin is None:
-        return limits.allow_no_origin
-    if limits.local_origins and LOCAL_ORIGIN.fullmatch(origin):
-        return True
-    if origin in _own_origins(sockname):
-        return True
-    for allowed in (*limits.origins, *allow):
-        if isinstance(allowed, re.Pattern):
-            if allowed.fullmatch(origin):
-                return True
-        elif allowed == origin:
-            return True
-    return False
 
 
 # The process-wide budget of guarded sockets

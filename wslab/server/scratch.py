@@ -50,7 +50,8 @@ from typing import Any, Awaitable, Callable, Sequence, Union
 
 from ..protocol import frames, handshake
 from ..protocol.frames import CloseCode, Frame, Message, Opcode, ProtocolError
-from .limits import DEFAULT_LIMITS, Limits, env_origins, origin_allowed
+from .limits import DEFAULT_LIMITS, Limits
+from .origins import env_origins, origin_allowed
 from .background import DEFAULT_STOP_TIMEOUT
 from .stream_server import ScratchServer, _linger, serve_streams
 

@@ -253,8 +253,15 @@ async def _start(
 class _PendingServer:
     """What ``wslab.serve()`` returns: something to ``await``.
 
-    It exists to turn a forgotten ``await`` into a clear message.
+    It exists to turn a forgotten ``await`` into a clear message. A subclass
+    for another call (``wslab.wiretap()``) names it in the four fields below.
     """
+
+    #: What the await gives, the call, the variable a lesson writes, and another way (or "").
+    _what = "server"
+    _call = "wslab.serve"
+    _variable = "srv"
+    _instead = ""
 
     def __init__(self, coro: Awaitable[Server]) -> None:
         self._coro = coro
@@ -266,12 +273,12 @@ class _PendingServer:
 
     def __getattr__(self, attr: str) -> Any:
         raise AttributeError(
-            f"this is not a server yet (no attribute {attr!r}): wslab.serve() must be "
-            f"awaited. Write `srv = await wslab.serve(...)`"
+            f"this is not a {self._what} yet (no attribute {attr!r}): {self._call}() must be "
+            f"awaited. Write `{self._variable} = await {self._call}(...)`{self._instead}"
         )
 
     def __repr__(self) -> str:
-        return "<wslab.serve(...) not awaited yet: write `srv = await wslab.serve(...)`>"
+        return f"<{self._call}(...) not awaited yet: write `{self._variable} = await {self._call}(...)`>"
 
     def __del__(self) -> None:
         if not self._awaited:

@@ -14,13 +14,13 @@ the top of a module that ``import wslab`` loads.
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, Iterable
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["LabFigure", "new_figure"]
+__all__ = ["LabFigure", "new_figure", "finish_axes"]
 
 
 class LabFigure(Figure):
@@ -38,3 +38,11 @@ def new_figure(width: float = 8.0, height: float = 4.5, **subplots: Any) -> tupl
     FigureCanvasAgg(fig)
     axes: Axes | Any = fig.subplots(**subplots) if subplots else fig.add_subplot()
     return fig, axes
+
+
+def finish_axes(axes: Iterable[Axes], *, xlabel: str, **legend: Any) -> None:
+    """Give each of ``axes`` the x label, a light grid and a legend (``legend``: its options, e.g. ``loc``)."""
+    for ax in axes:
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(**legend)
