@@ -108,8 +108,8 @@ def _lab(tmp_path: Path, parts: tuple[str, ...]) -> JupyterProcess:
     root = tmp_path / "repo"
     for part in parts:
         shutil.copytree(ROOT / part, root / part, ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
-    for name in ("README.md", "CONTRIBUTING.md"):
-        shutil.copy(ROOT / name, root / name)
+    for name in ROOT.glob("*.md"):  # README.md and the pages it links to: ARCHITECTURE.md, CONTRIBUTING.md, ...
+        shutil.copy(name, root / name.name)
     settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
