@@ -79,10 +79,10 @@ def _choose(forced: str | None, cwd: str, env: tuple[str | None, ...]) -> str | 
             return LESSON_FOLDERS[part]
     for value in env:  # gettext's order; LANGUAGE may list several, colon-separated
         if value:
-            for item in value.split(":"):
+            for item in value.split(":"):  # the first one named wins; English is a language too
                 lang = _normalise(item)
-                if lang and lang not in _ENGLISH:
-                    return lang
+                if lang:
+                    return None if lang in _ENGLISH else lang
             return None
     return None
 
