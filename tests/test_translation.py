@@ -312,3 +312,13 @@ def test_a_battery_argument_error_is_chinese_under_wslab_lang():
                           text=True, timeout=60, env={**os.environ, "WSLAB_LANG": "zh_CN", "PYTHONPATH": str(ROOT)})
     assert done.returncode == 2
     assert "错误：测试集只支持明文 ws://，收到的是 'http://127.0.0.1:1/'" in done.stderr
+
+
+def test_the_chinese_readme_keeps_every_command_of_the_english_one_and_its_links_resolve():
+    english = (ROOT / "README.md").read_text(encoding="utf-8")
+    chinese = (ROOT / "README.zh-CN.md").read_text(encoding="utf-8")
+    blocks = re.compile(r"```bash\n(.*?)```", re.S)
+    assert set(blocks.findall(english)) <= set(blocks.findall(chinese))
+    for target in re.findall(r"\]\(([^)\s#]+)", chinese):
+        if not re.match(r"^[a-z]+:", target):
+            assert (ROOT / target).exists(), f"README.zh-CN.md: {target} does not resolve"
