@@ -61,7 +61,7 @@ except ImportError as exc:  # pragma: no cover - Babel is in requirements-test.t
 from ..safewrite import write_files
 from .i18n import DOMAIN, LESSON_FOLDERS
 
-__all__ = ["TranslationIncomplete", "CatalogReport", "Report", "split_blocks", "lesson_units",
+__all__ = ["TranslationIncomplete", "Unit", "CatalogReport", "Report", "split_blocks", "lesson_units",
            "update", "build", "check", "folder_for", "catalog_path", "messages_path", "compile_mo"]
 
 #: The repository this module belongs to (an editable install, or a checkout on PYTHONPATH).
@@ -206,7 +206,7 @@ def _lessons(root: Path) -> list[Path]:
 def _new_catalog(lang: str, project: str) -> Catalog:
     return Catalog(locale=lang, domain=DOMAIN, project="wslab", version=project,
                    copyright_holder="the wslab authors", language_team=f"wslab {lang}",
-                   header_comment=f"# wslab {project}: the Simplified Chinese translation.\n"
+                   header_comment=f"# wslab {project}: the {lang} translation.\n"
                                   f"# This file is distributed under the same license as wslab.\n#",
                    fuzzy=False)
 
@@ -226,8 +226,7 @@ def _merge(path: Path, lang: str, template: Catalog, project: str) -> bool:
     """Merge ``template`` into the catalog at ``path`` (made if missing); True if it changed."""
     old = path.read_bytes() if path.exists() else None
     catalog = _read(path, lang) if old is not None else _new_catalog(lang, project)
-    template.creation_date = catalog.creation_date  # the header changes only when a message does
-    catalog.update(template, update_creation_date=False)
+    catalog.update(template, update_creation_date=False)  # the header changes only when a message does
     data = _po_bytes(catalog)
     if data == old:
         return False
