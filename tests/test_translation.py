@@ -322,3 +322,17 @@ def test_the_chinese_readme_keeps_every_command_of_the_english_one_and_its_links
     for target in re.findall(r"\]\(([^)\s#]+)", chinese):
         if not re.match(r"^[a-z]+:", target):
             assert (ROOT / target).exists(), f"README.zh-CN.md: {target} does not resolve"
+
+
+def test_only_the_catalog_tools_import_babel():
+    """The package reads .mo files with the standard library; Babel stays a maintainer's tool."""
+    import ast
+
+    importers = []
+    for path in sorted((ROOT / "wslab").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n == "babel" or n.startswith("babel.") for n in names):
+                importers.append(path.relative_to(ROOT).as_posix())
+    assert sorted(set(importers)) == ["wslab/course/translation.py"]
