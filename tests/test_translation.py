@@ -271,6 +271,21 @@ def test_self_check_feedback_is_chinese_under_wslab_lang(english_environment, mo
     assert _failure() == "练习 0.2：user_agent()：得到 None，应为 'wslab-exercise/1.0'"
 
 
+def test_the_sentence_a_lessons_code_cell_gives_a_check_is_looked_up_too(english_environment, monkeypatch):
+    """The code cell stays English (byte-identical); the catalog has its sentence (extracted by update)."""
+    what = "user_agent() for a client that sent 'wslab-exercise/1.0'"
+    assert f'wslab.check_equal(user_agent(seen[-1]), "wslab-exercise/1.0", "{what}")' in \
+        (ZH / f"{LESSON_00}.ipynb").read_text(encoding="utf-8").replace('\\"', '"')
+    monkeypatch.setenv("WSLAB_LANG", "zh_CN")
+    with pytest.raises(CheckFailed) as caught:
+        wslab.check_equal(None, "wslab-exercise/1.0", what)
+    assert str(caught.value) == "客户端发送 'wslab-exercise/1.0' 时 user_agent() 的返回值：得到 None，应为 'wslab-exercise/1.0'"
+    with pytest.raises(CheckFailed, match="^服务器 'ex-0-3' 还在运行"):
+        wslab.check(False, "the server 'ex-0-3' is still running: stop it before returning")
+    with pytest.raises(CheckFailed, match="^a sentence no catalog has$"):
+        wslab.check(False, "a sentence no catalog has")
+
+
 def test_self_check_feedback_is_chinese_in_a_kernel_started_in_a_zh_cn_lessons_folder(english_environment, monkeypatch, capsys):
     """A kernel starts in its notebook's folder: a lesson in notebooks/zh-CN/ answers in Chinese."""
     lessons = english_environment / "notebooks" / "zh-CN"

@@ -19,7 +19,11 @@ notebooks) see an unsolved exercise as a failure.
 
 Every sentence a learner reads goes through :mod:`wslab.course.i18n`: a
 lesson run from ``notebooks/zh-CN/`` (or with ``WSLAB_LANG=zh_CN``) answers in
-Chinese while its code cells stay byte-identical to the English lesson's.
+Chinese while its code cells stay byte-identical to the English lesson's. The
+sentence a code cell passes to ``check`` or ``check_equal`` is looked up too:
+:func:`wslab.course.translation.update` extracts those literals from the
+lessons into the package catalog (an f-string cannot be looked up, and stays
+English).
 """
 
 from __future__ import annotations
@@ -54,17 +58,22 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _lesson_text(text: str) -> str:
+    """A sentence a lesson's code cell wrote, in the learner's language when the catalog has it."""
+    return _(text) if text else text  # gettext("") would be the catalog's header
+
+
 def check(condition: Any, message: str) -> None:
     """Fail with ``message`` unless ``condition`` is true."""
     if not condition:
-        raise CheckFailed(message)
+        raise CheckFailed(_lesson_text(message))
 
 
 def check_equal(actual: Any, expected: Any, what: str) -> None:
     """Fail unless ``actual == expected``; the message reads "<what> was X; expected Y"."""
     if actual != expected:
         raise CheckFailed(_("{what} was {actual}; expected {expected}").format(
-            what=what, actual=_short(actual), expected=_short(expected)))
+            what=_lesson_text(what), actual=_short(actual), expected=_short(expected)))
 
 
 class exercise:

@@ -21,7 +21,9 @@ Three steps, the gettext ones:
   entry fuzzy (the old translation kept, to be reviewed), a removed one
   obsolete (``#~``, kept); no translation is ever dropped. It does the same for
   the package's messages (``wslab/locale/<lang>/LC_MESSAGES/wslab.po``,
-  extracted with Babel's Python extractor) and compiles the ``.mo``;
+  extracted with Babel's Python extractor, with the literal sentences the
+  lessons' code cells pass to ``check`` and ``check_equal``: the code stays
+  English, :mod:`wslab.checks` looks the sentence up) and compiles the ``.mo``;
 * :func:`build` writes ``notebooks/<folder>/<stem>.ipynb`` (``zh-CN``) from the
   English copy and the catalog, for every lesson whose translation has
   started; it raises :class:`TranslationIncomplete`, naming the entries and
@@ -41,6 +43,7 @@ library (:mod:`wslab.course.i18n`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import re
@@ -52,7 +55,7 @@ import nbformat
 
 try:
     from babel.messages.catalog import Catalog
-    from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_file
+    from babel.messages.extract import DEFAULT_KEYWORDS, extract, extract_from_file
     from babel.messages.mofile import write_mo
     from babel.messages.pofile import read_po, write_po
 except ImportError as exc:  # pragma: no cover - Babel is in requirements-test.txt
@@ -71,6 +74,10 @@ _FENCE = re.compile(r"^[ \t]*(```|~~~)")
 _HEADING = re.compile(r"^#{1,6}[ \t]")
 _NOT_WORDS = re.compile(r"`[^`]*`|<[^>]+>|\]\([^)]*\)|https?://\S+")
 _LINK = re.compile(r"(\]\(|(?:href|src)=\")([^)\"\s]+)")
+#: The self-checks whose sentence a lesson's code cell writes (wslab.checks looks it up in the
+#: package catalog, so the code cell stays English and the learner reads Chinese): argument numbers.
+#: An f-string with substitutions cannot be looked up, and stays English.
+CHECK_KEYWORDS = {"check": (2,), "check_equal": (3,)}
 
 
 class TranslationIncomplete(ValueError):
@@ -243,7 +250,8 @@ def _lesson_template(path: Path) -> Catalog:
     return template
 
 
-def _messages_template(package: Path) -> Catalog:
+def _messages_template(package: Path, lessons: list[Path]) -> Catalog:
+    """The package's marked strings, and the sentences the lessons' code cells give the checks."""
     template = Catalog(domain=DOMAIN, project="wslab", fuzzy=False)
     for path in sorted(package.rglob("*.py")):
         rel = path.relative_to(package.parent).as_posix()
@@ -252,6 +260,15 @@ def _messages_template(package: Path) -> Catalog:
                 strip_comment_tags=True):
             template.add(message, locations=[(rel, lineno)], auto_comments=comments, context=context,
                          flags=("python-format",) if "%" in str(message) else ())
+    for path in lessons:
+        for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            if cell.cell_type != "code":
+                continue
+            with contextlib.redirect_stderr(io.StringIO()):  # Babel warns of each f-string it skips
+                found = list(extract("python", io.BytesIO(cell.source.encode("utf-8")), keywords=CHECK_KEYWORDS))
+            for _lineno, message, _comments, _context in found:
+                template.add(message, locations=[(f"notebooks/{path.name}", index)],
+                             auto_comments=[f"a check's sentence in lesson {path.stem[:2]}, cell {cell.get('id')}"])
     return template
 
 
@@ -277,7 +294,7 @@ def update(lang: str = "zh_CN", *, root: Path = ROOT) -> list[Path]:
             changed.append(po)
     if (root / "wslab").is_dir():
         po = messages_path(root, lang)
-        if _merge(po, lang, _messages_template(root / "wslab"), "wslab messages"):
+        if _merge(po, lang, _messages_template(root / "wslab", _lessons(root)), "wslab messages"):
             changed.append(po)
         mo = po.with_suffix(".mo")
         data = compile_mo(po)
