@@ -29,6 +29,8 @@ from .conftest import seconds
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "instructor" / "source").glob("*.ipynb"))
 LESSONS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+#: The Chinese edition (built from LESSONS and translations/zh_CN/; tests/test_translation.py).
+CHINESE = sorted((ROOT / "notebooks" / "zh-CN").glob("*.ipynb"))
 
 #: Wall-clock budget for one lesson in the test suite (quick mode), seconds.
 BUDGET = 240
@@ -43,7 +45,7 @@ def test_there_is_a_source_for_every_lesson_and_a_lesson_for_every_source():
     assert [p.name for p in SOURCES] == [p.name for p in LESSONS]
 
 
-@pytest.mark.parametrize("path", SOURCES + LESSONS, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("path", SOURCES + LESSONS + CHINESE, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_committed_notebook_has_no_outputs_or_execution_counts(path):
     nb = json.loads(path.read_text())
     dirty = [
@@ -218,6 +220,17 @@ def test_solution_notebook_runs_and_passes_its_own_checks(path, monkeypatch):
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.name)
 def test_learner_copy_runs_and_says_exercises_are_not_done(path, monkeypatch):
     assert_every_exercise_says(execute(path, monkeypatch), "Exercise {} is not done yet")
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", CHINESE, ids=lambda p: f"zh-CN/{p.name}")
+def test_chinese_learner_copy_runs_and_its_self_checks_answer_in_chinese(path, monkeypatch):
+    """The kernel starts in notebooks/zh-CN/: that alone makes the same code cells answer in Chinese."""
+    monkeypatch.delenv("WSLAB_LANG", raising=False)
+    nb = execute(path, monkeypatch)
+    text = outputs_text(nb)
+    for label in re.findall(r'exercise\("([^"]+)"\)', code_of(nb)):
+        assert f"◻ 练习 {label} 还没完成" in text
 
 
 #: Lessons also run in full mode (the measurements a learner sees, not the quick ones):

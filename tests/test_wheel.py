@@ -152,6 +152,13 @@ def test_the_battery_command_of_the_installed_copy_grades_a_server(installed):
     assert "MUST" in done.stdout
 
 
+def test_the_installed_copy_speaks_chinese_under_wslab_lang(installed):
+    """The compiled catalog (wslab/course/locale/zh_CN/LC_MESSAGES/wslab.mo) ships in the wheel."""
+    done = installed.run("-m", "wslab", "battery", "--help", WSLAB_LANG="zh_CN")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("用法：python -m wslab battery") and "显示帮助信息并退出" in done.stdout
+
+
 def test_bench_quick_of_the_installed_copy_writes_its_results(installed):
     out = installed.cwd / "bench"
     done = installed.run("-m", "wslab", "bench", "--quick", "--out", str(out), timeout=180)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from ..course.i18n import ArgumentParser
+from ..course.i18n import gettext as _
 from .runner import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, MAX_TIMEOUT, _target, check_server, check_timeout
 
 __all__ = ["main"]
@@ -22,25 +24,26 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m wslab battery ws://HOST:PORT/ [--max-size N] [--timeout S] [--json] [--junit FILE]``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m wslab battery",
-        description="Run the RFC 6455 protocol battery against a WebSocket echo server. "
-                    "Exit status: 0 every MUST holds, 1 a MUST fails, 2 the server cannot be reached.",
+        description=_("Run the RFC 6455 protocol battery against a WebSocket echo server. "
+                      "Exit status: 0 every MUST holds, 1 a MUST fails, 2 the server cannot be reached."),
     )
-    parser.add_argument("url", help="the server's ws:// url, e.g. ws://127.0.0.1:8765/")
+    parser.add_argument("url", help=_("the server's ws:// url, e.g. ws://127.0.0.1:8765/"))
     parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE,
-                        help=f"the server's message size limit in bytes (default {DEFAULT_MAX_SIZE}): "
-                             f"messages over it must be refused; 0 means no limit: every message must come back, "
-                             f"and the oversized case is skipped")
+                        help=_("the server's message size limit in bytes (default {default}): "
+                               "messages over it must be refused; 0 means no limit: every message must "
+                               "come back, and the oversized case is skipped").format(default=DEFAULT_MAX_SIZE))
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        help=f"seconds per case (default {DEFAULT_TIMEOUT:g}, at most {MAX_TIMEOUT:g})")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--junit", metavar="FILE", type=Path, help="also write the report as JUnit XML to FILE")
+                        help=_("seconds per case (default {default}, at most {most})").format(
+                            default=f"{DEFAULT_TIMEOUT:g}", most=f"{MAX_TIMEOUT:g}"))
+    parser.add_argument("--json", action="store_true", help=_("print the report as JSON"))
+    parser.add_argument("--junit", metavar="FILE", type=Path,
+                        help=_("also write the report as JUnit XML to FILE"))
     args = parser.parse_args(argv)
     if args.max_size < 0:
-        parser.error(f"--max-size {args.max_size} is negative: give the limit in bytes, or 0 to skip")
+        parser.error(_("--max-size {value} is negative: give the limit in bytes, or 0 to skip").format(
+            value=args.max_size))
     try:
         _target(args.url)  # a bad url is an argument error; nothing else the battery raises is
         check_timeout(args.timeout, name="--timeout")
@@ -51,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         try:  # refused now, not after the run: a grading loop must not lose a report to a typo
             junit = args.junit.open("w", encoding="utf-8")
         except OSError as exc:
-            parser.error(f"--junit {str(args.junit)!r} cannot be written ({exc.strerror or exc}): "
-                         f"give a file in a directory that exists and is writable")
+            parser.error(_("--junit {file} cannot be written ({reason}): "
+                           "give a file in a directory that exists and is writable").format(
+                file=repr(str(args.junit)), reason=exc.strerror or exc))
     try:
         report = asyncio.run(check_server(args.url, max_size=args.max_size or None, timeout=args.timeout))
         print(report.to_json(indent=2) if args.json else report)

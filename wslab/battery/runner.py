@@ -32,6 +32,7 @@ import time
 import urllib.parse
 from typing import Any, Sequence
 
+from ..course.i18n import gettext as _
 from .case import MUST, Case, Outcome, Settings
 from .cases import CASES, by_name
 from .report import CaseResult, Report
@@ -61,10 +62,12 @@ MAX_TIMEOUT = 120.0
 def check_timeout(timeout: float, *, name: str = "timeout") -> float:
     """``timeout`` as a float, or ValueError naming it when it is not finite, positive, at most MAX_TIMEOUT."""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise ValueError(f"{name} {timeout!r} is not a number: give the seconds per case, e.g. {DEFAULT_TIMEOUT:g}")
+        raise ValueError(_("{name} {value} is not a number: give the seconds per case, e.g. {example}").format(
+            name=name, value=repr(timeout), example=f"{DEFAULT_TIMEOUT:g}"))
     if not (math.isfinite(timeout) and 0 < timeout <= MAX_TIMEOUT):
-        raise ValueError(f"{name} {timeout!r} is not a number of seconds above 0 and at most {MAX_TIMEOUT:g}: "
-                         f"give the seconds per case, e.g. {DEFAULT_TIMEOUT:g}")
+        raise ValueError(_("{name} {value} is not a number of seconds above 0 and at most {most}: "
+                           "give the seconds per case, e.g. {example}").format(
+            name=name, value=repr(timeout), most=f"{MAX_TIMEOUT:g}", example=f"{DEFAULT_TIMEOUT:g}"))
     return float(timeout)
 
 
@@ -76,9 +79,10 @@ def budget(timeout: float, cases: int) -> float:
 def _target(url: str) -> tuple[str, int, str]:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme != "ws":
-        raise ValueError(f"the battery speaks plain ws:// only, got {url!r}: pass the server's ws:// url (srv.url)")
+        raise ValueError(_("the battery speaks plain ws:// only, got {url}: pass the server's ws:// url "
+                           "(srv.url)").format(url=repr(url)))
     if parts.hostname is None:
-        raise ValueError(f"no host in {url!r}: write ws://127.0.0.1:PORT/")
+        raise ValueError(_("no host in {url}: write ws://127.0.0.1:PORT/").format(url=repr(url)))
     path = parts.path or "/"
     if parts.query:
         path += f"?{parts.query}"

@@ -16,6 +16,14 @@ key for 'dGhl...' was 'abc'; expected 's3pP...'", never a bare
 ``assert_done("2.1")`` fails unless the exercise passed; the lessons put it in
 nbgrader's hidden tests, so graders (and the test suite, on the solution
 notebooks) see an unsolved exercise as a failure.
+
+Every sentence a learner reads goes through :mod:`wslab.course.i18n`: a
+lesson run from ``notebooks/zh-CN/`` (or with ``WSLAB_LANG=zh_CN``) answers in
+Chinese while its code cells stay byte-identical to the English lesson's. The
+sentence a code cell passes to ``check`` or ``check_equal`` is looked up too:
+:func:`wslab.course.translation.update` extracts those literals from the
+lessons into the package catalog (an f-string cannot be looked up, and stays
+English).
 """
 
 from __future__ import annotations
@@ -25,10 +33,16 @@ import sys
 from types import TracebackType
 from typing import Any
 
+from .i18n import N_
+from .i18n import gettext as _
+
 __all__ = ["CheckFailed", "check", "check_equal", "exercise", "expect", "assert_done", "LEGACY_ATTRIBUTES"]
 
 #: Exercise label -> "passed" | "not done" | "failed".
 results: dict[str, str] = {}
+#: The states above as a learner reads them (translated when shown).
+_STATES = {"passed": N_("passed"), "not done": N_("not done"), "failed": N_("failed"),
+           "not checked": N_("not checked")}
 
 
 class CheckFailed(AssertionError):
@@ -44,16 +58,22 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _lesson_text(text: str) -> str:
+    """A sentence a lesson's code cell wrote, in the learner's language when the catalog has it."""
+    return _(text) if text else text  # gettext("") would be the catalog's header
+
+
 def check(condition: Any, message: str) -> None:
     """Fail with ``message`` unless ``condition`` is true."""
     if not condition:
-        raise CheckFailed(message)
+        raise CheckFailed(_lesson_text(message))
 
 
 def check_equal(actual: Any, expected: Any, what: str) -> None:
     """Fail unless ``actual == expected``; the message reads "<what> was X; expected Y"."""
     if actual != expected:
-        raise CheckFailed(f"{what} was {_short(actual)}; expected {_short(expected)}")
+        raise CheckFailed(_("{what} was {actual}; expected {expected}").format(
+            what=_lesson_text(what), actual=_short(actual), expected=_short(expected)))
 
 
 class exercise:
@@ -78,24 +98,24 @@ class exercise:
         label = self.label
         if exc is None:
             results[label] = "passed"
-            print(f"✓ Exercise {label} passed")
+            print(_("✓ Exercise {label} passed").format(label=label))
             return False
         if isinstance(exc, NotImplementedError):
             results[label] = "not done"
-            print(
-                f"◻ Exercise {label} is not done yet: replace `raise NotImplementedError` "
-                f"in the exercise cell with your code, run that cell, then run this one again"
-            )
+            print(_(
+                "◻ Exercise {label} is not done yet: replace `raise NotImplementedError` "
+                "in the exercise cell with your code, run that cell, then run this one again"
+            ).format(label=label))
             return True  # not done is not an error: the lesson goes on
         results[label] = "failed"
         if isinstance(exc, CheckFailed):
-            raise CheckFailed(f"Exercise {label}: {exc}") from None
+            raise CheckFailed(_failed(label, str(exc))) from None
         if isinstance(exc, AssertionError):
-            detail = str(exc) or "an assert in the check cell failed"
-            raise CheckFailed(f"Exercise {label}: {detail}") from exc
+            detail = str(exc) or _("an assert in the check cell failed")
+            raise CheckFailed(_failed(label, detail)) from exc
         legacy = _legacy_api(exc)
         if legacy:
-            raise CheckFailed(f"Exercise {label}: {legacy}") from None
+            raise CheckFailed(_failed(label, legacy)) from None
         return False  # a bug in the learner's code: show its traceback
 
 
@@ -112,6 +132,10 @@ LEGACY_ATTRIBUTES = {
 }
 
 
+def _failed(label: str, detail: str) -> str:
+    return _("Exercise {label}: {detail}").format(label=label, detail=detail)
+
+
 def _legacy_api(exc: BaseException) -> str | None:
     """A sentence for an AttributeError that comes from the article's (legacy) websockets API."""
     if not isinstance(exc, AttributeError) or exc.name not in LEGACY_ATTRIBUTES:
@@ -122,14 +146,15 @@ def _legacy_api(exc: BaseException) -> str | None:
         return None
     if not isinstance(exc.obj, Connection):
         return None
-    return (f"your code reads `.{exc.name}` on a connection, an attribute of the legacy websockets API "
-            f"(websockets 10, the article's); today's connections have {LEGACY_ATTRIBUTES[exc.name]} instead")
+    return _("your code reads `.{name}` on a connection, an attribute of the legacy websockets API "
+             "(websockets 10, the article's); today's connections have {modern} instead").format(
+        name=exc.name, modern=LEGACY_ATTRIBUTES[exc.name])
 
 
 def assert_done(label: str) -> None:
     """Fail unless exercise ``label`` passed its check in this kernel."""
     state = results.get(label, "not checked")
-    check(state == "passed", f"exercise {label} is {state}")
+    check(state == "passed", _("exercise {label} is {state}").format(label=label, state=_(_STATES.get(state, state))))
 
 
 class expect:
@@ -158,13 +183,15 @@ class expect:
     ) -> bool:
         name = self.error.__name__
         if exc is None:
-            raise CheckFailed(f"expected {name}, but nothing was raised" + (f": {self.hint}" if self.hint else ""))
+            raise CheckFailed(_("expected {name}, but nothing was raised").format(name=name)
+                              + (_(": {hint}").format(hint=self.hint) if self.hint else ""))
         if not isinstance(exc, self.error):
             return False  # something else went wrong: let it show
         if self.match is not None and not re.search(self.match, str(exc)):
             raise CheckFailed(
-                f"{name} was raised, but its message {str(exc)!r} does not mention {self.match!r}"
+                _("{name} was raised, but its message {message} does not mention {match}").format(
+                    name=name, message=repr(str(exc)), match=repr(self.match))
             ) from exc
         self.caught = exc
-        print(f"✓ raised {type(exc).__name__}: {exc}", file=sys.stdout)
+        print(_("✓ raised {name}: {error}").format(name=type(exc).__name__, error=exc), file=sys.stdout)
         return True

@@ -19,6 +19,9 @@ From a source notebook this module makes a learner copy:
 
 ``python -m wslab exercises`` rebuilds ``notebooks/`` from the sources;
 ``python -m wslab exercises --no-solutions --out DIR`` makes class copies.
+``python -m wslab exercises --translations`` then also merges the English
+into the translation catalogs and builds the translated lessons
+(``notebooks/zh-CN/``; see :mod:`wslab.course.translation`).
 It never writes over a learner's answers: a copy that changed since wslab
 wrote it is left alone and named, unless ``--force`` (see :mod:`wslab.course.safewrite`).
 """
@@ -139,7 +142,7 @@ def build(source_dir: Path, out_dir: Path, *, solutions: bool, force: bool = Fal
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m wslab exercises [--source DIR] [--out DIR] [--no-solutions]``."""
+    """``python -m wslab exercises [--source DIR] [--out DIR] [--no-solutions] [--translations]``."""
     import argparse
     import sys
 
@@ -158,7 +161,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true",
                         help="overwrite copies that changed since wslab wrote them (a learner's "
                              "answers are lost)")
+    parser.add_argument("--translations", action="store_true",
+                        help="also update the translation catalogs (translations/LANG/*.po, the package's "
+                             "wslab.po and .mo) and build the translated lessons in notebooks/zh-CN/ "
+                             "(every lesson whose translation has started; refused while an entry is "
+                             "untranslated or fuzzy)")
+    parser.add_argument("--lang", default="zh_CN", help="the language for --translations (default zh_CN)")
+    parser.add_argument("--partial", action="store_true",
+                        help="with --translations: build unfinished translations too, their untranslated "
+                             "and fuzzy paragraphs left in English (a translator's draft; never commit it)")
     args = parser.parse_args(argv)
+    if args.partial and not args.translations:
+        parser.error("--partial goes with --translations: add --translations")
     if not args.source.is_dir():
         parser.error(f"no source folder {args.source}: run this from the repository's top folder "
                      f"or pass --source")
@@ -173,4 +187,29 @@ def main(argv: list[str] | None = None) -> int:
     if not written:
         print(f"! no notebooks in {args.source}")
         return 1
+    if args.translations:
+        if args.out is not None or args.no_solutions:
+            print("! --translations builds from notebooks/: leave out --out and --no-solutions", file=sys.stderr)
+            return 1
+        return _translations(root, lang=args.lang, partial=args.partial, force=args.force)
+    return 0
+
+
+def _translations(root: Path, *, lang: str, partial: bool, force: bool) -> int:
+    """Update the catalogs of ``lang``, build its lessons, print what is left to translate."""
+    import sys
+
+    from . import translation
+
+    for path in translation.update(lang, root=root):
+        print(f"= updated {path}")
+    try:
+        written = translation.build(lang, root=root, partial=partial, force=force)
+    except (translation.TranslationIncomplete, LearnerWorkError) as exc:
+        print(f"! {exc}", file=sys.stderr)
+        print(translation.check(lang, root=root))
+        return 1
+    for path in written:
+        print(f"= wrote {path}")
+    print(translation.check(lang, root=root))
     return 0

@@ -1,0 +1,353 @@
+"""The Chinese edition: catalogs kept in step with the English, lessons built from them, messages.
+
+The English learner copies in notebooks/ are the source; translations/zh_CN/*.po hold the
+lessons' prose, wslab/course/locale/zh_CN/LC_MESSAGES/wslab.po the package's messages
+(wslab.course.translation, wslab.course.i18n). Babel reads the catalogs here as Poedit or
+Weblate would; no kernel runs (tests/test_notebooks.py-style runs of notebooks/zh-CN are left to CI).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from babel.messages.pofile import read_po, write_po
+
+import wslab
+from wslab.course.checks import CheckFailed
+from wslab.course import i18n, translation
+from wslab.course.safewrite import LearnerWorkError
+
+ROOT = Path(__file__).resolve().parent.parent
+ZH = ROOT / "notebooks" / "zh-CN"
+CHINESE_LESSONS = sorted(ZH.glob("*.ipynb"))
+LESSON_00 = "00-start-a-websocket-server-in-a-notebook"
+MESSAGES = translation.messages_path(ROOT, "zh_CN")
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _catalog(path: Path):
+    with path.open("rb") as fh:
+        return read_po(fh, locale="zh_CN")
+
+
+def _write_catalog(path: Path, catalog) -> None:
+    with path.open("wb") as fh:
+        write_po(fh, catalog, include_previous=True)
+
+
+def _translated(path: Path):
+    return [m for m in _catalog(path) if m.id and m.string and not m.fuzzy]
+
+
+def _copy_of_repository(tmp_path: Path, *, lessons: list[str] | None = None, package: bool = True) -> Path:
+    """The parts update() and build() read, copied under tmp_path (lessons: just those stems)."""
+    root = tmp_path / "repo"
+    (root / "notebooks").mkdir(parents=True)
+    for path in (ROOT / "notebooks").glob("*.ipynb"):
+        if lessons is None or path.stem in lessons:
+            shutil.copy(path, root / "notebooks" / path.name)
+    shutil.copytree(ROOT / "translations", root / "translations")
+    if lessons is not None:
+        for po in (root / "translations" / "zh_CN").glob("*.po"):
+            if po.stem not in lessons:
+                po.unlink()
+    if package:
+        shutil.copytree(ROOT / "wslab", root / "wslab", ignore=shutil.ignore_patterns("__pycache__", "_lessons"))
+    if (ROOT / "README.zh-CN.md").exists():
+        shutil.copy(ROOT / "README.zh-CN.md", root / "README.zh-CN.md")
+    return root
+
+
+def test_there_is_a_chinese_lesson():
+    assert LESSON_00 in [p.stem for p in CHINESE_LESSONS]
+
+
+@pytest.mark.parametrize("chinese", CHINESE_LESSONS, ids=lambda p: p.stem)
+def test_a_chinese_lesson_has_the_english_code_cells_byte_for_byte_and_the_same_cell_ids(chinese):
+    english = nbformat.read(ROOT / "notebooks" / chinese.name, as_version=4)
+    translated = nbformat.read(chinese, as_version=4)
+    assert [(c.cell_type, c.id) for c in translated.cells] == [(c.cell_type, c.id) for c in english.cells]
+    for mine, theirs in zip(translated.cells, english.cells):
+        if theirs.cell_type == "code":
+            assert mine.source == theirs.source, f"code cell {theirs.id} differs"
+            assert mine.outputs == [] and mine.execution_count is None
+    assert CJK.search("".join(c.source for c in translated.cells if c.cell_type == "markdown"))
+
+
+@pytest.mark.parametrize("chinese", CHINESE_LESSONS, ids=lambda p: p.stem)
+def test_a_built_chinese_lesson_has_no_untranslated_or_fuzzy_entry(chinese):
+    report = {c.name: c for c in translation.check("zh_CN", root=ROOT).catalogs}[chinese.stem]
+    assert report.total > 0
+    assert report.untranslated == [] and report.fuzzy == []
+
+
+@pytest.mark.parametrize("chinese", CHINESE_LESSONS, ids=lambda p: p.stem)
+def test_every_relative_link_of_a_chinese_lesson_resolves_from_its_folder(chinese):
+    nb = nbformat.read(chinese, as_version=4)
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    targets = re.findall(r"\]\(([^)\s#]+)", text) + re.findall(r'(?:href|src)="([^"#]+)"', text)
+    relative = [t for t in targets if not re.match(r"^[a-z]+:", t)]
+    assert relative
+    for target in relative:
+        assert (chinese.parent / target).exists(), f"{chinese.name}: {target} does not resolve"
+        if target.endswith("README.md"):
+            pytest.fail(f"{chinese.name} links the English README: {target}")
+
+
+def test_catalogs_and_chinese_lessons_are_what_update_and_build_make_from_todays_english(tmp_path):
+    """Nothing is stale: merging today's English changes no catalog, building rewrites no lesson."""
+    root = _copy_of_repository(tmp_path)
+    assert translation.update("zh_CN", root=root) == []
+    built = translation.build("zh_CN", root=root)
+    assert sorted(p.name for p in built) == [p.name for p in CHINESE_LESSONS]
+    for path in built:
+        assert path.read_bytes() == (ZH / path.name).read_bytes(), f"notebooks/zh-CN/{path.name} is stale"
+
+
+def test_a_changed_english_paragraph_makes_its_entry_fuzzy_and_a_removed_one_obsolete(tmp_path):
+    root = _copy_of_repository(tmp_path, lessons=[LESSON_00], package=False)
+    english = root / "notebooks" / f"{LESSON_00}.ipynb"
+    nb = nbformat.read(english, as_version=4)
+    old = "**Time:** about 20 minutes."
+    removed = "`asyncio.run()` fails the same way, for the same reason:"
+    assert old in nb.cells[0].source and nb.cells[7].source == removed
+    before = _catalog(translation.catalog_path(root, "zh_CN", LESSON_00)).get(old).string
+    nb.cells[0].source = nb.cells[0].source.replace(old, "**Time:** about 25 minutes.")
+    nb.cells[7].source = "Something else entirely, with other words in it."
+    nbformat.write(nb, english)
+
+    assert translation.update("zh_CN", root=root) == [translation.catalog_path(root, "zh_CN", LESSON_00)]
+    catalog = _catalog(translation.catalog_path(root, "zh_CN", LESSON_00))
+    changed = catalog.get("**Time:** about 25 minutes.")
+    assert changed.fuzzy and changed.string == before  # kept, to be reviewed
+    text = translation.catalog_path(root, "zh_CN", LESSON_00).read_text(encoding="utf-8")
+    assert f'#| msgid "{old}"' in text  # the English it was made for, for the reviewer (Poedit shows it)
+    assert removed in catalog.obsolete
+    report = {c.name: c for c in translation.check("zh_CN", root=root).catalogs}[LESSON_00]
+    assert [e.split(": ", 1)[1] for e in report.fuzzy] == ["**Time:** about 25 minutes."]
+    assert len(report.untranslated) == 1 and report.obsolete == [removed]
+    with pytest.raises(translation.TranslationIncomplete, match="fuzzy"):
+        translation.build("zh_CN", root=root)
+
+
+def test_build_refuses_untranslated_entries_names_them_and_writes_nothing(tmp_path):
+    root = _copy_of_repository(tmp_path, lessons=[LESSON_00], package=False)
+    po = translation.catalog_path(root, "zh_CN", LESSON_00)
+    catalog = _catalog(po)
+    catalog.get("## Clean up").string = ""
+    _write_catalog(po, catalog)
+    with pytest.raises(translation.TranslationIncomplete) as caught:
+        translation.build("zh_CN", root=root)
+    assert caught.value.entries == [(LESSON_00, "untranslated", "cell c40 block 1", "## Clean up")]
+    assert "cell c40 block 1" in str(caught.value) and "'## Clean up'" in str(caught.value)
+    assert not (root / "notebooks" / "zh-CN").exists()
+
+    [draft] = translation.build("zh_CN", root=root, partial=True)  # a translator's draft
+    cells = {c.id: c.source for c in nbformat.read(draft, as_version=4).cells}
+    assert cells["c40"].startswith("## Clean up\n\n停止")
+
+
+def test_build_never_overwrites_a_chinese_lesson_a_learner_changed(tmp_path):
+    root = _copy_of_repository(tmp_path, lessons=[LESSON_00], package=False)
+    [path] = translation.build("zh_CN", root=root)
+    path.write_text(path.read_text(encoding="utf-8").replace("NotImplementedError", "print()"), encoding="utf-8")
+    with pytest.raises(LearnerWorkError):
+        translation.build("zh_CN", root=root)
+    assert "print()" in path.read_text(encoding="utf-8")
+
+
+def test_markdown_is_cut_into_paragraphs_headings_and_tables_and_joins_back():
+    source = "## Title\nOne line.\nTwo lines.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```python\n# code\n\nx = 1\n```\n\n</details>\n"
+    pieces = translation.split_blocks(source)
+    assert "".join(text for _, text in pieces) == source
+    assert [(k, t) for k, t in pieces if k != "space"] == [
+        ("unit", "## Title"), ("unit", "One line.\nTwo lines."), ("unit", "| a | b |\n|---|---|\n| 1 | 2 |"),
+        ("code", "```python\n# code\n\nx = 1\n```"), ("keep", "</details>"),
+    ]
+
+
+# -- terminology ----------------------------------------------------------------------------
+
+def _glossary() -> list[tuple[str, str]]:
+    rows = []
+    for line in (ROOT / "translations" / "zh_CN" / "GLOSSARY.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) >= 2 and cells[0] not in ("English", "---"):
+            rows.append((cells[0], cells[0] if cells[1] == "keep in English" else cells[1]))
+    return rows
+
+
+def _prose(text: str) -> str:
+    """``text`` without code spans, fenced code, link targets, urls, HTML tags and placeholders."""
+    text = re.sub(r"```.*?```", " ", text, flags=re.S)
+    return re.sub(r"`[^`]*`|\]\([^)]*\)|<[^>]+>|\w+://\S+|\{\w*\}|%\(\w+\)s", " ", text)
+
+
+def _entries():
+    catalogs = [*sorted((ROOT / "translations" / "zh_CN").glob("*.po")), MESSAGES]
+    return [(po.stem, m) for po in catalogs for m in _translated(po)]
+
+
+def _glossary_misses(msgid: str, msgstr: str) -> list[str]:
+    misses = []
+    for english, chinese in _glossary():
+        kept = english == chinese
+        pattern = rf"(?<![\w-]){re.escape(english)}(?:s|es)?(?![\w-])"
+        if re.search(pattern, _prose(msgid), 0 if kept else re.I) and chinese not in msgstr:
+            misses.append(f"{english} -> {chinese}")
+    return misses
+
+
+def test_the_glossary_check_can_fail():
+    assert _glossary_misses("The server sends a frame.", "服务器发送一个数据包。") == ["frame -> 帧"]
+    assert _glossary_misses("A WebSocket handshake.", "一次 websocket 握手。") == ["WebSocket -> WebSocket"]
+    assert _glossary_misses("Call `frame()` here.", "在这里调用 `frame()`。") == []
+
+
+def test_every_translation_uses_the_glossary_terms():
+    misses = [f"{stem}: {m.id[:60]!r}: {', '.join(found)}"
+              for stem, m in _entries() if isinstance(m.id, str)
+              for found in [_glossary_misses(m.id, m.string)] if found]
+    assert misses == []
+
+
+def test_rfc_quotes_stay_english_with_a_chinese_gloss():
+    """A quoted block in English is kept word for word in the translation, and glossed in Chinese."""
+    for stem, m in _entries():
+        if isinstance(m.id, str) and m.id.startswith(">"):
+            quoted = [line for line in m.id.splitlines() if line.startswith(">")]
+            for line in quoted:
+                assert line in m.string, f"{stem}: the RFC quote {line!r} is not kept in English"
+            assert CJK.search(m.string.replace("\n".join(quoted), "")), f"{stem}: {m.id[:50]!r} has no gloss"
+
+
+def test_translations_keep_link_targets_and_message_placeholders():
+    for stem, m in _entries():
+        if not isinstance(m.id, str):
+            continue
+        assert sorted(re.findall(r"\]\(([^)]*)\)", m.id)) == sorted(re.findall(r"\]\(([^)]*)\)", m.string)), stem
+        if stem == "wslab":
+            names = re.compile(r"\{\w*\}|%\(\w+\)s|%s")
+            assert sorted(names.findall(m.id)) == sorted(names.findall(m.string)), m.id
+
+
+# -- messages -------------------------------------------------------------------------------
+
+def test_the_compiled_message_catalog_is_up_to_date_with_its_po():
+    assert MESSAGES.with_suffix(".mo").read_bytes() == translation.compile_mo(MESSAGES)
+    assert [m.id for m in _catalog(MESSAGES) if m.id and (not m.string or m.fuzzy)] == []
+
+
+@pytest.fixture
+def english_environment(monkeypatch, tmp_path):
+    """No language chosen anywhere: no WSLAB_LANG, a C locale, a folder not named zh-CN."""
+    for name in ("WSLAB_LANG", "LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _failure() -> str:
+    with pytest.raises(CheckFailed) as caught:
+        with wslab.exercise("0.2"):
+            wslab.check_equal(None, "wslab-exercise/1.0", "user_agent()")
+    return str(caught.value)
+
+
+def test_self_check_feedback_is_english_by_default(english_environment):
+    assert _failure() == "Exercise 0.2: user_agent() was None; expected 'wslab-exercise/1.0'"
+
+
+def test_self_check_feedback_is_chinese_under_wslab_lang(english_environment, monkeypatch):
+    monkeypatch.setenv("WSLAB_LANG", "zh_CN")
+    assert _failure() == "练习 0.2：user_agent()：得到 None，应为 'wslab-exercise/1.0'"
+
+
+def test_the_sentence_a_lessons_code_cell_gives_a_check_is_looked_up_too(english_environment, monkeypatch):
+    """The code cell stays English (byte-identical); the catalog has its sentence (extracted by update)."""
+    what = "user_agent() for a client that sent 'wslab-exercise/1.0'"
+    assert f'wslab.check_equal(user_agent(seen[-1]), "wslab-exercise/1.0", "{what}")' in \
+        (ZH / f"{LESSON_00}.ipynb").read_text(encoding="utf-8").replace('\\"', '"')
+    monkeypatch.setenv("WSLAB_LANG", "zh_CN")
+    with pytest.raises(CheckFailed) as caught:
+        wslab.check_equal(None, "wslab-exercise/1.0", what)
+    assert str(caught.value) == "客户端发送 'wslab-exercise/1.0' 时 user_agent() 的返回值：得到 None，应为 'wslab-exercise/1.0'"
+    with pytest.raises(CheckFailed, match="^服务器 'ex-0-3' 还在运行"):
+        wslab.check(False, "the server 'ex-0-3' is still running: stop it before returning")
+    with pytest.raises(CheckFailed, match="^a sentence no catalog has$"):
+        wslab.check(False, "a sentence no catalog has")
+
+
+def test_self_check_feedback_is_chinese_in_a_kernel_started_in_a_zh_cn_lessons_folder(english_environment, monkeypatch, capsys):
+    """A kernel starts in its notebook's folder: a lesson in notebooks/zh-CN/ answers in Chinese."""
+    lessons = english_environment / "notebooks" / "zh-CN"
+    lessons.mkdir(parents=True)
+    monkeypatch.chdir(lessons)
+    assert _failure().startswith("练习 0.2：")
+    with wslab.exercise("0.1"):
+        raise NotImplementedError("not done yet")
+    assert capsys.readouterr().out.startswith("◻ 练习 0.1 还没完成")
+    monkeypatch.setenv("WSLAB_LANG", "en")  # WSLAB_LANG wins over the folder
+    assert _failure().startswith("Exercise 0.2: ")
+
+
+def test_the_locale_selects_chinese_when_nothing_else_does(english_environment, monkeypatch):
+    monkeypatch.setenv("LANG", "zh_CN.UTF-8")
+    assert i18n.language() == "zh_CN" and i18n.gettext("options") == "选项"
+    monkeypatch.setenv("LANGUAGE", "en:zh_CN")
+    assert i18n.language() is None and i18n.gettext("options") == "options"
+
+
+def _battery_help(**env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k not in ("WSLAB_LANG", "LANGUAGE", "LC_ALL", "LC_MESSAGES")}
+    done = subprocess.run([sys.executable, "-m", "wslab", "battery", "--help"], capture_output=True, text=True,
+                          timeout=60, env={**clean, "LANG": "C.UTF-8", "PYTHONPATH": str(ROOT), **env}, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_battery_help_is_chinese_under_wslab_lang_and_english_by_default():
+    chinese = _battery_help(WSLAB_LANG="zh_CN")
+    assert chinese.startswith("用法：python -m wslab battery")
+    assert "对一个 WebSocket 回显服务器运行 RFC 6455 协议测试集" in chinese and "显示帮助信息并退出" in chinese
+    english = _battery_help()
+    assert english.startswith("usage: python -m wslab battery") and not CJK.search(english)
+
+
+def test_a_battery_argument_error_is_chinese_under_wslab_lang():
+    done = subprocess.run([sys.executable, "-m", "wslab", "battery", "http://127.0.0.1:1/"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "WSLAB_LANG": "zh_CN", "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2
+    assert "错误：测试集只支持明文 ws://，收到的是 'http://127.0.0.1:1/'" in done.stderr
+
+
+def test_the_chinese_readme_keeps_every_command_of_the_english_one_and_its_links_resolve():
+    english = (ROOT / "README.md").read_text(encoding="utf-8")
+    chinese = (ROOT / "README.zh-CN.md").read_text(encoding="utf-8")
+    blocks = re.compile(r"```bash\n(.*?)```", re.S)
+    assert set(blocks.findall(english)) <= set(blocks.findall(chinese))
+    for target in re.findall(r"\]\(([^)\s#]+)", chinese):
+        if not re.match(r"^[a-z]+:", target):
+            assert (ROOT / target).exists(), f"README.zh-CN.md: {target} does not resolve"
+
+
+def test_only_the_catalog_tools_import_babel():
+    """The package reads .mo files with the standard library; Babel stays a maintainer's tool."""
+    import ast
+
+    importers = []
+    for path in sorted((ROOT / "wslab").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n == "babel" or n.startswith("babel.") for n in names):
+                importers.append(path.relative_to(ROOT).as_posix())
+    assert sorted(set(importers)) == ["wslab/course/translation.py"]
