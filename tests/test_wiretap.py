@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import random
 import socket
@@ -75,6 +76,22 @@ async def read_all(reader: asyncio.StreamReader, limit: int = 10_000) -> bytes:
             return data
         data += chunk
     raise AssertionError("more than 10,000 reads")
+
+
+@contextlib.asynccontextmanager
+async def one_connection(server: CountingServer, name: str):
+    """``server`` started, a task-mode tap in front of it, one client connection through it; all closed after."""
+    target = await server.start()
+    tap = await wslab.wiretap(target, name=name)
+    try:
+        reader, writer = await asyncio.open_connection(tap.host, tap.port)
+        try:
+            yield tap, reader, writer
+        finally:
+            writer.close()
+    finally:
+        await tap.aclose()
+        server.server.close()
 
 
 def test_websocket_messages_cross_the_tap_unchanged_both_ways_with_several_clients():
@@ -162,21 +179,13 @@ def test_the_relay_asks_each_socket_for_at_most_one_chunk_per_read():
     payload = random.Random(3).randbytes(300_000)  # more than one 256 KiB read
 
     async def main():
-        server = CountingServer(echo=True)
-        target = await server.start()
-        tap = await wslab.wiretap(target, name="tap-read-size")
-        try:
-            reader, writer = await asyncio.open_connection(tap.host, tap.port)
+        async with one_connection(CountingServer(echo=True), "tap-read-size") as (tap, reader, writer):
             await eventually(lambda: len(tap._transports) == 2, "the tap has both sockets of the connection")
             sizes = [transport.max_size for transport in tap._transports]
             writer.write(payload)
             writer.write_eof()
             received = await read_all(reader)
-            writer.close()
             return sizes, received, max(len(c.data) for c in tap.chunks)
-        finally:
-            await tap.aclose()
-            server.server.close()
 
     sizes, received, largest = run(main(), timeout=30)
     assert sizes == [READ_SIZE, READ_SIZE]
