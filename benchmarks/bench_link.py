@@ -12,7 +12,7 @@ stamping with ``time.perf_counter()``; the tap runs in its own thread
    a tap with ``link=wslab.Link()`` (zero delay: the same relay plus the
    link's pipes), sample by sample in turn; and bulk throughput, runs in turn.
    Target: within 10 % of the plain tap (a zero link's own work is one
-   check per chunk, about 0.2 us against about 55 us to relay 64 KiB).
+   check per chunk, about 0.2 us against about 60 us to relay 64 KiB).
    The relay thread's minor page faults per MB are counted too: a relay
    that reuses its memory takes almost none. Before issue 25's fix (the
    relay read with asyncio's 256 KiB ``recv()``, whose freed tail glibc gave
