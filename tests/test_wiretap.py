@@ -186,6 +186,38 @@ def test_bytes_counted_by_the_tap_agree_with_both_ends():
     assert tap.url.startswith("tcp://127.0.0.1:")
 
 
+
+def test_the_relay_asks_each_socket_for_at_most_one_chunk_per_read():
+    """Both relayed sockets read at most ``READ_SIZE`` (64 KiB) per ``recv()``, not asyncio's 256 KiB.
+
+    A 256 KiB ``recv()`` shrunk to what arrived left a freed
+    tail that glibc gave back to the kernel and faulted in again on the next
+    read: 27 page faults per chunk and twice the relay's CPU per byte, in
+    runs that came and went (issue 25; ``benchmarks/bench_link.py`` counts
+    the faults). The bytes still cross unchanged.
+    """
+    from wslab.lab.wiretap import READ_SIZE
+
+    payload = random.Random(3).randbytes(300_000)  # more than one 256 KiB read
+
+    async def main():
+        async with tapped(CountingServer(echo=True), "tap-read-size") as tap:
+            reader, writer = await asyncio.open_connection(tap.host, tap.port)
+            try:
+                await eventually(lambda: len(tap._transports) == 2, "the tap has both sockets of the connection")
+                sizes = [transport.max_size for transport in tap._transports]
+                writer.write(payload)
+                writer.write_eof()
+                received = await read_all(reader)
+            finally:
+                writer.close()
+            return sizes, received, max(len(c.data) for c in tap.chunks)
+
+    sizes, received, largest = run(main(), timeout=30)
+    assert sizes == [READ_SIZE, READ_SIZE]
+    assert received == payload + b"bye"
+    assert largest <= READ_SIZE
+
 def test_half_close_passes_through_in_both_directions():
     async def main():
         server = CountingServer()

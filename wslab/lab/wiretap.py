@@ -26,6 +26,15 @@ reading while the pipe has room (its bound in flight), then waits: a slow
 link pushes back on the sender. When both pumps end, the relay waits for the
 pipes to deliver what is still on the link before it closes the connection.
 
+*Reads of 64 KiB, not 256.* asyncio's socket transport reads with
+``recv(256 KiB)`` and shrinks the bytes to what arrived; in a thread of its
+own, glibc then hands the freed tail back to the kernel
+(``madvise(MADV_DONTNEED)``), and the next read faults those pages in again:
+27 page faults per 64 KiB chunk, twice the relay's CPU per byte, in runs that
+come and go (issue 25: ``benchmarks/bench_link.py`` counts them). The pump
+never takes more than ``READ_SIZE`` at once anyway, so the relay asks each
+transport to read no more (:func:`_read_at_most`).
+
 * **task mode** (``await wiretap(target)``): the relay lives on the running
   loop (the kernel's). Like a task-mode server, it stalls while a cell blocks
   that loop: a synchronous client in a cell must go through a thread-mode tap.
@@ -80,6 +89,17 @@ STOP_TIMEOUT = 3.0
 
 
 # The relay
+
+
+def _read_at_most(transport: asyncio.BaseTransport, size: int) -> None:
+    """Make ``transport`` read at most ``size`` bytes per ``recv()`` (see the design note).
+
+    ``max_size`` is an attribute of asyncio's selector transports (the
+    ``recv()`` size, 256 KiB); a transport without it (another event loop's)
+    is left as it is: this only saves memory traffic.
+    """
+    if isinstance(getattr(transport, "max_size", None), int):
+        transport.max_size = size  # type: ignore[attr-defined]
 
 
 def _parse_target(target: Any) -> tuple[str, str, int, str]:
@@ -201,6 +221,8 @@ class Tap(Capture, Background):
             self._closed(conn, self._now())
             return
         self._transports.add(swriter.transport)
+        for writer in (cwriter, swriter):
+            _read_at_most(writer.transport, READ_SIZE)
         pipes: list[Pipe] = []
         if self._shapers is not None:
             loop = asyncio.get_running_loop()
