@@ -31,6 +31,7 @@ The package, by concept:
 * :mod:`~wslab.lab.experiment.floor`: the raw TCP floor;
 * :mod:`~wslab.lab.experiment.clients`: the light measuring clients;
 * :mod:`~wslab.lab.experiment.httpserver`: the light HTTP server for polling and SSE;
+* :mod:`~wslab.lab.experiment.listener`: the listener the floor and the HTTP server share;
 * :mod:`~wslab.lab.experiment.runner`: :func:`run_experiment`;
 * :mod:`~wslab.lab.experiment.sweep`: latency against round trip (:func:`sweep_rtt`);
 * :mod:`~wslab.lab.experiment.figure`: a matplotlib Figure that shows itself as an image.
