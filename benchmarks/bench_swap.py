@@ -35,7 +35,7 @@ from _verdict import machine_load, spread, verdict  # noqa: E402
 
 from wslab.lab.experiment.clients import receive as light_receive  # noqa: E402
 from wslab.lab.experiment.httpserver import light_http_server  # noqa: E402
-from wslab.lab.experiment.results import CLOCK  # noqa: E402
+from wslab.lab.experiment.timing import CLOCK  # noqa: E402
 
 PAIRS = (("reference", "reference"), ("reference", "wslab"), ("wslab", "reference"), ("wslab", "wslab"))
 

@@ -29,12 +29,10 @@ from ...server import background as _servers
 from ..events import Event
 from .listener import StreamListener
 from .progress import count_progress
-from .results import CLOCK, ExperimentConfig, TransportResult, schedule, time_budget
+from .results import ExperimentConfig, TransportResult
+from .timing import CLOCK, WARMUP_GAP_S, schedule, time_budget
 
-__all__ = ["TcpPushServer", "serve_tcp_push", "Recorder", "measure_tcp_floor", "WARMUP_GAP_S"]
-
-#: Gap between warm-up events, seconds (the same for every transport).
-WARMUP_GAP_S = 0.002
+__all__ = ["TcpPushServer", "serve_tcp_push", "Recorder", "measure_tcp_floor"]
 
 _numbers = itertools.count(1)  # a name of its own for each floor server: runs may overlap
 
