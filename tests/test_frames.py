@@ -695,7 +695,7 @@ def test_the_examples_in_the_docstrings_hold(name):
     import doctest
     import importlib
 
-    module = importlib.import_module(f"wslab.{name}")
+    module = importlib.import_module(f"wslab.protocol.{name}")
     result = doctest.testmod(module)
     assert result.failed == 0 and (result.attempted > 0 or name == "frames")
 
