@@ -69,7 +69,7 @@ def _server(side: str, gaps: list[float], payloads: list[Any], warmup: int
         return (srv.sockets[0].getsockname()[1], lambda: run([ref.WARMUP_GAP] * warmup, [None] * warmup),
                 lambda: run(gaps, payloads), stop)
     light = light_http_server("swap-http", seed=1, clock=CLOCK)
-    loop = light._thread.loop  # type: ignore[union-attr]
+    loop = light.loop
     return (light.port,
             lambda: asyncio.run_coroutine_threadsafe(light.run_schedule([ref.WARMUP_GAP] * warmup, [None] * warmup), loop),
             lambda: asyncio.run_coroutine_threadsafe(light.run_schedule(gaps, payloads), loop),

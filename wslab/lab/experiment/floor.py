@@ -55,11 +55,6 @@ class TcpPushServer(StreamListener):
     def url(self) -> str:
         return f"tcp://{self.host}:{self.port}/"
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        assert self._thread is not None
-        return self._thread.loop
-
     async def _start(self) -> TcpPushServer:
         await self._listen()
         return self

@@ -41,6 +41,12 @@ class StreamListener(_servers.Background):
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the listener runs on (its thread's)."""
+        assert self._thread is not None
+        return self._thread.loop
+
     async def _listen(self) -> None:
         """Listen on ``host``, a port the OS picks (read back into ``port``)."""
         self._server = await asyncio.start_server(self._connection, self.host, 0)

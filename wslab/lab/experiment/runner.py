@@ -164,7 +164,7 @@ def _start_server(key: str, config: ExperimentConfig) -> tuple[Any, str, asyncio
     from .httpserver import light_http_server
 
     light = light_http_server(_unique(_HTTP_NAME), seed=config.seed, clock=CLOCK)
-    return light, light.http_url, light._thread.loop  # type: ignore[union-attr]
+    return light, light.http_url, light.loop
 
 
 async def _lab_pass(
