@@ -1,13 +1,13 @@
 """When things happen in a latency run: the clock, the seeded schedule, polling intervals, time budgets.
 
-Every part of a run reads its times from here: the servers publish on
-:func:`schedule` (seeded Poisson gaps, the same for every transport) after
-``config.warmup`` events :data:`WARMUP_GAP_S` apart; both sides stamp with
-:data:`CLOCK`; a short-polling transport polls every
-:func:`short_poll_interval` of its name; each wait is bounded by
-:func:`time_budget`. :mod:`wslab.lab.experiment.results` holds what a run
-measures and found (plain data); the runner, the floor and the clients take
-their times from this module.
+The servers publish on :func:`schedule` (seeded Poisson gaps, the same for
+every transport) after ``config.warmup`` events :data:`WARMUP_GAP_S` apart;
+both sides stamp with :data:`CLOCK`; a short-polling transport polls every
+:func:`short_poll_interval` of its name (``short_poll_250ms``: 0.25 s); a
+client and the schedule get :func:`time_budget` seconds before they count as
+timed out. The runner, the floor and the clients read these from here;
+:mod:`wslab.lab.experiment.results` holds what a run measures and found
+(plain data, JSON and CSV).
 """
 
 from __future__ import annotations
