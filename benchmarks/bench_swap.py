@@ -36,7 +36,7 @@ from _verdict import machine_load, spread, verdict  # noqa: E402
 
 from wslab.lab.experiment.clients import receive as light_receive  # noqa: E402
 from wslab.lab.experiment.httpserver import light_http_server  # noqa: E402
-from wslab.lab.experiment.results import CLOCK  # noqa: E402
+from wslab.lab.experiment.timing import CLOCK  # noqa: E402
 
 PAIRS = (("reference", "reference"), ("reference", "wslab"), ("wslab", "reference"), ("wslab", "wslab"))
 
@@ -62,7 +62,7 @@ def _server(side: str, gaps: list[float], payloads: list[Any], warmup: int
         return (srv.sockets[0].getsockname()[1], lambda: run([ref.WARMUP_GAP] * warmup, [None] * warmup),
                 lambda: run(gaps, payloads), stop)
     light = light_http_server("swap-http", seed=1, clock=CLOCK)
-    loop = light._thread.loop  # type: ignore[union-attr]
+    loop = light.loop
     return (light.port,
             lambda: asyncio.run_coroutine_threadsafe(light.run_schedule([ref.WARMUP_GAP] * warmup, [None] * warmup), loop),
             lambda: asyncio.run_coroutine_threadsafe(light.run_schedule(gaps, payloads), loop),

@@ -45,6 +45,7 @@ import re
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Callable
 
 from .watch import Watch
 
@@ -535,6 +536,25 @@ class Probe:
                 await self.send(encode_frame(PONG, frame.payload))
             elif frame.opcode != PONG:
                 return frame
+
+    async def pong(self, payload: bytes, *, instead: Callable[[ServerFrame], str]) -> int:
+        """Wait for the pong that answers a ping of ``payload``; return how many other pongs came first.
+
+        Pings meanwhile are answered; other pongs are skipped (5.5.3: "A Pong
+        frame MAY be sent unsolicited."). Any other frame fails the case with
+        the text ``instead(frame)``.
+        """
+        others = 0
+        while True:
+            frame = await self.next_frame()
+            if frame.opcode == PONG and frame.payload == payload:
+                return others
+            if frame.opcode == PONG:
+                others += 1
+            elif frame.opcode == PING:
+                await self.send(encode_frame(PONG, frame.payload))
+            else:
+                raise Failed(instead(frame))
 
     async def message(self) -> tuple[int, bytes, int, list[bytes]]:
         """The next data message: (opcode, payload, how many frames, pongs seen meanwhile).

@@ -179,20 +179,12 @@ class Link:
     @property
     def up_delay_ms(self) -> float:
         """One-way delay client to server (``>``), ms."""
-        if self.up_ms is not None:
-            return float(self.up_ms)
-        if self.down_ms is not None:
-            return float(self.rtt_ms - self.down_ms)
-        return self.rtt_ms / 2
+        return _one_way(self.up_ms, self.down_ms, self.rtt_ms)
 
     @property
     def down_delay_ms(self) -> float:
         """One-way delay server to client (``<``), ms."""
-        if self.down_ms is not None:
-            return float(self.down_ms)
-        if self.up_ms is not None:
-            return float(self.rtt_ms - self.up_ms)
-        return self.rtt_ms / 2
+        return _one_way(self.down_ms, self.up_ms, self.rtt_ms)
 
     @property
     def round_trip_ms(self) -> float:
@@ -242,6 +234,15 @@ class Link:
                 parts.append(f"{'no cap' if up is None else f'{up:g} kbit/s'} up, {'no cap' if down is None else f'{down:g} kbit/s'} down")
         label = f"{self.name}: " if self.name else ""
         return f"{label}{', '.join(parts)}"
+
+
+def _one_way(this_way: float | None, other_way: float | None, rtt_ms: float) -> float:
+    """One direction's delay, ms: as given, else the round trip less the other way's, else half the round trip."""
+    if this_way is not None:
+        return float(this_way)
+    if other_way is not None:
+        return float(rtt_ms - other_way)
+    return rtt_ms / 2
 
 
 #: Ready-made links, with where their figures come from.

@@ -134,6 +134,16 @@ class ProtocolError(Exception):
         return f"ProtocolError({str(self)!r}, code={int(self.code)}, section={self.section!r})"
 
 
+def _too_big(what: str) -> ProtocolError:
+    """Section 10.4: a message over the endpoint's limit; close with 1009 (MESSAGE_TOO_BIG)."""
+    return ProtocolError(f"message too big: {what}", code=CloseCode.MESSAGE_TOO_BIG, section="10.4")
+
+
+def _invalid_utf8(where: str, *, section: str) -> ProtocolError:
+    """Text that is not UTF-8 (a text message: 8.1; a close reason: 5.5.1); close with 1007 (INVALID_DATA)."""
+    return ProtocolError(f"invalid utf-8 in {where}", code=CloseCode.INVALID_DATA, section=section)
+
+
 # The frame diagram of section 5.2, byte 0 and byte 1:
 #
 #   0                   1
@@ -473,11 +483,7 @@ def _decode_at(
             raise ProtocolError(f"fragmented control frame: {opcode.name} with FIN=0", section="5.5")
     if max_size is not None and already + length > max_size and opcode < 0x8:
         size = f"{already} + {length} bytes" if already else f"{length} bytes"
-        raise ProtocolError(
-            f"message too big: {size} (max_size is {max_size})",
-            code=CloseCode.MESSAGE_TOO_BIG,
-            section="10.4",
-        )
+        raise _too_big(f"{size} (max_size is {max_size})")
     # The payload, copied once: unmasked straight out of ``data`` (a view, no slice copy).
     # The view is released before returning: the Reader resizes its buffer afterwards.
     if masked:
@@ -545,9 +551,5 @@ def parse_close(payload: bytes) -> tuple[int, str]:
     try:
         reason = bytes(payload[2:]).decode()
     except UnicodeDecodeError as exc:
-        raise ProtocolError(
-            f"invalid utf-8 in close reason at byte {exc.start + 2}",
-            code=CloseCode.INVALID_DATA,
-            section="5.5.1",
-        ) from None
+        raise _invalid_utf8(f"close reason at byte {exc.start + 2}", section="5.5.1") from None
     return (CloseCode(code) if code in CloseCode._value2member_map_ else code), reason

@@ -9,11 +9,10 @@ values (defined with :class:`Frame` in the codec), and :func:`inflate`. Import t
 from __future__ import annotations
 
 import codecs
-import dataclasses
 import zlib
 from typing import Literal, Union
 
-from .frame_codec import CloseCode, Frame, Message, Opcode, ProtocolError, _bytes, _decode_at, _preview, parse_close
+from .frame_codec import Frame, Message, Opcode, ProtocolError, _decode_at, _invalid_utf8, _too_big, parse_close
 
 __all__ = ["Reader", "Event", "inflate", "DEFLATE_TAIL"]
 
@@ -42,8 +41,7 @@ def inflate(payload: bytes, *, decompressor: zlib._Decompress | None = None, max
         return d.decompress(bytes(payload) + DEFLATE_TAIL)
     out = d.decompress(bytes(payload) + DEFLATE_TAIL, max_size + 1)
     if len(out) > max_size:
-        raise ProtocolError(f"message too big: over {max_size} bytes once inflated (max_size)",
-                            code=CloseCode.MESSAGE_TOO_BIG, section="10.4")
+        raise _too_big(f"over {max_size} bytes once inflated (max_size)")
     return out
 
 
@@ -216,8 +214,7 @@ class Reader:
             try:
                 return Message(opcode, frame.payload.decode())
             except UnicodeDecodeError as exc:
-                raise ProtocolError(f"invalid utf-8 in text message near byte {exc.start}",
-                                    code=CloseCode.INVALID_DATA, section="8.1") from None
+                raise _invalid_utf8(f"text message near byte {exc.start}", section="8.1") from None
         if opcode >= 0x8:
             if frame.rsv1:
                 raise ProtocolError(f"RSV1 set on a {opcode.name} frame: only data frames are compressed",
@@ -248,21 +245,14 @@ class Reader:
             payload = self._inflate(payload, frame.fin)
         self._size += len(payload)
         if self.max_size is not None and self._size > self.max_size:
-            raise ProtocolError(
-                f"message too big: over {self.max_size} bytes (max_size)",
-                code=CloseCode.MESSAGE_TOO_BIG,
-                section="10.4",
-            )
+            raise _too_big(f"over {self.max_size} bytes (max_size)")
         if self._utf8 is not None:
             try:
                 final = frame.fin and self._cut is None  # a cut message may end inside a character
                 self._parts.append(self._utf8.decode(payload, final))  # type: ignore[arg-type]
             except UnicodeDecodeError as exc:
-                raise ProtocolError(
-                    f"invalid utf-8 in text message near byte {self._size - len(payload) + exc.start}",
-                    code=CloseCode.INVALID_DATA,
-                    section="8.1",
-                ) from None
+                raise _invalid_utf8(f"text message near byte {self._size - len(payload) + exc.start}",
+                                    section="8.1") from None
         else:
             self._parts.append(payload)
         if not frame.fin:
@@ -292,11 +282,7 @@ class Reader:
             raise ProtocolError(f"cannot inflate a compressed message: {exc}", section="RFC 7692 section 7.2.2") from None
         if limit is not None and (d.unconsumed_tail or self._size + len(out) > limit):
             if cap is None:
-                raise ProtocolError(
-                    f"message too big: over {self.max_size} bytes once inflated (max_size)",
-                    code=CloseCode.MESSAGE_TOO_BIG,
-                    section="10.4",
-                )
+                raise _too_big(f"over {self.max_size} bytes once inflated (max_size)")
             out = out[: cap - self._size]
             self._cut = self._size + len(out)
             self._decompressor = None if self.context_takeover else zlib.decompressobj(wbits=-15)

@@ -52,6 +52,7 @@ TEXT 'Hello' [5 bytes] 7
 
 from __future__ import annotations
 
+from . import frame_codec as _codec
 from .frame_codec import (  # noqa: F401 (FAST_MASK: not in __all__, importable as before)
     FAST_MASK,
     CloseCode,
@@ -70,21 +71,14 @@ from .frame_drawing import EXPLAIN_INFLATE_LIMIT, Explanation, explain, transcri
 from .frame_reader import DEFLATE_TAIL, Event, Reader, inflate  # noqa: F401
 
 __all__ = [
-    "Opcode",
-    "CloseCode",
-    "ProtocolError",
-    "Frame",
-    "Message",
+    # The codec's names: the vocabulary, Frame and Message, one frame to bytes and back, masking, close payloads
+    *(name for name in _codec.__all__ if name != "FAST_MASK"),
+    # The reader of a connection's bytes, and permessage-deflate
     "Reader",
-    "encode",
-    "decode",
-    "mask",
-    "mask_naive",
-    "close_payload",
-    "parse_close",
+    "inflate",
+    # Frames drawn for a learner
     "explain",
     "Explanation",
-    "inflate",
     "transcript",
 ]
 

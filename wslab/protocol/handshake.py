@@ -40,6 +40,7 @@ from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
 # The HTTP part (heads, their syntax, the errors) lives in http_head; re-exported here.
+from . import http_head as _http_head
 from .http_head import (  # noqa: F401 - MAX_HEAD and REASONS stay reachable here
     MAX_HEAD,
     REASONS,
@@ -62,17 +63,8 @@ __all__ = [
     "GUID",
     "accept_key",
     "new_key",
-    "Headers",
-    "Request",
-    "Response",
-    "HandshakeError",
-    "BadRequest",
-    "UpgradeRequired",
-    "ForbiddenOrigin",
-    "HeadersTooLarge",
-    "InvalidResponse",
-    "parse_request",
-    "parse_response",
+    # http_head's public names, re-exported (MAX_HEAD and REASONS are reachable here, not starred)
+    *(name for name in _http_head.__all__ if name not in ("MAX_HEAD", "REASONS")),
     "check_request",
     "response_101",
     "refusal",

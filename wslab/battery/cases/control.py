@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from ..case import CLOSE_FRAME_FIRST, MUST, USUAL, Case, Outcome, Rule, Settings, refused
-from ..wire import CLOSE, PING, PONG, Eof, Failed, Probe, ServerFrame, close_payload, encode_frame, parse_close
+from ..wire import CLOSE, PING, Eof, Failed, Probe, ServerFrame, close_payload, encode_frame, parse_close
 from .framing import PROTOCOL_ERROR, server_frames_case, violated
 
 __all__ = ["CASES", "INVALID_CODES"]
@@ -62,18 +62,9 @@ PING_PAYLOAD = b"are you there?"
 
 async def _ping_pong(p: Probe, s: Settings, out: Outcome) -> str:
     await p.send(encode_frame(PING, PING_PAYLOAD))
-    others = 0
-    while True:
-        frame = await p.next_frame()
-        if frame.opcode == PONG and frame.payload == PING_PAYLOAD:
-            extra = f" (after {others} unsolicited pong(s))" if others else ""
-            return f"pong {PING_PAYLOAD!r} came back{extra}"
-        if frame.opcode == PONG:
-            others += 1  # 5.5.3: "A Pong frame MAY be sent unsolicited."
-        elif frame.opcode == PING:
-            await p.send(encode_frame(PONG, frame.payload))
-        else:
-            raise Failed(f"got a {frame}; expected a pong {PING_PAYLOAD!r}")
+    others = await p.pong(PING_PAYLOAD, instead=lambda frame: f"got a {frame}; expected a pong {PING_PAYLOAD!r}")
+    extra = f" (after {others} unsolicited pong(s))" if others else ""
+    return f"pong {PING_PAYLOAD!r} came back{extra}"
 
 
 async def _long_ping(p: Probe, s: Settings, out: Outcome) -> str:

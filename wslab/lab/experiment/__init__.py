@@ -27,10 +27,13 @@ that is part of what push costs).
 The package, by concept:
 
 * :mod:`~wslab.lab.experiment.results`: the plain data (config, one result per
-  transport, a whole run as JSON and CSV, the schedule, percentiles);
+  transport, a whole run as JSON and CSV, percentiles);
+* :mod:`~wslab.lab.experiment.timing`: when things happen (the clock, the seeded
+  schedule, warm-up gaps, short-poll intervals, time budgets);
 * :mod:`~wslab.lab.experiment.floor`: the raw TCP floor;
 * :mod:`~wslab.lab.experiment.clients`: the light measuring clients;
 * :mod:`~wslab.lab.experiment.httpserver`: the light HTTP server for polling and SSE;
+* :mod:`~wslab.lab.experiment.listener`: the listener the floor and the HTTP server share;
 * :mod:`~wslab.lab.experiment.runner`: :func:`run_experiment`;
 * :mod:`~wslab.lab.experiment.sweep`: latency against round trip (:func:`sweep_rtt`);
 * :mod:`~wslab.lab.experiment.figure`: a matplotlib Figure that shows itself as an image.
@@ -50,7 +53,6 @@ from __future__ import annotations
 
 from .floor import Recorder, TcpPushServer, measure_tcp_floor, serve_tcp_push
 from .results import (
-    CLOCK,
     PUBLISHED_2010,
     SCHEMA,
     TRANSPORTS,
@@ -61,13 +63,12 @@ from .results import (
     load_results,
     machine,
     percentile,
-    schedule,
-    short_poll_interval,
     versions,
 )
 from .progress import progress_line
 from .runner import expected_seconds, link_fields, measure_transport, quiet_needed, run_experiment
 from .sweep import Sweep, expected_ms, sweep_rtt
+from .timing import CLOCK, schedule, short_poll_interval
 
 __all__ = [
     "TRANSPORTS",

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import connect as ws_connect
 
 from .floor import Recorder
-from .results import CLOCK
+from .timing import CLOCK
 
 __all__ = ["LightResult", "receive", "HttpConnection", "REQUEST_HEADERS", "TRANSPORTS"]
 

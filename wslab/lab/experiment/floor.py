@@ -23,23 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from typing import Any, Callable, Sequence
 
 from ...server import background as _servers
 from ..events import Event
+from .listener import StreamListener
 from .progress import count_progress
-from .results import CLOCK, ExperimentConfig, TransportResult, schedule, time_budget
+from .results import ExperimentConfig, TransportResult
+from .timing import CLOCK, WARMUP_GAP_S, schedule, time_budget
 
-__all__ = ["TcpPushServer", "serve_tcp_push", "Recorder", "measure_tcp_floor", "WARMUP_GAP_S"]
-
-#: Gap between warm-up events, seconds (the same for every transport).
-WARMUP_GAP_S = 0.002
+__all__ = ["TcpPushServer", "serve_tcp_push", "Recorder", "measure_tcp_floor"]
 
 _numbers = itertools.count(1)  # a name of its own for each floor server: runs may overlap
 
 
-class TcpPushServer(_servers.Background):
+class TcpPushServer(StreamListener):
     """A raw TCP server that pushes newline-delimited, timestamped events.
 
     Each client that connects and sends ``b"go <warmup>\\n"`` (or just
@@ -48,69 +46,41 @@ class TcpPushServer(_servers.Background):
     connection.
     """
 
-    mode = "thread"
-    stop_timeout = 2.0
-
     def __init__(self, name: str, gaps: Sequence[float], payloads: Sequence[Any]) -> None:
-        self.name = name
+        super().__init__(name)
         self.gaps = list(gaps)
         self.payloads = list(payloads)
-        self.errors: list[BaseException] = []
-        self.started = time.time()
-        self.host, self.port = "127.0.0.1", 0
-        self.connections = 0
-        self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def url(self) -> str:
         return f"tcp://{self.host}:{self.port}/"
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        assert self._thread is not None
-        return self._thread.loop
-
     async def _start(self) -> TcpPushServer:
-        self._server = await asyncio.start_server(self._handle, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        await self._listen()
         return self
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            words = (await reader.readline()).split()
-            if not words or words[0] != b"go":
-                return
-            warmup = int(words[1]) if len(words) > 1 and words[1].isdigit() else 0
-            writer.write(b"ready\n")
-            for _ in range(min(warmup, 1000)):
-                await asyncio.sleep(WARMUP_GAP_S)
-                writer.write((Event(0, CLOCK(), {"warmup": True}).dumps() + "\n").encode())
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        words = (await reader.readline()).split()
+        if not words or words[0] != b"go":
+            return
+        warmup = int(words[1]) if len(words) > 1 and words[1].isdigit() else 0
+        writer.write(b"ready\n")
+        for _ in range(min(warmup, 1000)):
+            await asyncio.sleep(WARMUP_GAP_S)
+            writer.write((Event(0, CLOCK(), {"warmup": True}).dumps() + "\n").encode())
+        await writer.drain()
+        if warmup and (await reader.readline()) != b"start\n":
+            return
+        loop = asyncio.get_running_loop()
+        start, due, clock = loop.time(), 0.0, CLOCK
+        for seq, (gap, payload) in enumerate(zip(self.gaps, self.payloads), start=1):
+            due += gap
+            delay = start + due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            line = Event(seq, clock(), payload).dumps() + "\n"
+            writer.write(line.encode())
             await writer.drain()
-            if warmup and (await reader.readline()) != b"start\n":
-                return
-            loop = asyncio.get_running_loop()
-            start, due, clock = loop.time(), 0.0, CLOCK
-            for seq, (gap, payload) in enumerate(zip(self.gaps, self.payloads), start=1):
-                due += gap
-                delay = start + due - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                line = Event(seq, clock(), payload).dumps() + "\n"
-                writer.write(line.encode())
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        except Exception as exc:  # noqa: BLE001 - kept and shown, never lost
-            self.errors.append(exc)
-        finally:
-            self.connections -= 1
-            self._tasks.discard(task)
-            writer.close()
 
     # Stopping (stop() and aclose() come from Background): returns within a
     # few seconds, stopping the thread too.

@@ -35,8 +35,8 @@ which every server of the lab shares) and the validation of the cursor.
 SSE still measured +0.04 ms against the reference (its rounds alone moved
 0.03 ms); long polling +0.035 ms, within its noise.
 
-Design note: one loop in a daemon thread (thread mode of
-:class:`wslab.server.background.Background`); held requests wait on
+Design note: one loop in a daemon thread (the listener it shares with the
+floor, :class:`wslab.lab.experiment.listener.StreamListener`); held requests wait on
 ``source.wait_after`` and on one future that a timer or stopping resolves,
 so stopping answers them at once and never waits for a client.
 """
@@ -45,13 +45,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import Counter
 from typing import Any, Sequence
 from urllib.parse import parse_qsl
 
 from ...server import background as _servers
 from ..events import CursorError, Event, EventSource
+from .listener import StreamListener
 
 __all__ = ["LightHttpServer", "light_http_server"]
 
@@ -59,21 +59,12 @@ _MAX_HEAD = 16 * 1024
 _MAX_FIELDS = 16
 
 
-class LightHttpServer(_servers.Background):
+class LightHttpServer(StreamListener):
     """``GET /poll``, ``/longpoll`` and ``/events`` over an :class:`~wslab.lab.events.EventSource`."""
 
-    mode = "thread"
-    stop_timeout = 2.0
-
     def __init__(self, name: str, source: EventSource) -> None:
-        self.name = name
+        super().__init__(name)
         self.source = source
-        self.errors: list[BaseException] = []
-        self.started = time.time()
-        self.host, self.port = "127.0.0.1", 0
-        self.connections = 0
-        self._server: asyncio.base_events.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._stopping: asyncio.Future[None] | None = None
         self._held: set[asyncio.Future[None]] = set()
         #: Requests answered, by path (``"/poll"``, ``"/longpoll"``, ``"/events"``, others).
@@ -87,8 +78,7 @@ class LightHttpServer(_servers.Background):
 
     async def _start(self) -> LightHttpServer:
         self._stopping = asyncio.get_running_loop().create_future()
-        self._server = await asyncio.start_server(self._handle, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        await self._listen()
         return self
 
     async def run_schedule(self, gaps: Sequence[float], payloads: Sequence[Any] | None = None) -> list[Event]:
@@ -99,52 +89,39 @@ class LightHttpServer(_servers.Background):
 
     # One connection: requests one after another (keep-alive)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                return
+            line = head[: head.find(b"\r\n")].decode("latin-1").split(" ")
+            if len(line) != 3 or not line[2].startswith("HTTP/1."):
+                return self._error(writer, 400, f"not an HTTP/1.1 request line: {' '.join(line)[:80]!r}")
+            method, target = line[0], line[1]
+            if method != "GET":
+                return self._error(writer, 405, f"only GET is served here, got {method}")
+            path, _, query_string = target.partition("?")
+            query = _query(query_string)
+            self.requests[path] += 1
+            try:
+                if path == "/poll":
+                    cursor = self.source.check_cursor(query.get("since"))
+                    self._answer(writer, self.source.since(cursor), cursor)
+                elif path == "/longpoll":
+                    cursor = self.source.check_cursor(query.get("since"))
+                    hold = min(max(float(query.get("timeout", 20)), 0.0), 120.0)
+                    # An event already there is answered at once, without arming a timer.
+                    events = self.source.since(cursor) or await self._hold(cursor, hold) or []
+                    self._answer(writer, events, cursor)
+                elif path == "/events":
+                    await self._stream(writer, self.source.check_cursor(query.get("since")))
                     return
-                line = head[: head.find(b"\r\n")].decode("latin-1").split(" ")
-                if len(line) != 3 or not line[2].startswith("HTTP/1."):
-                    return self._error(writer, 400, f"not an HTTP/1.1 request line: {' '.join(line)[:80]!r}")
-                method, target = line[0], line[1]
-                if method != "GET":
-                    return self._error(writer, 405, f"only GET is served here, got {method}")
-                path, _, query_string = target.partition("?")
-                query = _query(query_string)
-                self.requests[path] += 1
-                try:
-                    if path == "/poll":
-                        cursor = self.source.check_cursor(query.get("since"))
-                        self._answer(writer, self.source.since(cursor), cursor)
-                    elif path == "/longpoll":
-                        cursor = self.source.check_cursor(query.get("since"))
-                        hold = min(max(float(query.get("timeout", 20)), 0.0), 120.0)
-                        # An event already there is answered at once, without arming a timer.
-                        events = self.source.since(cursor) or await self._hold(cursor, hold) or []
-                        self._answer(writer, events, cursor)
-                    elif path == "/events":
-                        await self._stream(writer, self.source.check_cursor(query.get("since")))
-                        return
-                    else:
-                        return self._error(writer, 404, f"no such endpoint: {path}")
-                except (CursorError, ValueError) as exc:
-                    return self._error(writer, 400, str(exc))
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        except Exception as exc:  # noqa: BLE001 - kept and shown, never lost
-            self.errors.append(exc)
-        finally:
-            self.connections -= 1
-            self._tasks.discard(task)
-            writer.close()
+                else:
+                    return self._error(writer, 404, f"no such endpoint: {path}")
+            except (CursorError, ValueError) as exc:
+                return self._error(writer, 400, str(exc))
+            await writer.drain()
 
     async def _hold(self, cursor: int, seconds: float) -> list[Event] | None:
         """The events after ``cursor``, waiting up to ``seconds``; None after that or when stopping.

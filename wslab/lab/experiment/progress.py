@@ -14,7 +14,7 @@ import contextlib
 import sys
 from typing import Any, Callable, Iterator
 
-from .results import CLOCK
+from .timing import CLOCK
 
 __all__ = ["progress_line", "count_progress"]
 

@@ -1,10 +1,11 @@
 """The latency lab's plain data: what a run measures, what it found, saved as JSON and CSV.
 
-:class:`ExperimentConfig` (the seeded schedule, the transports, the network
-link), :class:`TransportResult` (one transport's latencies, requests and
-bytes), :class:`Results` (a whole run, with the machine and the library
-versions), :func:`schedule` (the gaps and payloads every transport delivers)
-and :func:`percentile`. Nothing here opens a socket.
+:class:`ExperimentConfig` (the seed and size of the schedule, the transports,
+the network link), :class:`TransportResult` (one transport's latencies,
+requests and bytes), :class:`Results` (a whole run, with the machine and the
+library versions) and :func:`percentile`. Nothing here opens a socket or
+reads a clock for a measurement: the schedule a config stands for, the
+clock and the polling intervals are in :mod:`wslab.lab.experiment.timing`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 import math
 import os
 import platform
-import random
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import metadata
@@ -22,15 +22,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ...course.display import Table
-from ..events import poisson
+from .timing import short_poll_interval
 
 __all__ = [
-    "time_budget",
     "TRANSPORTS",
     "PUBLISHED_2010",
     "SCHEMA",
-    "CLOCK",
-    "short_poll_interval",
     "label",
     "percentile",
     "ExperimentConfig",
@@ -39,7 +36,6 @@ __all__ = [
     "machine",
     "versions",
     "load_results",
-    "schedule",
 ]
 
 #: Transport key -> label shown in tables and plots, in the order they run.
@@ -65,16 +61,6 @@ PUBLISHED_2010 = {
 }
 
 SCHEMA = "wslab.results/1"
-
-#: The one clock both sides of every measurement read.
-CLOCK = time.perf_counter
-
-
-def short_poll_interval(key: str) -> float | None:
-    """``"short_poll_250ms"`` -> 0.25 (seconds); None for other transports."""
-    if key.startswith("short_poll_") and key.endswith("ms"):
-        return int(key[len("short_poll_") : -2]) / 1000
-    return None
 
 
 def label(key: str) -> str:
@@ -506,29 +492,3 @@ def load_results(path: str | os.PathLike[str]) -> Results:
         raise FileNotFoundError(f"no results at {str(path)!r}; run `python -m wslab bench --out DIR` first")
     return Results.from_dict(json.loads(path.read_text()))
 
-
-# The schedule
-
-
-def schedule(config: ExperimentConfig) -> tuple[list[float], list[Any]]:
-    """The gaps (seconds, seeded Poisson) and payloads every transport delivers.
-
-    A payload is ``{"value": <seeded random walk>, "pad": "xxx..."}`` with
-    ``payload_bytes`` of padding (no ``pad`` when it is 0).
-    """
-    gaps = poisson(config.mean_gap_ms / 1000, config.events, seed=config.seed)
-    rng = random.Random(config.seed + 1)
-    value, payloads = 100.0, []
-    for _ in range(config.events):
-        value = round(value + rng.gauss(0, 1), 2)
-        payload: dict[str, Any] = {"value": value}
-        if config.payload_bytes:
-            payload["pad"] = "x" * config.payload_bytes
-        payloads.append(payload)
-    return gaps, payloads
-
-
-def time_budget(config: ExperimentConfig, extra: float = 10.0) -> float:
-    """Seconds a transport may take: the schedule, plus the slowest poll, round trips, slack."""
-    per_event = config.mean_gap_ms / 1000 * 2 + 3 * config.rtt_ms / 1000
-    return config.events * per_event + (config.warmup + 5) * (0.01 + config.rtt_ms / 500) + extra

@@ -29,12 +29,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from ...server import background as _servers
-from ..events import poisson
 from .clients import LONGPOLL_HOLD, LightResult
 from .clients import receive as light_receive
-from .floor import WARMUP_GAP_S, measure_tcp_floor
+from .floor import measure_tcp_floor
 from .progress import count_progress, progress_line
-from .results import CLOCK, ExperimentConfig, Results, TransportResult, _r, percentile, schedule, short_poll_interval, time_budget
+from .results import ExperimentConfig, Results, TransportResult, _r, percentile
+from .timing import CLOCK, WARMUP_GAP_S, schedule, short_poll_interval, span, time_budget
 
 __all__ = ["run_experiment", "measure_transport", "expected_seconds", "link_fields", "quiet_needed"]
 
@@ -164,7 +164,7 @@ def _start_server(key: str, config: ExperimentConfig) -> tuple[Any, str, asyncio
     from .httpserver import light_http_server
 
     light = light_http_server(_unique(_HTTP_NAME), seed=config.seed, clock=CLOCK)
-    return light, light.http_url, light._thread.loop  # type: ignore[union-attr]
+    return light, light.http_url, light.loop
 
 
 async def _lab_pass(
@@ -498,12 +498,11 @@ def _progress_bar(config: ExperimentConfig, bytes_pass: bool, overlap: bool = Tr
 
 def expected_seconds(config: ExperimentConfig, *, bytes_pass: bool = True, overlap: bool = True) -> float:
     """About how long :func:`run_experiment` takes for ``config``, seconds (on an idle machine)."""
-    span = sum(poisson(config.mean_gap_ms / 1000, config.events, seed=config.seed))
-    rtt = config.rtt_ms / 1000
+    timed, rtt = span(config), config.rtt_ms / 1000
     alone, side_by_side = 0.0, [0.0]
     for key in config.transports:
         interval = short_poll_interval(key) or 0.0
-        per_pass = span + interval + 0.3 + config.warmup * WARMUP_GAP_S + 3 * rtt  # 0.3 s: start and stop
+        per_pass = timed + interval + 0.3 + config.warmup * WARMUP_GAP_S + 3 * rtt  # 0.3 s: start and stop
         if key.startswith("long_poll"):
             per_pass += config.events * rtt / 4  # a round trip per event when events come faster
         passes = _passes(key, config, bytes_pass)

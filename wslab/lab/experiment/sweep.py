@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ...course.display import Table
-from .results import ExperimentConfig, Results, label, short_poll_interval
+from .results import ExperimentConfig, Results, label
 from .progress import progress_line
+from .timing import short_poll_interval
 from .runner import expected_seconds, link_fields, run_experiment
 
 __all__ = ["Sweep", "sweep_rtt", "expected_ms", "SWEEP_TRANSPORTS"]
