@@ -111,7 +111,8 @@ from .cli import main
 from .pieces import check_handshake_response, check_read_frame
 from .report import CaseResult, Report
 from .runner import DEFAULT_MAX_SIZE, DEFAULT_TIMEOUT, check_server, check_server_sync
-from .wire import MAX_SERVER_FRAME, encode_frame
+from .craft import encode_frame
+from .wire import MAX_SERVER_FRAME
 
 __all__ = [
     "check_server",

@@ -19,7 +19,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from .wire import CLOSE, Closed, Eof, Failed, Probe, TEXT, encode_frame, close_payload, parse_close, short, OPCODE_NAMES
+from .craft import CLOSE, OPCODE_NAMES, TEXT, close_payload, encode_frame, parse_close, short
+from .wire import Closed, Eof, Failed, Probe
 
 __all__ = [
     "MUST",

@@ -12,8 +12,8 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from ..course.checks import CheckFailed, check
 from .runner import DEFAULT_MAX_SIZE
-from .wire import BINARY, CONT, FIN, LENGTH_64, MASK_BIT, PING, TEXT, encode_frame
-from .wire import short as _short
+from .craft import BINARY, CONT, FIN, LENGTH_64, MASK_BIT, PING, TEXT, encode_frame
+from .craft import short as _short
 
 __all__ = ["check_handshake_response", "check_read_frame"]
 

@@ -36,7 +36,8 @@ from ..course.i18n import gettext as _
 from .case import MUST, Case, Outcome, Settings
 from .cases import CASES, by_name
 from .report import CaseResult, Report
-from .wire import TEXT, Eof, Failed, Probe, Unreachable, encode_frame
+from .craft import TEXT, encode_frame
+from .wire import Eof, Failed, Probe, Unreachable
 
 __all__ = [
     "check_server",

@@ -47,20 +47,33 @@ import struct
 from dataclasses import dataclass
 from typing import Callable
 
+from .craft import (
+    CLOSE,
+    CONT,
+    FIN,
+    LENGTH_16,
+    LENGTH_64,
+    LENGTH_BITS,
+    MASK_BIT,
+    OPCODE_BITS,
+    OPCODE_NAMES,
+    PING,
+    PONG,
+    RSV_BITS,
+    apply_mask,
+    encode_frame,
+    parse_close,
+    printable,
+    short,
+)
 from .watch import Watch
 
 __all__ = [
-    "encode_frame",
-    "close_payload",
-    "parse_close",
     "ServerFrame",
     "Probe",
     "Failed",
     "Eof",
     "Unreachable",
-    "short",
-    "printable",
-    "OPCODE_NAMES",
     "MAX_SERVER_FRAME",
     "KEPT_PAYLOAD",
     "MESSAGE_LIMIT",
@@ -68,12 +81,6 @@ __all__ = [
     "FRAMES_AHEAD",
     "QUEUE_LIMIT",
     "Closed",
-    "CONT",
-    "TEXT",
-    "BINARY",
-    "CLOSE",
-    "PING",
-    "PONG",
 ]
 
 #: The largest frame the battery reads from a server, in bytes; a larger one fails the case from its header.
@@ -82,19 +89,6 @@ MAX_SERVER_FRAME = 64 * 2**20
 KEPT_PAYLOAD = 2**20
 #: The largest message the battery reassembles from a server's fragments, in bytes.
 MESSAGE_LIMIT = 4 * 2**20
-
-# Frame layout (RFC 6455 section 5.2):
-#   byte 0: FIN | RSV1 | RSV2 | RSV3 | opcode (4 bits)
-#   byte 1: MASK | payload length (7 bits: 0-125, 126 -> 16-bit, 127 -> 64-bit)
-FIN = 0b1000_0000
-RSV_BITS = 0b0111_0000
-OPCODE_BITS = 0b0000_1111
-MASK_BIT = 0b1000_0000
-LENGTH_BITS = 0b0111_1111
-LENGTH_16, LENGTH_64 = 126, 127
-
-CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-OPCODE_NAMES = {CONT: "continuation", TEXT: "text", BINARY: "binary", CLOSE: "close", PING: "ping", PONG: "pong"}
 
 #: What the battery reads at most per socket read, in bytes.
 READ_SIZE = 256 * 1024
@@ -105,80 +99,6 @@ BUFFER_LIMIT = 4 * 2**20
 FRAMES_AHEAD = 1024
 #: Payload bytes decoded ahead of what a case read, before decoding pauses.
 QUEUE_LIMIT = 8 * 2**20
-
-
-def encode_frame(
-    opcode: int,
-    payload: bytes,
-    *,
-    fin: bool = True,
-    mask: bool = True,
-    rsv: int = 0,
-    mask_key: bytes | None = None,
-) -> bytes:
-    """One frame as a client sends it, valid or not (RFC 6455 section 5.2).
-
-    ``mask=False`` makes the unmasked frame a client must never send;
-    ``rsv`` sets the reserved bits (0b111 at most). The length uses the
-    shortest form: 7 bits up to 125, then 16 bits, then 64 bits.
-
-    >>> encode_frame(0x1, b"Hello", mask_key=bytes.fromhex("37fa213d")).hex(" ")
-    '81 85 37 fa 21 3d 7f 9f 4d 51 58'
-    """
-    head = bytes([(FIN if fin else 0) | (rsv << 4) | opcode])
-    mask_flag = MASK_BIT if mask else 0
-    n = len(payload)
-    if n < LENGTH_16:
-        head += struct.pack("!B", mask_flag | n)
-    elif n < 2**16:
-        head += struct.pack("!BH", mask_flag | LENGTH_16, n)
-    else:
-        head += struct.pack("!BQ", mask_flag | LENGTH_64, n)
-    if not mask:
-        return head + payload
-    key = os.urandom(4) if mask_key is None else mask_key
-    return head + key + _xor(payload, key)
-
-
-def _xor(payload: bytes, key: bytes) -> bytes:
-    """XOR with the key repeated over the payload, as one big integer (5.3)."""
-    n = len(payload)
-    repeated = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")
-
-
-def close_payload(code: int, reason: str = "") -> bytes:
-    """The body of a close frame: the 2-byte code, then the UTF-8 reason (5.5.1)."""
-    return struct.pack("!H", code) + reason.encode()
-
-
-def parse_close(payload: bytes) -> tuple[int | None, str]:
-    """(code, reason) of a close frame's body; ``None`` when it has no 2-byte code."""
-    if len(payload) < 2:
-        return None, ""
-    (code,) = struct.unpack("!H", payload[:2])
-    return code, payload[2:].decode("utf-8", "replace")
-
-
-def short(data: bytes | str, limit: int = 24) -> str:
-    """A payload, shown short: the text, or a few bytes in hex and the length."""
-    if isinstance(data, str):
-        return repr(data) if len(data) <= limit else f"{data[:limit]!r}... ({len(data):,} characters)"
-    if len(data) <= limit and (not data or data.isascii()):
-        return repr(data)
-    return f"{len(data):,} bytes ({data[:4].hex(' ')} ...)"
-
-
-def printable(text: str) -> str:
-    """``text`` with every control character shown as an escape (``\\x00``, ``\\x1b``).
-
-    What a server sends ends up in reports, terminals and JUnit XML: a NUL
-    or an ANSI escape there must be seen, not obeyed (RFC 9110 5.5 forbids
-    them in header values anyway).
-    """
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class Failed(Exception):
@@ -507,7 +427,7 @@ class Probe:
         key = await self.readexactly(4) if masked else b""
         payload = await self.readexactly(min(n, KEPT_PAYLOAD))  # over it, the rest is read after the frame is queued
         if masked:
-            payload = _xor(payload, key)
+            payload = apply_mask(payload, key)
         frame = ServerFrame(bool(b0 & FIN), (b0 & RSV_BITS) >> 4, b0 & OPCODE_BITS, payload, masked, form, minimal, n)
         self.watch.frame(frame, n)
         return frame

@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 import sys
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from .i18n import N_
 from .i18n import gettext as _
@@ -76,7 +76,22 @@ def check_equal(actual: Any, expected: Any, what: str) -> None:
             what=_lesson_text(what), actual=_short(actual), expected=_short(expected)))
 
 
-class exercise:
+class _Judged:
+    """A ``with`` block judged when it ends (``_judge``): :class:`exercise` and :class:`expect`."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        return self._judge(exc)
+
+    def _judge(self, exc: BaseException | None) -> bool:
+        raise NotImplementedError
+
+
+class exercise(_Judged):
     """Run an exercise's checks and report in one line.
 
     >>> with exercise("2.1"):
@@ -86,15 +101,7 @@ class exercise:
     def __init__(self, label: str) -> None:
         self.label = label
 
-    def __enter__(self) -> exercise:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
+    def _judge(self, exc: BaseException | None) -> bool:
         label = self.label
         if exc is None:
             results[label] = "passed"
@@ -157,7 +164,7 @@ def assert_done(label: str) -> None:
     check(state == "passed", _("exercise {label} is {state}").format(label=label, state=_(_STATES.get(state, state))))
 
 
-class expect:
+class expect(_Judged):
     """A block that must raise ``error`` (optionally with ``match`` in its message).
 
     ``hint`` says what to do when nothing was raised.
@@ -172,15 +179,7 @@ class expect:
         self.hint = hint  # what to do when nothing was raised, for a learner
         self.caught: BaseException | None = None
 
-    def __enter__(self) -> expect:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
+    def _judge(self, exc: BaseException | None) -> bool:
         name = self.error.__name__
         if exc is None:
             raise CheckFailed(_("expected {name}, but nothing was raised").format(name=name)

@@ -258,7 +258,8 @@ def _messages_template(package: Path, lessons: list[Path]) -> Catalog:
         for lineno, message, comments, context in extract_from_file(
                 "python", path, keywords=DEFAULT_KEYWORDS, comment_tags=("Translators:",),
                 strip_comment_tags=True):
-            template.add(message, locations=[(rel, lineno)], auto_comments=comments, context=context,
+            # The file, not the line: a message that moves within its module is not a change.
+            template.add(message, locations=[(rel, None)], auto_comments=comments, context=context,
                          flags=("python-format",) if "%" in str(message) else ())
     for path in lessons:
         for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
@@ -267,7 +268,7 @@ def _messages_template(package: Path, lessons: list[Path]) -> Catalog:
             with contextlib.redirect_stderr(io.StringIO()):  # Babel warns of each f-string it skips
                 found = list(extract("python", io.BytesIO(cell.source.encode("utf-8")), keywords=CHECK_KEYWORDS))
             for _lineno, message, _comments, _context in found:
-                template.add(message, locations=[(f"notebooks/{path.name}", index)],
+                template.add(message, locations=[(f"notebooks/{path.name}", None)],
                              auto_comments=[f"a check's sentence in lesson {path.stem[:2]}, cell {cell.get('id')}"])
     return template
 

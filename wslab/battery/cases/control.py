@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from ..case import CLOSE_FRAME_FIRST, MUST, USUAL, Case, Outcome, Rule, Settings, refused
-from ..wire import CLOSE, PING, Eof, Failed, Probe, ServerFrame, close_payload, encode_frame, parse_close
+from ..craft import CLOSE, PING, close_payload, encode_frame, parse_close
+from ..wire import Eof, Failed, Probe, ServerFrame
 from .framing import PROTOCOL_ERROR, server_frames_case, violated
 
 __all__ = ["CASES", "INVALID_CODES"]

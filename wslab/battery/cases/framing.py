@@ -6,7 +6,8 @@ import asyncio
 import struct
 
 from ..case import MUST, USUAL, Case, Outcome, Rule, Settings, echo, refused
-from ..wire import BINARY, CLOSE, CONT, PING, TEXT, Eof, Failed, Probe, close_payload, encode_frame
+from ..craft import BINARY, CLOSE, CONT, PING, TEXT, close_payload, encode_frame
+from ..wire import Eof, Failed, Probe
 
 __all__ = ["CASES", "PROTOCOL_ERROR", "server_frames_case", "violated"]
 

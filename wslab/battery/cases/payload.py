@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..case import MUST, USUAL, Case, Outcome, Rule, Settings, echo, refused, too_big
-from ..wire import CONT, TEXT, Probe, encode_frame
+from ..craft import CONT, TEXT, encode_frame
+from ..wire import Probe
 from .framing import violated
 
 __all__ = ["CASES", "TOO_BIG_RULE", "too_big"]
