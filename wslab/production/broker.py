@@ -141,6 +141,7 @@ class Broker(servers.Background):
     """
 
     mode = "task"
+    url = ""  # the Redis it joins through: set in __init__
 
     def __init__(
         self,

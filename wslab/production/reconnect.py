@@ -89,6 +89,7 @@ class ResumableStream(Background):
     """A numbered event stream on a websockets server that can be restarted (see the module note)."""
 
     mode = "task"
+    host = "127.0.0.1"
 
     def __init__(self, name: str, interval: float, backlog: int, *, junk: bool = False,
                  limits: Limits | None = None) -> None:
@@ -117,10 +118,6 @@ class ResumableStream(Background):
         self._outage: float | None = None
         self._producing = asyncio.Event()
         self._producing.set()
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/"
 
     @property
     def connections(self) -> int:

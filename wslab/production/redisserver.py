@@ -44,6 +44,7 @@ class RedisServer(servers.Background):
 
     mode = "process"
     connections = 0
+    url = ""  # where Redis is (redis://, unix://): set when started
 
     def __init__(self, name: str, url: str, how: str, *, lite: Any = None,
                  proc: subprocess.Popen[bytes] | None = None, tmpdir: str | None = None) -> None:

@@ -193,8 +193,27 @@ class Headers:
         return f"Headers({self._items!r})"
 
 
-@dataclass
-class Request:
+class _Head:
+    """What a request head and a response head share: a start line, then the header lines."""
+
+    headers: Headers
+
+    @property
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def _summary(self) -> str:
+        return self.start_line
+
+    def __str__(self) -> str:
+        return f"{self.start_line}\r\n{self.headers}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._summary()}, {len(self.headers)} headers>"
+
+
+@dataclass(repr=False)
+class Request(_Head):
     """A parsed HTTP request head; ``rest`` holds any bytes read after it."""
 
     method: str
@@ -203,11 +222,9 @@ class Request:
     headers: Headers
     rest: bytes = b""
 
-    def __str__(self) -> str:
-        return f"{self.method} {self.path} {self.version}\r\n{self.headers}"
-
-    def __repr__(self) -> str:
-        return f"<Request {self.method} {self.path} {self.version}, {len(self.headers)} headers>"
+    @property
+    def start_line(self) -> str:
+        return f"{self.method} {self.path} {self.version}"
 
     @property
     def subprotocols(self) -> list[str]:
@@ -220,8 +237,8 @@ class Request:
         return self.headers.tokens("Sec-WebSocket-Extensions", lower=False)
 
 
-@dataclass
-class Response:
+@dataclass(repr=False)
+class Response(_Head):
     """A parsed HTTP response head; ``rest`` holds any bytes read after it (frames, a body)."""
 
     version: str
@@ -230,11 +247,12 @@ class Response:
     headers: Headers
     rest: bytes = b""
 
-    def __str__(self) -> str:
-        return f"{self.version} {self.status} {self.reason}\r\n{self.headers}"
+    @property
+    def start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
 
-    def __repr__(self) -> str:
-        return f"<Response {self.status} {self.reason}, {len(self.headers)} headers>"
+    def _summary(self) -> str:
+        return f"{self.status} {self.reason}"
 
 
 def _split_head(data: bytes, max_size: int, what: str) -> tuple[list[str], bytes] | None:

@@ -119,6 +119,16 @@ class Background:
     and unregisters the handle when it stops.
     """
 
+    #: Where a client connects, for a thing that listens on ``host`` and ``port`` (``url``).
+    scheme = "ws"
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port/`` (an IPv6 host in brackets); a relay or an HTTP server says its own."""
+        host = f"[{self.host}]" if ":" in self.host else self.host  # type: ignore[attr-defined]
+        return f"{self.scheme}://{host}:{self.port}/"  # type: ignore[attr-defined]
+
+
     name: str
     mode: str
     started: float

@@ -92,11 +92,6 @@ class Server(Background):
     _ws_server: Any = field(default=None, repr=False)
 
     @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}/"
-
-    @property
     def connections(self) -> int:
         """The number of open WebSocket connections."""
         if self._ws_server is None or self._stopped:

@@ -127,10 +127,6 @@ class ScratchServer(Background):
     _shown: set[str] = field(default_factory=set, repr=False)
 
     @property
-    def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/"
-
-    @property
     def connections(self) -> int:
         return len(self._tasks)
 
