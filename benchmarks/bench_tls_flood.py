@@ -28,6 +28,8 @@ import sys
 import textwrap
 import time
 
+from _verdict import verdict  # this script's folder is on sys.path
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 CHILD = textwrap.dedent(
@@ -108,7 +110,8 @@ def main() -> None:
     per_socket = statistics.median((peak - start) * 1024 / sockets for start, peak, _, _ in results)
     worst = max(end - start for start, _, end, _ in results)
     print(f"peak growth per socket opened: {per_socket:.0f} KiB (median); end minus start, worst run: {worst:.1f} MB")
-    print(("PASS" if worst <= 25 else "MISS") + ": memory back within 25 MB of the start")
+    verdict("memory back near the start after the flood (end - start)", [end - start for start, _, end, _ in results],
+            at_most=25, fmt="{:.1f}", unit=" MB", why=f"worst run {worst:.1f} MB")
 
 
 if __name__ == "__main__":
