@@ -9,6 +9,10 @@ The bottom layer: it imports nothing else of wslab, and everything may import it
 * ``exercises.py``: ``python -m wslab exercises``, learner copies from ``instructor/source/``.
 * ``lessons.py``, ``_bundle.py``, ``safewrite.py``: ``python -m wslab lessons DIR``, and
   the rule that no command ever writes over a learner's edits.
+* ``i18n.py``: the package's messages in the learner's language (standard gettext over
+  ``locale/``; ``WSLAB_LANG``, a ``zh-CN`` lessons folder, or the locale decides).
+* ``translation.py``: the translators' tool (Babel): catalogs for the lessons and the package,
+  fuzzy when the English changes, ``notebooks/zh-CN/`` built from them.
 """
 
 __all__: list[str] = []
