@@ -351,3 +351,17 @@ def test_only_the_catalog_tools_import_babel():
             if any(n == "babel" or n.startswith("babel.") for n in names):
                 importers.append(path.relative_to(ROOT).as_posix())
     assert sorted(set(importers)) == ["wslab/course/translation.py"]
+
+
+# -- the package's other messages: servers, the battery's report, commands, lessons' checks --
+
+def test_a_port_in_use_error_is_chinese_under_wslab_lang_and_english_by_default(english_environment, monkeypatch):
+    from wslab.server.background import PortInUseError, _check_host
+
+    assert str(PortInUseError("127.0.0.1", 8765)).startswith("port 8765 on 127.0.0.1 is already in use")
+    with pytest.raises(ValueError, match="^refusing to listen on '0.0.0.0'"):
+        _check_host("0.0.0.0", False)
+    monkeypatch.setenv("WSLAB_LANG", "zh_CN")
+    assert str(PortInUseError("127.0.0.1", 8765)).startswith("127.0.0.1 上的端口 8765 已被其他程序占用")
+    with pytest.raises(ValueError, match="^拒绝监听 '0.0.0.0'"):
+        _check_host("0.0.0.0", False)
