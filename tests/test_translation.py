@@ -365,3 +365,22 @@ def test_a_port_in_use_error_is_chinese_under_wslab_lang_and_english_by_default(
     assert str(PortInUseError("127.0.0.1", 8765)).startswith("127.0.0.1 上的端口 8765 已被其他程序占用")
     with pytest.raises(ValueError, match="^拒绝监听 '0.0.0.0'"):
         _check_host("0.0.0.0", False)
+
+
+def test_the_battery_reports_summary_and_table_are_chinese_under_wslab_lang_and_json_keys_stay(english_environment,
+                                                                                                monkeypatch):
+    from wslab.battery.report import CaseResult, Report
+
+    case = CaseResult("text echo", passed=False, expected="the same text back", happened="nothing came back",
+                      rfc="5.6", quote="The payload data is text data encoded as UTF-8.")
+    report = Report("ws://127.0.0.1:1/", [case])
+    assert report.summary.startswith("0 of 1 MUSTs hold against ws://127.0.0.1:1/; 0 SHOULD note(s)")
+    assert "MUST failures:" in str(report) and not CJK.search(str(report))
+    english_json = report.to_json()
+    monkeypatch.setenv("WSLAB_LANG", "zh_CN")
+    assert report.summary.startswith("ws://127.0.0.1:1/：1 条 MUST 满足了 0 条；0 条 SHOULD 提醒")
+    assert "不满足的 MUST：" in str(report) and "实际情况" in str(report)
+    assert "text echo" in str(report) and case.quote in str(report)  # case names and RFC quotes stay English
+    assert report.to_json() == english_json  # machine-read: the same keys and values in every language
+    with pytest.raises(CheckFailed, match="^1 条 MUST 中有 1 条不满足：text echo（RFC 6455 第 5.6 节）"):
+        report.assert_passed()
