@@ -306,12 +306,16 @@ def test_the_locale_selects_chinese_when_nothing_else_does(english_environment, 
     assert i18n.language() is None and i18n.gettext("options") == "options"
 
 
-def _battery_help(**env: str) -> str:
+def _help(*command: str, **env: str) -> str:
     clean = {k: v for k, v in os.environ.items() if k not in ("WSLAB_LANG", "LANGUAGE", "LC_ALL", "LC_MESSAGES")}
-    done = subprocess.run([sys.executable, "-m", "wslab", "battery", "--help"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "wslab", *command, "--help"], capture_output=True, text=True,
                           timeout=60, env={**clean, "LANG": "C.UTF-8", "PYTHONPATH": str(ROOT), **env}, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def _battery_help(**env: str) -> str:
+    return _help("battery", **env)
 
 
 def test_battery_help_is_chinese_under_wslab_lang_and_english_by_default():
@@ -384,3 +388,28 @@ def test_the_battery_reports_summary_and_table_are_chinese_under_wslab_lang_and_
     assert report.to_json() == english_json  # machine-read: the same keys and values in every language
     with pytest.raises(CheckFailed, match="^1 条 MUST 中有 1 条不满足：text echo（RFC 6455 第 5.6 节）"):
         report.assert_passed()
+
+
+@pytest.mark.parametrize("command, chinese", [
+    (("bench",), "在这台机器上测量 WebSocket 推送与 SSE、长轮询、短轮询和裸 TCP 的差别"),
+    (("classroom",), "启动课堂聊天室"),
+    (("exercises",), "生成课程 notebook 的学员版"),
+    (("lessons",), "把课程 notebook 及其链接到的所有文件写到你自己的文件夹里"),
+    ((), "wslab 实验套件"),
+])
+def test_every_commands_help_is_chinese_under_wslab_lang_and_english_by_default(command, chinese):
+    shown = _help(*command, WSLAB_LANG="zh_CN")
+    assert shown.startswith(f"用法：python -m wslab{' ' if command else ''}{' '.join(command)}") and chinese in shown
+    assert "显示帮助信息并退出" in shown
+    english = _help(*command)
+    assert english.startswith("usage: python -m wslab") and not CJK.search(english)
+
+
+def test_a_command_line_error_is_chinese_under_wslab_lang(tmp_path):
+    env = {**os.environ, "WSLAB_LANG": "zh_CN", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "wslab", "classroom", "--port", "70000"], capture_output=True,
+                          text=True, timeout=60, env=env, cwd=tmp_path)
+    assert done.returncode == 2 and "! --port 必须在 0-65535 之间，收到的是 70000" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "wslab", "exercises", "--partial"], capture_output=True,
+                          text=True, timeout=60, env=env, cwd=tmp_path)
+    assert done.returncode == 2 and "错误：--partial 要和 --translations 一起用" in done.stderr
