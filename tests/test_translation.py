@@ -413,3 +413,31 @@ def test_a_command_line_error_is_chinese_under_wslab_lang(tmp_path):
     done = subprocess.run([sys.executable, "-m", "wslab", "exercises", "--partial"], capture_output=True,
                           text=True, timeout=60, env=env, cwd=tmp_path)
     assert done.returncode == 2 and "错误：--partial 要和 --translations 一起用" in done.stderr
+
+
+def test_a_classroom_notice_is_chinese_under_wslab_lang_and_english_by_default(english_environment, monkeypatch):
+    from wslab.classroom.chat_client import _ws_url
+    from wslab.production.outbox import Outbox
+
+    outbox = Outbox(max_pending=1, max_pending_bytes=1)
+    assert outbox.refusal(split=True) == ("0 messages already wait for Redis (the room is split): yours was not "
+                                          "kept; send it again when the room is whole")
+    with pytest.raises(ValueError, match="^not a room address: 'ftp://x'"):
+        _ws_url("ftp://x", "ada")
+    monkeypatch.setenv("WSLAB_LANG", "zh_CN")
+    assert outbox.refusal(split=True).startswith("已有 0 条消息在等待 Redis（聊天室被分隔开了）")
+    with pytest.raises(ValueError, match="^'ftp://x' 不是聊天室地址"):
+        _ws_url("ftp://x", "ada")
+
+
+def test_a_lesson_modules_check_failure_is_chinese_under_wslab_lang_and_english_by_default(english_environment,
+                                                                                            monkeypatch):
+    """The reconnection exercise's check (wslab.production.reconnect) judges the events follow() returned."""
+    from wslab.production.reconnect import _check_events
+
+    twice = [{"id": 1}, {"id": 1}]
+    with pytest.raises(CheckFailed, match=r'^event 1 arrived twice \(at position 2\): resume with \{"last"'):
+        _check_events(twice, 2)
+    monkeypatch.setenv("WSLAB_LANG", "zh_CN")
+    with pytest.raises(CheckFailed, match=r'^事件 1 收到了两次（在第 2 个位置）：重连后用 \{"last": <你见过的最后一个 id>\} 恢复'):
+        _check_events(twice, 2)
