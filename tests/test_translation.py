@@ -441,3 +441,15 @@ def test_a_lesson_modules_check_failure_is_chinese_under_wslab_lang_and_english_
     monkeypatch.setenv("WSLAB_LANG", "zh_CN")
     with pytest.raises(CheckFailed, match=r'^事件 1 收到了两次（在第 2 个位置）：重连后用 \{"last": <你见过的最后一个 id>\} 恢复'):
         _check_events(twice, 2)
+
+
+def test_a_lessons_check_sentence_with_fields_is_looked_up_then_filled(english_environment, monkeypatch):
+    """Lesson 08's code cell passes the sentence with {fields} and the values as keywords (no f-string)."""
+    sentence = "a write buffer reached {peak:,} bytes; it should stay near the limit"
+    assert f'"{sentence}", peak=peak)' in \
+        (ROOT / "notebooks" / "08-keep-it-running.ipynb").read_text(encoding="utf-8").replace('\\"', '"')
+    with pytest.raises(CheckFailed, match="^a write buffer reached 70,000 bytes"):
+        wslab.check(False, sentence, peak=70_000)
+    monkeypatch.setenv("WSLAB_LANG", "zh_CN")
+    with pytest.raises(CheckFailed, match="^有一个写缓冲区涨到了 70,000 字节；它应该保持在上限附近$"):
+        wslab.check(False, sentence, peak=70_000)
