@@ -453,3 +453,13 @@ def test_a_lessons_check_sentence_with_fields_is_looked_up_then_filled(english_e
     monkeypatch.setenv("WSLAB_LANG", "zh_CN")
     with pytest.raises(CheckFailed, match="^有一个写缓冲区涨到了 70,000 字节；它应该保持在上限附近$"):
         wslab.check(False, sentence, peak=70_000)
+
+
+def test_a_table_with_chinese_words_lines_up_in_a_terminal():
+    """A Chinese character takes two terminal columns: the text table pads by columns, not characters."""
+    from wslab.course.display import Table, text_width
+
+    table = str(Table(["用例", "level"], [["text echo", "MUST"], ["关闭码", "SHOULD"]]))
+    header, rule, *rows = table.splitlines()
+    assert text_width(header.split("level")[0]) == text_width(rows[0].split("MUST")[0]) == len(rule.split()[0]) + 2
+    assert text_width(rows[1].split("SHOULD")[0]) == text_width(rows[0].split("MUST")[0])
