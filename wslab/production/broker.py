@@ -508,9 +508,9 @@ class Broker(servers.Background):
         self._split_since = time.monotonic()
         self.stats["splits"] += 1
         why = f"{type(exc).__name__}: {exc}"[:160]
-        print(f"! {self.name}: lost Redis at {self.url} ({why}); the room is split: this process serves "
-              f"its own members and keeps their messages for the others (up to {self.max_pending})",
-              file=sys.stderr, flush=True)
+        print(_("! {name}: lost Redis at {url} ({why}); the room is split: this process serves "
+                "its own members and keeps their messages for the others (up to {most})").format(
+            name=self.name, url=self.url, why=why, most=self.max_pending), file=sys.stderr, flush=True)
         self._system(_("the room is split: its other processes are out of reach (Redis does not answer). "
                        "You hear only the members of this process for now; your messages are kept and "
                        "reach the others when the room is whole again"))
@@ -523,8 +523,9 @@ class Broker(servers.Background):
         seconds = time.monotonic() - self._split_since
         self.stats["rejoins"] += 1
         self.stats["split_seconds"] += seconds
-        print(f"= {self.name}: Redis is back after {seconds:.1f} s; the room is whole again, "
-              f"{len(self._outbox)} kept events go out now", file=sys.stderr, flush=True)
+        print(_("= {name}: Redis is back after {seconds} s; the room is whole again, "
+                "{count} kept events go out now").format(
+            name=self.name, seconds=f"{seconds:.1f}", count=len(self._outbox)), file=sys.stderr, flush=True)
         self._system(_("the room is whole again after {seconds} s: messages sent meanwhile "
                        "on the other processes follow").format(seconds=f"{seconds:.0f}"))
 
@@ -556,8 +557,8 @@ class Broker(servers.Background):
         while self._outbox and not self.split and self._task is not None and time.monotonic() < deadline:
             await asyncio.sleep(0.02)  # a bounded poll: the writer empties the outbox
         if self._outbox:
-            print(f"! {self.name}: {len(self._outbox)} events not sent to Redis at stop",
-                  file=sys.stderr, flush=True)
+            print(_("! {name}: {count} events not sent to Redis at stop").format(
+                name=self.name, count=len(self._outbox)), file=sys.stderr, flush=True)
         if self.room is not None and getattr(self.room, "broker", None) is self:
             self.room.broker = None
         self._drained.set()
