@@ -24,6 +24,17 @@ def test_check_passes_silently_and_fails_with_the_message():
         check(False, "frame too long")
 
 
+def test_a_sentence_with_fields_is_filled_from_the_keywords_and_a_plain_one_keeps_its_braces():
+    with pytest.raises(CheckFailed, match=r"^a write buffer reached 70,000 bytes; it should stay near the limit$"):
+        check(False, "a write buffer reached {peak:,} bytes; it should stay near the limit", peak=70_000)
+    with pytest.raises(CheckFailed, match=r"^your accept key for 'k' was 'abc'; expected 'xyz'$"):
+        check_equal("abc", "xyz", "your accept key for {key!r}", key="k")
+    with pytest.raises(CheckFailed, match=r"^close_code_for a ping \(8903...\) was 1000; expected 1002$"):
+        check_equal(1000, 1002, "close_code_for {what} ({start}...)", what="a ping", start="8903")
+    with pytest.raises(CheckFailed, match=r"^return a dict like \{'A': 'Host'\}$"):
+        check(False, "return a dict like {'A': 'Host'}")  # no keywords: the sentence is not a template
+
+
 def test_check_failed_renders_without_a_traceback_in_ipython():
     assert CheckFailed("bad key")._render_traceback_() == ["\x1b[31m✗ bad key\x1b[0m"]
 

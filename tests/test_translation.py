@@ -306,12 +306,16 @@ def test_the_locale_selects_chinese_when_nothing_else_does(english_environment, 
     assert i18n.language() is None and i18n.gettext("options") == "options"
 
 
-def _battery_help(**env: str) -> str:
+def _help(*command: str, **env: str) -> str:
     clean = {k: v for k, v in os.environ.items() if k not in ("WSLAB_LANG", "LANGUAGE", "LC_ALL", "LC_MESSAGES")}
-    done = subprocess.run([sys.executable, "-m", "wslab", "battery", "--help"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "wslab", *command, "--help"], capture_output=True, text=True,
                           timeout=60, env={**clean, "LANG": "C.UTF-8", "PYTHONPATH": str(ROOT), **env}, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def _battery_help(**env: str) -> str:
+    return _help("battery", **env)
 
 
 def test_battery_help_is_chinese_under_wslab_lang_and_english_by_default():
@@ -351,3 +355,111 @@ def test_only_the_catalog_tools_import_babel():
             if any(n == "babel" or n.startswith("babel.") for n in names):
                 importers.append(path.relative_to(ROOT).as_posix())
     assert sorted(set(importers)) == ["wslab/course/translation.py"]
+
+
+# -- the package's other messages: servers, the battery's report, commands, lessons' checks --
+
+def test_a_port_in_use_error_is_chinese_under_wslab_lang_and_english_by_default(english_environment, monkeypatch):
+    from wslab.server.background import PortInUseError, _check_host
+
+    assert str(PortInUseError("127.0.0.1", 8765)).startswith("port 8765 on 127.0.0.1 is already in use")
+    with pytest.raises(ValueError, match="^refusing to listen on '0.0.0.0'"):
+        _check_host("0.0.0.0", False)
+    monkeypatch.setenv("WSLAB_LANG", "zh_CN")
+    assert str(PortInUseError("127.0.0.1", 8765)).startswith("127.0.0.1 上的端口 8765 已被其他程序占用")
+    with pytest.raises(ValueError, match="^拒绝监听 '0.0.0.0'"):
+        _check_host("0.0.0.0", False)
+
+
+def test_the_battery_reports_summary_and_table_are_chinese_under_wslab_lang_and_json_keys_stay(english_environment,
+                                                                                                monkeypatch):
+    from wslab.battery.report import CaseResult, Report
+
+    case = CaseResult("text echo", passed=False, expected="the same text back", happened="nothing came back",
+                      rfc="5.6", quote="The payload data is text data encoded as UTF-8.")
+    report = Report("ws://127.0.0.1:1/", [case])
+    assert report.summary.startswith("0 of 1 MUSTs hold against ws://127.0.0.1:1/; 0 SHOULD note(s)")
+    assert "MUST failures:" in str(report) and not CJK.search(str(report))
+    english_json = report.to_json()
+    monkeypatch.setenv("WSLAB_LANG", "zh_CN")
+    assert report.summary.startswith("ws://127.0.0.1:1/：1 条 MUST 满足了 0 条；0 条 SHOULD 提醒")
+    assert "不满足的 MUST：" in str(report) and "实际情况" in str(report)
+    assert "text echo" in str(report) and case.quote in str(report)  # case names and RFC quotes stay English
+    assert report.to_json() == english_json  # machine-read: the same keys and values in every language
+    with pytest.raises(CheckFailed, match="^1 条 MUST 中有 1 条不满足：text echo（RFC 6455 第 5.6 节）"):
+        report.assert_passed()
+
+
+@pytest.mark.parametrize("command, chinese", [
+    (("bench",), "在这台机器上测量 WebSocket 推送与 SSE、长轮询、短轮询和裸 TCP 的差别"),
+    (("classroom",), "启动课堂聊天室"),
+    (("exercises",), "生成课程 notebook 的学员版"),
+    (("lessons",), "把课程 notebook 及其链接到的所有文件写到你自己的文件夹里"),
+    ((), "wslab 实验套件"),
+])
+def test_every_commands_help_is_chinese_under_wslab_lang_and_english_by_default(command, chinese):
+    shown = _help(*command, WSLAB_LANG="zh_CN")
+    assert shown.startswith(f"用法：python -m wslab{' ' if command else ''}{' '.join(command)}") and chinese in shown
+    assert "显示帮助信息并退出" in shown
+    english = _help(*command)
+    assert english.startswith("usage: python -m wslab") and not CJK.search(english)
+
+
+def test_a_command_line_error_is_chinese_under_wslab_lang(tmp_path):
+    env = {**os.environ, "WSLAB_LANG": "zh_CN", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "wslab", "classroom", "--port", "70000"], capture_output=True,
+                          text=True, timeout=60, env=env, cwd=tmp_path)
+    assert done.returncode == 2 and "! --port 必须在 0-65535 之间，收到的是 70000" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "wslab", "exercises", "--partial"], capture_output=True,
+                          text=True, timeout=60, env=env, cwd=tmp_path)
+    assert done.returncode == 2 and "错误：--partial 要和 --translations 一起用" in done.stderr
+
+
+def test_a_classroom_notice_is_chinese_under_wslab_lang_and_english_by_default(english_environment, monkeypatch):
+    from wslab.classroom.chat_client import _ws_url
+    from wslab.production.outbox import Outbox
+
+    outbox = Outbox(max_pending=1, max_pending_bytes=1)
+    assert outbox.refusal(split=True) == ("0 messages already wait for Redis (the room is split): yours was not "
+                                          "kept; send it again when the room is whole")
+    with pytest.raises(ValueError, match="^not a room address: 'ftp://x'"):
+        _ws_url("ftp://x", "ada")
+    monkeypatch.setenv("WSLAB_LANG", "zh_CN")
+    assert outbox.refusal(split=True).startswith("已有 0 条消息在等待 Redis（聊天室被分隔开了）")
+    with pytest.raises(ValueError, match="^'ftp://x' 不是聊天室地址"):
+        _ws_url("ftp://x", "ada")
+
+
+def test_a_lesson_modules_check_failure_is_chinese_under_wslab_lang_and_english_by_default(english_environment,
+                                                                                            monkeypatch):
+    """The reconnection exercise's check (wslab.production.reconnect) judges the events follow() returned."""
+    from wslab.production.reconnect import _check_events
+
+    twice = [{"id": 1}, {"id": 1}]
+    with pytest.raises(CheckFailed, match=r'^event 1 arrived twice \(at position 2\): resume with \{"last"'):
+        _check_events(twice, 2)
+    monkeypatch.setenv("WSLAB_LANG", "zh_CN")
+    with pytest.raises(CheckFailed, match=r'^事件 1 收到了两次（在第 2 个位置）：重连后用 \{"last": <你见过的最后一个 id>\} 恢复'):
+        _check_events(twice, 2)
+
+
+def test_a_lessons_check_sentence_with_fields_is_looked_up_then_filled(english_environment, monkeypatch):
+    """Lesson 08's code cell passes the sentence with {fields} and the values as keywords (no f-string)."""
+    sentence = "a write buffer reached {peak:,} bytes; it should stay near the limit"
+    assert f'"{sentence}", peak=peak)' in \
+        (ROOT / "notebooks" / "08-keep-it-running.ipynb").read_text(encoding="utf-8").replace('\\"', '"')
+    with pytest.raises(CheckFailed, match="^a write buffer reached 70,000 bytes"):
+        wslab.check(False, sentence, peak=70_000)
+    monkeypatch.setenv("WSLAB_LANG", "zh_CN")
+    with pytest.raises(CheckFailed, match="^有一个写缓冲区涨到了 70,000 字节；它应该保持在上限附近$"):
+        wslab.check(False, sentence, peak=70_000)
+
+
+def test_a_table_with_chinese_words_lines_up_in_a_terminal():
+    """A Chinese character takes two terminal columns: the text table pads by columns, not characters."""
+    from wslab.course.display import Table, text_width
+
+    table = str(Table(["用例", "level"], [["text echo", "MUST"], ["关闭码", "SHOULD"]]))
+    header, rule, *rows = table.splitlines()
+    assert text_width(header.split("level")[0]) == text_width(rows[0].split("MUST")[0]) == len(rule.split()[0]) + 2
+    assert text_width(rows[1].split("SHOULD")[0]) == text_width(rows[0].split("MUST")[0])

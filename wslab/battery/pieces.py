@@ -11,6 +11,8 @@ import struct
 from typing import Any, Awaitable, Callable, Sequence
 
 from ..course.checks import CheckFailed, check
+from ..course.i18n import N_
+from ..course.i18n import gettext as _
 from .runner import DEFAULT_MAX_SIZE
 from .craft import BINARY, CONT, FIN, LENGTH_64, MASK_BIT, PING, TEXT, encode_frame
 from .craft import short as _short
@@ -41,45 +43,53 @@ def check_handshake_response(respond: Callable[[bytes], bytes]) -> None:
     from websockets.uri import parse_uri
 
     request = b""
-    for what, rewrite in [("", lambda r: r), (" with lowercase header names", _lowercase_names)]:
+    for label, rewrite in [(N_("the websockets client's request"), lambda r: r),
+                           (N_("the websockets client's request with lowercase header names"), _lowercase_names)]:
+        what = _(label)
         client = ClientProtocol(parse_uri("ws://127.0.0.1:8765/chat"))
         client.send_request(client.connect())
         request = rewrite(b"".join(client.data_to_send()))
-        answer = _answer(respond, request, f"the websockets client's request{what}")
+        answer = _answer(respond, request, what)
         check(isinstance(answer, (bytes, bytearray)),
-              f"the answer was {type(answer).__name__}; return bytes, e.g. text.encode()")
+              _("the answer was {type}; return bytes, e.g. text.encode()").format(type=type(answer).__name__))
         client.receive_data(bytes(answer))
         if client.handshake_exc is not None:
             raise CheckFailed(
-                f"for the websockets client's request{what}, its client refused your answer "
-                f"{_short(bytes(answer), 60)}: {client.handshake_exc}"
-                + (" (header names are case-insensitive: compare them with .lower())" if what else "")
+                _("for {request}, its client refused your answer {answer}: {error}").format(
+                    request=what, answer=_short(bytes(answer), 60), error=client.handshake_exc)
+                + (_(" (header names are case-insensitive: compare them with .lower())")
+                   if rewrite is _lowercase_names else "")
                 + _accept_hint(request, bytes(answer))
             )
         check(client.state is State.OPEN,
-              f"your answer {_short(bytes(answer), 60)} to the request{what} did not complete the handshake: "
-              f"does it end with an empty line, b'\\r\\n\\r\\n'?")
+              _("your answer {answer} to {request} did not complete the handshake: "
+                "does it end with an empty line, b'\\r\\n\\r\\n'?").format(
+                  answer=_short(bytes(answer), 60), request=what))
     request = _lowercase_names(request)
     key_line = next(line for line in request.split(b"\r\n") if line.startswith(b"sec-websocket-key"))
-    for what, bad, status in [
-        ("a request without Sec-WebSocket-Key", request.replace(key_line + b"\r\n", b""), 400),
-        ("a POST request (RFC 6455 4.2.1: the handshake is a GET)", b"POST" + request[len(b"GET"):], 400),
-        ("a request with Sec-WebSocket-Version: 25, a version nobody speaks",
+    for label, bad, status in [
+        (N_("a request without Sec-WebSocket-Key"), request.replace(key_line + b"\r\n", b""), 400),
+        (N_("a POST request (RFC 6455 4.2.1: the handshake is a GET)"), b"POST" + request[len(b"GET"):], 400),
+        (N_("a request with Sec-WebSocket-Version: 25, a version nobody speaks"),
          request.replace(b"sec-websocket-version: 13", b"sec-websocket-version: 25"), 426),
     ]:
+        what = _(label)
         refusal = _answer(respond, bad, what)
         check(isinstance(refusal, (bytes, bytearray)),
-              f"for {what}, the answer was {type(refusal).__name__}; return bytes, e.g. text.encode()")
+              _("for {what}, the answer was {type}; return bytes, e.g. text.encode()").format(
+                  what=what, type=type(refusal).__name__))
         refusal = bytes(refusal)
         head = refusal.split(b"\r\n\r\n", 1)[0].decode("latin-1")
         line = head.split("\r\n", 1)[0]
         check(line.startswith(f"HTTP/1.1 {status} "),
-              f"for {what}, your answer starts {line!r}; expected 'HTTP/1.1 {status} ...'")
-        check(refusal.count(b"\r\n\r\n") >= 1, f"for {what}, the answer has no empty line ending its head")
+              _("for {what}, your answer starts {line}; expected 'HTTP/1.1 {status} ...'").format(
+                  what=what, line=repr(line), status=status))
+        check(refusal.count(b"\r\n\r\n") >= 1,
+              _("for {what}, the answer has no empty line ending its head").format(what=what))
         if status == 426:
             check("sec-websocket-version: 13" in head.lower(),
-                  "the 426 answer lacks the header Sec-WebSocket-Version: 13 (RFC 6455 4.4: it MUST "
-                  "name the versions the server speaks)")
+                  _("the 426 answer lacks the header Sec-WebSocket-Version: 13 (RFC 6455 4.4: it MUST "
+                    "name the versions the server speaks)"))
 
 
 async def check_read_frame(
@@ -104,51 +114,57 @@ async def check_read_frame(
 
     big = bytes(i % 251 for i in range(70_000))
     good: list[tuple[str, bytes, list[tuple[bool, int, bytes]]]] = [
-        ("the RFC's masked 'Hello' (81 85 37 fa 21 3d 7f 9f 4d 51 58)",
+        (N_("the RFC's masked 'Hello' (81 85 37 fa 21 3d 7f 9f 4d 51 58)"),
          bytes.fromhex("818537fa213d7f9f4d5158"), [(True, TEXT, b"Hello")]),
-        ("a 200-byte binary frame (16-bit length)", ws(WsOpcode.BINARY, big[:200]), [(True, BINARY, big[:200])]),
-        ("a 70,000-byte binary frame (64-bit length)", ws(WsOpcode.BINARY, big), [(True, BINARY, big)]),
-        ("two frames of a fragmented message",
+        (N_("a 200-byte binary frame (16-bit length)"), ws(WsOpcode.BINARY, big[:200]), [(True, BINARY, big[:200])]),
+        (N_("a 70,000-byte binary frame (64-bit length)"), ws(WsOpcode.BINARY, big), [(True, BINARY, big)]),
+        (N_("two frames of a fragmented message"),
          ws(WsOpcode.TEXT, b"Hel", fin=False) + ws(WsOpcode.CONT, b"lo"),
          [(False, TEXT, b"Hel"), (True, CONT, b"lo")]),
-        ("a ping with payload b'hi'", ws(WsOpcode.PING, b"hi"), [(True, PING, b"hi")]),
-        ("an empty text frame", ws(WsOpcode.TEXT, b""), [(True, TEXT, b"")]),
+        (N_("a ping with payload b'hi'"), ws(WsOpcode.PING, b"hi"), [(True, PING, b"hi")]),
+        (N_("an empty text frame"), ws(WsOpcode.TEXT, b""), [(True, TEXT, b"")]),
     ]
-    for what, data, expected in good:
+    for label, data, expected in good:
+        what = _(label)
         reader = asyncio.StreamReader()
         reader.feed_data(data)
         reader.feed_eof()
         got = []
-        for _ in expected:
+        for _frame in expected:
             try:
                 async with asyncio.timeout(timeout):
                     fin, opcode, payload = await read_frame(reader, max_size)
             except TimeoutError:
-                raise CheckFailed(f"for {what}, read_frame() waited {timeout:g} s for more bytes: "
-                                  f"read exactly the frame's length") from None
+                raise CheckFailed(_("for {what}, read_frame() waited {seconds} s for more bytes: "
+                                    "read exactly the frame's length").format(what=what, seconds=f"{timeout:g}")) from None
             except asyncio.IncompleteReadError as exc:
-                raise CheckFailed(f"for {what}, read_frame() read past the frame: it wanted "
-                                  f"{exc.expected} more bytes but only {len(exc.partial)} were left") from None
+                raise CheckFailed(_("for {what}, read_frame() read past the frame: it wanted "
+                                    "{wanted} more bytes but only {left} were left").format(
+                    what=what, wanted=exc.expected, left=len(exc.partial))) from None
             except NotImplementedError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a valid frame must not raise
-                raise CheckFailed(f"for {what}, read_frame() raised {type(exc).__name__}({exc}); "
-                                  f"this frame is valid: return (fin, opcode, payload)") from exc
+                raise CheckFailed(_("for {what}, read_frame() raised {type}({error}); "
+                                    "this frame is valid: return (fin, opcode, payload)").format(
+                    what=what, type=type(exc).__name__, error=exc)) from exc
             got.append((bool(fin), int(opcode), bytes(payload)))
         if got != expected:
-            raise CheckFailed(f"for {what}, read_frame() returned {_short_list(got)}; expected {_short_list(expected)}")
-        check(reader.at_eof(), f"for {what}, read_frame() left bytes unread: read the whole frame")
+            raise CheckFailed(_("for {what}, read_frame() returned {got}; expected {expected}").format(
+                what=what, got=_short_list(got), expected=_short_list(expected)))
+        check(reader.at_eof(), _("for {what}, read_frame() left bytes unread: read the whole frame").format(what=what))
 
     header_only = struct.pack("!BBQ", FIN | BINARY, MASK_BIT | LENGTH_64, max_size + 1) + b"\0\0\0\0"
     bad = [
-        ("an unmasked frame (81 05 48 65 6c 6c 6f)", bytes.fromhex("810548656c6c6f"), 1002, True),
-        ("a frame with the reserved opcode 0x3", encode_frame(0x3, b"?"), 1002, True),
-        ("a text frame with RSV1 set and no extension negotiated", encode_frame(TEXT, b"x", rsv=0b100), 1002, True),
-        ("a ping of 126 bytes (control frames carry at most 125)", encode_frame(PING, b"x" * 126), 1002, True),
-        ("a ping without FIN (control frames are never fragmented)", encode_frame(PING, b"x", fin=False), 1002, True),
-        (f"a frame that announces {max_size + 1:,} bytes (max_size {max_size:,})", header_only, 1009, False),
+        (N_("an unmasked frame (81 05 48 65 6c 6c 6f)"), bytes.fromhex("810548656c6c6f"), 1002, True),
+        (N_("a frame with the reserved opcode 0x3"), encode_frame(0x3, b"?"), 1002, True),
+        (N_("a text frame with RSV1 set and no extension negotiated"), encode_frame(TEXT, b"x", rsv=0b100), 1002, True),
+        (N_("a ping of 126 bytes (control frames carry at most 125)"), encode_frame(PING, b"x" * 126), 1002, True),
+        (N_("a ping without FIN (control frames are never fragmented)"), encode_frame(PING, b"x", fin=False), 1002, True),
+        (_("a frame that announces {size} bytes (max_size {most})").format(size=f"{max_size + 1:,}", most=f"{max_size:,}"),
+         header_only, 1009, False),
     ]
-    for what, data, code, eof in bad:
+    for label, data, code, eof in bad:
+        what = _(label)
         reader = asyncio.StreamReader()
         reader.feed_data(data)
         if eof:
@@ -157,17 +173,19 @@ async def check_read_frame(
             async with asyncio.timeout(timeout):
                 got = await read_frame(reader, max_size)
         except TimeoutError:
-            raise CheckFailed(f"for {what}, read_frame() waited {timeout:g} s for the payload: check the "
-                              f"length against max_size before reading it, and raise ProtocolError(..., code={code})") from None
+            raise CheckFailed(_("for {what}, read_frame() waited {seconds} s for the payload: check the "
+                                "length against max_size before reading it, and raise ProtocolError(..., code={code})").format(
+                what=what, seconds=f"{timeout:g}", code=code)) from None
         except NotImplementedError:
             raise
         except Exception as exc:  # noqa: BLE001 - we judge what was raised
             raised = getattr(exc, "code", None)
-            check(raised == code, f"for {what}, read_frame() raised {type(exc).__name__}({exc}) with code "
-                                  f"{raised}; expected code {code}: raise wslab.ProtocolError('...', code={code})")
+            check(raised == code, _("for {what}, read_frame() raised {type}({error}) with code "
+                                    "{raised}; expected code {code}: raise wslab.ProtocolError('...', code={code})").format(
+                what=what, type=type(exc).__name__, error=exc, raised=raised, code=code))
             continue
-        raise CheckFailed(f"for {what}, read_frame() returned {_short_list([got])}; expected it to raise "
-                          f"wslab.ProtocolError('...', code={code})")
+        raise CheckFailed(_("for {what}, read_frame() returned {got}; expected it to raise "
+                            "wslab.ProtocolError('...', code={code})").format(what=what, got=_short_list([got]), code=code))
 
 
 def _answer(respond: Callable[[bytes], Any], request: bytes, what: str) -> Any:
@@ -177,8 +195,9 @@ def _answer(respond: Callable[[bytes], Any], request: bytes, what: str) -> Any:
     except NotImplementedError:
         raise
     except Exception as exc:  # noqa: BLE001 - the learner's bug, shown with the request
-        raise CheckFailed(f"for {what}, handshake_response() raised {type(exc).__name__}({exc}): "
-                          f"it must return an answer (101, 400 or 426) for every request") from exc
+        raise CheckFailed(_("for {what}, handshake_response() raised {type}({error}): "
+                            "it must return an answer (101, 400 or 426) for every request").format(
+            what=what, type=type(exc).__name__, error=exc)) from exc
 
 
 def _short_list(frames: Sequence[Any]) -> str:
@@ -199,7 +218,7 @@ def _accept_hint(request: bytes, answer: bytes) -> str:
 
     def header(message: bytes, name: bytes) -> bytes | None:
         for line in message.split(b"\r\n")[1:]:
-            key, _, value = line.partition(b":")
+            key, _colon, value = line.partition(b":")
             if key.strip().lower() == name:
                 return value.strip()
         return None
@@ -211,6 +230,7 @@ def _accept_hint(request: bytes, answer: bytes) -> str:
     got = header(answer, b"sec-websocket-accept")
     if got == expected:
         return ""
-    return (f". For the key {key.decode('latin-1')} the answer needs Sec-WebSocket-Accept: {expected.decode()} "
-            f"(RFC 6455 4.2.2: base64 of the SHA-1 of the key followed by {_GUID.decode()}); "
-            f"yours was {'missing' if got is None else got.decode('latin-1')}")
+    return _(". For the key {key} the answer needs Sec-WebSocket-Accept: {expected} "
+             "(RFC 6455 4.2.2: base64 of the SHA-1 of the key followed by {guid}); yours was {got}").format(
+        key=key.decode("latin-1"), expected=expected.decode(), guid=_GUID.decode(),
+        got=_("missing") if got is None else got.decode("latin-1"))

@@ -24,6 +24,7 @@ from xml.sax.saxutils import quoteattr as _quoteattr
 
 from ..course.checks import CheckFailed
 from ..course.display import Table
+from ..course.i18n import gettext as _
 from .case import MUST, SHOULD, USUAL, Note, Rule
 
 __all__ = ["CaseResult", "Report", "MARKS"]
@@ -113,7 +114,8 @@ class CaseResult:
     def __str__(self) -> str:
         text = f"{self.mark} {self.name}: {self.happened}"
         if not self.passed:
-            text += f" (expected {self.expected}; RFC 6455 {self.rfc}: {self.quote})"
+            text += _(" (expected {expected}; RFC 6455 {section}: {quote})").format(
+                expected=self.expected, section=self.rfc, quote=self.quote)
         return text
 
     def as_dict(self) -> dict[str, Any]:
@@ -186,7 +188,8 @@ class Report:
         for result in self.results:
             if result.name == name:
                 return result
-        raise KeyError(f"no case named {name!r}; the cases are {[r.name for r in self.results]}")
+        raise KeyError(_("no case named {name}; the cases are {names}").format(
+            name=repr(name), names=[r.name for r in self.results]))
 
     def __len__(self) -> int:
         return len(self.results)
@@ -194,29 +197,33 @@ class Report:
     @property
     def summary(self) -> str:
         if self.error is not None:
-            return f"could not test {self.url}: {self.error}"
+            return _("could not test {url}: {error}").format(url=self.url, error=self.error)
         held, total = self.musts
         should = len(self.should_notes)
         usual = len(self.notes) - should
-        text = f"{held} of {total} MUSTs hold against {self.url}; {should} SHOULD note(s), {usual} remark(s) on usual behaviour"
+        text = _("{held} of {total} MUSTs hold against {url}; {should} SHOULD note(s), "
+                 "{usual} remark(s) on usual behaviour").format(
+            held=held, total=total, url=self.url, should=should, usual=usual)
         skipped = [r.name for r in self.results if r.skipped and not r.unreachable]
         if skipped:
-            text += f"; not applicable: {', '.join(skipped)}"
+            text += _("; not applicable: {cases}").format(cases=", ".join(skipped))
         not_run = [r for r in self.results if r.unreachable]
         if not_run:
-            text += f"; {len(not_run)} case(s) {not_run[0].happened}"
+            text += _("; {count} case(s) {happened}").format(count=len(not_run), happened=not_run[0].happened)
         if self.server_errors:
-            text += f"; the server's code raised {len(self.server_errors)} exception(s), first: " \
-                    f"{type(self.server_errors[0]).__name__}: {self.server_errors[0]}"
+            first = self.server_errors[0]
+            text += _("; the server's code raised {count} exception(s), first: {type}: {error}").format(
+                count=len(self.server_errors), type=type(first).__name__, error=first)
         return text
 
     # Shown
 
     def table(self, *, quotes: bool = True) -> Table:
-        columns = ["", "case", "level", "RFC 6455", "what happened"] + (["the RFC's words"] if quotes else [])
+        columns = ["", _("case"), _("level"), "RFC 6455", _("what happened")] + ([_("the RFC's words")] if quotes else [])
         rows = []
         for r in self.results:
-            happened = r.happened if r.passed else f"{r.happened}; expected {r.expected}"
+            happened = r.happened if r.passed else _("{happened}; expected {expected}").format(
+                happened=r.happened, expected=r.expected)
             extra = [n for n in r.notes]
             if extra:
                 happened += "".join(f" [{n}]" for n in extra)
@@ -230,11 +237,11 @@ class Report:
         failed = [r for r in self.results if not r.passed]
         if failed:
             lines.append("")
-            lines.append("MUST failures:")
+            lines.append(_("MUST failures:"))
             lines += [f"  ✗ {r.name}: RFC 6455 {r.rfc}: \"{r.quote}\"" for r in failed]
         if self.notes:
             lines.append("")
-            lines.append("Notes (not failures):")
+            lines.append(_("Notes (not failures):"))
             lines += [f"  {MARKS[n.level]} {name}: {n.text} (RFC 6455 {n.rule.section}: \"{n.rule.quote}\")"
                       for name, n in self.notes]
         return "\n".join(lines)
@@ -318,13 +325,16 @@ class Report:
         if not self.passed:
             failing = [r for r in self.results if not r.passed]
             shown = "; ".join(
-                f"{r.name} (RFC 6455 {r.rfc}): {_clip(r.happened)}, expected {_clip(r.expected)}" for r in failing[:3]
+                _("{name} (RFC 6455 {section}): {happened}, expected {expected}").format(
+                    name=r.name, section=r.rfc, happened=_clip(r.happened), expected=_clip(r.expected))
+                for r in failing[:3]
             )
-            more = f"; and {len(failing) - 3} more" if len(failing) > 3 else ""
+            more = _("; and {count} more").format(count=len(failing) - 3) if len(failing) > 3 else ""
             held, total = self.musts
             raise CheckFailed(
-                f"{total - held} of {total} MUSTs failed: {shown}{more}. The report's table lists every case "
-                f"with the RFC's words: show it with `report` in a cell, and fix the first failure first"
+                _("{failed} of {total} MUSTs failed: {shown}{more}. The report's table lists every case "
+                  "with the RFC's words: show it with `report` in a cell, and fix the first failure first").format(
+                    failed=total - held, total=total, shown=shown, more=more)
             )
 
 

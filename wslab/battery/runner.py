@@ -103,18 +103,18 @@ async def run_case(case: Case, host: str, port: int, path: str, settings: Settin
             happened = await case.run(probe, settings, out)
         held = True
     except TimeoutError:
-        held, happened = False, f"no answer within {settings.timeout:g} s"
+        held, happened = False, _("no answer within {seconds} s").format(seconds=f"{settings.timeout:g}")
         if probe.seen:
-            happened += f" (received only: {', '.join(probe.seen)})"
+            happened += _(" (received only: {frames})").format(frames=", ".join(probe.seen))
         silent = probe.received == probe.received_at_open
     except Unreachable as exc:
         held, happened, unreachable = False, str(exc), True
     except Failed as exc:
         held, happened = False, str(exc)
     except Eof as exc:
-        held, happened = False, f"the server closed the TCP connection ({exc})"
+        held, happened = False, _("the server closed the TCP connection ({reason})").format(reason=exc)
     except OSError as exc:
-        held, happened = False, f"connection error: {exc}"
+        held, happened = False, _("connection error: {error}").format(error=exc)
     finally:
         await probe.aclose()
     result = CaseResult(
@@ -151,8 +151,8 @@ async def heartbeat(host: str, port: int, path: str, timeout: float) -> str | No
             await probe.next_frame()
     except TimeoutError:
         if probe.received == 0:
-            return f"a valid handshake got no answer within {timeout:g} s"
-        return f"after its 101, a text message got no answer within {timeout:g} s"
+            return _("a valid handshake got no answer within {seconds} s").format(seconds=f"{timeout:g}")
+        return _("after its 101, a text message got no answer within {seconds} s").format(seconds=f"{timeout:g}")
     except Unreachable as exc:
         return str(exc)
     except (Failed, Eof, OSError):
@@ -164,7 +164,7 @@ async def heartbeat(host: str, port: int, path: str, timeout: float) -> str | No
 
 def not_run(case: Case, why: str) -> CaseResult:
     """The row of a case the battery did not run: a MUST counts as failed."""
-    return CaseResult(case.name, passed=case.level != MUST, expected=case.expected, happened=f"not run: {why}",
+    return CaseResult(case.name, passed=case.level != MUST, expected=case.expected, happened=_("not run: {why}").format(why=why),
                       rfc=case.section, level=case.level, quote=case.quote, held=False, unreachable=True)
 
 
@@ -177,7 +177,7 @@ def apply_watches(chosen: list[Case], results: list[CaseResult]) -> None:
                       for kind, text in other.violations if kind in case.watches), None)
         if found is not None:
             result.held, result.passed = False, case.level != MUST
-            result.happened = f"the server sent {found[1]} (in case {found[0]!r})"
+            result.happened = _("the server sent {what} (in case {case})").format(what=found[1], case=repr(found[0]))
 
 
 async def check_server(
@@ -205,8 +205,8 @@ async def check_server(
     host, port, path = _target(url)
     timeout = check_timeout(timeout)
     if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1):
-        raise ValueError(f"max_size {max_size!r} is not a positive number of bytes: give the server's limit, "
-                         f"or None for no limit")
+        raise ValueError(_("max_size {value} is not a positive number of bytes: give the server's limit, "
+                           "or None for no limit").format(value=repr(max_size)))
     chosen = by_name(list(cases) if cases is not None else None)
     errors = getattr(server, "errors", None)
     errors_before = len(errors) if errors is not None else 0
@@ -216,23 +216,24 @@ async def check_server(
     results: list[CaseResult] = []
     for i, case in enumerate(chosen):
         if time.monotonic() + timeout > deadline:
-            why = f"the battery's time budget ({budget(timeout, len(chosen)):g} s) is spent"
+            why = _("the battery's time budget ({seconds} s) is spent").format(
+                seconds=f"{budget(timeout, len(chosen)):g}")
             results += [not_run(c, why) for c in chosen[i:]]
             break
         result = await run_case(case, host, port, path, settings)
         if not results and result.unreachable:
             # Nothing listens: every case not run, and one line of text.
-            error = f"{result.happened}: is the server running?"
+            error = _("{what}: is the server running?").format(what=result.happened)
             return Report(url, [not_run(c, error) for c in chosen], max_size, error=error, must_cases=musts)
         results.append(result)
         if time.monotonic() + timeout > deadline:
             continue  # no time for a heartbeat: the next round reports the rest not run
         if result.silent and (why := await heartbeat(host, port, path, timeout)) is not None:
             if not any(r.answered for r in results):
-                error = (f"the server accepts TCP connections but answers nothing: {why}; is a WebSocket "
-                         f"server listening at {url}?")
+                error = _("the server accepts TCP connections but answers nothing: {why}; is a WebSocket "
+                          "server listening at {url}?").format(why=why, url=url)
                 return Report(url, [not_run(c, error) for c in chosen], max_size, error=error, must_cases=musts)
-            why = f"the server went silent ({case.name!r} timed out, then {why})"
+            why = _("the server went silent ({case} timed out, then {why})").format(case=repr(case.name), why=why)
             results += [not_run(c, why) for c in chosen[i + 1:]]
             break
     apply_watches(chosen, results)
@@ -258,8 +259,8 @@ def check_server_sync(
     loop = _running_loop()
     if loop is not None and getattr(server, "_loop", None) is loop:
         raise RuntimeError(
-            f"{getattr(server, 'name', 'this server')!r} runs on this cell's event loop, which "
-            f"check_server_sync() would block: write `report = await wslab.check_server(srv)`"
+            _("{name} runs on this cell's event loop, which check_server_sync() would block: "
+              "write `report = await wslab.check_server(srv)`").format(name=repr(getattr(server, "name", "this server")))
         )
     from ..server.background import LoopThread
 

@@ -66,6 +66,7 @@ from .craft import (
     printable,
     short,
 )
+from ..course.i18n import gettext as _
 from .watch import Watch
 
 __all__ = [
@@ -204,7 +205,8 @@ class Probe:
             await loop.sock_connect(sock, (self.host, self.port))
         except OSError as exc:
             sock.close()
-            raise Unreachable(f"nothing accepts connections at {self.host}:{self.port} ({exc.strerror or exc})") from None
+            raise Unreachable(_("nothing accepts connections at {host}:{port} ({reason})").format(
+                host=self.host, port=self.port, reason=exc.strerror or exc)) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
         self._reader = asyncio.ensure_future(self._read_socket())

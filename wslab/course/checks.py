@@ -5,7 +5,9 @@ key for 'dGhl...' was 'abc'; expected 's3pP...'", never a bare
 ``AssertionError``. Three pieces:
 
 * ``check(condition, message)`` and ``check_equal(actual, expected, what)``
-  raise :class:`CheckFailed` with that sentence;
+  raise :class:`CheckFailed` with that sentence; a sentence that names values
+  takes them as keywords, ``check(ok, "your key was {key!r}", key=key)``
+  (``str.format`` fields: the sentence is looked up, then filled);
 * ``with exercise("2.1"):`` wraps an exercise's checks: it prints
   ``✓ Exercise 2.1 passed``, or, when the learner has not written the code
   yet (the stub raises ``NotImplementedError``), says plainly that it is not
@@ -22,8 +24,9 @@ lesson run from ``notebooks/zh-CN/`` (or with ``WSLAB_LANG=zh_CN``) answers in
 Chinese while its code cells stay byte-identical to the English lesson's. The
 sentence a code cell passes to ``check`` or ``check_equal`` is looked up too:
 :func:`wslab.course.translation.update` extracts those literals from the
-lessons into the package catalog (an f-string cannot be looked up, and stays
-English).
+lessons into the package catalog. An f-string cannot be looked up (its text is
+made before the check sees it): a lesson writes the sentence with ``{fields}``
+and passes the values as keywords instead.
 """
 
 from __future__ import annotations
@@ -58,22 +61,33 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _lesson_text(text: str) -> str:
-    """A sentence a lesson's code cell wrote, in the learner's language when the catalog has it."""
-    return _(text) if text else text  # gettext("") would be the catalog's header
+def _lesson_text(text: str, values: dict[str, Any]) -> str:
+    """A sentence a lesson's code cell wrote, in the learner's language when the catalog has it.
+
+    With ``values``, the sentence is a ``str.format`` template, filled after the lookup.
+    """
+    translated = _(text) if text else text  # gettext("") would be the catalog's header
+    return translated.format(**values) if values else translated
 
 
-def check(condition: Any, message: str) -> None:
-    """Fail with ``message`` unless ``condition`` is true."""
+def check(condition: Any, message: str, /, **values: Any) -> None:
+    """Fail with ``message`` unless ``condition`` is true.
+
+    ``values`` fill the ``{fields}`` of ``message`` (after it is translated):
+    ``check(n < 5, "{n} clients are still connected", n=n)``.
+    """
     if not condition:
-        raise CheckFailed(_lesson_text(message))
+        raise CheckFailed(_lesson_text(message, values))
 
 
-def check_equal(actual: Any, expected: Any, what: str) -> None:
-    """Fail unless ``actual == expected``; the message reads "<what> was X; expected Y"."""
+def check_equal(actual: Any, expected: Any, what: str, /, **values: Any) -> None:
+    """Fail unless ``actual == expected``; the message reads "<what> was X; expected Y".
+
+    ``values`` fill the ``{fields}`` of ``what``, as for :func:`check`.
+    """
     if actual != expected:
         raise CheckFailed(_("{what} was {actual}; expected {expected}").format(
-            what=_lesson_text(what), actual=_short(actual), expected=_short(expected)))
+            what=_lesson_text(what, values), actual=_short(actual), expected=_short(expected)))
 
 
 class _Judged:

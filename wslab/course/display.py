@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import html
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-__all__ = ["Table"]
+__all__ = ["Table", "text_width"]
+
+
+def text_width(text: str) -> int:
+    """Columns ``text`` takes in a terminal: a Chinese character (East Asian wide) takes two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 @dataclass
@@ -26,12 +32,13 @@ class Table:
         if not self.rows:
             return self.empty
         cells = [[str(c) for c in self.columns]] + [[str(c) for c in r] for r in self.rows]
-        widths = [max(len(row[i]) for row in cells) for i in range(len(self.columns))]
+        widths = [max(text_width(row[i]) for row in cells) for i in range(len(self.columns))]
 
         def fmt(row: list[str]) -> str:
+            pads = [" " * (w - text_width(c)) for c, w in zip(row, widths)]
             return "  ".join(
-                c.rjust(w) if i in self.align_right else c.ljust(w)
-                for i, (c, w) in enumerate(zip(row, widths))
+                pad + c if i in self.align_right else c + pad
+                for i, (c, pad) in enumerate(zip(row, pads))
             ).rstrip()
 
         lines = [self.title] if self.title else []

@@ -35,6 +35,8 @@ from typing import Any
 
 import nbformat
 
+from .i18n import ArgumentParser
+from .i18n import gettext as _
 from .safewrite import LearnerWorkError, write_files
 
 __all__ = ["learner_copy", "build"]
@@ -143,39 +145,38 @@ def build(source_dir: Path, out_dir: Path, *, solutions: bool, force: bool = Fal
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m wslab exercises [--source DIR] [--out DIR] [--no-solutions] [--translations]``."""
-    import argparse
     import sys
 
     root = Path.cwd()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m wslab exercises",
-        description="Make learner copies of the lesson notebooks (solutions replaced by stubs).",
+        description=_("Make learner copies of the lesson notebooks (solutions replaced by stubs)."),
     )
     parser.add_argument("--source", type=Path, default=root / "instructor" / "source",
-                        help="folder of source notebooks (default: instructor/source)")
+                        help=_("folder of source notebooks (default: instructor/source)"))
     parser.add_argument("--out", type=Path, default=None,
-                        help="where to write the copies (default: notebooks/, or class-copies/ "
-                             "with --no-solutions)")
+                        help=_("where to write the copies (default: notebooks/, or class-copies/ "
+                               "with --no-solutions)"))
     parser.add_argument("--no-solutions", action="store_true",
-                        help="leave out the folded solutions: copies to hand out in a class")
+                        help=_("leave out the folded solutions: copies to hand out in a class"))
     parser.add_argument("--force", action="store_true",
-                        help="overwrite copies that changed since wslab wrote them (a learner's "
-                             "answers are lost)")
+                        help=_("overwrite copies that changed since wslab wrote them (a learner's "
+                               "answers are lost)"))
     parser.add_argument("--translations", action="store_true",
-                        help="also update the translation catalogs (translations/LANG/*.po, the package's "
-                             "wslab.po and .mo) and build the translated lessons in notebooks/zh-CN/ "
-                             "(every lesson whose translation has started; refused while an entry is "
-                             "untranslated or fuzzy)")
-    parser.add_argument("--lang", default="zh_CN", help="the language for --translations (default zh_CN)")
+                        help=_("also update the translation catalogs (translations/LANG/*.po, the package's "
+                               "wslab.po and .mo) and build the translated lessons in notebooks/zh-CN/ "
+                               "(every lesson whose translation has started; refused while an entry is "
+                               "untranslated or fuzzy)"))
+    parser.add_argument("--lang", default="zh_CN", help=_("the language for --translations (default zh_CN)"))
     parser.add_argument("--partial", action="store_true",
-                        help="with --translations: build unfinished translations too, their untranslated "
-                             "and fuzzy paragraphs left in English (a translator's draft; never commit it)")
+                        help=_("with --translations: build unfinished translations too, their untranslated "
+                               "and fuzzy paragraphs left in English (a translator's draft; never commit it)"))
     args = parser.parse_args(argv)
     if args.partial and not args.translations:
-        parser.error("--partial goes with --translations: add --translations")
+        parser.error(_("--partial goes with --translations: add --translations"))
     if not args.source.is_dir():
-        parser.error(f"no source folder {args.source}: run this from the repository's top folder "
-                     f"or pass --source")
+        parser.error(_("no source folder {folder}: run this from the repository's top folder "
+                       "or pass --source").format(folder=args.source))
     out = args.out or root / ("class-copies" if args.no_solutions else "notebooks")
     try:
         written = build(args.source, out, solutions=not args.no_solutions, force=args.force)
@@ -185,11 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     for path in written:
         print(f"= wrote {path}")
     if not written:
-        print(f"! no notebooks in {args.source}")
+        print(_("! no notebooks in {folder}").format(folder=args.source))
         return 1
     if args.translations:
         if args.out is not None or args.no_solutions:
-            print("! --translations builds from notebooks/: leave out --out and --no-solutions", file=sys.stderr)
+            print(_("! --translations builds from notebooks/: leave out --out and --no-solutions"), file=sys.stderr)
             return 1
         return _translations(root, lang=args.lang, partial=args.partial, force=args.force)
     return 0

@@ -19,13 +19,14 @@ lesson the learner changed (``--force`` does).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from ._bundle import LESSONS_DIR, bundle
+from .i18n import ArgumentParser
+from .i18n import gettext as _
 from .safewrite import LearnerWorkError, write_files
 
 __all__ = ["SHIPPED", "lesson_files", "copy_lessons", "open_command", "main"]
@@ -58,8 +59,9 @@ def lesson_files() -> dict[str, bytes]:
     if (_CHECKOUT / LESSONS_DIR).is_dir() and (_CHECKOUT / "pyproject.toml").is_file():
         return {rel: (_CHECKOUT / rel).read_bytes() for rel in bundle(_CHECKOUT)}
     raise FileNotFoundError(
-        f"this wslab ({Path(__file__).parent}) carries no lessons: install it from a wheel or "
-        f"a clone of the repository (pip install git+URL), or clone the repository"
+        _("this wslab ({where}) carries no lessons: install it from a wheel or "
+          "a clone of the repository (pip install git+URL), or clone the repository").format(
+            where=Path(__file__).parent)
     )
 
 
@@ -79,14 +81,14 @@ def open_command(dest: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m wslab lessons [DIR] [--force]``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m wslab lessons",
-        description="Write the lesson notebooks, and every file they link to, into a folder of your own.",
+        description=_("Write the lesson notebooks, and every file they link to, into a folder of your own."),
     )
     parser.add_argument("dir", nargs="?", type=Path, default=Path("wslab-lessons"),
-                        help="where to write them (default: wslab-lessons)")
+                        help=_("where to write them (default: wslab-lessons)"))
     parser.add_argument("--force", action="store_true",
-                        help="overwrite lessons you changed (your answers in them are lost)")
+                        help=_("overwrite lessons you changed (your answers in them are lost)"))
     args = parser.parse_args(argv)
     try:
         written = copy_lessons(args.dir, force=args.force)
@@ -94,11 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"! {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"! cannot write to {str(args.dir)!r}: {exc.strerror}; pass a folder you can write",
-              file=sys.stderr)
+        print(_("! cannot write to {folder}: {reason}; pass a folder you can write").format(
+            folder=repr(str(args.dir)), reason=exc.strerror), file=sys.stderr)
         return 2
     lessons = sum(1 for p in written if p.suffix == ".ipynb")
-    print(f"= wrote {lessons} lessons and {len(written) - lessons} files they link to into {args.dir}")
-    print("open the first lesson with:")
+    print(_("= wrote {lessons} lessons and {files} files they link to into {folder}").format(
+        lessons=lessons, files=len(written) - lessons, folder=args.dir))
+    print(_("open the first lesson with:"))
     print(f"  {open_command(args.dir)}")
     return 0

@@ -23,6 +23,8 @@ import json
 import subprocess
 from pathlib import Path
 
+from .i18n import gettext as _
+
 __all__ = ["RECORD", "LearnerWorkError", "write_files", "changed_files"]
 
 #: The record of what wslab wrote into a folder, relative path -> SHA-256 hex digest.
@@ -39,9 +41,9 @@ class LearnerWorkError(FileExistsError):
         self.paths = paths
         names = ", ".join(str(p) for p in paths)
         super().__init__(
-            f"not overwritten: {len(paths)} file(s) changed since wslab wrote them "
-            f"(your answers?): {names}; copy them elsewhere first, write to another folder, "
-            f"or pass {force_flag} to overwrite them"
+            _("not overwritten: {count} file(s) changed since wslab wrote them "
+              "(your answers?): {names}; copy them elsewhere first, write to another folder, "
+              "or pass {flag} to overwrite them").format(count=len(paths), names=names, flag=force_flag)
         )
 
 
@@ -77,7 +79,7 @@ def _git_tracked(root: Path, names: list[str]) -> dict[str, str]:
     tracked = {}
     for entry in done.stdout.split(b"\0"):
         if entry:
-            meta, _, path = entry.partition(b"\t")
+            meta, _tab, path = entry.partition(b"\t")
             rel = path.decode("utf-8", "surrogateescape")
             tracked[rel] = meta.split()[1].decode()  # paths come relative to root
     return tracked

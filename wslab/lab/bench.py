@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..course.i18n import ArgumentParser
+from ..course.i18n import gettext as _
 from .experiment import (
     TRANSPORTS,
     ExperimentConfig,
@@ -119,7 +121,7 @@ def comparisons(results: Results, *, quick: bool = False) -> list[str]:
             lines.append(f"{r.label}: not compared with first principles: the schedule lasted {span:.1f} s, "
                          f"{span / interval:.1f} polls (at least {MIN_POLLS} needed)")
             continue
-        expected, _ = expected_ms(r.key, rtt, results.config.mean_gap_ms)
+        expected, _formula = expected_ms(r.key, rtt, results.config.mean_gap_ms)
         if rtt:
             why = (f"max(interval, round trip)/2 = {max(interval * 1000, rtt) / 2:.0f} ms, plus the one-way delay "
                    f"{rtt / 2:.0f} ms: the client waits for each answer, so it polls at most once per round trip")
@@ -130,30 +132,32 @@ def comparisons(results: Results, *, quick: bool = False) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m wslab bench",
-        description="measure WebSocket push against SSE, long polling, short polling and raw TCP "
-        "on this machine; write results.json, CSV and PNG figures",
+        description=_("measure WebSocket push against SSE, long polling, short polling and raw TCP "
+                      "on this machine; write results.json, CSV and PNG figures"),
     )
-    parser.add_argument("--out", metavar="DIR", help="folder for the results (default: a new "
-                        "wslab-results-YYYYmmdd-HHMMSS folder in the current one)")
+    parser.add_argument("--out", metavar="DIR", help=_("folder for the results (default: a new "
+                                                       "wslab-results-YYYYmmdd-HHMMSS folder in the current one)"))
     parser.add_argument("--quick", action="store_true",
-                        help=f"a small run in seconds ({QUICK_CONFIG['events']} events, "
-                        f"mean gap {QUICK_CONFIG['mean_gap_ms']:g} ms)")
-    parser.add_argument("--events", type=int, help="events per transport (default 900)")
-    parser.add_argument("--mean-gap-ms", type=float, help="mean gap between Poisson events (default 20)")
-    parser.add_argument("--payload-bytes", type=int, help="padding added to each event (default 0)")
-    parser.add_argument("--seed", type=int, help="seed of the schedule (default 1)")
-    parser.add_argument("--transports", help="comma-separated keys; default all: " + ",".join(TRANSPORTS))
-    parser.add_argument("--rtt-ms", type=float, help="put every transport through an emulated link "
-                        "with this round trip, ms (default 0: loopback)")
-    parser.add_argument("--jitter-ms", type=float, help="the link's jitter, ms (with --rtt-ms)")
-    parser.add_argument("--rate-kbps", type=float, help="cap the link at this many kbit/s per direction")
-    parser.add_argument("--link", metavar="PRESET", help="a link preset of wslab.link.PRESETS "
-                        "(for example cross-ocean, 3g); --rtt-ms and --rate-kbps override its fields")
+                        help=_("a small run in seconds ({events} events, mean gap {gap} ms)").format(
+                            events=QUICK_CONFIG["events"], gap=f"{QUICK_CONFIG['mean_gap_ms']:g}"))
+    parser.add_argument("--events", type=int, help=_("events per transport (default 900)"))
+    parser.add_argument("--mean-gap-ms", type=float, help=_("mean gap between Poisson events (default 20)"))
+    parser.add_argument("--payload-bytes", type=int, help=_("padding added to each event (default 0)"))
+    parser.add_argument("--seed", type=int, help=_("seed of the schedule (default 1)"))
+    parser.add_argument("--transports", help=_("comma-separated keys; default all: {keys}").format(
+        keys=",".join(TRANSPORTS)))
+    parser.add_argument("--rtt-ms", type=float, help=_("put every transport through an emulated link "
+                                                       "with this round trip, ms (default 0: loopback)"))
+    parser.add_argument("--jitter-ms", type=float, help=_("the link's jitter, ms (with --rtt-ms)"))
+    parser.add_argument("--rate-kbps", type=float, help=_("cap the link at this many kbit/s per direction"))
+    parser.add_argument("--link", metavar="PRESET", help=_("a link preset of wslab.link.PRESETS (for example "
+                                                           "cross-ocean, 3g); --rtt-ms and --rate-kbps override "
+                                                           "its fields"))
     parser.add_argument("--no-bytes", action="store_true",
-                        help="skip the second run through a wiretap that counts bytes (twice as fast)")
-    parser.add_argument("--no-plots", action="store_true", help="write results.json and CSV only")
+                        help=_("skip the second run through a wiretap that counts bytes (twice as fast)"))
+    parser.add_argument("--no-plots", action="store_true", help=_("write results.json and CSV only"))
     return parser
 
 
@@ -197,18 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        print(f"! cannot write to {str(out)!r}: {exc.strerror}; pass --out DIR with a folder you can write",
-              file=sys.stderr)
+        print(_("! cannot write to {folder}: {reason}; pass --out DIR with a folder you can write").format(
+            folder=repr(str(out)), reason=exc.strerror), file=sys.stderr)
         return 2
     bytes_pass = not args.no_bytes
     estimate = expected_seconds(config, bytes_pass=bytes_pass)
-    print(f"= {len(config.transports)} transports x {config.events} Poisson events "
-          f"(mean gap {config.mean_gap_ms:g} ms, seed {config.seed}, {config.link_text()}), about {estimate:.0f} s; "
-          f"results in {out}", file=sys.stderr)
+    print(_("= {transports} transports x {events} Poisson events (mean gap {gap} ms, seed {seed}, {link}), "
+            "about {seconds} s; results in {out}").format(
+        transports=len(config.transports), events=config.events, gap=f"{config.mean_gap_ms:g}", seed=config.seed,
+        link=config.link_text(), seconds=f"{estimate:.0f}", out=out), file=sys.stderr)
     try:
         results = asyncio.run(_run(config, bytes_pass))
     except KeyboardInterrupt:
-        print("! interrupted: nothing written", file=sys.stderr)
+        print(_("! interrupted: nothing written"), file=sys.stderr)
         return 130
     finally:
         from ..server.background import stop_all
@@ -226,11 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     print(results.table())
     problems = [(r.key, r.errors, len(r.missing)) for r in results if r.errors or r.missing]
     for key, errors, missing in problems:
-        print(f"! {key}: {missing} event(s) missing; {'; '.join(errors)}", file=sys.stderr)
+        print(_("! {transport}: {missing} event(s) missing; {errors}").format(
+            transport=key, missing=missing, errors="; ".join(errors)), file=sys.stderr)
     print()
     for line in comparisons(results, quick=args.quick):
         print(line)
-    print(f"\nwrote {len(written)} files to {out} in {results.seconds:.0f} s:")
+    print("\n" + _("wrote {count} files to {out} in {seconds} s:").format(
+        count=len(written), out=out, seconds=f"{results.seconds:.0f}"))
     for path in written:
         print(f"  {path.name}")
     return 1 if problems else 0

@@ -76,6 +76,7 @@ from ..server import background as servers
 from .capture import DEFAULT_MAX_CAPTURE, DOWN, ERROR, STATE, UP, Capture, Chunk, Connection, View, load
 from .link import Link, Pipe, Shaper, resolve as _resolve_link
 from ..server.background import Background
+from ..course.i18n import N_
 from ..server.serve import _PendingServer
 
 __all__ = ["Chunk", "Connection", "Capture", "Tap", "View", "wiretap", "wiretap_in_thread", "load"]
@@ -380,10 +381,10 @@ def _make(target: Any, name: str, mode: str, max_capture: int, connect_timeout: 
 class _PendingTap(_PendingServer):
     """What ``wslab.lab.wiretap()`` returns: something to ``await`` (a forgotten await says so)."""
 
-    _what = "tap"
+    _what = N_("tap")
     _call = "wslab.wiretap"
     _variable = "tap"
-    _instead = ", or use wslab.wiretap_in_thread(...)"
+    _instead = N_(", or use wslab.wiretap_in_thread(...)")
 
 
 def wiretap(

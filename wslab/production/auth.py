@@ -48,10 +48,15 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ..course.checks import CheckFailed
+from ..course.i18n import N_
+from ..course.i18n import gettext as _
 from ..course.display import Table
 from ..server.serve import serve
 
 __all__ = ["make_token", "LogCapture", "capture_logs", "check_token_gate", "check_first_message", "LIBRARY_TRACE"]
+
+#: The verdict column of the tables the checks return.
+_OK, _WRONG = "ok", "WRONG"
 
 
 def make_token(nbytes: int = 16) -> str:
@@ -156,8 +161,8 @@ def _no_leak(logs: LogCapture, token: str) -> None:
     leaked = [line for line in logs.leaks(token) if not line.startswith(LIBRARY_TRACE)]
     if leaked:
         raise CheckFailed(
-            f"the token appeared in the logs or the output while the server ran: {leaked[0][:160]!r}; "
-            f"never log or print a credential (log who connected, not their token)"
+            _("the token appeared in the logs or the output while the server ran: {line}; "
+              "never log or print a credential (log who connected, not their token)").format(line=repr(leaked[0][:160]))
         )
 
 
@@ -186,14 +191,14 @@ async def check_token_gate(process_request: Any, token: str) -> Table:
             await connection.send(message)
 
     cases = [
-        ("no token", "/", 401),
-        ("a wrong token", f"/?token={make_token()}", 403),
-        ("an empty token", "/?token=", 401),
-        ("a wrong token and the right one in another parameter", f"/?token=nope&x={quote(token)}", 403),
-        ("a wrong token sharing all but the last character", f"/?token={quote(_near_miss(token))}", 403),
-        ("a longer token starting with the right one", f"/?token={quote(token)}x", 403),
-        ("a non-ASCII token", "/?token=%C3%A9", 403),
-        ("the right token", f"/?token={quote(token)}", 101),
+        (N_("no token"), "/", 401),
+        (N_("a wrong token"), f"/?token={make_token()}", 403),
+        (N_("an empty token"), "/?token=", 401),
+        (N_("a wrong token and the right one in another parameter"), f"/?token=nope&x={quote(token)}", 403),
+        (N_("a wrong token sharing all but the last character"), f"/?token={quote(_near_miss(token))}", 403),
+        (N_("a longer token starting with the right one"), f"/?token={quote(token)}x", 403),
+        (N_("a non-ASCII token"), "/?token=%C3%A9", 403),
+        (N_("the right token"), f"/?token={quote(token)}", 101),
     ]
     rows = []
     with capture_logs(logging.DEBUG, stdout=True) as logs:
@@ -202,16 +207,17 @@ async def check_token_gate(process_request: Any, token: str) -> Table:
             for label, path, expected in cases:
                 got = await _status(server.url.rstrip("/") + path)
                 stub.reraise()
-                rows.append([label, expected, got, "ok" if got == expected else "WRONG"])
+                rows.append([_(label), expected, got, _OK if got == expected else _WRONG])
         finally:
             await server.aclose()
-    table = Table(["client sends", "expected", "got", ""], rows, title="process_request, case by case")
+    table = Table([_("client sends"), _("expected"), _("got"), ""], rows, title=_("process_request, case by case"))
     for label, expected, got, verdict in rows:
-        if verdict != "ok":
-            hint = (" (a 500 means process_request raised: hmac.compare_digest raises TypeError on text "
-                    "that is not ASCII, so compare bytes: value.encode())") if got == 500 else ""
-            raise CheckFailed(f"with {label}, the client got {got}; expected {expected} "
-                              f"(401: no credential, 403: a credential that is not accepted){hint}")
+        if verdict != _OK:
+            hint = _(" (a 500 means process_request raised: hmac.compare_digest raises TypeError on text "
+                     "that is not ASCII, so compare bytes: value.encode())") if got == 500 else ""
+            raise CheckFailed(_("with {case}, the client got {got}; expected {expected} "
+                                "(401: no credential, 403: a credential that is not accepted){hint}").format(
+                case=label, got=got, expected=expected, hint=hint))
     _no_leak(logs, token)
     return table
 
@@ -249,16 +255,16 @@ async def check_first_message(handler: Any, token: str, *, wait: float = 1.0) ->
                 return "nothing (the handler hangs)"
 
     cases = [
-        ("the right token", json.dumps({"token": token}), "answer"),
-        ("a wrong token", json.dumps({"token": make_token()}), "close 1008"),
-        ("a wrong token and the right one in another field", json.dumps({"token": "nope", "x": token}), "close 1008"),
-        ("a wrong token sharing all but the last character", json.dumps({"token": _near_miss(token)}), "close 1008"),
-        ("a longer token starting with the right one", json.dumps({"token": token + "x"}), "close 1008"),
-        ("a non-ASCII token", json.dumps({"token": "é"}, ensure_ascii=False), "close 1008"),
-        ("a token that is not text", json.dumps({"token": 12345}), "close 1008"),
-        ("plain text, not JSON", "hello", "close 1008"),
-        ("JSON without a token", json.dumps({"user": "ada"}), "close 1008"),
-        ("nothing at all", None, "close 1008"),
+        (N_("the right token"), json.dumps({"token": token}), "answer"),
+        (N_("a wrong token"), json.dumps({"token": make_token()}), "close 1008"),
+        (N_("a wrong token and the right one in another field"), json.dumps({"token": "nope", "x": token}), "close 1008"),
+        (N_("a wrong token sharing all but the last character"), json.dumps({"token": _near_miss(token)}), "close 1008"),
+        (N_("a longer token starting with the right one"), json.dumps({"token": token + "x"}), "close 1008"),
+        (N_("a non-ASCII token"), json.dumps({"token": "é"}, ensure_ascii=False), "close 1008"),
+        (N_("a token that is not text"), json.dumps({"token": 12345}), "close 1008"),
+        (N_("plain text, not JSON"), "hello", "close 1008"),
+        (N_("JSON without a token"), json.dumps({"user": "ada"}), "close 1008"),
+        (N_("nothing at all"), None, "close 1008"),
     ]
     rows = []
     with capture_logs(logging.DEBUG, stdout=True) as logs:
@@ -267,18 +273,21 @@ async def check_first_message(handler: Any, token: str, *, wait: float = 1.0) ->
             for label, first, expected in cases:
                 got = await attempt(server.url, first)
                 stub.reraise()
-                rows.append([label, expected, got, "ok" if got.startswith(expected) else "WRONG"])
+                rows.append([_(label), expected, got, _OK if got.startswith(expected) else _WRONG])
         finally:
             await server.aclose()
         errors = list(server.errors)
-    table = Table(["client sends first", "expected", "got", ""], rows, title="first-message token, case by case")
+    table = Table([_("client sends first"), _("expected"), _("got"), ""], rows,
+                  title=_("first-message token, case by case"))
     if errors:
-        hint = (" (hmac.compare_digest raises TypeError on text that is not ASCII: compare bytes, "
-                "token.encode())") if "non-ASCII" in str(errors[0]) else ""
-        raise CheckFailed(f"the handler raised {type(errors[0]).__name__}: {errors[0]}; "
-                          f"a bad first message should close the connection with 1008, not crash{hint}")
+        hint = _(" (hmac.compare_digest raises TypeError on text that is not ASCII: compare bytes, "
+                 "token.encode())") if "non-ASCII" in str(errors[0]) else ""
+        raise CheckFailed(_("the handler raised {type}: {error}; "
+                            "a bad first message should close the connection with 1008, not crash{hint}").format(
+            type=type(errors[0]).__name__, error=errors[0], hint=hint))
     for label, expected, got, verdict in rows:
-        if verdict != "ok":
-            raise CheckFailed(f"when the client sends {label}, it got {got}; expected {expected}")
+        if verdict != _OK:
+            raise CheckFailed(_("when the client sends {case}, it got {got}; expected {expected}").format(
+                case=label, got=got, expected=expected))
     _no_leak(logs, token)
     return table

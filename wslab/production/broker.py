@@ -100,6 +100,7 @@ import time
 from collections import deque
 from typing import Any
 
+from ..course.i18n import gettext as _
 from ..server import background as servers
 from .outbox import Outbox, Pending
 from .roomlog import REASONS, SECRET_ENV, Backoff, BadEntry, Seen, open_entry, payload_limit, room_secret, seal
@@ -304,12 +305,12 @@ class Broker(servers.Background):
         the log returns it).
         """
         if self._stopped:
-            self.refusal = "the room's broker is stopped"
+            self.refusal = _("the room's broker is stopped")
             return False
         fields = seal(self.secret, self.channel, self.origin, self._seq + 1, event)
         size = len(fields["p"])
         if size > payload_limit(self._max_size):
-            self.refusal = f"the message is too big for the room ({size:,} bytes)"
+            self.refusal = _("the message is too big for the room ({size} bytes)").format(size=f"{size:,}")
         elif not self._outbox.fits(size):
             self.refusal = self._outbox.refusal(split=self.split)
         else:
@@ -366,9 +367,9 @@ class Broker(servers.Background):
         self.stats["log_lost"] += 1
         self._last_id = b"0-0"
         resent = self._outbox.resend(time.monotonic() - RESEND_WINDOW)
-        self._system(f"Redis lost the room's log (it restarted without saving it): this process sends "
-                     f"its last {resent} events again; a few messages around the restart may arrive "
-                     f"in a different order on other processes")
+        self._system(_("Redis lost the room's log (it restarted without saving it): this process sends "
+                       "its last {count} events again; a few messages around the restart may arrive "
+                       "in a different order on other processes").format(count=resent))
 
     async def _check_gap(self, client: Any) -> None:
         """Did the log move past us (trimmed to ``log_length``) while we were away?"""
@@ -376,8 +377,8 @@ class Broker(servers.Background):
         first = await client.xrange(self.channel, count=1)
         if not ours and first and _id_key(first[0][0]) > _id_key(self._last_id):
             self.stats["gaps"] += 1
-            self._system(f"this process fell more than {self.log_length} events behind the room's log: "
-                         f"some messages from other processes were missed")
+            self._system(_("this process fell more than {count} events behind the room's log: "
+                           "some messages from other processes were missed").format(count=self.log_length))
 
     async def _run(self, *, connected: bool) -> None:
         while True:
@@ -428,7 +429,7 @@ class Broker(servers.Background):
         for task in tasks:  # its exception is read here or below, never logged at garbage collection
             task.add_done_callback(_retrieve)
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 task.result()
             raise ConnectionError("the link to Redis ended")
@@ -508,12 +509,12 @@ class Broker(servers.Background):
         self._split_since = time.monotonic()
         self.stats["splits"] += 1
         why = f"{type(exc).__name__}: {exc}"[:160]
-        print(f"! {self.name}: lost Redis at {self.url} ({why}); the room is split: this process serves "
-              f"its own members and keeps their messages for the others (up to {self.max_pending})",
-              file=sys.stderr, flush=True)
-        self._system("the room is split: its other processes are out of reach (Redis does not answer). "
-                     "You hear only the members of this process for now; your messages are kept and "
-                     "reach the others when the room is whole again")
+        print(_("! {name}: lost Redis at {url} ({why}); the room is split: this process serves "
+                "its own members and keeps their messages for the others (up to {most})").format(
+            name=self.name, url=self.url, why=why, most=self.max_pending), file=sys.stderr, flush=True)
+        self._system(_("the room is split: its other processes are out of reach (Redis does not answer). "
+                       "You hear only the members of this process for now; your messages are kept and "
+                       "reach the others when the room is whole again"))
         for pending in self._outbox:
             self._deliver_local(pending)
         self._drained.set()  # senders waiting in ready(): take() now keeps or refuses at once
@@ -523,10 +524,11 @@ class Broker(servers.Background):
         seconds = time.monotonic() - self._split_since
         self.stats["rejoins"] += 1
         self.stats["split_seconds"] += seconds
-        print(f"= {self.name}: Redis is back after {seconds:.1f} s; the room is whole again, "
-              f"{len(self._outbox)} kept events go out now", file=sys.stderr, flush=True)
-        self._system(f"the room is whole again after {seconds:.0f} s: messages sent meanwhile "
-                     f"on the other processes follow")
+        print(_("= {name}: Redis is back after {seconds} s; the room is whole again, "
+                "{count} kept events go out now").format(
+            name=self.name, seconds=f"{seconds:.1f}", count=len(self._outbox)), file=sys.stderr, flush=True)
+        self._system(_("the room is whole again after {seconds} s: messages sent meanwhile "
+                       "on the other processes follow").format(seconds=f"{seconds:.0f}"))
 
     def _system(self, text: str) -> None:
         if self.room is not None:
@@ -542,7 +544,7 @@ class Broker(servers.Background):
         if not clients:
             return
         closing = asyncio.ensure_future(asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True))
-        done, _ = await asyncio.wait({closing}, timeout=1)
+        done, _pending = await asyncio.wait({closing}, timeout=1)
         if not done:
             closing.cancel()
 
@@ -556,8 +558,8 @@ class Broker(servers.Background):
         while self._outbox and not self.split and self._task is not None and time.monotonic() < deadline:
             await asyncio.sleep(0.02)  # a bounded poll: the writer empties the outbox
         if self._outbox:
-            print(f"! {self.name}: {len(self._outbox)} events not sent to Redis at stop",
-                  file=sys.stderr, flush=True)
+            print(_("! {name}: {count} events not sent to Redis at stop").format(
+                name=self.name, count=len(self._outbox)), file=sys.stderr, flush=True)
         if self.room is not None and getattr(self.room, "broker", None) is self:
             self.room.broker = None
         self._drained.set()
@@ -580,5 +582,5 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 
 def _id_key(entry_id: bytes) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition(b"-")
+    ms, _dash, seq = entry_id.partition(b"-")
     return int(ms), int(seq or 0)

@@ -23,6 +23,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
 from ..course import checks
+from ..course.i18n import gettext as _
 
 __all__ = ["Drained", "check_drain", "greeter"]
 
@@ -46,7 +47,8 @@ class Drained:
     seconds: float
 
     def __str__(self) -> str:
-        return f"{self.clients} clients closed with {self.code} in {self.seconds * 1000:.0f} ms; new connections refused"
+        return _("{clients} clients closed with {code} in {ms} ms; new connections refused").format(
+            clients=self.clients, code=self.code, ms=f"{self.seconds * 1000:.0f}")
 
 
 async def _one(drain: Callable[..., Awaitable[Any]], code: int, clients: int, timeout: float) -> Drained:
@@ -54,7 +56,7 @@ async def _one(drain: Callable[..., Awaitable[Any]], code: int, clients: int, ti
     url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
     opened = []
     try:
-        for _ in range(clients):
+        for _client in range(clients):
             ws = await connect(url, ping_interval=None, open_timeout=timeout)
             await asyncio.wait_for(ws.recv(), timeout)
             opened.append(ws)
@@ -63,16 +65,18 @@ async def _one(drain: Callable[..., Awaitable[Any]], code: int, clients: int, ti
         try:
             await asyncio.wait_for(drain(server, code=code), timeout)
         except TimeoutError:
-            raise checks.CheckFailed(f"drain(server, code={code}) did not return within {timeout:g} s") from None
+            raise checks.CheckFailed(_("`drain(server, code={code})` did not return within {seconds} s").format(
+                code=code, seconds=f"{timeout:g}")) from None
         seconds = loop.time() - started
         waiting = [ws for ws in opened if ws.protocol.close_rcvd is None]
-        checks.check(not waiting, (
-            f"drain() returned while {len(waiting)} of {clients} clients had not got a close frame yet: "
-            "wait for the closing handshakes (await server.wait_closed()) before the process may exit"))
+        checks.check(not waiting, _(
+            "drain() returned while {waiting} of {clients} clients had not got a close frame yet: "
+            "wait for the closing handshakes (`await server.wait_closed()`) before the process may exit").format(
+            waiting=len(waiting), clients=clients))
         codes = sorted({ws.protocol.close_rcvd.code for ws in opened})
-        checks.check(codes == [code], (
-            f"drain(server, code={code}) closed the clients with {codes}; close each one with code "
-            "(websockets: server.close(code=code, reason=...))"))
+        checks.check(codes == [code], _(
+            "`drain(server, code={code})` closed the clients with {codes}; close each one with code "
+            "(websockets: `server.close(code=code, reason=...)`)").format(code=code, codes=codes))
         try:
             late = await connect(url, open_timeout=timeout)
         except OSError:
@@ -80,8 +84,8 @@ async def _one(drain: Callable[..., Awaitable[Any]], code: int, clients: int, ti
         else:
             await late.close()
             raise checks.CheckFailed(
-                "a new client could still connect after drain(): stop listening first (server.close() "
-                "closes the listening socket), or the load balancer's new clients keep landing here")
+                _("a new client could still connect after drain(): stop listening first (`server.close()` "
+                  "closes the listening socket), or the load balancer's new clients keep landing here"))
         return Drained(code=code, clients=clients, seconds=seconds)
     finally:
         for ws in opened:

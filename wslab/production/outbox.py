@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Iterator
 
+from ..course.i18n import gettext as _
+
 __all__ = ["Pending", "Outbox"]
 
 
@@ -68,9 +70,11 @@ class Outbox:
 
     def refusal(self, *, split: bool) -> str:
         """What the sender of an event that does not fit is told."""
-        return (f"{len(self._waiting)} messages already wait for Redis"
-                f"{' (the room is split)' if split else ''}: yours was not kept; "
-                f"send it again {'when the room is whole' if split else 'in a moment'}")
+        if split:
+            return _("{count} messages already wait for Redis (the room is split): yours was not kept; "
+                     "send it again when the room is whole").format(count=len(self._waiting))
+        return _("{count} messages already wait for Redis: yours was not kept; send it again in a moment").format(
+            count=len(self._waiting))
 
     def add(self, pending: Pending) -> None:
         """Queue ``pending`` last (check :meth:`fits` first)."""

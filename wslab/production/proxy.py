@@ -57,6 +57,7 @@ import collections
 import time
 from typing import Any, Awaitable
 
+from ..course.i18n import gettext as _
 from ..server import limits as _limits
 from ..server import background as servers
 from ..server.limits import DEFAULT_LIMITS, Limits
@@ -284,13 +285,14 @@ def reverse_proxy(target: Any, name: str = "proxy", *, forward_upgrade: bool = T
     """
     limits = DEFAULT_LIMITS if limits is None else limits
     if not isinstance(limits, Limits):
-        raise TypeError(f"limits must be a wslab.Limits, got {limits!r}")
+        raise TypeError(_("limits must be a wslab.Limits, got {value}").format(value=repr(limits)))
     if hasattr(target, "port") and not isinstance(target, tuple):
         host, port = getattr(target, "host", "127.0.0.1"), target.port
     else:
         host, port = target
     if idle_timeout is not None and idle_timeout <= 0:
-        raise ValueError(f"idle_timeout must be a positive number of seconds or None, got {idle_timeout!r}")
+        raise ValueError(_("idle_timeout must be a positive number of seconds or None, got {value}").format(
+            value=repr(idle_timeout)))
     proxy = Proxy(name, host, int(port), forward_upgrade=forward_upgrade, idle_timeout=idle_timeout, limits=limits)
 
     async def start() -> Proxy:

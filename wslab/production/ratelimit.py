@@ -25,6 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from ..course import checks
+from ..course.i18n import gettext as _
 from ..server.background import release
 from ..server.serve import serve
 
@@ -84,8 +85,9 @@ class Flood:
     sending: float = 0.0
 
     def __str__(self) -> str:
-        closed = f"closed with {self.code}" if self.code is not None else "still open"
-        return f"{self.sent} sent in {self.seconds:.2f} s, {self.echoed} echoed, {closed}"
+        closed = _("closed with {code}").format(code=self.code) if self.code is not None else _("still open")
+        return _("{sent} sent in {seconds} s, {echoed} echoed, {closed}").format(
+            sent=self.sent, seconds=f"{self.seconds:.2f}", echoed=self.echoed, closed=closed)
 
 
 async def _client(url: str, n: int, gap: float, timeout: float) -> Flood:
@@ -99,7 +101,7 @@ async def _client(url: str, n: int, gap: float, timeout: float) -> Flood:
         async def read() -> None:
             nonlocal echoed
             try:
-                async for _ in ws:
+                async for _message in ws:
                     echoed += 1
                     if echoed == n:
                         every_echo.set()
@@ -152,7 +154,7 @@ async def check_rate_limit(handler: Callable[[Any], Awaitable[None]], *, rate: f
         if raised and isinstance(raised[0], NotImplementedError):
             raise raised[0]  # the exercise is not done yet
         if raised:
-            raise checks.CheckFailed(f"your handler raised {raised[0]!r}") from raised[0]
+            raise checks.CheckFailed(_("your handler raised {error}").format(error=repr(raised[0]))) from raised[0]
 
     server = await serve(watched, "check-rate-limit", compression=None)
     try:
@@ -161,21 +163,24 @@ async def check_rate_limit(handler: Callable[[Any], Awaitable[None]], *, rate: f
         polite = await _client(server.url, n_polite, gap, timeout)
         reraise()
         checks.check(polite.echoed == n_polite and polite.code is None,
-                     f"a client sending {rate / 2:g} messages a second (half the limit) got {polite}: "
-                     f"it should get every echo; does your bucket refill ({rate:g} tokens a second)?")
+                     _("a client sending {half} messages a second (half the limit) got {polite}: "
+                       "it should get every echo; does your bucket refill ({rate} tokens a second)?").format(
+                         half=f"{rate / 2:g}", polite=polite, rate=f"{rate:g}"))
         flood, polite2 = await asyncio.gather(_client(server.url, 200, 0, min(timeout, 3.0)),
                                               _client(server.url, n_polite, gap, timeout))
         reraise()
         checks.check(flood.code == 1008,
-                     f"a client that sent 200 messages back to back: {flood}; "
-                     "close it with 1008 (policy violation) once its bucket is empty")
+                     _("a client that sent 200 messages back to back: {flood}; "
+                       "close it with 1008 (policy violation) once its bucket is empty").format(flood=flood))
         allowed = burst + rate * (flood.sending + 0.5) + 2  # its bucket refills while it sends, and a little after
         checks.check(flood.echoed <= allowed,
-                     f"the flooder got {flood.echoed} echoes; at most about {allowed:.0f} "
-                     f"({burst} at once, then {rate:g} a second) should get through")
+                     _("the flooder got {echoed} echoes; at most about {allowed} "
+                       "({burst} at once, then {rate} a second) should get through").format(
+                         echoed=flood.echoed, allowed=f"{allowed:.0f}", burst=burst, rate=f"{rate:g}"))
         checks.check(polite2.echoed == n_polite and polite2.code is None,
-                     f"a polite client during the flood: {polite2}; it should get every echo: "
-                     "give each connection its own bucket (one bucket for the server lets a flooder silence everyone)")
+                     _("a polite client during the flood: {polite}; it should get every echo: "
+                       "give each connection its own bucket (one bucket for the server lets a flooder "
+                       "silence everyone)").format(polite=polite2))
         return {"polite": polite, "flood": flood, "polite during the flood": polite2}
     finally:
         await release("check-rate-limit")

@@ -57,6 +57,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ..course.checks import CheckFailed
 from ..course.display import Table
+from ..course.i18n import gettext as _
 from ..server.limits import Guard, Limits
 from ..server.background import Background, register, release
 
@@ -257,7 +258,7 @@ async def check_follow(follow: Any, *, count: int = 150, restarts: tuple[int, ..
         for i, code in enumerate(restarts):
             # Restart once the client has had a share of the events (bounded wait).
             target = (i + 1) * count // (len(restarts) + 1)
-            for _ in range(int(timeout / 0.01)):
+            for _step in range(int(timeout / 0.01)):
                 if (stream.published >= target and stream._subscribers) or task.done():
                     break
                 await asyncio.sleep(0.01)
@@ -267,14 +268,16 @@ async def check_follow(follow: Any, *, count: int = 150, restarts: tuple[int, ..
         try:
             events = await asyncio.wait_for(task, timeout)
         except TimeoutError:
-            raise CheckFailed(f"follow() did not return {count} events within {timeout:.0f} s; "
-                              f"{len(stream.resumes)} reconnection(s) seen by the server") from None
+            raise CheckFailed(_("follow() did not return {count} events within {seconds} s; "
+                                "{resumes} reconnection(s) seen by the server").format(
+                count=count, seconds=f"{timeout:.0f}", resumes=len(stream.resumes))) from None
         except (NotImplementedError, CheckFailed):
             raise
         except Exception as exc:  # noqa: BLE001 - the learner's error, explained
             raise CheckFailed(
-                f"follow() raised {type(exc).__name__}: {str(exc)[:120]}; a stream may send messages that are "
-                f"not events (not JSON, or without an \"id\"): skip them and keep following"
+                _("follow() raised {type}: {error}; a stream may send messages that are "
+                  "not events (not JSON, or without an \"id\"): skip them and keep following").format(
+                    type=type(exc).__name__, error=str(exc)[:120])
             ) from exc
     finally:
         if task is not None and not task.done():
@@ -290,15 +293,16 @@ async def check_follow(follow: Any, *, count: int = 150, restarts: tuple[int, ..
         await stream.aclose()
     _check_events(events, count)
     if len(stream.resumes) < len(stream.restarts):
-        raise CheckFailed(f"the server restarted {len(stream.restarts)} times but the client came back "
-                          f"{len(stream.resumes)} times")
+        raise CheckFailed(_("the server restarted {restarts} times but the client came back {resumes} times").format(
+            restarts=len(stream.restarts), resumes=len(stream.resumes)))
     rows = [[i + 1, code, f"{r.last}", f"{r.gap * 1000:.0f}"]
             for i, (code, r) in enumerate(zip(restarts, _first_resumes(stream)))]
     gaps = [r.gap for r in _first_resumes(stream)]
-    flapped = f"; {stream.flaps} connection(s) to a server closing at once for {flap:g} s" if flap else ""
-    table = Table(["restart", "close code", "resumed after id", "away ms"], rows,
-                  title=f"{count} events, none lost or doubled; the port was closed {down * 1000:.0f} ms each time"
-                        f"{flapped}",
+    flapped = _("; {flaps} connection(s) to a server closing at once for {seconds} s").format(
+        flaps=stream.flaps, seconds=f"{flap:g}") if flap else ""
+    table = Table([_("restart"), _("close code"), _("resumed after id"), _("away ms")], rows,
+                  title=_("{count} events, none lost or doubled; the port was closed {ms} ms each time").format(
+                      count=count, ms=f"{down * 1000:.0f}") + flapped,
                   align_right={0, 1, 2, 3})
     table.gaps = gaps  # type: ignore[attr-defined]
     table.median_gap = statistics.median(gaps) if gaps else None  # type: ignore[attr-defined]
@@ -311,16 +315,17 @@ async def _flapping(stream: ResumableStream, task: asyncio.Future[Any], seconds:
     stream._producing.clear()  # no events while it flaps (the producer has not run yet)
     stream.flap(seconds)
     end = time.monotonic() + seconds
-    for _ in range(int(seconds / 0.01) + 100):  # bounded: until the end of the flapping
+    for _step in range(int(seconds / 0.01) + 100):  # bounded: until the end of the flapping
         if time.monotonic() >= end or task.done() or stream.flaps > MAX_FLAPS:
             break
         await asyncio.sleep(0.01)
     if stream.flaps > MAX_FLAPS:
         raise CheckFailed(
-            f"follow() connected {stream.flaps} times within {seconds:g} s to a server that accepted each "
-            f"connection and closed it at once (1011); expected at most {MAX_FLAPS}. Wait a backoff delay "
-            f"after every connection that brought no event, not only after failed attempts (websockets' "
-            f"`async for ws in connect(...)` retries at once after a handshake that worked)"
+            _("follow() connected {flaps} times within {seconds} s to a server that accepted each "
+              "connection and closed it at once (1011); expected at most {most}. Wait a backoff delay "
+              "after every connection that brought no event, not only after failed attempts (websockets' "
+              "`async for ws in connect(...)` retries at once after a handshake that worked)").format(
+                flaps=stream.flaps, seconds=f"{seconds:g}", most=MAX_FLAPS)
         )
     stream._producing.set()
 
@@ -328,27 +333,30 @@ async def _flapping(stream: ResumableStream, task: asyncio.Future[Any], seconds:
 def _check_events(events: Any, count: int) -> None:
     """The events follow() returned are ids 1 to count, in order, each once."""
     if not isinstance(events, list):
-        raise CheckFailed(f"follow() should return a list of events, got {type(events).__name__}")
+        raise CheckFailed(_("follow() should return a list of events, got {type}").format(type=type(events).__name__))
     seen: set[int] = set()
     for position, event in enumerate(events, start=1):
         event_id = event.get("id") if isinstance(event, dict) else None
         if isinstance(event_id, bool) or not isinstance(event_id, int):
-            raise CheckFailed(f"follow() returned {str(event)[:60]!r} at position {position}, which is not an "
-                              f'event: skip messages that are not JSON objects with an integer "id"')
+            raise CheckFailed(_("follow() returned {event} at position {position}, which is not an "
+                                'event: skip messages that are not JSON objects with an integer "id"').format(
+                event=repr(str(event)[:60]), position=position))
         if event_id in seen:
-            raise CheckFailed(f"event {event_id} arrived twice (at position {position}): "
-                              f'resume with {{"last": <the last id you saw>}} after reconnecting')
+            raise CheckFailed(_("event {id} arrived twice (at position {position}): "
+                                'resume with {{"last": <the last id you saw>}} after reconnecting').format(
+                id=event_id, position=position))
         if event_id != position:
-            raise CheckFailed(f"event {position} is missing: after {position - 1} came {event_id}")
+            raise CheckFailed(_("event {position} is missing: after {previous} came {id}").format(
+                position=position, previous=position - 1, id=event_id))
         seen.add(event_id)
     if len(events) != count:
-        raise CheckFailed(f"follow() returned {len(events)} events; expected {count}")
+        raise CheckFailed(_("follow() returned {got} events; expected {count}").format(got=len(events), count=count))
 
 
 def _first_resumes(stream: ResumableStream) -> list[Resume]:
     """The first resume after each restart."""
     out = []
-    for began, _ in stream.restarts:
+    for began, _code in stream.restarts:
         after = [r for r in stream.resumes if r.outage == began]
         if after:
             out.append(after[0])

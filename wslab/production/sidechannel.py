@@ -31,6 +31,7 @@ from typing import Any, Awaitable, Callable
 from websockets.asyncio.client import connect
 
 from ..course import checks
+from ..course.i18n import gettext as _
 from ..server import background as servers
 from ..lab.wiretap import wiretap as _wiretap
 
@@ -79,9 +80,11 @@ async def _answer(ws: Any, timeout: float) -> dict[str, Any]:
         try:
             value = json.loads(message)
         except ValueError:
-            raise checks.CheckFailed(f"the server sent {message[:60]!r}, which is not JSON") from None
+            raise checks.CheckFailed(_("the server sent {message}, which is not JSON").format(
+                message=repr(message[:60]))) from None
         if not isinstance(value, dict):
-            raise checks.CheckFailed(f"the server sent {message[:60]!r}: expected a JSON object")
+            raise checks.CheckFailed(_("the server sent {message}: expected a JSON object").format(
+                message=repr(message[:60])))
         got.update(value)
     return got
 
@@ -93,8 +96,9 @@ async def _recv(ws: Any, timeout: float) -> Any:
         return await asyncio.wait_for(ws.recv(), timeout)
     except TimeoutError:
         raise checks.CheckFailed(
-            f"no complete answer within {timeout:g} s: answer each message with "
-            '{"csrf": <secret>, "echo": <the message>} (one JSON message, or one per key)'
+            _("no complete answer within {seconds} s: answer each message with "
+              '{{"csrf": <secret>, "echo": <the message>}} (one JSON message, or one per key)').format(
+                seconds=f"{timeout:g}")
         ) from None
 
 
@@ -116,11 +120,13 @@ async def wire_sizes(server: Any, guesses: list[str], *, secret: str | None = No
                 await ws.send(guess)
                 answer = await _answer(ws, timeout)
                 if answer.get("echo") != guess:
-                    raise checks.CheckFailed(f"the echo of {guess[:12]!r}... came back as {str(answer.get('echo'))[:40]!r}")
+                    raise checks.CheckFailed(_("the echo of {guess}... came back as {echo}").format(
+                        guess=repr(guess[:12]), echo=repr(str(answer.get("echo"))[:40])))
                 if secret is not None and answer.get("csrf") != secret:
                     raise checks.CheckFailed(
-                        f"the answer's \"csrf\" is {str(answer.get('csrf'))[:40]!r}, not the secret: the page "
-                        "still needs its token; keep it, and keep it away from the client's text")
+                        _("the answer's \"csrf\" is {csrf}, not the secret: the page "
+                          "still needs its token; keep it, and keep it away from the client's text").format(
+                            csrf=repr(str(answer.get("csrf"))[:40])))
                 sizes.append(len((tap.after_upgrade(conn) or (b"", b""))[1]) - before)
     finally:
         await tap.aclose()
@@ -144,9 +150,11 @@ class Leak:
         return self.right < min(self.wrong) and self.saved >= LEAK_BYTES
 
     def __str__(self) -> str:
-        return (f"right guess: {self.right} bytes on the wire; {len(self.wrong)} wrong guesses: "
-                f"{min(self.wrong)}-{max(self.wrong)} (median {statistics.median(self.wrong):g}); "
-                f"{'LEAKS' if self.leaks else 'no leak'} ({self.saved:+g} bytes)")
+        return _("right guess: {right} bytes on the wire; {count} wrong guesses: "
+                 "{least}-{most} (median {median}); {verdict} ({saved} bytes)").format(
+            right=self.right, count=len(self.wrong), least=min(self.wrong), most=max(self.wrong),
+            median=f"{statistics.median(self.wrong):g}", verdict=_("LEAKS") if self.leaks else _("no leak"),
+            saved=f"{self.saved:+g}")
 
     def _repr_html_(self) -> str:
         return f"<pre>{self}</pre>"
@@ -179,8 +187,9 @@ async def check_no_leak(start: Callable[[str], Awaitable[Any]], *, wrong: int = 
         await servers.release(getattr(server, "name", ""))
     if leak.leaks:
         raise checks.CheckFailed(
-            f"the right guess cost {leak.saved:g} bytes less on the wire than a wrong one ({leak}): "
-            "an eavesdropper learns the secret; do not compress the secret with the client's text: "
-            "compression=None, or the two in separate messages with no context shared between them"
+            _("the right guess cost {saved} bytes less on the wire than a wrong one ({leak}): "
+              "an eavesdropper learns the secret; do not compress the secret with the client's text: "
+              "compression=None, or the two in separate messages with no context shared between them").format(
+                saved=f"{leak.saved:g}", leak=leak)
         )
     return leak

@@ -83,6 +83,7 @@ from typing import Any, Awaitable
 
 from ..server import limits as _limits
 from ..course.display import Table
+from ..course.i18n import gettext as _
 from ..server.limits import Guard, Limits
 from ..server.background import _check_host, _check_port, release, release_sync
 from ..server.serve import Server, serve, serve_in_thread
@@ -117,7 +118,7 @@ class CA:
         import trustme
 
         if not names:
-            raise ValueError("a certificate needs at least one name, e.g. make_ca(('127.0.0.1',))")
+            raise ValueError(_("a certificate needs at least one name, e.g. make_ca(('127.0.0.1',))"))
         self.names = tuple(names)
         self._ca = trustme.CA(organization_name="wslab throwaway test CA")
         self._leaf = self._ca.issue_cert(*self.names)
@@ -364,14 +365,16 @@ def _tls_guard(limits: Limits | Guard | None, name: str | None) -> Guard:
 
 def _tls_kwargs(ca: CA, kwargs: dict[str, Any], name: str | None) -> dict[str, Any]:
     if not isinstance(ca, CA):
-        raise TypeError(f"ca must be a wslab.tls.CA (from wslab.production.tls.make_ca()), got {ca!r}")
+        raise TypeError(_("ca must be a wslab.tls.CA (from wslab.production.tls.make_ca()), got {value}").format(
+            value=repr(ca)))
     if "ssl" in kwargs:
-        raise TypeError("pass ca=..., not ssl=...: serve_tls builds the server's context from the CA")
+        raise TypeError(_("pass ca=..., not ssl=...: serve_tls builds the server's context from the CA"))
     limits = kwargs.get("limits")
     if limits is not None and not isinstance(limits, (Limits, Guard)):
-        raise TypeError(f"limits must be a wslab.Limits, got {limits!r}")
+        raise TypeError(_("limits must be a wslab.Limits, got {value}").format(value=repr(limits)))
     if "sock" in kwargs:
-        raise TypeError("serve_tls listens on a socket of its own (see wslab.tls): give host= and port=, not sock=")
+        raise TypeError(_("serve_tls listens on a socket of its own (see wslab.tls): give `host=` and `port=`, "
+                          "not `sock=`"))
     _check_host(kwargs.get("host", "127.0.0.1"), kwargs.get("allow_network", False))
     _check_port(kwargs.get("port", 0))
     return {**kwargs, "ssl": ca.server_context(), "limits": _tls_guard(limits, name)}
@@ -458,8 +461,8 @@ async def _one_handshake(url: str, ssl_ctx: ssl.SSLContext | None) -> float:
 async def handshake_times(url: str, *, ssl: ssl.SSLContext | None = None, n: int = 20) -> list[float]:
     """Open and close ``n`` connections to ``url``; each one's time to open (TCP, TLS, upgrade), seconds."""
     if n < 1:
-        raise ValueError(f"n must be at least 1 connection, got {n!r}")
-    return [await _one_handshake(url, ssl) for _ in range(n)]
+        raise ValueError(_("n must be at least 1 connection, got {value}").format(value=repr(n)))
+    return [await _one_handshake(url, ssl) for _attempt in range(n)]
 
 
 async def compare_handshakes(ws_url: str, wss_url: str, *, ca: CA, n: int = 20) -> Table:

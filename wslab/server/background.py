@@ -31,6 +31,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 
 from ..course.display import Table
+from ..course.i18n import gettext as _
 
 __all__ = [
     "Background",
@@ -89,8 +90,8 @@ class PortInUseError(OSError):
         self.port = port
         super().__init__(
             errno.EADDRINUSE,
-            f"port {port} on {host} is already in use by another program; "
-            f"pass port=0 (the default) so the OS picks a free port, then read srv.port",
+            _("port {port} on {host} is already in use by another program; "
+              "pass port=0 (the default) so the OS picks a free port, then read srv.port").format(port=port, host=host),
         )
 
     def __str__(self) -> str:
@@ -229,8 +230,8 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 def _check_port(port: Any) -> None:
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(
-            f"port must be a whole number from 0 to 65535, got {port!r}; "
-            f"keep the default port=0 so the OS picks a free port, then read srv.port"
+            _("port must be a whole number from 0 to 65535, got {port}; "
+              "keep the default port=0 so the OS picks a free port, then read srv.port").format(port=repr(port))
         )
 
 
@@ -245,9 +246,9 @@ def _check_host(host: str, allow_network: bool) -> None:
         loopback = False
     if not loopback:
         raise ValueError(
-            f"refusing to listen on {host!r}: that lets other machines connect to a server "
-            f"in your notebook. Keep the default host='127.0.0.1', or pass "
-            f"allow_network=True if you really mean to accept connections from the network"
+            _("refusing to listen on {host}: that lets other machines connect to a server "
+              "in your notebook. Keep the default host='127.0.0.1', or pass "
+              "allow_network=True if you really mean to accept connections from the network").format(host=repr(host))
         )
 
 
@@ -351,9 +352,9 @@ def status() -> Table:
         for s in servers()
     ]
     return Table(
-        ["name", "url", "mode", "connections", "uptime", "errors"],
+        [_("name"), "url", _("mode"), _("connections"), _("uptime"), _("errors")],
         rows,
-        empty="no wslab servers running",
+        empty=_("no wslab servers running"),
     )
 
 

@@ -102,6 +102,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.protocol import CONNECTING, OPEN
 
+from ..course.i18n import gettext as _
 from .origins import LOCAL_ORIGIN, env_origins, origin_allowed
 
 __all__ = [
@@ -156,20 +157,23 @@ class Limits:
         for name in ("max_buffer", "write_limit", "max_connections", "max_handshakes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Limits.{name} must be a whole number of at least 1, got {value!r}")
+                raise ValueError(_("Limits.{name} must be a whole number of at least 1, got {value}").format(
+                    name=name, value=repr(value)))
         for name in ("open_timeout", "ping_interval", "ping_timeout", "stall_timeout"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(f"Limits.{name} must be a positive number of seconds or None, got {value!r}")
+                raise ValueError(_("Limits.{name} must be a positive number of seconds or None, got {value}").format(
+                    name=name, value=repr(value)))
         if not (isinstance(self.close_timeout, (int, float)) and self.close_timeout > 0):
-            raise ValueError(f"Limits.close_timeout must be a positive number of seconds, got {self.close_timeout!r}")
+            raise ValueError(_("Limits.close_timeout must be a positive number of seconds, got {value}").format(
+                value=repr(self.close_timeout)))
         if isinstance(self.origins, (str, bytes)) or not isinstance(self.origins, Iterable):
-            raise TypeError(f"Limits.origins is a tuple of origins, got {self.origins!r}")
+            raise TypeError(_("Limits.origins is a tuple of origins, got {value}").format(value=repr(self.origins)))
         for origin in self.origins:
             if not isinstance(origin, (str, re.Pattern)):
                 raise TypeError(
-                    f"Limits.origins holds origins like 'https://hub.example.org' or re.compile(...), "
-                    f"got {origin!r}"
+                    _("Limits.origins holds origins like 'https://hub.example.org' or re.compile(...), "
+                      "got {value}").format(value=repr(origin))
                 )
         object.__setattr__(self, "origins", tuple(self.origins))
 
@@ -263,7 +267,7 @@ class Guard:
     ) -> None:
         self.limits = DEFAULT_LIMITS if limits is None else limits
         if not isinstance(self.limits, Limits):
-            raise TypeError(f"limits must be a wslab.Limits, got {self.limits!r}")
+            raise TypeError(_("limits must be a wslab.Limits, got {value}").format(value=repr(self.limits)))
         self.name = name
         #: Called as ``on_close(connection, why)`` when the guard closes an open
         #: connection (``why``: "closed: overflow" or "closed: stalled"). It runs

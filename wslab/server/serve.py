@@ -60,6 +60,8 @@ from .background import (
     release,
     start_in_thread,
 )
+from ..course.i18n import N_
+from ..course.i18n import gettext as _
 from .limits import Guard, Limits
 
 __all__ = ["Server", "serve", "serve_in_thread", "NoRunningLoopError"]
@@ -136,8 +138,8 @@ class Server(Background):
         self.errors.append(exc)
         if isinstance(exc, NotImplementedError):  # an exercise's stub: nothing to debug yet
             print(
-                f"! server {self.name!r}: the handler is not written yet (NotImplementedError: {exc}); "
-                f"the client got close code 1011 (internal error)",
+                _("! server {name}: the handler is not written yet (NotImplementedError: {error}); "
+                  "the client got close code 1011 (internal error)").format(name=repr(self.name), error=exc),
                 file=sys.stderr,
                 flush=True,
             )
@@ -146,9 +148,10 @@ class Server(Background):
         tb = exc.__traceback__.tb_next if exc.__traceback__ else None
         lines = traceback.format_exception(type(exc), exc, tb)
         print(
-            f"! server {self.name!r}: the handler raised {type(exc).__name__}: {exc}\n"
-            f"! the client got close code 1011 (internal error); "
-            f"the exception is kept in srv.errors\n" + "".join(lines),
+            _("! server {name}: the handler raised {type}: {error}\n"
+              "! the client got close code 1011 (internal error); "
+              "the exception is kept in srv.errors").format(name=repr(self.name), type=type(exc).__name__,
+                                                             error=exc) + "\n" + "".join(lines),
             file=sys.stderr,
             flush=True,
         )
@@ -159,7 +162,7 @@ class Server(Background):
 
 def _check_handler(handler: Any) -> None:
     if not callable(handler):
-        raise TypeError(f"handler must be an async function, got {handler!r}")
+        raise TypeError(_("handler must be an async function, got {handler}").format(handler=repr(handler)))
     try:
         params = inspect.signature(handler).parameters.values()
     except (TypeError, ValueError):  # builtins, some callables
@@ -172,18 +175,18 @@ def _check_handler(handler: Any) -> None:
     if len(required) >= 2:
         names = ", ".join(p.name for p in required)
         raise TypeError(
-            f"handler({names}) takes {len(required)} arguments, but websockets >= 14 "
-            f"(its new asyncio implementation, the default since 14.0) calls handler(connection) "
-            f"with one. The legacy (websocket, path) signature is gone: write `async def handler(connection):` and read the "
-            f"path from connection.request.path"
+            _("handler({names}) takes {count} arguments, but websockets >= 14 "
+              "(its new asyncio implementation, the default since 14.0) calls handler(connection) "
+              "with one. The legacy (websocket, path) signature is gone: write `async def handler(connection):` "
+              "and read the path from connection.request.path").format(names=names, count=len(required))
         )
     if not (
         inspect.iscoroutinefunction(handler)
         or inspect.iscoroutinefunction(getattr(handler, "__call__", None))
     ):
         raise TypeError(
-            f"handler {getattr(handler, '__name__', handler)!r} must be an async function: "
-            f"write `async def {getattr(handler, '__name__', 'handler')}(connection): ...`"
+            _("handler {handler} must be an async function: write `async def {name}(connection): ...`").format(
+                handler=repr(getattr(handler, "__name__", handler)), name=getattr(handler, "__name__", "handler"))
         )
 
 
@@ -253,7 +256,7 @@ class _PendingServer:
     """
 
     #: What the await gives, the call, the variable a lesson writes, and another way (or "").
-    _what = "server"
+    _what = N_("server")
     _call = "wslab.serve"
     _variable = "srv"
     _instead = ""
@@ -268,8 +271,10 @@ class _PendingServer:
 
     def __getattr__(self, attr: str) -> Any:
         raise AttributeError(
-            f"this is not a {self._what} yet (no attribute {attr!r}): {self._call}() must be "
-            f"awaited. Write `{self._variable} = await {self._call}(...)`{self._instead}"
+            _("this is not a {what} yet (no attribute {attr}): {call}() must be "
+              "awaited. Write `{variable} = await {call}(...)`{instead}").format(
+                what=_(self._what), attr=repr(attr), call=self._call, variable=self._variable,
+                instead=_(self._instead) if self._instead else "")
         )
 
     def __repr__(self) -> str:
@@ -319,10 +324,10 @@ def serve(
     _check_port(port)
     if _running_loop() is None:
         raise NoRunningLoopError(
-            "wslab.serve() needs a running event loop. In a notebook write "
-            "`srv = await wslab.serve(handler)`; in a script call it inside "
-            "`async def main()` run by `asyncio.run(main())`; or use "
-            "wslab.serve_in_thread(handler), which brings its own loop"
+            _("wslab.serve() needs a running event loop. In a notebook write "
+              "`srv = await wslab.serve(handler)`; in a script call it inside "
+              "`async def main()` run by `asyncio.run(main())`; or use "
+              "`wslab.serve_in_thread(handler)`, which brings its own loop")
         )
     name = name or _default_name(handler)
 
