@@ -463,3 +463,16 @@ def test_a_table_with_chinese_words_lines_up_in_a_terminal():
     header, rule, *rows = table.splitlines()
     assert text_width(header.split("level")[0]) == text_width(rows[0].split("MUST")[0]) == len(rule.split()[0]) + 2
     assert text_width(rows[1].split("SHOULD")[0]) == text_width(rows[0].split("MUST")[0])
+
+
+def test_a_room_process_that_speaks_chinese_is_still_found_open(monkeypatch):
+    """Lesson 08 in Chinese starts room processes whose banner is Chinese: the parent still reads its URL."""
+    from wslab.production import roomprocs
+
+    monkeypatch.setenv("WSLAB_LANG", "zh_CN")
+    (room,) = roomprocs.room_processes(1, None, room="zh", name="zh-room")
+    try:
+        assert room.url.startswith("ws://127.0.0.1:"), room.url
+        assert any("聊天室" in line for line in room.output), list(room.output)
+    finally:
+        roomprocs.stop_processes([room])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,6 +31,9 @@ from ..server import background as servers
 from .roomlog import SECRET_ENV, room_secret
 
 __all__ = ["RoomProcess", "room_processes", "stop_processes", "measure_rooms", "RedisProcess"]
+
+#: The address in a room process's "is open at" line.
+_OPEN_URL = re.compile(r"http://[\w.:\[\]-]+/")
 
 # Room processes: `python -m wslab classroom --redis URL`, started and stopped from here
 
@@ -66,8 +70,10 @@ class RoomProcess:
             for line in self.proc.stdout:
                 line = line.rstrip("\n")
                 self.output.append(line)
-                if not self.url and "is open at" in line:
-                    self.url = line.split("is open at", 1)[1].strip().replace("http://", "ws://", 1)
+                # The room's "= classroom ... is open at http://..." line, in whatever language the
+                # process speaks (WSLAB_LANG, a zh-CN lessons folder): the first "= " line with an http URL.
+                if not self.url and line.startswith("= ") and (found := _OPEN_URL.search(line)):
+                    self.url = found.group(0).replace("http://", "ws://", 1)
                     self._opened.set()
         except ValueError:  # closed by stop()
             pass
