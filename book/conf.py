@@ -78,6 +78,7 @@ html_static_path = ["_static"]
 # index.html at the edition's root (the site's, or zh-CN/): a redirect to its start page.
 html_extra_path = ["_extra"] if EDITION == "en" else ["_extra_zh"]
 html_css_files = ["wslab-book.css"]
+html_js_files = [] if EDITION == "en" else ["wslab-zh-search.js"]  # Sphinx 9.0's Chinese search: see the file
 html_last_updated_fmt = None
 html_theme_options = {
     "show_toc_level": 2,

@@ -249,6 +249,18 @@ def test_the_search_finds_sec_websocket_accept(browse):
 
 
 @pytest.mark.browser
+def test_the_chinese_search_finds_the_chinese_guide(browse):
+    """Sphinx's Chinese search runs (book/_static/wslab-zh-search.js) and stays in its edition."""
+    need_book()
+    page, problems = browse("zh-CN/search.html?q=nbgrader")
+    page.wait_for_selector("#search-results ul.search li", timeout=seconds(20) * 1000)
+    results = page.locator("#search-results ul.search li a").evaluate_all("els => els.map(a => a.href)")
+    assert any("instructor/GUIDE.zh-CN.html" in href for href in results), results
+    assert all("/zh-CN/" in href for href in results), results
+    assert problems == []
+
+
+@pytest.mark.browser
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_a_lesson_page_shows_its_figures_its_measured_note_and_how_to_run_it(browse, lesson):
     """A lesson that plots shows its figures; a live part shows its labelled screenshot."""
