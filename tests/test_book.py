@@ -18,7 +18,7 @@ import re
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 
@@ -260,6 +260,9 @@ def test_the_chinese_search_finds_the_chinese_guide(browse):
     results = search(browse, "zh-CN/search.html?q=nbgrader")
     assert any("instructor/GUIDE.zh-CN.html" in href for href in results), results
     assert all("/zh-CN/" in href for href in results), results
+    # A Chinese word: jieba (requirements-book.txt) cut the pages into words.
+    results = search(browse, "zh-CN/search.html?q=" + quote("评分"))
+    assert any("instructor/GUIDE.zh-CN.html" in href for href in results), results
 
 
 @pytest.mark.browser
