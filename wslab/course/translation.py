@@ -71,6 +71,9 @@ __all__ = ["TranslationIncomplete", "Unit", "CatalogReport", "Report", "split_bl
 
 #: The repository this module belongs to (an editable install, or a checkout on PYTHONPATH).
 ROOT = Path(__file__).resolve().parent.parent.parent
+#: The Markdown pages a learner reads, translated like the lessons (:mod:`wslab.course.pages`):
+#: ``translations/<lang>/<file stem>.po`` -> :func:`page_name` beside the English page.
+PAGES = ("README.md", "instructor/GUIDE.md", "instructor/CLASSROOM.md")
 
 _FENCE = re.compile(r"^[ \t]*(```|~~~)")
 _HEADING = re.compile(r"^#{1,6}[ \t]")
@@ -80,9 +83,6 @@ _LINK = re.compile(r"(\]\(|(?:href|src)=\")([^)\"\s]+)")
 #: package catalog, so the code cell stays English and the learner reads Chinese): argument numbers.
 #: An f-string with substitutions cannot be looked up, and stays English.
 CHECK_KEYWORDS = {"check": (2,), "check_equal": (3,)}
-#: The Markdown pages a learner reads, translated like the lessons (:mod:`wslab.course.pages`):
-#: ``translations/<lang>/<file stem>.po`` -> :func:`page_name` beside the English page.
-PAGES = ("README.md", "instructor/GUIDE.md", "instructor/CLASSROOM.md")
 
 
 class TranslationIncomplete(ValueError):
