@@ -48,7 +48,7 @@ extensions = [
 # The English edition: book/, notebooks/*.ipynb, README.md, the instructor pages, the references;
 # the Chinese edition: their translations (wslab_book/editions.py lists both).
 include_patterns = INCLUDE[EDITION]
-exclude_patterns = ["book/_build/**", "book/_ext/**", "book/_generated/install-commands.md", "**/.ipynb_checkpoints"]
+exclude_patterns = ["book/_build/**", "book/_ext/**", "book/_generated/install-commands*.md", "**/.ipynb_checkpoints"]
 if EDITION == "en":
     exclude_patterns.append("book/zh-CN/**")
 
