@@ -18,7 +18,7 @@ import re
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 
@@ -27,6 +27,18 @@ from .conftest import seconds
 ROOT = Path(__file__).resolve().parent.parent
 HTML = ROOT / "book" / "_build" / "html"
 LESSONS = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+#: The Chinese edition (book/_build/html/zh-CN/): the lessons translated so far, the translated pages.
+ZH_HTML = HTML / "zh-CN"
+CHINESE_LESSONS = sorted(p.stem for p in (ROOT / "notebooks" / "zh-CN").glob("*.ipynb"))
+#: English page -> its Chinese page, both from the site's root.
+COUNTERPARTS = {
+    "book/index.html": "zh-CN/book/zh-CN/index.html",
+    "README.html": "zh-CN/README.zh-CN.html",
+    "instructor/GUIDE.html": "zh-CN/instructor/GUIDE.zh-CN.html",
+    "instructor/CLASSROOM.html": "zh-CN/instructor/CLASSROOM.zh-CN.html",
+    **{f"notebooks/{name}.html": f"zh-CN/notebooks/zh-CN/{name}.html" for name in CHINESE_LESSONS},
+}
+CJK = re.compile(r"[\u4e00-\u9fff]")
 
 #: Outputs a page must not show: a traceback, a progress bar stuck at its first state (a tqdm
 #: widget saved without its JavaScript), the repr of a matplotlib figure instead of the figure.
@@ -55,12 +67,50 @@ def need_book() -> None:
 
 
 def pages() -> list[str]:
-    """Every page of the book, as paths relative to its root (theme templates and the root's
-    redirect left out: ``test_the_site_root_leads_to_the_book`` checks that one)."""
+    """Every page of both editions, as paths relative to the site's root (theme templates and the
+    redirects at the editions' roots left out: ``test_the_site_root_leads_to_the_book`` checks them)."""
     if not HTML.exists():
         return []
     return sorted(str(p.relative_to(HTML)) for p in HTML.rglob("*.html")
-                  if p.parts[len(HTML.parts)] != "_static" and p != HTML / "index.html")
+                  if "_static" not in p.relative_to(HTML).parts[:2] and p not in (HTML / "index.html", ZH_HTML / "index.html"))
+
+
+class _Page(HTMLParser):
+    """The language switch's link, and the text of each cell output, of one built page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.switch: list[str] = []
+        self.outputs: list[str] = []
+        self.output_classes: list[str] = []
+        self._depth = 0  # inside a cell output: the nesting depth of its <div>s
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        classes = (dict(attrs).get("class") or "").split()
+        if tag == "a" and "wslab-language-switch" in classes:
+            self.switch.append(dict(attrs).get("href") or "")
+        if tag == "div":
+            if self._depth:
+                self._depth += 1
+                if "output" in classes:
+                    self.output_classes.append(" ".join(classes))
+            elif "cell_output" in classes:
+                self._depth = 1
+                self.outputs.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "div" and self._depth:
+            self._depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._depth:
+            self.outputs[-1] += data
+
+
+def read_page(path: str) -> _Page:
+    parser = _Page()
+    parser.feed((HTML / path).read_text(encoding="utf-8"))
+    return parser
 
 
 class _Ids(HTMLParser):
@@ -188,14 +238,31 @@ def test_the_site_root_leads_to_the_book(chromium, site):
         context.close()
 
 
-@pytest.mark.browser
-def test_the_search_finds_sec_websocket_accept(browse):
+def search(browse, path: str) -> list[str]:
+    """The links the search page ``path`` (with its ?q=) lists, once it lists some; no problem loading it."""
     need_book()
-    page, problems = browse("search.html?q=Sec-WebSocket-Accept")
+    page, problems = browse(path)
     page.wait_for_selector("#search-results ul.search li", timeout=seconds(20) * 1000)
     results = page.locator("#search-results ul.search li a").evaluate_all("els => els.map(a => a.href)")
-    assert any("02-shake-hands-by-hand" in href for href in results), results
     assert problems == []
+    return results
+
+
+@pytest.mark.browser
+def test_the_search_finds_sec_websocket_accept(browse):
+    results = search(browse, "search.html?q=Sec-WebSocket-Accept")
+    assert any("02-shake-hands-by-hand" in href for href in results), results
+
+
+@pytest.mark.browser
+def test_the_chinese_search_finds_the_chinese_guide(browse):
+    """Sphinx's Chinese search runs (book/_static/wslab-zh-search.js) and stays in its edition."""
+    results = search(browse, "zh-CN/search.html?q=nbgrader")
+    assert any("instructor/GUIDE.zh-CN.html" in href for href in results), results
+    assert all("/zh-CN/" in href for href in results), results
+    # A Chinese word: jieba (requirements-book.txt) cut the pages into words.
+    results = search(browse, "zh-CN/search.html?q=" + quote("评分"))
+    assert any("instructor/GUIDE.zh-CN.html" in href for href in results), results
 
 
 @pytest.mark.browser
@@ -240,6 +307,71 @@ def test_no_page_shows_a_traceback_a_stuck_progress_bar_or_a_figure_repr(path, b
         assert found is not None, f"{path} no longer shows {bad}: {DELIBERATE[path, bad]}; update DELIBERATE"
         return
     assert found is None, f"{path} shows {bad}: ...{text[max(0, found.start() - 200):found.end() + 100]}..."
+
+
+# The Chinese edition and the language switch
+
+
+def test_the_chinese_edition_has_the_chinese_lessons_and_pages_in_chinese():
+    need_book()
+    found = set(pages())
+    expected = set(COUNTERPARTS.values()) | {"zh-CN/book/zh-CN/install.html", "zh-CN/search.html"}
+    assert expected <= found, f"missing pages: {sorted(expected - found)}"
+    assert CHINESE_LESSONS, "no Chinese lesson in notebooks/zh-CN"
+    search = (ZH_HTML / "search.html").read_text(encoding="utf-8")
+    assert '<html lang="zh-CN"' in search and "搜索" in search  # Sphinx's own words, from its zh_CN catalog
+    assert not any(p.startswith("zh-CN/notebooks/0") for p in found), "an English lesson in the Chinese edition"
+    assert not any(p.startswith(("notebooks/zh-CN/", "zh-CN/zh-CN/")) for p in found), "a Chinese page in the English edition"
+
+
+@pytest.mark.parametrize("lesson", CHINESE_LESSONS)
+def test_a_chinese_lesson_page_has_its_outputs_no_error_and_chinese_self_check_feedback(lesson):
+    """Executed by the Chinese build (WSLAB_LANG=zh_CN, quick mode): the checks answered in Chinese."""
+    need_book()
+    path = f"zh-CN/notebooks/zh-CN/{lesson}.html"
+    page = read_page(path)
+    english = read_page(f"notebooks/{lesson}.html")
+    assert len(page.outputs) == len(english.outputs) > 1, "not every output of the English page is there"
+    assert not [c for c in page.output_classes if "traceback" in c or "error" in c.split()], page.output_classes
+    text = (HTML / path).read_text(encoding="utf-8")
+    for bad, pattern in BAD_OUTPUTS.items():
+        if (f"notebooks/{lesson}.html", bad) not in DELIBERATE:
+            assert pattern.search(text) is None, f"{path} shows {bad}"
+    assert "这些输出是怎么来的" in text and "本页的输出测于" in text
+    feedback = [o for o in page.outputs if re.search(r"练习 \d+\.\d+|Exercise \d+\.\d+", o)]
+    assert feedback, "no self-check feedback on the page"
+    assert all(re.search(r"练习 \d+\.\d+", o) for o in feedback), feedback
+    assert not any(re.search(r"Exercise \d+\.\d+|not done yet", o) for o in page.outputs)
+
+
+def _switch(path: str) -> str:
+    """The page the language switch of ``path`` links to, from the site's root."""
+    [href] = read_page(path).switch
+    target = (HTML / path).parent / unquote(urlsplit(href).path)
+    assert target.resolve().is_file(), f"{path}: the language switch links a missing page: {href}"
+    return target.resolve().relative_to(HTML.resolve()).as_posix()
+
+
+def test_every_page_of_both_editions_has_a_language_switch_that_resolves():
+    need_book()
+    for path in pages():
+        chinese = path.startswith("zh-CN/")
+        target = _switch(path)
+        assert target.startswith("zh-CN/") != chinese, f"{path}: the switch stays in its own edition: {target}"
+
+
+@pytest.mark.parametrize("english", sorted(COUNTERPARTS))
+def test_the_language_switch_links_the_same_page_both_ways(english):
+    need_book()
+    assert _switch(english) == COUNTERPARTS[english]
+    assert _switch(COUNTERPARTS[english]) == english
+
+
+def test_a_page_with_no_chinese_counterpart_switches_to_the_chinese_start_page():
+    need_book()
+    untranslated = [f"notebooks/{n}.html" for n in LESSONS if n not in CHINESE_LESSONS] + ["docs/limits.html"]
+    for path in untranslated:
+        assert _switch(path) == "zh-CN/book/zh-CN/index.html"
 
 
 # The build's own pieces, without a built book (they need requirements-book.txt)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from babel.messages.pofile import read_po, write_po
 
 import wslab
 from wslab.course.checks import CheckFailed
-from wslab.course import i18n, translation
+from wslab.course import i18n, pages, translation
 from wslab.course.safewrite import LearnerWorkError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,9 @@ CHINESE_LESSONS = sorted(ZH.glob("*.ipynb"))
 LESSON_00 = "00-start-a-websocket-server-in-a-notebook"
 MESSAGES = translation.messages_path(ROOT, "zh_CN")
 CJK = re.compile(r"[\u4e00-\u9fff]")
+#: English page -> its Chinese page (README.md -> README.zh-CN.md), built from translations/zh_CN/<stem>.po.
+PAGES = {page: translation.page_name(page, "zh_CN") for page in translation.PAGES}
+PAGE_STEMS = {Path(page).stem for page in PAGES}
 
 
 def _catalog(path: Path):
@@ -56,12 +60,14 @@ def _copy_of_repository(tmp_path: Path, *, lessons: list[str] | None = None, pac
     shutil.copytree(ROOT / "translations", root / "translations")
     if lessons is not None:
         for po in (root / "translations" / "zh_CN").glob("*.po"):
-            if po.stem not in lessons:
+            if po.stem not in lessons and po.stem not in PAGE_STEMS:
                 po.unlink()
     if package:
         shutil.copytree(ROOT / "wslab", root / "wslab", ignore=shutil.ignore_patterns("__pycache__", "_lessons"))
-    if (ROOT / "README.zh-CN.md").exists():
-        shutil.copy(ROOT / "README.zh-CN.md", root / "README.zh-CN.md")
+    for page in [*PAGES, *PAGES.values()]:  # the pages and their translations (the lessons link them)
+        if (ROOT / page).exists():
+            (root / page).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / page, root / page)
     return root
 
 
@@ -232,7 +238,11 @@ def test_translations_keep_link_targets_and_message_placeholders():
     for stem, m in _entries():
         if not isinstance(m.id, str):
             continue
-        assert sorted(re.findall(r"\]\(([^)]*)\)", m.id)) == sorted(re.findall(r"\]\(([^)]*)\)", m.string)), stem
+        # Every link of the English is kept (a page's translation may add one: README.po links the glossary).
+        missing = Counter(re.findall(r"\]\(([^)]*)\)", m.id)) - Counter(re.findall(r"\]\(([^)]*)\)", m.string))
+        assert not missing, f"{stem}: {m.id[:50]!r} lost the link(s) {sorted(missing)}"
+        if stem not in PAGE_STEMS:
+            assert sorted(re.findall(r"\]\(([^)]*)\)", m.id)) == sorted(re.findall(r"\]\(([^)]*)\)", m.string)), stem
         if stem == "wslab":
             names = re.compile(r"\{\w*\}|%\(\w+\)s|%s")
             assert sorted(names.findall(m.id)) == sorted(names.findall(m.string)), m.id
@@ -341,6 +351,84 @@ def test_the_chinese_readme_keeps_every_command_of_the_english_one_and_its_links
     for target in re.findall(r"\]\(([^)\s#]+)", chinese):
         if not re.match(r"^[a-z]+:", target):
             assert (ROOT / target).exists(), f"README.zh-CN.md: {target} does not resolve"
+
+
+# -- the Markdown pages (README.md, the instructor pages) ------------------------------------
+
+def _links(text: str) -> list[str]:
+    """The relative link targets of markdown ``text`` (without their #fragment)."""
+    targets = re.findall(r"\]\(([^)\s#]+)", text) + re.findall(r'(?:href|src)="([^"#]+)"', text)
+    return [t for t in targets if not re.match(r"^[a-z][a-z0-9+.-]*:", t)]
+
+
+def _code_blocks(text: str) -> list[str]:
+    return [piece for kind, piece in translation.split_blocks(text) if kind == "code"]
+
+
+def test_the_chinese_pages_are_what_update_and_build_make_from_todays_english(tmp_path):
+    """Nothing is stale: merging today's English changes no page catalog; building makes the committed pages."""
+    root = _copy_of_repository(tmp_path)
+    shutil.copytree(ZH, root / "notebooks" / "zh-CN")
+    assert pages.update("zh_CN", root=root) == []
+    for chinese in PAGES.values():
+        (root / chinese).unlink()
+    built = pages.build("zh_CN", root=root)
+    assert sorted(p.relative_to(root).as_posix() for p in built) == sorted(PAGES.values())
+    for path in built:
+        rel = path.relative_to(root).as_posix()
+        assert path.read_bytes() == (ROOT / rel).read_bytes(), f"{rel} is stale: run python -m wslab exercises --translations"
+
+
+@pytest.mark.parametrize("english", sorted(PAGES))
+def test_a_chinese_page_is_complete_keeps_every_command_and_its_links_resolve_to_chinese_pages(english):
+    report = {c.name: c for c in translation.check("zh_CN", root=ROOT).catalogs}[Path(english).stem]
+    assert report.total > 0 and report.untranslated == [] and report.fuzzy == []
+    source = (ROOT / english).read_text(encoding="utf-8")
+    chinese_path = ROOT / PAGES[english]
+    chinese = chinese_path.read_text(encoding="utf-8")
+    assert CJK.search(chinese)
+    assert _code_blocks(chinese) == _code_blocks(source), "the code blocks (the commands) differ from the English"
+    targets = _links(chinese)
+    assert len(targets) >= len(_links(source))
+    english_pages = {ROOT / page for page in PAGES} | {p.resolve() for p in (ROOT / "notebooks").glob("*.ipynb")}
+    switch = [t for t in targets if (chinese_path.parent / t).resolve() == (ROOT / english).resolve()]
+    assert len(switch) <= 1, "only the language switch links this page's English"
+    for target in targets:
+        resolved = (chinese_path.parent / target).resolve()
+        assert resolved.exists(), f"{PAGES[english]}: {target} does not resolve"
+        counterpart = {ROOT / page: ROOT / zh for page, zh in PAGES.items()}.get(resolved) or \
+            (ZH / resolved.name if resolved.parent == ROOT / "notebooks" else None)
+        if resolved in english_pages and target not in switch and counterpart is not None and counterpart.exists():
+            pytest.fail(f"{PAGES[english]} links the English {target}, which has a Chinese counterpart")
+
+
+def test_the_language_switch_of_a_page_points_back_at_the_english_page():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "[简体中文](README.zh-CN.md)" in readme
+    assert "[English](README.md) · 简体中文" in (ROOT / "README.zh-CN.md").read_text(encoding="utf-8")
+    assert pages.localize_links("[x](../notebooks/00-a.ipynb) [y](GUIDE.zh-CN.md) [z](../docs/limits.md#a)",
+                                "instructor/GUIDE.md",
+                                {"notebooks/00-a.ipynb": "notebooks/zh-CN/00-a.ipynb",
+                                 "instructor/GUIDE.md": "instructor/GUIDE.zh-CN.md"}) == \
+        "[x](../notebooks/zh-CN/00-a.ipynb) [y](GUIDE.md) [z](../docs/limits.md#a)"
+
+
+def test_a_changed_english_paragraph_of_a_page_makes_it_fuzzy_and_the_page_is_not_built(tmp_path):
+    root = _copy_of_repository(tmp_path, lessons=[LESSON_00], package=False)
+    guide = root / "instructor" / "GUIDE.md"
+    old = "## The class chat room"
+    guide.write_text(guide.read_text(encoding="utf-8").replace(old, "## The class chat room, for everyone"),
+                     encoding="utf-8")
+    before = (root / "instructor" / "GUIDE.zh-CN.md").read_bytes()
+    assert pages.update("zh_CN", root=root) == [pages.page_catalog(root, "zh_CN", "instructor/GUIDE.md")]
+    catalog = _catalog(pages.page_catalog(root, "zh_CN", "instructor/GUIDE.md"))
+    changed = catalog.get("## The class chat room, for everyone")
+    assert changed.fuzzy and changed.string == "## 课堂聊天室"
+    with pytest.raises(translation.TranslationIncomplete, match="GUIDE block 11 fuzzy"):
+        pages.build("zh_CN", root=root)
+    assert (root / "instructor" / "GUIDE.zh-CN.md").read_bytes() == before
+    pages.build("zh_CN", root=root, partial=True)  # a translator's draft: the English where it is missing
+    assert "## The class chat room, for everyone" in (root / "instructor" / "GUIDE.zh-CN.md").read_text(encoding="utf-8")
 
 
 def test_only_the_catalog_tools_import_babel():

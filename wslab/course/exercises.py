@@ -197,15 +197,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _translations(root: Path, *, lang: str, partial: bool, force: bool) -> int:
-    """Update the catalogs of ``lang``, build its lessons, print what is left to translate."""
+    """Update the catalogs of ``lang``, build its lessons and pages, print what is left to translate."""
     import sys
 
-    from . import translation
+    from . import pages, translation
 
-    for path in translation.update(lang, root=root):
+    for path in [*translation.update(lang, root=root), *pages.update(lang, root=root)]:
         print(f"= updated {path}")
     try:
         written = translation.build(lang, root=root, partial=partial, force=force)
+        written += pages.build(lang, root=root, partial=partial)  # after the lessons: it links them
     except (translation.TranslationIncomplete, LearnerWorkError) as exc:
         print(f"! {exc}", file=sys.stderr)
         print(translation.check(lang, root=root))

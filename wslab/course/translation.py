@@ -30,7 +30,8 @@ Three steps, the gettext ones:
   writing nothing, while one is untranslated or fuzzy (``partial=True`` keeps
   their English, for drafting). Links are rewritten for a folder one level
   down: a lesson with a translated copy stays a sibling, anything else gets
-  ``../``, and ``../README.md`` becomes the translated README;
+  ``../``, and a page of :data:`PAGES` (``../README.md``) becomes its translation
+  when there is one (:mod:`wslab.course.pages` builds those);
 * :func:`check` reports untranslated, fuzzy and obsolete entries per catalog.
 
 Design note: a learner's copy is never overwritten (:mod:`wslab.safewrite`,
@@ -65,10 +66,14 @@ from .safewrite import write_files
 from .i18n import DOMAIN, LESSON_FOLDERS
 
 __all__ = ["TranslationIncomplete", "Unit", "CatalogReport", "Report", "split_blocks", "lesson_units",
-           "update", "build", "check", "folder_for", "catalog_path", "messages_path", "compile_mo"]
+           "update", "build", "check", "folder_for", "catalog_path", "messages_path", "compile_mo",
+           "PAGES", "page_name"]
 
 #: The repository this module belongs to (an editable install, or a checkout on PYTHONPATH).
 ROOT = Path(__file__).resolve().parent.parent.parent
+#: The Markdown pages a learner reads, translated like the lessons (:mod:`wslab.course.pages`):
+#: ``translations/<lang>/<file stem>.po`` -> :func:`page_name` beside the English page.
+PAGES = ("README.md", "instructor/GUIDE.md", "instructor/CLASSROOM.md")
 
 _FENCE = re.compile(r"^[ \t]*(```|~~~)")
 _HEADING = re.compile(r"^#{1,6}[ \t]")
@@ -103,6 +108,12 @@ def folder_for(lang: str) -> str:
         if code == lang:
             return folder
     return lang.replace("_", "-")
+
+
+def page_name(page: str, lang: str) -> str:
+    """The translated copy of English ``page``, beside it: ``instructor/GUIDE.md`` -> ``instructor/GUIDE.zh-CN.md``."""
+    stem, dot, suffix = page.rpartition(".")
+    return f"{stem}.{folder_for(lang)}{dot}{suffix}"
 
 
 def catalog_path(root: Path, lang: str, stem: str) -> Path:
@@ -375,8 +386,9 @@ def check(lang: str = "zh_CN", *, root: Path = ROOT) -> Report:
 
 # -- build ----------------------------------------------------------------------------------
 
-def _localize_links(text: str, siblings: set[str], readme: str) -> str:
-    """Rewrite ``text``'s relative links for a copy one folder below the English lesson."""
+def _localize_links(text: str, siblings: set[str], pages: dict[str, str]) -> str:
+    """Rewrite ``text``'s relative links for a copy one folder below the English lesson
+    (``pages``: an English page's link from the lesson -> its translation's)."""
 
     def fix(match: re.Match[str]) -> str:
         target = match[2]
@@ -385,20 +397,19 @@ def _localize_links(text: str, siblings: set[str], readme: str) -> str:
             return match[0]  # a url, an anchor in this page, or an absolute path
         if path in siblings:
             return match[0]
-        if path == "../README.md":
-            path = f"../{readme}"
+        path = pages.get(path, path)
         return f"{match[1]}../{path}{hash_}{fragment}"
 
     return _LINK.sub(fix, text)
 
 
-def _translate_cell(source: str, lookup: Any, siblings: set[str], readme: str) -> str:
+def _translate_cell(source: str, lookup: Any, siblings: set[str], pages: dict[str, str]) -> str:
     out = []
     for kind, text in split_blocks(source):
         if kind == "unit":
             text = lookup(text)
         if kind != "code":
-            text = _localize_links(text, siblings, readme)
+            text = _localize_links(text, siblings, pages)
         out.append(text)
     return "".join(out)
 
@@ -420,7 +431,7 @@ def build(lang: str = "zh_CN", *, root: Path = ROOT, partial: bool = False,
     changed since wslab wrote it, unless ``force``.
     """
     out_dir = root / "notebooks" / folder_for(lang)
-    readme = f"README.{folder_for(lang)}.md" if (root / f"README.{folder_for(lang)}.md").exists() else "README.md"
+    pages = {f"../{page}": f"../{page_name(page, lang)}" for page in PAGES if (root / page_name(page, lang)).exists()}
     started: dict[Path, Catalog] = {}
     for path in _lessons(root):
         po = catalog_path(root, lang, path.stem)
@@ -445,7 +456,7 @@ def build(lang: str = "zh_CN", *, root: Path = ROOT, partial: bool = False,
         copy_ = copy.deepcopy(nb)
         for cell in copy_.cells:
             if cell.cell_type == "markdown":
-                cell.source = _translate_cell(cell.source, lookup, siblings, readme)
+                cell.source = _translate_cell(cell.source, lookup, siblings, pages)
             elif cell.cell_type == "code":
                 cell.outputs = []
                 cell.execution_count = None

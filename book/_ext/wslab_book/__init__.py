@@ -3,7 +3,8 @@
 ``builder-inited`` writes what the book generates into ``book/_generated/`` (gitignored) before
 Sphinx looks for pages: one page per ``python -m wslab`` command (:mod:`.commands`), the API pages
 (:mod:`.api`), and the screenshots of the live parts (:mod:`.live`, only when they are stale).
-Lesson pages get their notes at read time (:mod:`.lessons`).
+Lesson pages get their notes at read time (:mod:`.lessons`). The book has an English and a
+Chinese edition, each page with a switch to the other (:mod:`.editions`).
 """
 
 from __future__ import annotations
@@ -16,32 +17,42 @@ from typing import Any
 
 from sphinx.util import logging
 
-from . import api, commands, lessons, links, live
+from . import api, commands, editions, lessons, links, live
 from .files import write_if_changed
 
-__all__ = ["setup", "install_commands", "GENERATED"]
+__all__ = ["setup", "install_commands", "INSTALL_WORDS", "GENERATED"]
 
 GENERATED = Path(__file__).resolve().parents[2] / "_generated"
 logger = logging.getLogger(__name__)
 
 
-def install_commands(readme: str) -> str:
+#: The words around README's two commands on the install page, in each edition.
+INSTALL_WORDS = {
+    "en": ("Install everything and open the first lesson:",
+           "Install the test tools and run every test, every lesson included:"),
+    "zh_CN": ("安装全部依赖并打开第一课：", "安装测试工具并运行所有测试（包括执行每一课）："),
+}
+
+
+def install_commands(readme: str, language: str = "en") -> str:
     """README's first two shell blocks (install and open the lessons; install the tests and run
     them), as markdown: the install page shows the README's own commands, never a copy."""
     blocks = re.findall(r"^```bash\n(.*?)^```", readme, flags=re.M | re.S)
     if len(blocks) < 2:
         raise ValueError("README.md should open with two ```bash blocks (install, then test); "
                          f"found {len(blocks)}: update book/_ext/wslab_book/__init__.py")
-    return (f"Install everything and open the first lesson:\n\n```bash\n{blocks[0]}```\n\n"
-            f"Install the test tools and run every test, every lesson included:\n\n```bash\n{blocks[1]}```\n")
+    first, second = INSTALL_WORDS[language]
+    return f"{first}\n\n```bash\n{blocks[0]}```\n\n{second}\n\n```bash\n{blocks[1]}```\n"
 
 
 def _generate(app: Any) -> None:
     GENERATED.mkdir(exist_ok=True)
     readme = (Path(app.srcdir) / "README.md").read_text(encoding="utf-8")
     write_if_changed(GENERATED / "install-commands.md", install_commands(readme))
-    commands.write_pages(GENERATED / "commands")
-    api.write_pages(GENERATED / "api")
+    write_if_changed(GENERATED / "install-commands.zh_CN.md", install_commands(readme, "zh_CN"))
+    if editions.edition_of(app.config.language) == "en":  # the Chinese edition has no command or API pages
+        commands.write_pages(GENERATED / "commands")
+        api.write_pages(GENERATED / "api")
     if os.environ.get("WSLAB_BOOK_SCREENSHOTS", "1") != "0":
         live.take_all(GENERATED / "live", chromium=os.environ.get("WSLAB_CHROMIUM", live.CHROMIUM),
                       log=logger.info)
@@ -62,5 +73,7 @@ def setup(app: Any) -> dict[str, Any]:
     app.add_transform(lessons.LessonOutputs)
     app.add_transform(api.ImplicitDocstringSections)
     app.add_post_transform(links.FolderLinks)
+    app.add_post_transform(editions.EditionLinks)
+    app.connect("html-page-context", editions.on_html_page_context)
     app.connect("autodoc-skip-member", api.skip_code_not_written_here)
     return {"version": "1", "env_version": _code_version(), "parallel_read_safe": True, "parallel_write_safe": True}

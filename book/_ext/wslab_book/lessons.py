@@ -13,6 +13,10 @@ first cell and puts two cells under it:
 * a markdown cell inviting the reader to run it: Binder (when the repository's address is
   known), the notebook to download, and the install commands.
 
+Both are in the edition's language (:mod:`wslab_book.editions`): a Chinese lesson
+(``notebooks/zh-CN/``) gets them in Chinese, and its kernel answers in Chinese (``WSLAB_LANG``,
+set by ``book/build.py`` for that edition).
+
 After execution, a docutils transform (:class:`LessonOutputs`) turns the JSON into a note, and
 replaces every output that only works live (HTML with a ``<script>`` that opens a WebSocket to the
 kernel) by a screenshot Chromium took during this build (:mod:`wslab_book.live`), labelled as
@@ -30,6 +34,8 @@ from urllib.parse import quote
 import nbformat
 from docutils import nodes
 from sphinx.transforms import SphinxTransform
+
+from .editions import TEXT, edition_of
 
 __all__ = ["MEASURED_TAG", "inject", "on_source_read", "LessonOutputs", "live_kind", "measured_text"]
 
@@ -55,13 +61,57 @@ _wslab_book_run()
 del _wslab_book_run'''
 
 INSTALL_PAGE = "../book/install.md"
+#: The Chinese edition's install page, from notebooks/zh-CN/.
+INSTALL_PAGE_ZH = "../../book/zh-CN/install.md"
+#: The live parts' captions in Chinese (live.SHOTS has the English ones).
+CAPTIONS_ZH = {
+    "push": "页面里的客户端接收内核推送的消息（第 05 课）",
+    "chat": "课堂聊天室，从一个成员的页面看另一个成员和教师在聊天（第 05 课）",
+    "echo": "页面里的客户端与从零写的回显服务器对话（第 06 课）",
+    "buffered": "页面向一个先 3 秒什么都不读、之后全部读完的服务器发送 16 MiB 时的 bufferedAmount（第 07 课）",
+}
 
 
-def run_it_cell(name: str, repository: str) -> str:
-    """The markdown under a lesson's title: Binder, download, install."""
+#: The note that replaces a live output, in each edition (``{caption}``, ``{when}``).
+LIVE_WORDS = {
+    "en": {
+        "title": "Live in the notebook", "shot": ": a screenshot here",
+        "none": ("This output is a client that talks to the kernel while the lesson runs; "
+                 "a static page cannot show it. Run the lesson to see it live."),
+        "text": ("This output is a client that talks to the kernel while the lesson runs: {caption}. "
+                 "In the book it is a picture, taken by Chromium on {when} while building the book, "
+                 "against a real wslab server; run the lesson to use it live."),
+        "alt": "screenshot: {caption}",
+    },
+    "zh_CN": {
+        "title": "在 notebook 里是实时的", "shot": "：这里是截图（screenshot）",
+        "none": "这个输出是一个在课程运行时与内核通信的客户端；静态页面无法展示它。运行这一课，就能看到实时的效果。",
+        "text": ("这个输出是一个在课程运行时与内核通信的客户端：{caption}。在书里它是一张截图（screenshot），"
+                 "由 Chromium 在构建本书时（{when}）对着真实的 wslab 服务器截取；运行这一课就能实时使用它。"),
+        "alt": "截图：{caption}",
+    },
+}
+
+
+def run_it_cell(name: str, repository: str, *, folder: str = "notebooks", language: str = "en") -> str:
+    """The markdown under a lesson's title: Binder, download, install (``name`` is in ``folder``)."""
+    labpath = quote(f"{folder}/{name}", safe="")
+    if language == "zh_CN":
+        if repository:
+            binder = f"[在 Binder 上打开](https://mybinder.org/v2/gh/{repository}/HEAD?labpath={labpath})"
+        else:
+            binder = ("在 Binder 上打开（把 [mybinder.org](https://mybinder.org) 指向本仓库；"
+                      "构建这本书时不知道仓库的地址）")
+        return (
+            ":::{admonition} 自己运行\n:class: tip\n"
+            "下面的输出来自上面那台机器上的一次运行；你的结果会不一样。\n"
+            f"想得到你自己的数字，就自己运行这一课：{binder}、"
+            f"{{download}}`下载 notebook <{name}>`，"
+            f"或者用两条命令[安装这套工具]({INSTALL_PAGE_ZH})，再在 JupyterLab 里打开它。\n"
+            ":::"
+        )
     if repository:
-        binder = (f"[open it on Binder](https://mybinder.org/v2/gh/{repository}/HEAD"
-                  f"?labpath={quote('notebooks/' + name, safe='')})")
+        binder = f"[open it on Binder](https://mybinder.org/v2/gh/{repository}/HEAD?labpath={labpath})"
     else:
         binder = ("open it on Binder (point [mybinder.org](https://mybinder.org) at the repository; "
                   "this copy of the book was built without knowing the repository's address)")
@@ -75,7 +125,7 @@ def run_it_cell(name: str, repository: str) -> str:
     )
 
 
-def inject(text: str, name: str, repository: str) -> str:
+def inject(text: str, name: str, repository: str, *, folder: str = "notebooks", language: str = "en") -> str:
     """The notebook ``text`` with the title split off and the two cells under it."""
     nb = nbformat.reads(text, as_version=4)
     first = nb.cells[0]
@@ -84,7 +134,7 @@ def inject(text: str, name: str, repository: str) -> str:
     title, _, rest = first.source.partition("\n")
     code = nbformat.v4.new_code_cell(MEASURED_CELL, metadata={"tags": [MEASURED_TAG, "remove-input"]})
     cells = [nbformat.v4.new_markdown_cell(title), code,
-             nbformat.v4.new_markdown_cell(run_it_cell(name, repository))]
+             nbformat.v4.new_markdown_cell(run_it_cell(name, repository, folder=folder, language=language))]
     if rest.strip():
         cells.append(nbformat.v4.new_markdown_cell(rest.strip("\n")))
     nb.cells[0:1] = cells
@@ -93,11 +143,18 @@ def inject(text: str, name: str, repository: str) -> str:
 
 def on_source_read(app: Any, docname: str, source: list[str]) -> None:
     if docname.startswith("notebooks/"):
-        name = docname.split("/", 1)[1] + ".ipynb"
-        source[0] = inject(source[0], name, app.config.wslab_repository)
+        folder, _, stem = docname.rpartition("/")
+        source[0] = inject(source[0], stem + ".ipynb", app.config.wslab_repository, folder=folder,
+                           language=edition_of(app.config.language))
 
 
-def measured_text(data: dict[str, Any]) -> str:
+def measured_text(data: dict[str, Any], language: str = "en") -> str:
+    if language == "zh_CN":
+        mode = ("快速模式（WSLAB_QUICK=1：测量规模较小，和测试套件运行课程时一样）"
+                if data.get("quick") else "完整模式（学习者自己运行时的测量规模）")
+        return (f"本页的输出测于 {data['when']}，在一台 {data['system']} 机器上（{data['cpus']} 个 CPU，"
+                f"Python {data['python']}，websockets {data['websockets']}），{mode}，"
+                f"由构建本书时在一个全新的内核里运行得到。")
     mode = ("quick mode (WSLAB_QUICK=1: smaller measurements, as the tests run the lessons)"
             if data.get("quick") else "full mode (the measurements a learner's run makes)")
     return (f"The outputs on this page were measured on {data['when']}, on a {data['system']} "
@@ -149,8 +206,9 @@ class LessonOutputs(SphinxTransform):
         except (ValueError, IndexError):
             raise ValueError(f"{self.env.docname}: the measured cell printed {text!r}, not JSON") from None
         note = nodes.admonition(classes=["note", "wslab-measured"])
-        note += nodes.title(text="How these outputs were made")
-        note += nodes.paragraph(text=measured_text(data))
+        language = edition_of(self.config.language)
+        note += nodes.title(text=TEXT[language]["measured_title"])
+        note += nodes.paragraph(text=measured_text(data, language))
         return note
 
     def _live(self, kind: str) -> nodes.Node:
@@ -158,17 +216,14 @@ class LessonOutputs(SphinxTransform):
 
         note = nodes.admonition(classes=["important", "wslab-live"])
         shot = live.SHOTS.get(kind)
-        note += nodes.title(text="Live in the notebook" + ("" if shot is None else ": a screenshot here"))
+        language = edition_of(self.config.language)
+        words = LIVE_WORDS[language]
+        note += nodes.title(text=words["title"] + ("" if shot is None else words["shot"]))
         if shot is None:
-            note += nodes.paragraph(text=(
-                "This output is a client that talks to the kernel while the lesson runs; "
-                "a static page cannot show it. Run the lesson to see it live."))
+            note += nodes.paragraph(text=words["none"])
             return note
-        when = live.taken_at(GENERATED_LIVE)
-        note += nodes.paragraph(text=(
-            f"This output is a client that talks to the kernel while the lesson runs: {shot.caption}. "
-            f"In the book it is a picture, taken by Chromium on {when} while building the book, "
-            "against a real wslab server; run the lesson to use it live."))
-        note += nodes.image(uri=f"/book/_generated/live/{kind}.png", alt=f"screenshot: {shot.caption}",
+        caption = CAPTIONS_ZH.get(kind, shot.caption) if language == "zh_CN" else shot.caption
+        note += nodes.paragraph(text=words["text"].format(caption=caption, when=live.taken_at(GENERATED_LIVE)))
+        note += nodes.image(uri=f"/book/_generated/live/{kind}.png", alt=words["alt"].format(caption=caption),
                             classes=["wslab-screenshot"])
         return note

@@ -35,7 +35,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 #: What the pictures depend on.
-SOURCES = [Path(__file__), *(ROOT / "wslab" / f"{m}.py" for m in ("browser", "chat", "scratch", "bufferdemo"))]
+SOURCES = [Path(__file__), *(ROOT / "wslab" / m for m in (
+    "classroom/browser.py", "classroom/chat.py", "server/scratch.py", "classroom/bufferdemo.py"))]
 TIMEOUT_MS = 15_000
 
 
