@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from ..course.i18n import N_
+from ..course.i18n import gettext as _
 from .craft import BINARY, CLOSE, OPCODE_NAMES, TEXT, close_payload, encode_frame, parse_close, short
 from .phrase import Phrase, shown
 from .wire import Closed, Eof, Failed, Probe
@@ -79,7 +80,8 @@ class Note:
 
     def shown(self) -> str:
         """The note in the learner's language (the level and section stay as the RFC writes them)."""
-        return f"{self.rule.level} ({self.rule.section}): {shown(self.text)}"
+        return _("{level} ({section}): {text}").format(level=self.rule.level, section=self.rule.section,
+                                                        text=shown(self.text))
 
 
 @dataclass

@@ -114,7 +114,8 @@ class CaseResult:
 
     def __str__(self) -> str:
         """One line in the learner's language; the RFC's words stay English (a quote)."""
-        text = f"{self.mark} {shown(self.name)}: {shown(self.happened)}"
+        text = _("{mark} {name}: {happened}").format(mark=self.mark, name=shown(self.name),
+                                                     happened=shown(self.happened))
         if not self.passed:
             text += _(" (expected {expected}; RFC 6455 {section}: {quote})").format(
                 expected=shown(self.expected), section=self.rfc, quote=self.quote)
@@ -238,12 +239,13 @@ class Report:
         if failed:
             lines.append("")
             lines.append(_("MUST failures:"))
-            lines += [f"  ✗ {shown(r.name)}: RFC 6455 {r.rfc}: \"{r.quote}\"" for r in failed]
+            lines += ["  ✗ " + _("{name}: RFC 6455 {section}: \"{quote}\"").format(
+                name=shown(r.name), section=r.rfc, quote=r.quote) for r in failed]
         if self.notes:
             lines.append("")
             lines.append(_("Notes (not failures):"))
-            lines += [f"  {MARKS[n.level]} {shown(name)}: {shown(n.text)} (RFC 6455 {n.rule.section}: "
-                      f"\"{n.rule.quote}\")"
+            lines += [f"  {MARKS[n.level]} " + _("{name}: {text} (RFC 6455 {section}: \"{quote}\")").format(
+                name=shown(name), text=shown(n.text), section=n.rule.section, quote=n.rule.quote)
                       for name, n in self.notes]
         return "\n".join(lines)
 

@@ -67,11 +67,11 @@ PING_PAYLOAD = b"are you there?"
 async def _ping_pong(p: Probe, s: Settings, out: Outcome) -> str:
     await p.send(encode_frame(PING, PING_PAYLOAD))
     others = await p.pong(PING_PAYLOAD, instead=lambda frame: Phrase(
-        N_("got a {frame}; expected a pong {payload!r}"), frame=frame, payload=PING_PAYLOAD))
+        N_("got a {frame}; expected a pong {data!r}"), frame=frame, data=PING_PAYLOAD))
     if others:
-        return Phrase(N_("pong {payload!r} came back (after {others} unsolicited pong(s))"), payload=PING_PAYLOAD,
+        return Phrase(N_("pong {data!r} came back (after {others} unsolicited pong(s))"), data=PING_PAYLOAD,
                       others=others)
-    return Phrase(N_("pong {payload!r} came back"), payload=PING_PAYLOAD)
+    return Phrase(N_("pong {data!r} came back"), data=PING_PAYLOAD)
 
 
 async def _long_ping(p: Probe, s: Settings, out: Outcome) -> str:
