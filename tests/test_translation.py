@@ -442,7 +442,7 @@ def test_the_battery_report_of_a_real_run_has_chinese_case_lines_and_the_same_js
     text = str(chinese)
     assert "✓ 文本回显：文本消息 'Hello, WebSocket ✓' 原样返回" == str(chinese["text echo"])
     assert "版本号为 25 的握手（未知版本）" in text and "没有用 Sec-WebSocket-Version 头列出它支持的版本" in text
-    assert "应为 HTTP 错误（通常是 426）" in text
+    assert "预期：HTTP 错误（通常是 426）" in text
     assert "收到关闭帧（关闭码 1002，原因 'invalid opcode'），随后服务器关闭了 TCP 连接" in text  # the reason as sent
     assert "If the server doesn't support the requested version, it MUST respond" in text  # the RFC's words stay
     assert "text echo" not in text and "came back" not in text
