@@ -472,10 +472,95 @@ def test_the_battery_reports_summary_and_table_are_chinese_under_wslab_lang_and_
     monkeypatch.setenv("WSLAB_LANG", "zh_CN")
     assert report.summary.startswith("ws://127.0.0.1:1/：1 条 MUST 满足了 0 条；0 条 SHOULD 提醒")
     assert "不满足的 MUST：" in str(report) and "实际情况" in str(report)
-    assert "text echo" in str(report) and case.quote in str(report)  # case names and RFC quotes stay English
+    assert "文本回显" in str(report) and case.quote in str(report)  # a case's name is translated, RFC quotes stay
     assert report.to_json() == english_json  # machine-read: the same keys and values in every language
-    with pytest.raises(CheckFailed, match="^1 条 MUST 中有 1 条不满足：text echo（RFC 6455 第 5.6 节）"):
+    with pytest.raises(CheckFailed, match="^1 条 MUST 中有 1 条不满足：文本回显（RFC 6455 第 5.6 节）"):
         report.assert_passed()
+
+
+#: Cases whose every word is the same on every run against the same server (no timing, no byte counts).
+STEADY_CASES = ["handshake with version 25 (unknown)", "text echo", "binary echo", "fragmented message",
+                "reserved opcode 0x3", "close code echoed", "close code 1005", "server text is valid UTF-8"]
+
+
+def _battery_run(**env: str):
+    """Run the battery's steady cases against a websockets echo server; return the report."""
+    import json
+
+    from websockets.asyncio.server import serve
+
+    from wslab.battery.runner import check_server
+
+    from .conftest import run, seconds
+
+    async def echo(connection):
+        async for message in connection:
+            await connection.send(message)
+
+    async def main():
+        async with serve(echo, "127.0.0.1", 0, max_size=2**20) as server:
+            port = server.sockets[0].getsockname()[1]
+            return await check_server(f"ws://127.0.0.1:{port}/", cases=STEADY_CASES, timeout=seconds(5))
+
+    report = run(main(), timeout=60)
+    document = json.loads(report.to_json())
+    for case in document["cases"]:
+        case["seconds"] = 0
+    document["url"] = "ws://127.0.0.1:PORT/"
+    return report, document
+
+
+def test_the_battery_report_of_a_real_run_has_chinese_case_lines_and_the_same_json(english_environment,
+                                                                                   monkeypatch):
+    """What each case expected and what happened reads in Chinese; JSON and JUnit stay English (machine-read).
+
+    RFC 6455 4.4: websockets answers version 25 with 400 and no Sec-WebSocket-Version, the one MUST it breaks.
+    """
+    english, english_json = _battery_run()
+    english_text, english_junit = str(english), english.to_junit()
+    assert english.failed == ["handshake with version 25 (unknown)"]
+    assert str(english["text echo"]) == "✓ text echo: text message 'Hello, WebSocket ✓' came back"
+    assert not CJK.search(english_text.replace("日本語 🎉", ""))  # the one Chinese word is a payload the case sends
+    assert "✗ handshake with version 25 (unknown): HTTP 400 Bad Request with no Sec-WebSocket-Version header " \
+           "naming the versions it speaks (expected an HTTP error (426 is usual) with" in str(english.results[0])
+
+    monkeypatch.setenv("WSLAB_LANG", "zh_CN")
+    chinese, chinese_json = _battery_run()
+    assert chinese_json == english_json and chinese.failed == english.failed  # the run itself is language-free
+    text = str(chinese)
+    assert "✓ 文本回显：文本消息 'Hello, WebSocket ✓' 原样返回" == str(chinese["text echo"])
+    assert "版本号为 25 的握手（未知版本）" in text and "没有用 Sec-WebSocket-Version 头列出它支持的版本" in text
+    assert "预期：HTTP 错误（通常是 426）" in text
+    assert "收到关闭帧（关闭码 1002，原因 'invalid opcode'），随后服务器关闭了 TCP 连接" in text  # the reason as sent
+    assert "If the server doesn't support the requested version, it MUST respond" in text  # the RFC's words stay
+    assert "text echo" not in text and "came back" not in text
+    assert "文本回显" in chinese._repr_html_()  # a notebook shows the table
+    junit = chinese.to_junit()
+    assert junit.count("<testcase") == len(STEADY_CASES) and not CJK.search(junit.replace("日本語 🎉", ""))
+    assert chinese["text echo"].happened == "text message 'Hello, WebSocket ✓' came back"  # the attribute: English
+
+    monkeypatch.delenv("WSLAB_LANG")  # the same report, read again without WSLAB_LANG: English as before
+    assert str(english) == english_text and english.to_junit() == english_junit
+    assert str(chinese["text echo"]) == "✓ text echo: text message 'Hello, WebSocket ✓' came back"
+
+
+def test_a_battery_run_against_nothing_says_so_in_chinese_and_its_json_stays_english(english_environment,
+                                                                                      monkeypatch):
+    """The runner's own words (nothing listens, not run) are kept English in the report, shown translated."""
+    import socket
+
+    from wslab.battery.runner import check_server
+
+    from .conftest import run, seconds
+
+    with socket.socket() as sock:  # a port nothing listens on: bound, never listening
+        sock.bind(("127.0.0.1", 0))
+        url = f"ws://127.0.0.1:{sock.getsockname()[1]}/"
+        monkeypatch.setenv("WSLAB_LANG", "zh_CN")
+        report = run(check_server(url, cases=["text echo"], timeout=seconds(2)), timeout=30)
+    assert report.error.startswith("nothing accepts connections at 127.0.0.1:")
+    assert report.as_dict()["cases"][0]["happened"].startswith("not run: nothing accepts connections at")
+    assert str(report).startswith(f"无法测试 {url}：127.0.0.1:") and "服务器在运行吗？" in str(report)
 
 
 @pytest.mark.parametrize("command, chinese", [

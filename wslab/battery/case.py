@@ -19,7 +19,10 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from .craft import CLOSE, OPCODE_NAMES, TEXT, close_payload, encode_frame, parse_close, short
+from ..course.i18n import N_
+from ..course.i18n import gettext as _
+from .craft import BINARY, CLOSE, OPCODE_NAMES, TEXT, close_payload, encode_frame, parse_close, short
+from .phrase import Phrase, shown
 from .wire import Closed, Eof, Failed, Probe
 
 __all__ = [
@@ -40,6 +43,8 @@ __all__ = [
     "close_then_eof",
     "too_big",
     "CODE_1009",
+    "NO_CLOSE_FRAME_SEEN",
+    "THEN_TCP_CLOSED",
 ]
 
 MUST, SHOULD, USUAL = "MUST", "SHOULD", "usual"
@@ -72,6 +77,11 @@ class Note:
 
     def __str__(self) -> str:
         return f"{self.rule.level} ({self.rule.section}): {self.text}"
+
+    def shown(self) -> str:
+        """The note in the learner's language (the level and section stay as the RFC writes them)."""
+        return _("{level} ({section}): {text}").format(level=self.rule.level, section=self.rule.section,
+                                                        text=shown(self.text))
 
 
 @dataclass
@@ -171,15 +181,32 @@ async def echo(
     except Closed as closed:
         if out is None or settings is None or parse_close(closed.frame.payload)[0] != 1003:
             raise
-        return await declined(probe, settings, out, closed.frame, OPCODE_NAMES[opcode])
-    kind = OPCODE_NAMES[opcode]
+        return await declined(probe, settings, out, closed.frame, opcode)
     if got_opcode != opcode:
-        raise Failed(f"a {OPCODE_NAMES.get(got_opcode, hex(got_opcode))} message came back for a {kind} one")
+        raise Failed(Phrase(_CAME_BACK_FOR[opcode], got=OPCODE_NAMES.get(got_opcode, hex(got_opcode))))
     if got != payload:
-        raise Failed(f"{short(got)} came back; expected {short(payload)}")
-    shown = payload.decode() if opcode == TEXT else payload
-    pieces = f" (in {parts} frames)" if parts > 1 else ""
-    return f"{kind} message {short(shown)} came back{pieces}"
+        raise Failed(Phrase(N_("{got} came back; expected {sent}"), got=short(got), sent=short(payload)))
+    text = short(payload.decode() if opcode == TEXT else payload)
+    if parts > 1:
+        return Phrase(_ECHOED_IN_PARTS[opcode], payload=text, parts=parts)
+    return Phrase(_ECHOED[opcode], payload=text)
+
+
+# {got} is an opcode's name as the RFC writes it (text, binary, close...), or its hex value.
+_CAME_BACK_FOR = {TEXT: N_("a {got} message came back for a text one"),
+                  BINARY: N_("a {got} message came back for a binary one")}
+_ECHOED = {TEXT: N_("text message {payload} came back"), BINARY: N_("binary message {payload} came back")}
+_ECHOED_IN_PARTS = {TEXT: N_("text message {payload} came back (in {parts} frames)"),
+                    BINARY: N_("binary message {payload} came back (in {parts} frames)")}
+_DECLINED = {
+    TEXT: (N_("the server declined a text message with a {close} but kept the TCP connection open "
+              "for {seconds:g} s ({rule})"),
+           N_("not applicable: the server declined a text message with a {close} (RFC 6455 7.4.1: \"{quote}\")")),
+    BINARY: (N_("the server declined a binary message with a {close} but kept the TCP connection open "
+                "for {seconds:g} s ({rule})"),
+             N_("not applicable: the server declined a binary message with a {close} (RFC 6455 7.4.1: \"{quote}\")")),
+}
+_NO_CLOSE_FRAME = N_("the server closed TCP without a close frame")
 
 
 CODE_1009 = Rule(
@@ -198,34 +225,37 @@ async def too_big(p: Probe, s: Settings, out: Outcome, data: bytes, size: int) -
     answers, so a server that refuses from the header and hangs up is seen
     refusing, whatever the kernel does with the rest.
     """
-    limit = f"{size:,} bytes > max_size {s.max_size:,}"
     sent = await p.send_until_answered(data)
     try:
         frame = await p.next_answer()
     except Eof:
-        out.note(CLOSE_FRAME_FIRST, "the server closed TCP without a close frame")
-        return f"the server closed TCP after {sent:,} bytes (no close frame; {limit})"
+        out.note(CLOSE_FRAME_FIRST, Phrase(_NO_CLOSE_FRAME))
+        return Phrase(N_("the server closed TCP after {sent:,} bytes (no close frame; {size:,} bytes > max_size "
+                         "{max_size:,})"), sent=sent, size=size, max_size=s.max_size)
     if frame.opcode != CLOSE:
-        raise Failed(f"the server accepted a message of {limit}: it sent a {frame}")
+        raise Failed(Phrase(N_("the server accepted a message of {size:,} bytes > max_size {max_size:,}: it sent "
+                               "a {frame}"), size=size, max_size=s.max_size, frame=frame))
     code, _ = parse_close(frame.payload)
     if code != 1009:
-        out.note(CODE_1009, f"close code {code}; 1009 (message too big) is the usual one")
+        out.note(CODE_1009, Phrase(N_("close code {code}; 1009 (message too big) is the usual one"), code=code))
     if not await close_then_eof(p, s):
-        raise Failed(f"the server sent a {frame} but kept the TCP connection open for {s.close_wait:g} s")
-    return f"{frame} after {sent:,} of {len(data):,} bytes ({limit}), then the server closed TCP"
+        raise Failed(Phrase(N_("the server sent a {frame} but kept the TCP connection open for {seconds:g} s"),
+                            frame=frame, seconds=s.close_wait))
+    return Phrase(N_("{frame} after {sent:,} of {total:,} bytes ({size:,} bytes > max_size {max_size:,}), then the "
+                     "server closed TCP"), frame=frame, sent=sent, total=len(data), size=size, max_size=s.max_size)
 
 
-async def declined(probe: Probe, settings: Settings, out: Outcome, close: object, kind: str) -> str:
-    """The server refused a ``kind`` message with close 1003: the case does not apply to it.
+async def declined(probe: Probe, settings: Settings, out: Outcome, close: object, opcode: int) -> str:
+    """The server refused a text or binary message (``opcode``) with close 1003: the case does not apply.
 
-    The closing handshake must still end with TCP closed (5.5.1).
+    The closing handshake must still end with TCP closed (5.5.1). The RFC's
+    words stay as the RFC writes them (a quote).
     """
     out.skipped = True
+    kept_open, not_applicable = _DECLINED[opcode]
     if not await close_then_eof(probe, settings):
-        raise Failed(f"the server declined a {kind} message with a {close} but kept the TCP connection open "
-                     f"for {settings.close_wait:g} s ({_CLOSE_TCP})")
-    return (f"not applicable: the server declined a {kind} message with a {close} (RFC 6455 7.4.1: "
-            f"\"{UNSUPPORTED_DATA.quote[:-1]}\")")
+        raise Failed(Phrase(kept_open, close=close, seconds=settings.close_wait, rule=_CLOSE_TCP))
+    return Phrase(not_applicable, close=close, quote=UNSUPPORTED_DATA.quote[:-1])
 
 
 async def close_then_eof(probe: Probe, settings: Settings) -> bool:
@@ -268,17 +298,25 @@ async def refused(
         try:
             frame = await probe.next_answer()
         except Eof:
-            out.note(CLOSE_FRAME_FIRST, "the server closed TCP without a close frame")
-            return "the server closed TCP (no close frame)"
+            out.note(CLOSE_FRAME_FIRST, Phrase(_NO_CLOSE_FRAME))
+            return Phrase(NO_CLOSE_FRAME_SEEN)
         if frame.opcode != CLOSE:
-            raise Failed(f"the server carried on: it sent a {frame} instead of failing the connection")
+            raise Failed(Phrase(N_("the server carried on: it sent a {frame} instead of failing the connection"),
+                                frame=frame))
         close = frame
     got, reason = parse_close(close.payload)
     if got not in codes:
-        out.note(code_rule, f"close code {got if got is not None else '(none)'}; {codes[0]} is the usual one here")
+        if got is None:
+            out.note(code_rule, Phrase(N_("close code (none); {usual} is the usual one here"), usual=codes[0]))
+        else:
+            out.note(code_rule, Phrase(N_("close code {code}; {usual} is the usual one here"), code=got,
+                                       usual=codes[0]))
     if not await close_then_eof(probe, settings):
-        raise Failed(
-            f"the server sent a {close} but kept the TCP connection open for {settings.close_wait:g} s "
-            f"({_CLOSE_TCP})"
-        )
-    return f"{close}, then the server closed TCP"
+        raise Failed(Phrase(N_("the server sent a {frame} but kept the TCP connection open for {seconds:g} s "
+                               "({rule})"), frame=close, seconds=settings.close_wait, rule=_CLOSE_TCP))
+    return Phrase(THEN_TCP_CLOSED, frame=close)
+
+
+#: What a case says when the server failed the connection by closing TCP alone.
+NO_CLOSE_FRAME_SEEN = N_("the server closed TCP (no close frame)")
+THEN_TCP_CLOSED = N_("{frame}, then the server closed TCP")

@@ -12,6 +12,9 @@ from __future__ import annotations
 import os
 import struct
 
+from ..course.i18n import N_
+from .phrase import Phrase
+
 __all__ = [
     "encode_frame",
     "apply_mask",
@@ -105,10 +108,12 @@ def parse_close(payload: bytes) -> tuple[int | None, str]:
 def short(data: bytes | str, limit: int = 24) -> str:
     """A payload, shown short: the text, or a few bytes in hex and the length."""
     if isinstance(data, str):
-        return repr(data) if len(data) <= limit else f"{data[:limit]!r}... ({len(data):,} characters)"
+        if len(data) <= limit:
+            return repr(data)
+        return Phrase(N_("{start!r}... ({count:,} characters)"), start=data[:limit], count=len(data))
     if len(data) <= limit and (not data or data.isascii()):
         return repr(data)
-    return f"{len(data):,} bytes ({data[:4].hex(' ')} ...)"
+    return Phrase(N_("{size:,} bytes ({head} ...)"), size=len(data), head=data[:4].hex(" "))
 
 
 def printable(text: str) -> str:

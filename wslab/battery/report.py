@@ -26,6 +26,7 @@ from ..course.checks import CheckFailed
 from ..course.display import Table
 from ..course.i18n import gettext as _
 from .case import MUST, SHOULD, USUAL, Note, Rule
+from .phrase import shown
 
 __all__ = ["CaseResult", "Report", "MARKS"]
 
@@ -112,10 +113,12 @@ class CaseResult:
         return own + self.notes
 
     def __str__(self) -> str:
-        text = f"{self.mark} {self.name}: {self.happened}"
+        """One line in the learner's language; the RFC's words stay English (a quote)."""
+        text = _("{mark} {name}: {happened}").format(mark=self.mark, name=shown(self.name),
+                                                     happened=shown(self.happened))
         if not self.passed:
             text += _(" (expected {expected}; RFC 6455 {section}: {quote})").format(
-                expected=self.expected, section=self.rfc, quote=self.quote)
+                expected=shown(self.expected), section=self.rfc, quote=self.quote)
         return text
 
     def as_dict(self) -> dict[str, Any]:
@@ -197,19 +200,19 @@ class Report:
     @property
     def summary(self) -> str:
         if self.error is not None:
-            return _("could not test {url}: {error}").format(url=self.url, error=self.error)
+            return _("could not test {url}: {error}").format(url=self.url, error=shown(self.error))
         held, total = self.musts
         should = len(self.should_notes)
         usual = len(self.notes) - should
         text = _("{held} of {total} MUSTs hold against {url}; {should} SHOULD note(s), "
                  "{usual} remark(s) on usual behaviour").format(
             held=held, total=total, url=self.url, should=should, usual=usual)
-        skipped = [r.name for r in self.results if r.skipped and not r.unreachable]
+        skipped = [shown(r.name) for r in self.results if r.skipped and not r.unreachable]
         if skipped:
             text += _("; not applicable: {cases}").format(cases=", ".join(skipped))
         not_run = [r for r in self.results if r.unreachable]
         if not_run:
-            text += _("; {count} case(s) {happened}").format(count=len(not_run), happened=not_run[0].happened)
+            text += _("; {count} case(s) {happened}").format(count=len(not_run), happened=shown(not_run[0].happened))
         if self.server_errors:
             first = self.server_errors[0]
             text += _("; the server's code raised {count} exception(s), first: {type}: {error}").format(
@@ -221,13 +224,11 @@ class Report:
     def table(self, *, quotes: bool = True) -> Table:
         columns = ["", _("case"), _("level"), "RFC 6455", _("what happened")] + ([_("the RFC's words")] if quotes else [])
         rows = []
-        for r in self.results:
-            happened = r.happened if r.passed else _("{happened}; expected {expected}").format(
-                happened=r.happened, expected=r.expected)
-            extra = [n for n in r.notes]
-            if extra:
-                happened += "".join(f" [{n}]" for n in extra)
-            rows.append([r.mark, r.name, r.level, r.rfc, happened] + ([r.quote] if quotes else []))
+        for r in self.results:  # in the learner's language; the RFC's words stay English (a quote)
+            happened = shown(r.happened) if r.passed else _("{happened}; expected {expected}").format(
+                happened=shown(r.happened), expected=shown(r.expected))
+            happened += "".join(f" [{n.shown()}]" for n in r.notes)
+            rows.append([r.mark, shown(r.name), r.level, r.rfc, happened] + ([r.quote] if quotes else []))
         return Table(columns, rows, title=self.summary, empty=self.summary)
 
     def __str__(self) -> str:
@@ -238,11 +239,13 @@ class Report:
         if failed:
             lines.append("")
             lines.append(_("MUST failures:"))
-            lines += [f"  ✗ {r.name}: RFC 6455 {r.rfc}: \"{r.quote}\"" for r in failed]
+            lines += ["  ✗ " + _("{name}: RFC 6455 {section}: \"{quote}\"").format(
+                name=shown(r.name), section=r.rfc, quote=r.quote) for r in failed]
         if self.notes:
             lines.append("")
             lines.append(_("Notes (not failures):"))
-            lines += [f"  {MARKS[n.level]} {name}: {n.text} (RFC 6455 {n.rule.section}: \"{n.rule.quote}\")"
+            lines += [f"  {MARKS[n.level]} " + _("{name}: {text} (RFC 6455 {section}: \"{quote}\")").format(
+                name=shown(name), text=shown(n.text), section=n.rule.section, quote=n.rule.quote)
                       for name, n in self.notes]
         return "\n".join(lines)
 
@@ -324,9 +327,10 @@ class Report:
             raise CheckFailed(self.summary)
         if not self.passed:
             failing = [r for r in self.results if not r.passed]
-            shown = "; ".join(
+            listed = "; ".join(
                 _("{name} (RFC 6455 {section}): {happened}, expected {expected}").format(
-                    name=r.name, section=r.rfc, happened=_clip(r.happened), expected=_clip(r.expected))
+                    name=shown(r.name), section=r.rfc, happened=_clip(shown(r.happened)),
+                    expected=_clip(shown(r.expected)))
                 for r in failing[:3]
             )
             more = _("; and {count} more").format(count=len(failing) - 3) if len(failing) > 3 else ""
@@ -334,7 +338,7 @@ class Report:
             raise CheckFailed(
                 _("{failed} of {total} MUSTs failed: {shown}{more}. The report's table lists every case "
                   "with the RFC's words: show it with `report` in a cell, and fix the first failure first").format(
-                    failed=total - held, total=total, shown=shown, more=more)
+                    failed=total - held, total=total, shown=listed, more=more)
             )
 
 

@@ -32,9 +32,11 @@ import time
 import urllib.parse
 from typing import Any, Sequence
 
+from ..course.i18n import N_
 from ..course.i18n import gettext as _
 from .case import MUST, Case, Outcome, Settings
 from .cases import CASES, by_name
+from .phrase import Phrase, said
 from .report import CaseResult, Report
 from .craft import TEXT, encode_frame
 from .wire import Eof, Failed, Probe, Unreachable
@@ -103,18 +105,19 @@ async def run_case(case: Case, host: str, port: int, path: str, settings: Settin
             happened = await case.run(probe, settings, out)
         held = True
     except TimeoutError:
-        held, happened = False, _("no answer within {seconds} s").format(seconds=f"{settings.timeout:g}")
+        held, happened = False, Phrase(N_("no answer within {seconds:g} s"), seconds=settings.timeout)
         if probe.seen:
-            happened += _(" (received only: {frames})").format(frames=", ".join(probe.seen))
+            happened = Phrase(N_("no answer within {seconds:g} s (received only: {frames})"),
+                              seconds=settings.timeout, frames=_listed(probe.seen))
         silent = probe.received == probe.received_at_open
     except Unreachable as exc:
-        held, happened, unreachable = False, str(exc), True
+        held, happened, unreachable = False, said(exc), True
     except Failed as exc:
-        held, happened = False, str(exc)
+        held, happened = False, said(exc)
     except Eof as exc:
-        held, happened = False, _("the server closed the TCP connection ({reason})").format(reason=exc)
+        held, happened = False, Phrase(N_("the server closed the TCP connection ({reason})"), reason=str(exc))
     except OSError as exc:
-        held, happened = False, _("connection error: {error}").format(error=exc)
+        held, happened = False, Phrase(N_("connection error: {error}"), error=str(exc))
     finally:
         await probe.aclose()
     result = CaseResult(
@@ -151,10 +154,10 @@ async def heartbeat(host: str, port: int, path: str, timeout: float) -> str | No
             await probe.next_frame()
     except TimeoutError:
         if probe.received == 0:
-            return _("a valid handshake got no answer within {seconds} s").format(seconds=f"{timeout:g}")
-        return _("after its 101, a text message got no answer within {seconds} s").format(seconds=f"{timeout:g}")
+            return Phrase(N_("a valid handshake got no answer within {seconds:g} s"), seconds=timeout)
+        return Phrase(N_("after its 101, a text message got no answer within {seconds:g} s"), seconds=timeout)
     except Unreachable as exc:
-        return str(exc)
+        return said(exc)
     except (Failed, Eof, OSError):
         pass  # it answered, if only to refuse or hang up
     finally:
@@ -162,9 +165,16 @@ async def heartbeat(host: str, port: int, path: str, timeout: float) -> str | No
     return None
 
 
+def _listed(items: Sequence[str]) -> Phrase:
+    """``items`` joined with ", ", each shown in the learner's language where it can be."""
+    names = [f"item{i}" for i in range(len(items))]
+    return Phrase(", ".join("{%s}" % name for name in names), **dict(zip(names, items)))
+
+
 def not_run(case: Case, why: str) -> CaseResult:
     """The row of a case the battery did not run: a MUST counts as failed."""
-    return CaseResult(case.name, passed=case.level != MUST, expected=case.expected, happened=_("not run: {why}").format(why=why),
+    return CaseResult(case.name, passed=case.level != MUST, expected=case.expected,
+                      happened=Phrase(N_("not run: {why}"), why=why),
                       rfc=case.section, level=case.level, quote=case.quote, held=False, unreachable=True)
 
 
@@ -177,7 +187,8 @@ def apply_watches(chosen: list[Case], results: list[CaseResult]) -> None:
                       for kind, text in other.violations if kind in case.watches), None)
         if found is not None:
             result.held, result.passed = False, case.level != MUST
-            result.happened = _("the server sent {what} (in case {case})").format(what=found[1], case=repr(found[0]))
+            result.happened = Phrase(N_("the server sent {what} (in case {case!r})"), what=found[1],
+                                     case=Phrase(found[0]))
 
 
 async def check_server(
@@ -216,24 +227,24 @@ async def check_server(
     results: list[CaseResult] = []
     for i, case in enumerate(chosen):
         if time.monotonic() + timeout > deadline:
-            why = _("the battery's time budget ({seconds} s) is spent").format(
-                seconds=f"{budget(timeout, len(chosen)):g}")
+            why = Phrase(N_("the battery's time budget ({seconds:g} s) is spent"),
+                         seconds=budget(timeout, len(chosen)))
             results += [not_run(c, why) for c in chosen[i:]]
             break
         result = await run_case(case, host, port, path, settings)
         if not results and result.unreachable:
             # Nothing listens: every case not run, and one line of text.
-            error = _("{what}: is the server running?").format(what=result.happened)
+            error = Phrase(N_("{what}: is the server running?"), what=result.happened)
             return Report(url, [not_run(c, error) for c in chosen], max_size, error=error, must_cases=musts)
         results.append(result)
         if time.monotonic() + timeout > deadline:
             continue  # no time for a heartbeat: the next round reports the rest not run
         if result.silent and (why := await heartbeat(host, port, path, timeout)) is not None:
             if not any(r.answered for r in results):
-                error = _("the server accepts TCP connections but answers nothing: {why}; is a WebSocket "
-                          "server listening at {url}?").format(why=why, url=url)
+                error = Phrase(N_("the server accepts TCP connections but answers nothing: {why}; is a WebSocket "
+                                  "server listening at {url}?"), why=why, url=url)
                 return Report(url, [not_run(c, error) for c in chosen], max_size, error=error, must_cases=musts)
-            why = _("the server went silent ({case} timed out, then {why})").format(case=repr(case.name), why=why)
+            why = Phrase(N_("the server went silent ({case!r} timed out, then {why})"), case=Phrase(case.name), why=why)
             results += [not_run(c, why) for c in chosen[i + 1:]]
             break
     apply_watches(chosen, results)

@@ -24,6 +24,9 @@ from __future__ import annotations
 import codecs
 from typing import Any
 
+from ..course.i18n import N_
+from .phrase import Phrase
+
 __all__ = ["KINDS", "KEPT", "Watch"]
 
 #: Every kind of violation, and what it means (the case that watches it names the rule).
@@ -48,6 +51,7 @@ KINDS = {
 KEPT = 64
 
 _CLOSE, _CONT, _TEXT, _BINARY = 0x8, 0x0, 0x1, 0x2
+_A_FRAME = N_("a {frame}")
 _LENGTH_64_TOP = 2**63
 
 
@@ -55,15 +59,15 @@ class Watch:
     """The rules on one connection's server frames and 101; ``violations`` lists the breaks."""
 
     def __init__(self) -> None:
-        self.violations: list[tuple[str, str]] = []
+        self.violations: list[tuple[str, Phrase]] = []
         #: Kinds not recorded on this connection: a case that sends invalid UTF-8 on purpose leaves the
         #: server's echo of it to the case that checks the refusal (8.1), so one break fails one case.
         self.excused: set[str] = set()
         self.sent_close = False  # the server sent a close frame: no data frame may follow
         self._text: Any = None  # the incremental UTF-8 decoder of the text message being received
-        self._text_what = ""
+        self._text_what: Any = ""
 
-    def note(self, kind: str, text: str) -> None:
+    def note(self, kind: str, text: Phrase) -> None:
         assert kind in KINDS, kind
         if len(self.violations) < KEPT and kind not in self.excused:
             self.violations.append((kind, text))
@@ -71,48 +75,49 @@ class Watch:
     def response(self, headers: dict[str, str]) -> None:
         """The headers (lowercase names) of a 101 to a request that offered no subprotocol or extension."""
         if "sec-websocket-protocol" in headers:
-            self.note("subprotocol", f"a 101 with Sec-WebSocket-Protocol: {headers['sec-websocket-protocol']!r} "
-                                     f"though the client offered none")
+            self.note("subprotocol", Phrase(N_("a 101 with Sec-WebSocket-Protocol: {value!r} though the client "
+                                               "offered none"), value=headers["sec-websocket-protocol"]))
         extensions = headers.get("sec-websocket-extensions", "").strip(" ,")
         if extensions:
-            self.note("extension", f"a 101 with Sec-WebSocket-Extensions: {extensions!r} though the client "
-                                   f"offered none")
+            self.note("extension", Phrase(N_("a 101 with Sec-WebSocket-Extensions: {value!r} though the client "
+                                             "offered none"), value=extensions))
 
     def frame(self, frame: Any, length: int) -> None:
         """One decoded server frame (a :class:`~wslab.battery.wire.ServerFrame`) of ``length`` bytes."""
         if frame.masked:
-            self.note("masked", f"a masked {frame}")
+            self.note("masked", Phrase(N_("a masked {frame}"), frame=frame))
         if not frame.minimal:
-            self.note("length", f"{frame} with its {length:,}-byte length in the {frame.length_form} form")
+            self.note("length", Phrase(N_("{frame} with its {length:,}-byte length in the {form} form"), frame=frame,
+                                       length=length, form=frame.length_form))
         if frame.rsv:
-            self.note("rsv", f"{frame} with reserved bits 0b{frame.rsv:03b}")
+            self.note("rsv", Phrase(N_("{frame} with reserved bits 0b{rsv:03b}"), frame=frame, rsv=frame.rsv))
         if frame.control and not frame.fin:
-            self.note("control-fragmented", f"{frame}: a control frame without FIN")
+            self.note("control-fragmented", Phrase(N_("{frame}: a control frame without FIN"), frame=frame))
         if frame.control and length > 125:
-            self.note("control-long", f"{frame} of {length} bytes")
+            self.note("control-long", Phrase(N_("{frame} of {length} bytes"), frame=frame, length=length))
         if frame.opcode == _CLOSE:
             self._close(frame)
         elif frame.opcode in (_CONT, _TEXT, _BINARY):
             if self.sent_close:
-                self.note("after-close", f"a {frame} after the server's own close frame")
+                self.note("after-close", Phrase(N_("a {frame} after the server's own close frame"), frame=frame))
             self._utf8(frame)
 
     def _close(self, frame: Any) -> None:
         body = frame.payload
         if len(body) == 1:
-            self.note("close-1-byte", f"a close frame with the 1-byte body {body!r}")
+            self.note("close-1-byte", Phrase(N_("a close frame with the 1-byte body {body!r}"), body=body))
         elif len(body) >= 2:
             code = int.from_bytes(body[:2], "big")
             if code in (1005, 1006, 1015):
-                self.note(f"close-{code}", f"a {frame}")
+                self.note(f"close-{code}", Phrase(_A_FRAME, frame=frame))
             elif code < 1000:
-                self.note("close-unused", f"a {frame}")
+                self.note("close-unused", Phrase(_A_FRAME, frame=frame))
         self.sent_close = True
 
     def _utf8(self, frame: Any) -> None:
         if frame.opcode == _TEXT:
             self._text = codecs.getincrementaldecoder("utf-8")()
-            self._text_what = str(frame)
+            self._text_what = frame.phrase()
         elif frame.opcode == _BINARY:
             self._text = None
         if self._text is None:
@@ -123,8 +128,8 @@ class Watch:
         try:
             self._text.decode(frame.payload, final=frame.fin)
         except UnicodeDecodeError as exc:
-            self.note("text-utf8", f"a text message that is not UTF-8 ({exc.reason}; it began with the "
-                                   f"{self._text_what})")
+            self.note("text-utf8", Phrase(N_("a text message that is not UTF-8 ({reason}; it began with the "
+                                             "{frame})"), reason=exc.reason, frame=self._text_what))
             self._text = None
             return
         if frame.fin:

@@ -49,6 +49,7 @@ from typing import Callable
 
 from .craft import (
     CLOSE,
+    BINARY,
     CONT,
     FIN,
     LENGTH_16,
@@ -56,17 +57,18 @@ from .craft import (
     LENGTH_BITS,
     MASK_BIT,
     OPCODE_BITS,
-    OPCODE_NAMES,
     PING,
     PONG,
     RSV_BITS,
+    TEXT,
     apply_mask,
     encode_frame,
     parse_close,
     printable,
     short,
 )
-from ..course.i18n import gettext as _
+from ..course.i18n import N_
+from .phrase import Phrase
 from .watch import Watch
 
 __all__ = [
@@ -118,7 +120,7 @@ class Closed(Failed):
     """The server sent a close frame where a case waited for a message; ``frame`` is that close frame."""
 
     def __init__(self, frame: ServerFrame) -> None:
-        super().__init__(f"the server sent a {frame}")
+        super().__init__(Phrase(N_("the server sent a {frame}"), frame=frame))
         self.frame = frame
 
 
@@ -143,18 +145,44 @@ class ServerFrame:
     def control(self) -> bool:
         return self.opcode >= 0x8
 
-    def __str__(self) -> str:
-        name = OPCODE_NAMES.get(self.opcode, f"reserved-opcode 0x{self.opcode:x}")
+    def phrase(self) -> Phrase:
+        """This frame in a few words (a :class:`~.phrase.Phrase`: English, or shown translated)."""
         if self.opcode == CLOSE:
             code, reason = parse_close(self.payload)
+            if code is not None and reason:
+                return Phrase(N_("close frame (code {code} {reason!r})"), code=code, reason=reason)
             if code is not None:
-                detail = f"code {code}" + (f" {reason!r}" if reason else "")
-            else:
-                detail = f"a {len(self.payload)}-byte body" if self.payload else "no code"
-            return f"close frame ({detail})"
-        fin = "" if self.fin else " (not final)"
-        shown = short(self.payload) if len(self.payload) == self.length else f"of {self.length:,} bytes"
-        return f"{name} frame {shown}{fin}"
+                return Phrase(N_("close frame (code {code})"), code=code)
+            if self.payload:
+                return Phrase(N_("close frame (a {size}-byte body)"), size=len(self.payload))
+            return Phrase(N_("close frame (no code)"))
+        if len(self.payload) == self.length:
+            shown = short(self.payload)
+        else:
+            shown = Phrase(N_("of {size:,} bytes"), size=self.length)
+        template = _FRAME_WORDS.get(self.opcode, N_("reserved-opcode 0x{opcode:x} frame {shown}"))
+        if not self.fin:
+            template = _NOT_FINAL.get(self.opcode, N_("reserved-opcode 0x{opcode:x} frame {shown} (not final)"))
+        return Phrase(template, opcode=self.opcode, shown=shown)
+
+    def __str__(self) -> str:
+        return str(self.phrase())
+
+    def shown(self) -> str:
+        """The frame in a few words, in the learner's language."""
+        return self.phrase().shown()
+
+
+# {opcode} is given to every template, used only by the reserved-opcode one.
+_FRAME_WORDS = {
+    CONT: N_("continuation frame {shown}"), TEXT: N_("text frame {shown}"), BINARY: N_("binary frame {shown}"),
+    PING: N_("ping frame {shown}"), PONG: N_("pong frame {shown}"),
+}
+_NOT_FINAL = {
+    CONT: N_("continuation frame {shown} (not final)"), TEXT: N_("text frame {shown} (not final)"),
+    BINARY: N_("binary frame {shown} (not final)"), PING: N_("ping frame {shown} (not final)"),
+    PONG: N_("pong frame {shown} (not final)"),
+}
 
 
 class Probe:
@@ -205,8 +233,8 @@ class Probe:
             await loop.sock_connect(sock, (self.host, self.port))
         except OSError as exc:
             sock.close()
-            raise Unreachable(_("nothing accepts connections at {host}:{port} ({reason})").format(
-                host=self.host, port=self.port, reason=exc.strerror or exc)) from None
+            raise Unreachable(Phrase(N_("nothing accepts connections at {host}:{port} ({reason})"),
+                                     host=self.host, port=self.port, reason=exc.strerror or exc)) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
         self._reader = asyncio.ensure_future(self._read_socket())
@@ -272,10 +300,13 @@ class Probe:
     async def readuntil(self, separator: bytes, limit: int = 65536) -> bytes:
         while (end := self.buffer.find(separator)) < 0:
             if len(self.buffer) > limit:
-                raise Failed(f"the HTTP response head is over {limit // 1024} KiB without an empty line")
+                raise Failed(Phrase(N_("the HTTP response head is over {kib} KiB without an empty line"),
+                                    kib=limit // 1024))
             if self.closed is not None:
-                got = f": {short(bytes(self.buffer), 60)}" if self.buffer else ""
-                raise Failed(f"the server closed the connection without an HTTP response{got}")
+                if self.buffer:
+                    raise Failed(Phrase(N_("the server closed the connection without an HTTP response: {got}"),
+                                        got=short(bytes(self.buffer), 60)))
+                raise Failed(Phrase(N_("the server closed the connection without an HTTP response")))
             self._need = len(self.buffer) + 1
             self._room.set()
             await self._wait()
@@ -359,8 +390,8 @@ class Probe:
         # RFC 9112 4: status-line = HTTP-version SP status-code SP [ reason-phrase ], status-code = 3DIGIT
         # (ASCII digits only: str.isdigit() also takes '²', and int() refuses 4,301 digits).
         if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or re.fullmatch("[0-9]{3}", parts[1]) is None:
-            raise Failed(f"the response does not start with an HTTP status line (RFC 9112 4: "
-                         f"HTTP/1.1, a space, a 3-digit status code): {short(status_line, 60)}")
+            raise Failed(Phrase(N_("the response does not start with an HTTP status line (RFC 9112 4: "
+                                   "HTTP/1.1, a space, a 3-digit status code): {line}"), line=short(status_line, 60)))
         headers: dict[str, str] = {}
         for line in header_lines:
             if ":" in line:
@@ -379,7 +410,8 @@ class Probe:
         key = base64.b64encode(os.urandom(16)).decode()
         status, reason, headers = await self.http(self.request(key=key))
         if status != 101:
-            raise Failed(f"the handshake got HTTP {status} {reason}; expected 101 Switching Protocols")
+            raise Failed(Phrase(N_("the handshake got HTTP {status} {reason}; expected 101 Switching Protocols"),
+                                status=status, reason=reason))
         self.response_headers = headers
         self.watch.response(headers)
         self.received_at_open = self.received - len(self.buffer)
@@ -423,8 +455,9 @@ class Probe:
             if n >= 2**63:
                 self.watch.note("length", f"a frame whose 64-bit length 0x{n:016x} has its most significant bit set")
         if n > MAX_SERVER_FRAME:
-            raise Failed(f"the server announced a frame of {n:,} bytes; the battery reads at most "
-                         f"{MAX_SERVER_FRAME:,} (check the length you encode, RFC 6455 5.2)")
+            raise Failed(Phrase(N_("the server announced a frame of {size:,} bytes; the battery reads at most "
+                                   "{most:,} (check the length you encode, RFC 6455 5.2)"),
+                                size=n, most=MAX_SERVER_FRAME))
         masked = bool(b1 & MASK_BIT)
         key = await self.readexactly(4) if masked else b""
         payload = await self.readexactly(min(n, KEPT_PAYLOAD))  # over it, the rest is read after the frame is queued
@@ -446,7 +479,7 @@ class Probe:
             raise item
         if isinstance(item, BaseException):
             raise item
-        self.seen.append(str(item))
+        self.seen.append(item.phrase())
         self.frames_seen += 1
         return item
 
@@ -490,8 +523,10 @@ class Probe:
             try:
                 frame = await self.next_frame()
             except Eof:
-                got = f" after {count} fragment(s)" if count else ""
-                raise Failed(f"the server closed the TCP connection{got}, with no close frame") from None
+                if count:
+                    raise Failed(Phrase(N_("the server closed the TCP connection after {count} fragment(s), "
+                                           "with no close frame"), count=count)) from None
+                raise Failed(Phrase(N_("the server closed the TCP connection, with no close frame"))) from None
             if frame.opcode == PONG:
                 if len(pongs) < FRAMES_AHEAD and frame.length <= 125:  # a flood must not grow memory
                     pongs.append(frame.payload)
@@ -502,16 +537,16 @@ class Probe:
             if frame.opcode == CLOSE:
                 raise Closed(frame)
             if frame.opcode == CONT and not count:
-                raise Failed("the server sent a continuation frame with no message started")
+                raise Failed(Phrase(N_("the server sent a continuation frame with no message started")))
             if frame.opcode != CONT and count:
-                raise Failed(f"the server started a new message ({frame}) inside a fragmented one")
+                raise Failed(Phrase(N_("the server started a new message ({frame}) inside a fragmented one"), frame=frame))
             if not count:
                 opcode = frame.opcode
             count += 1
             size += frame.length
             if size > MESSAGE_LIMIT:
-                raise Failed(f"the server sent a message of more than {MESSAGE_LIMIT:,} bytes ({frame}); "
-                             f"no case sends more than 70,000 bytes to echo")
+                raise Failed(Phrase(N_("the server sent a message of more than {most:,} bytes ({frame}); "
+                                       "no case sends more than 70,000 bytes to echo"), most=MESSAGE_LIMIT, frame=frame))
             data += frame.payload
             if frame.fin:
                 return opcode, bytes(data), count, pongs

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from ..case import CLOSE_FRAME_FIRST, MUST, USUAL, Case, Outcome, Rule, Settings, refused
+from ...course.i18n import N_
+from ..case import (CLOSE_FRAME_FIRST, MUST, NO_CLOSE_FRAME_SEEN, THEN_TCP_CLOSED, USUAL, Case, Outcome, Rule,
+                    Settings, refused)
+from ..phrase import Phrase
 from ..craft import CLOSE, PING, close_payload, encode_frame, parse_close
 from ..wire import Eof, Failed, Probe, ServerFrame
 from .framing import PROTOCOL_ERROR, server_frames_case, violated
@@ -63,9 +66,12 @@ PING_PAYLOAD = b"are you there?"
 
 async def _ping_pong(p: Probe, s: Settings, out: Outcome) -> str:
     await p.send(encode_frame(PING, PING_PAYLOAD))
-    others = await p.pong(PING_PAYLOAD, instead=lambda frame: f"got a {frame}; expected a pong {PING_PAYLOAD!r}")
-    extra = f" (after {others} unsolicited pong(s))" if others else ""
-    return f"pong {PING_PAYLOAD!r} came back{extra}"
+    others = await p.pong(PING_PAYLOAD, instead=lambda frame: Phrase(
+        N_("got a {frame}; expected a pong {data!r}"), frame=frame, data=PING_PAYLOAD))
+    if others:
+        return Phrase(N_("pong {data!r} came back (after {others} unsolicited pong(s))"), data=PING_PAYLOAD,
+                      others=others)
+    return Phrase(N_("pong {data!r} came back"), data=PING_PAYLOAD)
 
 
 async def _long_ping(p: Probe, s: Settings, out: Outcome) -> str:
@@ -82,19 +88,19 @@ async def _server_frame(p: Probe) -> ServerFrame:
     try:
         return await p.next_answer()
     except Eof:
-        raise Failed("the server closed TCP without answering with a close frame") from None
+        raise Failed(Phrase(N_("the server closed TCP without answering with a close frame"))) from None
 
 
 async def _server_close(p: Probe) -> ServerFrame:
     frame = await _server_frame(p)
     if frame.opcode != CLOSE:
-        raise Failed(f"the server sent a {frame}; expected a close frame")
+        raise Failed(Phrase(EXPECTED_CLOSE, frame=frame))
     return frame
 
 
 async def _close_answered(p: Probe, s: Settings, out: Outcome) -> str:
     await p.send(encode_frame(CLOSE, close_payload(4000, "bye")))
-    return f"{await _server_close(p)} came back"
+    return Phrase(CAME_BACK, frame=await _server_close(p))
 
 
 async def _close_echoed(p: Probe, s: Settings, out: Outcome) -> str:
@@ -102,8 +108,8 @@ async def _close_echoed(p: Probe, s: Settings, out: Outcome) -> str:
     frame = await _server_close(p)
     code, _ = parse_close(frame.payload)
     if code != 4000:
-        raise Failed(f"close code {code} came back for the client's 4000")
-    return f"{frame} came back"
+        raise Failed(Phrase(N_("close code {code} came back for the client's 4000"), code=code))
+    return Phrase(CAME_BACK, frame=frame)
 
 
 async def _tcp_closed(p: Probe, s: Settings, out: Outcome) -> str:
@@ -112,11 +118,9 @@ async def _tcp_closed(p: Probe, s: Settings, out: Outcome) -> str:
     try:
         await asyncio.wait_for(p.eof(), s.close_wait)
     except TimeoutError:
-        raise Failed(
-            f"the closing handshake was done ({frame}) but the server kept the TCP connection open "
-            f"for {s.close_wait:g} s"
-        ) from None
-    return f"{frame}, then the server closed TCP"
+        raise Failed(Phrase(N_("the closing handshake was done ({frame}) but the server kept the TCP connection "
+                               "open for {seconds:g} s"), frame=frame, seconds=s.close_wait)) from None
+    return Phrase(THEN_TCP_CLOSED, frame=frame)
 
 
 async def _no_data_after_close(p: Probe, s: Settings, out: Outcome) -> str:
@@ -127,10 +131,12 @@ async def _no_data_after_close(p: Probe, s: Settings, out: Outcome) -> str:
     except TimeoutError:
         pass  # TCP left open: the rule of "TCP closed after the closing handshake", not this one
     violated(p, WATCHED_AFTER_CLOSE)
-    return "nothing but the echo came before the server's close frame, nothing after it"
+    return Phrase(N_("nothing but the echo came before the server's close frame, nothing after it"))
 
 
 WATCHED_AFTER_CLOSE = frozenset({"after-close"})
+EXPECTED_CLOSE = N_("the server sent a {frame}; expected a close frame")
+CAME_BACK = N_("{frame} came back")
 
 
 async def _close_answer(p: Probe, body: bytes, out: Outcome) -> ServerFrame | None:
@@ -139,10 +145,10 @@ async def _close_answer(p: Probe, body: bytes, out: Outcome) -> ServerFrame | No
     try:
         frame = await p.next_answer()
     except Eof:
-        out.note(CLOSE_FRAME_FIRST, "the server closed TCP without a close frame")
+        out.note(CLOSE_FRAME_FIRST, Phrase(N_("the server closed TCP without a close frame")))
         return None
     if frame.opcode != CLOSE:
-        raise Failed(f"the server sent a {frame}; expected a close frame")
+        raise Failed(Phrase(EXPECTED_CLOSE, frame=frame))
     return frame
 
 
@@ -152,12 +158,14 @@ def _arguable_close_case(name: str, body: bytes, rule: Rule, what: str) -> Case:
     async def run(p: Probe, s: Settings, out: Outcome) -> str:
         frame = await _close_answer(p, body, out)
         if frame is None:
-            return "the server closed TCP (no close frame)"
+            return Phrase(NO_CLOSE_FRAME_SEEN)
         if parse_close(frame.payload)[0] not in (1002, 1007):
-            raise Failed(f"{frame} came back for {what}; failing the connection with 1002 is usual")
-        return f"{frame}"
+            raise Failed(Phrase(N_("{frame} came back for {what}; failing the connection with 1002 is usual"),
+                                frame=frame, what=Phrase(what)))
+        return frame.phrase()
 
-    return Case(name, rule, f"the server fails the connection on {what} (close 1002 is usual)", run)
+    expected = Phrase(N_("the server fails the connection on {what} (close 1002 is usual)"), what=Phrase(what))
+    return Case(name, rule, expected, run)
 
 
 def _bad_close_case(name: str, body: bytes, rule: Rule, what: str, kind: str) -> Case:
@@ -167,36 +175,40 @@ def _bad_close_case(name: str, body: bytes, rule: Rule, what: str, kind: str) ->
     async def run(p: Probe, s: Settings, out: Outcome) -> str:
         frame = await _close_answer(p, body, out)
         if frame is None:
-            return "the server closed TCP (no close frame)"
+            return Phrase(NO_CLOSE_FRAME_SEEN)
         violated(p, watches)
         code, _ = parse_close(frame.payload)
-        if code != 1002:
-            out.note(PROTOCOL_ERROR, f"close code {code if code is not None else '(none)'}; "
-                                     f"1002 (protocol error) is the usual answer to {what}")
-        return f"{frame}"
+        if code is None:
+            out.note(PROTOCOL_ERROR, Phrase(N_("close code (none); 1002 (protocol error) is the usual answer to "
+                                               "{what}"), what=Phrase(what)))
+        elif code != 1002:
+            out.note(PROTOCOL_ERROR, Phrase(N_("close code {code}; 1002 (protocol error) is the usual answer to "
+                                               "{what}"), code=code, what=Phrase(what)))
+        return frame.phrase()
 
-    return Case(name, rule, f"the server never sends {what} (close 1002 is usual)", run, watches=watches)
+    expected = Phrase(N_("the server never sends {what} (close 1002 is usual)"), what=Phrase(what))
+    return Case(name, rule, expected, run, watches=watches)
 
 
 CASES = [
-    Case("ping -> pong", PONG_RULE, "a pong with the ping's payload", _ping_pong),
-    Case("ping longer than 125 bytes", CONTROL_SHORT, "the server fails the connection (close 1002 is usual)", _long_ping),
-    Case("fragmented ping", CONTROL_SHORT, "the server fails the connection (close 1002 is usual)", _fragmented_ping),
-    server_frames_case("server control frames", CONTROL_SHORT,
-                       "the server's pongs and closes are unfragmented and 125 bytes or less",
+    Case(N_("ping -> pong"), PONG_RULE, N_("a pong with the ping's payload"), _ping_pong),
+    Case(N_("ping longer than 125 bytes"), CONTROL_SHORT, N_("the server fails the connection (close 1002 is usual)"), _long_ping),
+    Case(N_("fragmented ping"), CONTROL_SHORT, N_("the server fails the connection (close 1002 is usual)"), _fragmented_ping),
+    server_frames_case(N_("server control frames"), CONTROL_SHORT,
+                       N_("the server's pongs and closes are unfragmented and 125 bytes or less"),
                        {"control-fragmented", "control-long"}, need_pong=True),
-    Case("close with a code", ANSWER_CLOSE, "a close frame comes back", _close_answered),
-    Case("close code echoed", ECHO_CODE, "close code 4000 comes back (typical, not required)", _close_echoed),
-    Case("TCP closed after the closing handshake", CLOSE_TCP,
-         "the server closes TCP once close frames were exchanged", _tcp_closed),
-    Case("no data after the server's close", NO_DATA_AFTER_CLOSE,
-         "no data frame follows the server's close frame", _no_data_after_close, watches=WATCHED_AFTER_CLOSE),
-    _bad_close_case("close code 1005", close_payload(1005), RESERVED[1005], "code 1005", "close-1005"),
-    _bad_close_case("close code 1006", close_payload(1006), RESERVED[1006], "code 1006", "close-1006"),
-    _bad_close_case("close code 1015", close_payload(1015), RESERVED[1015], "code 1015", "close-1015"),
-    _bad_close_case("close code 999", close_payload(999), UNUSED_CODE, "code 999", "close-unused"),
-    _bad_close_case("1-byte close payload", b"\x03", BODY_CODE, "a 1-byte close body", "close-1-byte"),
-    _arguable_close_case("close code 2999 (unassigned)", close_payload(2999), UNASSIGNED_CODE, "code 2999"),
-    _arguable_close_case("close reason not UTF-8", close_payload(1000) + b"\xff\xfe", CLOSE_REASON,
-                         "a reason that is not UTF-8"),
+    Case(N_("close with a code"), ANSWER_CLOSE, N_("a close frame comes back"), _close_answered),
+    Case(N_("close code echoed"), ECHO_CODE, N_("close code 4000 comes back (typical, not required)"), _close_echoed),
+    Case(N_("TCP closed after the closing handshake"), CLOSE_TCP,
+         N_("the server closes TCP once close frames were exchanged"), _tcp_closed),
+    Case(N_("no data after the server's close"), NO_DATA_AFTER_CLOSE,
+         N_("no data frame follows the server's close frame"), _no_data_after_close, watches=WATCHED_AFTER_CLOSE),
+    _bad_close_case(N_("close code 1005"), close_payload(1005), RESERVED[1005], N_("code 1005"), "close-1005"),
+    _bad_close_case(N_("close code 1006"), close_payload(1006), RESERVED[1006], N_("code 1006"), "close-1006"),
+    _bad_close_case(N_("close code 1015"), close_payload(1015), RESERVED[1015], N_("code 1015"), "close-1015"),
+    _bad_close_case(N_("close code 999"), close_payload(999), UNUSED_CODE, N_("code 999"), "close-unused"),
+    _bad_close_case(N_("1-byte close payload"), b"\x03", BODY_CODE, N_("a 1-byte close body"), "close-1-byte"),
+    _arguable_close_case(N_("close code 2999 (unassigned)"), close_payload(2999), UNASSIGNED_CODE, N_("code 2999")),
+    _arguable_close_case(N_("close reason not UTF-8"), close_payload(1000) + b"\xff\xfe", CLOSE_REASON,
+                         N_("a reason that is not UTF-8")),
 ]

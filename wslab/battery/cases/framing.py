@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import struct
 
+from ...course.i18n import N_
 from ..case import MUST, USUAL, Case, Outcome, Rule, Settings, echo, refused
+from ..phrase import Phrase
 from ..craft import BINARY, CLOSE, CONT, PING, TEXT, close_payload, encode_frame
 from ..wire import Eof, Failed, Probe
 
@@ -77,8 +79,8 @@ async def _two_in_one_write(p: Probe, s: Settings, out: Outcome) -> str:
     await p.send(encode_frame(TEXT, b"first"), encode_frame(TEXT, b"second"))
     replies = [(await p.message())[1] for _ in range(2)]
     if replies != [b"first", b"second"]:
-        raise Failed(f"{replies!r} came back; expected [b'first', b'second']")
-    return "both messages came back, in order"
+        raise Failed(Phrase(N_("{replies!r} came back; expected [b'first', b'second']"), replies=replies))
+    return Phrase(N_("both messages came back, in order"))
 
 
 async def _fragmented(p: Probe, s: Settings, out: Outcome) -> str:
@@ -97,11 +99,11 @@ async def _ping_inside_fragments(p: Probe, s: Settings, out: Outcome) -> str:
     )
     opcode, got, _, pongs = await p.message()
     if (opcode, got) != (TEXT, b"Hello"):
-        raise Failed(f"a message {got!r} came back; expected text 'Hello'")
+        raise Failed(Phrase(N_("a message {got!r} came back; expected text 'Hello'"), got=got))
     if b"mid-message" not in pongs:  # the pong may trail the echo
-        await p.pong(b"mid-message",
-                     instead=lambda frame: f"'Hello' came back but then a {frame}, and no pong b'mid-message'")
-    return "text 'Hello' and pong b'mid-message' came back"
+        await p.pong(b"mid-message", instead=lambda frame: Phrase(
+            N_("'Hello' came back but then a {frame}, and no pong b'mid-message'"), frame=frame))
+    return Phrase(N_("text 'Hello' and pong b'mid-message' came back"))
 
 
 async def _orphan_continuation(p: Probe, s: Settings, out: Outcome) -> str:
@@ -142,7 +144,9 @@ def violated(p: Probe, kinds: frozenset[str]) -> None:
     """Fail with the first violation of ``kinds`` seen on this connection (:mod:`..watch`)."""
     bad = [text for kind, text in p.violations if kind in kinds]
     if bad:
-        raise Failed(f"the server sent {bad[0]}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+        if len(bad) > 1:
+            raise Failed(Phrase(N_("the server sent {what} (and {more} more)"), what=bad[0], more=len(bad) - 1))
+        raise Failed(Phrase(N_("the server sent {what}"), what=bad[0]))
 
 
 def server_frames_case(name: str, rule: Rule, expected: str, kinds: set[str], *, need_pong: bool = False) -> Case:
@@ -169,52 +173,62 @@ def server_frames_case(name: str, rule: Rule, expected: str, kinds: set[str], *,
         _, _, _, pongs = await p.message()
         ponged = ping in pongs
         if need_pong and not ponged:
-            await p.pong(ping, instead=lambda frame: f"a {frame} came instead of the pong")
+            await p.pong(ping, instead=lambda frame: Phrase(N_("a {frame} came instead of the pong"), frame=frame))
             ponged = True
         closed = await _close_seen(p, s)
         violated(p, watched)
-        pong = ", a pong" if ponged else ""
-        return (f"{p.frames_seen} frames (echoes of {len(sizes) + 1} messages up to {max(sizes):,} bytes{pong}"
-                f"{closed}), all well formed")
+        template = _WELL_FORMED[ponged, closed]
+        return Phrase(template, frames=p.frames_seen, messages=len(sizes) + 1, largest=max(sizes))
 
     return Case(name, rule, expected, run, watches=watched)
 
 
-async def _close_seen(p: Probe, s: Settings) -> str:
-    """Send a close and read what comes back within ``s.close_wait``: the server's close frame, usually."""
+_WELL_FORMED = {  # (a pong came, the server's close frame came): what the case saw
+    (False, False): N_("{frames} frames (echoes of {messages} messages up to {largest:,} bytes), all well formed"),
+    (True, False): N_("{frames} frames (echoes of {messages} messages up to {largest:,} bytes, a pong), "
+                      "all well formed"),
+    (False, True): N_("{frames} frames (echoes of {messages} messages up to {largest:,} bytes, its close frame), "
+                      "all well formed"),
+    (True, True): N_("{frames} frames (echoes of {messages} messages up to {largest:,} bytes, a pong, its close "
+                     "frame), all well formed"),
+}
+
+
+async def _close_seen(p: Probe, s: Settings) -> bool:
+    """Send a close and read what comes back within ``s.close_wait``: True when it holds the server's close frame."""
     await p.send(encode_frame(CLOSE, close_payload(1000)))
     try:
         async with asyncio.timeout(s.close_wait):
             while True:
                 frame = await p.next_answer()
                 if frame.opcode == CLOSE:
-                    return ", its close frame"
+                    return True
     except (TimeoutError, Eof):
-        return ""
+        return False
 
 
 CASES = [
-    Case("text echo", UNMASKING, "a text message comes back unchanged", _text_echo),
-    Case("binary echo", PARSED, "a binary message comes back unchanged", _binary_echo),
-    Case("200 bytes (16-bit length)", PARSED, "200 bytes come back (a 16-bit length)", _length_16),
-    Case("70,000 bytes (64-bit length)", PARSED,
-         "70,000 bytes come back (a 64-bit length); over max_size, a refusal", _length_64),
-    Case("two frames in one write", PARSED, "two messages sent in one TCP write both come back", _two_in_one_write),
-    Case("fragmented message", BOTH_KINDS, "'frag'+'ment'+'ed' comes back as one message 'fragmented'", _fragmented),
-    Case("ping inside a fragmented message", CONTROL_INSIDE,
-         "a pong comes back, and the message is still reassembled", _ping_inside_fragments),
-    Case("continuation frame with no message", FIRST_FRAGMENT,
-         "the server fails the connection (close 1002 is usual)", _orphan_continuation),
-    Case("new message inside a fragmented one", NOT_INTERLEAVED,
-         "the server fails the connection (close 1002 is usual)", _interleaved),
-    Case("unmasked client frame", CLIENT_MASKS, "the server closes the connection (close 1002 is usual)", _unmasked),
-    Case("reserved opcode 0x3", UNKNOWN_OPCODE, "the server fails the connection (close 1002 is usual)", _reserved_opcode),
-    Case("64-bit length with the top bit set", LENGTH_TOP_BIT,
-         "the server fails the connection (close 1002 is usual)", _length_top_bit),
-    Case("RSV1 set with no extension", RSV_ZERO, "the server fails the connection (close 1002 is usual)", _rsv_bits),
-    server_frames_case("server frames unmasked", SERVER_UNMASKED, "no frame from the server is masked", {"masked"}),
-    server_frames_case("server lengths minimal", SERVER_MINIMAL,
-                       "every length the server sends uses the shortest form", {"length"}),
-    server_frames_case("server frames without RSV bits", SERVER_RSV,
-                       "the server sets no reserved bit (no extension was negotiated)", {"rsv"}),
+    Case(N_("text echo"), UNMASKING, N_("a text message comes back unchanged"), _text_echo),
+    Case(N_("binary echo"), PARSED, N_("a binary message comes back unchanged"), _binary_echo),
+    Case(N_("200 bytes (16-bit length)"), PARSED, N_("200 bytes come back (a 16-bit length)"), _length_16),
+    Case(N_("70,000 bytes (64-bit length)"), PARSED,
+         N_("70,000 bytes come back (a 64-bit length); over max_size, a refusal"), _length_64),
+    Case(N_("two frames in one write"), PARSED, N_("two messages sent in one TCP write both come back"), _two_in_one_write),
+    Case(N_("fragmented message"), BOTH_KINDS, N_("'frag'+'ment'+'ed' comes back as one message 'fragmented'"), _fragmented),
+    Case(N_("ping inside a fragmented message"), CONTROL_INSIDE,
+         N_("a pong comes back, and the message is still reassembled"), _ping_inside_fragments),
+    Case(N_("continuation frame with no message"), FIRST_FRAGMENT,
+         N_("the server fails the connection (close 1002 is usual)"), _orphan_continuation),
+    Case(N_("new message inside a fragmented one"), NOT_INTERLEAVED,
+         N_("the server fails the connection (close 1002 is usual)"), _interleaved),
+    Case(N_("unmasked client frame"), CLIENT_MASKS, N_("the server closes the connection (close 1002 is usual)"), _unmasked),
+    Case(N_("reserved opcode 0x3"), UNKNOWN_OPCODE, N_("the server fails the connection (close 1002 is usual)"), _reserved_opcode),
+    Case(N_("64-bit length with the top bit set"), LENGTH_TOP_BIT,
+         N_("the server fails the connection (close 1002 is usual)"), _length_top_bit),
+    Case(N_("RSV1 set with no extension"), RSV_ZERO, N_("the server fails the connection (close 1002 is usual)"), _rsv_bits),
+    server_frames_case(N_("server frames unmasked"), SERVER_UNMASKED, N_("no frame from the server is masked"), {"masked"}),
+    server_frames_case(N_("server lengths minimal"), SERVER_MINIMAL,
+                       N_("every length the server sends uses the shortest form"), {"length"}),
+    server_frames_case(N_("server frames without RSV bits"), SERVER_RSV,
+                       N_("the server sets no reserved bit (no extension was negotiated)"), {"rsv"}),
 ]

@@ -7,7 +7,9 @@ import os
 
 from websockets.utils import accept_key
 
+from ...course.i18n import N_
 from ..case import MUST, USUAL, Case, Outcome, Rule, Settings
+from ..phrase import Phrase
 from ..wire import Failed, Probe
 from .framing import violated
 
@@ -62,7 +64,7 @@ UNKNOWN_VERSION = Rule(
 SUCH_AS_426 = Rule(USUAL, "4.2.2", "an appropriate HTTP error code (such as 426 Upgrade Required)")
 
 #: A version nobody speaks: RFC 6455 4.4's own example (IANA lists 0-13; 14-255 are unassigned).
-UNKNOWN = "25"
+UNKNOWN = "25"  # named in a case's name below
 
 
 async def _accepted(p: Probe, s: Settings, out: Outcome) -> str:
@@ -70,20 +72,21 @@ async def _accepted(p: Probe, s: Settings, out: Outcome) -> str:
     key = base64.b64encode(os.urandom(16)).decode()
     status, reason, headers = await p.http(p.request(key=key))
     if status != 101:
-        raise Failed(f"HTTP {status} {reason}; expected 101 Switching Protocols")
+        raise Failed(Phrase(N_("HTTP {status} {reason}; expected 101 Switching Protocols"), status=status,
+                            reason=reason))
     upgrade = headers.get("upgrade")
     if upgrade is None or upgrade.strip().lower() != "websocket":
-        raise Failed(f"the 101 response has Upgrade: {upgrade!r}; expected 'websocket'")
+        raise Failed(Phrase(N_("the 101 response has Upgrade: {value!r}; expected 'websocket'"), value=upgrade))
     connection = headers.get("connection")
     if connection is None or "upgrade" not in [t.strip().lower() for t in connection.split(",")]:
-        raise Failed(f"the 101 response has Connection: {connection!r}; expected 'Upgrade'")
+        raise Failed(Phrase(N_("the 101 response has Connection: {value!r}; expected 'Upgrade'"), value=connection))
     expected = accept_key(key)
     if headers.get("sec-websocket-accept") != expected:
-        raise Failed(
-            f"Sec-WebSocket-Accept was {headers.get('sec-websocket-accept')!r} for key {key!r}; "
-            f"expected {expected!r} (base64 of SHA-1 of key + GUID)"
-        )
-    return f"HTTP 101 {reason}, Upgrade: {upgrade}, Connection: {connection}, the right Sec-WebSocket-Accept"
+        raise Failed(Phrase(
+            N_("Sec-WebSocket-Accept was {got!r} for key {key!r}; expected {expected!r} (base64 of SHA-1 of key + GUID)"),
+            got=headers.get("sec-websocket-accept"), key=key, expected=expected))
+    return Phrase(N_("HTTP 101 {reason}, Upgrade: {upgrade}, Connection: {connection}, the right "
+                     "Sec-WebSocket-Accept"), reason=reason, upgrade=upgrade, connection=connection)
 
 
 def _bad_request(what: str, *, note_400: bool = False, **request: str | None):
@@ -98,24 +101,26 @@ def _bad_request(what: str, *, note_400: bool = False, **request: str | None):
         fields: dict[str, str | None] = {"key": base64.b64encode(os.urandom(16)).decode(), **request}
         status, reason, _ = await p.http(p.request(**fields))  # type: ignore[arg-type]
         if status == 101:
-            raise Failed(f"HTTP 101: the server accepted {what}")
+            raise Failed(Phrase(N_("HTTP 101: the server accepted {what}"), what=Phrase(what)))
         if not 400 <= status < 500:
-            raise Failed(f"HTTP {status} {reason}; expected an error code such as 400 Bad Request")
+            raise Failed(Phrase(N_("HTTP {status} {reason}; expected an error code such as 400 Bad Request"),
+                                status=status, reason=reason))
         if status != 400 and note_400:
-            out.note(SUCH_AS_400, f"HTTP {status} {reason}; the RFC's example is 400 Bad Request")
-        return f"HTTP {status} {reason}"
+            out.note(SUCH_AS_400, Phrase(N_("HTTP {status} {reason}; the RFC's example is 400 Bad Request"),
+                                         status=status, reason=reason))
+        return Phrase(N_("HTTP {status} {reason}"), status=status, reason=reason)
 
     return run
 
 
 async def _no_subprotocol(p: Probe, s: Settings, out: Outcome) -> str:
     violated(p, frozenset({"subprotocol"}))
-    return "the 101 names no subprotocol (the client offered none)"
+    return Phrase(N_("the 101 names no subprotocol (the client offered none)"))
 
 
 async def _no_extension(p: Probe, s: Settings, out: Outcome) -> str:
     violated(p, frozenset({"extension"}))
-    return "the 101 names no extension (the client offered none)"
+    return Phrase(N_("the 101 names no extension (the client offered none)"))
 
 
 async def _unknown_version(p: Probe, s: Settings, out: Outcome) -> str:
@@ -123,38 +128,44 @@ async def _unknown_version(p: Probe, s: Settings, out: Outcome) -> str:
     key = base64.b64encode(os.urandom(16)).decode()
     status, reason, headers = await p.http(p.request(key=key, version=UNKNOWN))
     if status == 101:
-        raise Failed(f"HTTP 101: the server accepted Sec-WebSocket-Version: {UNKNOWN}, a version nobody speaks")
+        raise Failed(Phrase(N_("HTTP 101: the server accepted Sec-WebSocket-Version: {version}, a version nobody "
+                               "speaks"), version=UNKNOWN))
     if not 400 <= status < 500:
-        raise Failed(f"HTTP {status} {reason}; expected an error code such as 426 Upgrade Required")
+        raise Failed(Phrase(N_("HTTP {status} {reason}; expected an error code such as 426 Upgrade Required"),
+                            status=status, reason=reason))
     versions = headers.get("sec-websocket-version")
     if versions is None:
-        raise Failed(f"HTTP {status} {reason} with no Sec-WebSocket-Version header naming the versions it speaks")
+        raise Failed(Phrase(N_("HTTP {status} {reason} with no Sec-WebSocket-Version header naming the versions it "
+                               "speaks"), status=status, reason=reason))
     if "13" not in [v.strip() for v in versions.split(",")]:
-        raise Failed(f"HTTP {status} {reason} with Sec-WebSocket-Version: {versions}; it does not list 13")
+        raise Failed(Phrase(N_("HTTP {status} {reason} with Sec-WebSocket-Version: {versions}; it does not list 13"),
+                            status=status, reason=reason, versions=versions))
     if status != 426:
-        out.note(SUCH_AS_426, f"HTTP {status} {reason}; the RFC's example is 426 Upgrade Required")
-    return f"HTTP {status} {reason}, Sec-WebSocket-Version: {versions}"
+        out.note(SUCH_AS_426, Phrase(N_("HTTP {status} {reason}; the RFC's example is 426 Upgrade Required"),
+                                     status=status, reason=reason))
+    return Phrase(N_("HTTP {status} {reason}, Sec-WebSocket-Version: {versions}"), status=status, reason=reason,
+                  versions=versions)
 
 
 CASES = [
-    Case("101 Switching Protocols", ACCEPT,
-         "HTTP 101 with Upgrade: websocket, Connection: Upgrade and the right Sec-WebSocket-Accept",
+    Case(N_("101 Switching Protocols"), ACCEPT,
+         N_("HTTP 101 with Upgrade: websocket, Connection: Upgrade and the right Sec-WebSocket-Accept"),
          _accepted, opens=False),
-    Case("handshake without Sec-WebSocket-Key", BAD_REQUEST,
-         "an HTTP error response (400 Bad Request is usual), never 101",
-         _bad_request("a handshake without Sec-WebSocket-Key", key=None, note_400=True), opens=False),
-    Case("handshake without Sec-WebSocket-Version", GET_AND_VERSION,
-         "an HTTP error response (400 Bad Request is usual), never 101",
-         _bad_request("a handshake without Sec-WebSocket-Version", version=None), opens=False),
-    Case("handshake with POST", GET_AND_VERSION,
-         "an HTTP error response (400 Bad Request is usual), never 101",
-         _bad_request("a POST handshake (4.2.1: a GET request)", method="POST"), opens=False),
-    Case(f"handshake with version {UNKNOWN} (unknown)", UNKNOWN_VERSION,
-         "an HTTP error (426 is usual) with Sec-WebSocket-Version listing 13", _unknown_version, opens=False),
-    Case("no subprotocol the client did not offer", CHOSEN_SUBPROTOCOL,
-         "no Sec-WebSocket-Protocol in any 101 (the battery never offers one)", _no_subprotocol,
+    Case(N_("handshake without Sec-WebSocket-Key"), BAD_REQUEST,
+         N_("an HTTP error response (400 Bad Request is usual), never 101"),
+         _bad_request(N_("a handshake without Sec-WebSocket-Key"), key=None, note_400=True), opens=False),
+    Case(N_("handshake without Sec-WebSocket-Version"), GET_AND_VERSION,
+         N_("an HTTP error response (400 Bad Request is usual), never 101"),
+         _bad_request(N_("a handshake without Sec-WebSocket-Version"), version=None), opens=False),
+    Case(N_("handshake with POST"), GET_AND_VERSION,
+         N_("an HTTP error response (400 Bad Request is usual), never 101"),
+         _bad_request(N_("a POST handshake (4.2.1: a GET request)"), method="POST"), opens=False),
+    Case(N_("handshake with version 25 (unknown)"), UNKNOWN_VERSION,  # 25 is UNKNOWN, written out to be extracted
+         N_("an HTTP error (426 is usual) with Sec-WebSocket-Version listing 13"), _unknown_version, opens=False),
+    Case(N_("no subprotocol the client did not offer"), CHOSEN_SUBPROTOCOL,
+         N_("no Sec-WebSocket-Protocol in any 101 (the battery never offers one)"), _no_subprotocol,
          watches=frozenset({"subprotocol"})),
-    Case("no extension the client did not offer", CHOSEN_EXTENSIONS,
-         "no Sec-WebSocket-Extensions in any 101 (the battery never offers one)", _no_extension,
+    Case(N_("no extension the client did not offer"), CHOSEN_EXTENSIONS,
+         N_("no Sec-WebSocket-Extensions in any 101 (the battery never offers one)"), _no_extension,
          watches=frozenset({"extension"})),
 ]

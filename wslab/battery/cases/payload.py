@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from ...course.i18n import N_
 from ..case import MUST, USUAL, Case, Outcome, Rule, Settings, echo, refused, too_big
+from ..phrase import Phrase
 from ..craft import CONT, TEXT, encode_frame
 from ..wire import Probe
 from .framing import violated
@@ -64,33 +66,34 @@ async def _server_utf8(p: Probe, s: Settings, out: Outcome) -> str:
         await p.send(encode_frame(TEXT, text.encode()))
         await p.message()
     violated(p, WATCHED_UTF8)
-    return f"the replies to {len(SERVER_TEXTS)} text messages ({', '.join(map(repr, SERVER_TEXTS))}) are valid UTF-8"
+    return Phrase(N_("the replies to {count} text messages ({texts}) are valid UTF-8"), count=len(SERVER_TEXTS),
+                  texts=", ".join(map(repr, SERVER_TEXTS)))
 
 
 async def _oversized(p: Probe, s: Settings, out: Outcome) -> str:
     if s.max_size is None:
         out.skipped = True
-        return "skipped (max_size=None)"
+        return Phrase(N_("skipped (max_size=None)"))
     size = s.max_size + 1  # text (NUL characters), so a server that takes only text is judged too
     return await too_big(p, s, out, encode_frame(TEXT, bytes(size)), size)
 
 
 CASES = [
-    Case("valid UTF-8 split across fragments", SPLIT_UTF8,
-         "'€uro ✓' sent as e2 82 | ac ... comes back whole", _split_utf8),
-    Case("server text is valid UTF-8", SERVER_UTF8,
-         "every text message the server sends is valid UTF-8", _server_utf8, watches=WATCHED_UTF8),
-    Case("invalid UTF-8 in a text message", INVALID_UTF8,
-         "the server fails the connection (close 1007 is usual)", _invalid_utf8(encode_frame(TEXT, b"caf\xc3"))),
-    Case("invalid UTF-8 split across fragments", INVALID_UTF8,
-         "'caf' + c3 | '(' in two frames: the server fails the connection (close 1007 is usual)",
+    Case(N_("valid UTF-8 split across fragments"), SPLIT_UTF8,
+         N_("'€uro ✓' sent as e2 82 | ac ... comes back whole"), _split_utf8),
+    Case(N_("server text is valid UTF-8"), SERVER_UTF8,
+         N_("every text message the server sends is valid UTF-8"), _server_utf8, watches=WATCHED_UTF8),
+    Case(N_("invalid UTF-8 in a text message"), INVALID_UTF8,
+         N_("the server fails the connection (close 1007 is usual)"), _invalid_utf8(encode_frame(TEXT, b"caf\xc3"))),
+    Case(N_("invalid UTF-8 split across fragments"), INVALID_UTF8,
+         N_("'caf' + c3 | '(' in two frames: the server fails the connection (close 1007 is usual)"),
          _invalid_utf8(encode_frame(TEXT, b"caf\xc3", fin=False), encode_frame(CONT, b"("))),
-    Case("UTF-8-encoded surrogate", INVALID_UTF8,
-         "ed a0 80 (U+D800, a surrogate): the server fails the connection (close 1007 is usual)",
+    Case(N_("UTF-8-encoded surrogate"), INVALID_UTF8,
+         N_("ed a0 80 (U+D800, a surrogate): the server fails the connection (close 1007 is usual)"),
          _invalid_utf8(encode_frame(TEXT, b"a\xed\xa0\x80z"))),
-    Case("overlong UTF-8", INVALID_UTF8,
-         "c0 af (an overlong '/'): the server fails the connection (close 1007 is usual)",
+    Case(N_("overlong UTF-8"), INVALID_UTF8,
+         N_("c0 af (an overlong '/'): the server fails the connection (close 1007 is usual)"),
          _invalid_utf8(encode_frame(TEXT, b"a\xc0\xafz"))),
-    Case("oversized message", TOO_BIG_RULE,
-         "max_size + 1 bytes are refused (close 1009 is usual)", _oversized),
+    Case(N_("oversized message"), TOO_BIG_RULE,
+         N_("max_size + 1 bytes are refused (close 1009 is usual)"), _oversized),
 ]
