@@ -54,6 +54,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
+from ..course.i18n import gettext as _
 from . import limits as _limits
 from .limits import DEFAULT_LIMITS, Limits, fd_budget
 from .background import DEFAULT_STOP_TIMEOUT, Background, PortInUseError, _check_host, _check_port, register, release
@@ -282,8 +283,9 @@ class ScratchServer(Background):
         self._shown.add(key)
         detail = "" if isinstance(exc, NotImplementedError) else "".join(traceback.format_exception(exc))
         print(
-            f"! server {self.name!r}: the connection code raised {key}\n"
-            f"! the client's TCP connection was closed; the exception is kept in srv.errors\n{detail}",
+            _("! server {name}: the connection code raised {error}\n"
+              "! the client's TCP connection was closed; the exception is kept in srv.errors").format(
+                name=repr(self.name), error=key) + "\n" + detail,
             file=sys.stderr,
             flush=True,
         )
