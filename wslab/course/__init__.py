@@ -12,7 +12,8 @@ The bottom layer: it imports nothing else of wslab, and everything may import it
 * ``i18n.py``: the package's messages in the learner's language (standard gettext over
   ``locale/``; ``WSLAB_LANG``, a ``zh-CN`` lessons folder, or the locale decides).
 * ``translation.py``: the translators' tool (Babel): catalogs for the lessons and the package,
-  fuzzy when the English changes, ``notebooks/zh-CN/`` built from them.
+  fuzzy when the English changes, ``notebooks/zh-CN/`` built from them; ``pages.py`` does the
+  same for README, the guide and the classroom page.
 """
 
 __all__: list[str] = []
