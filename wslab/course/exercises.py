@@ -206,7 +206,7 @@ def _translations(root: Path, *, lang: str, partial: bool, force: bool) -> int:
         print(f"= updated {path}")
     try:
         written = translation.build(lang, root=root, partial=partial, force=force)
-        written += pages.build(lang, root=root, partial=partial)  # after the lessons: it links them
+        written += pages.build(lang, root=root, partial=partial, force=force)  # after the lessons: it links them
     except (translation.TranslationIncomplete, LearnerWorkError) as exc:
         print(f"! {exc}", file=sys.stderr)
         print(translation.check(lang, root=root))

@@ -24,7 +24,7 @@ as for every other link.
 
 Design note: a built page is generated, like ``notebooks/zh-CN/``: it ends with
 an HTML comment saying so (invisible on GitHub and in the book), and it is
-rewritten only when its bytes change. The lessons are built first
+rewritten only when its bytes change, never over hand edits (:mod:`.safewrite`). The lessons are built first
 (:func:`wslab.course.translation.build`), so that the pages know which lessons
 have a translated copy; the lessons read which pages have one from the disk.
 """
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from .safewrite import write_files
 from .translation import (PAGES, ROOT, Catalog, TranslationIncomplete, _LINK, _entries, _merge, _read,
                           _translation, catalog_path, folder_for, page_name, split_blocks)
 
@@ -142,13 +143,15 @@ def localize_links(text: str, page: str, counterparts: dict[str, str]) -> str:
     return _LINK.sub(fix, text)
 
 
-def build(lang: str = "zh_CN", *, root: Path = ROOT, partial: bool = False) -> list[Path]:
+def build(lang: str = "zh_CN", *, root: Path = ROOT, partial: bool = False, force: bool = False) -> list[Path]:
     """Write the translation of every started page beside its English page; return the paths written.
 
     Raises :class:`~wslab.course.translation.TranslationIncomplete` (writing
     nothing) while an entry of such a page is untranslated or fuzzy, unless
     ``partial`` (those blocks stay English). Build the lessons first: a link
-    to a lesson is rewritten when its translated copy exists.
+    to a lesson is rewritten when its translated copy exists. Like every
+    command, it never writes over a page someone edited by hand
+    (:class:`~wslab.course.safewrite.LearnerWorkError`, unless ``force``).
     """
     catalogs = started(lang, root=root)
     counterparts = _counterparts(root, lang, set(catalogs))
@@ -175,9 +178,6 @@ def build(lang: str = "zh_CN", *, root: Path = ROOT, partial: bool = False) -> l
         texts[root / page_name(page, lang)] = body + FOOTER.format(page=page, catalog=po)
     if missing and not partial:
         raise TranslationIncomplete(missing)
-    written = []
-    for path, text in texts.items():
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            path.write_text(text, encoding="utf-8")
-            written.append(path)
-    return written
+    changed = {path.relative_to(root).as_posix(): text.encode("utf-8") for path, text in texts.items()
+               if not path.exists() or path.read_text(encoding="utf-8") != text}
+    return write_files(root, changed, force=force) if changed else []
