@@ -75,7 +75,7 @@ _lazy(".server.limits", "Guard", "Limits")
 
 #: The modules a lesson reaches by a short name (``wslab.frames.encode``, ``wslab.tls``,
 #: ``wslab.broker``, ...): one per concept, wherever its folder is. Pinned by tests/test_exports.py.
-MODULES: dict[str, str] = {
+_MODULES: dict[str, str] = {
     # course/
     "checks": ".course.checks", "display": ".course.display", "exercises": ".course.exercises",
     "lessons": ".course.lessons", "safewrite": ".course.safewrite",
@@ -101,8 +101,9 @@ MODULES: dict[str, str] = {
     "roomlog": ".production.roomlog", "roomprocs": ".production.roomprocs",
     "redisserver": ".production.redisserver",
 }
-for _name, _module in MODULES.items():
+for _name, _module in _MODULES.items():
     _LAZY.setdefault(_name, (_module, None))
+del _name, _module
 
 
 def __getattr__(name: str) -> Any:

@@ -29,6 +29,7 @@ import argparse
 import gettext as _gettext
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -156,12 +157,6 @@ class ArgumentParser(argparse.ArgumentParser):
                               help=gettext("show this help message and exit"))
 
     def error(self, message: str) -> NoReturn:
-        self.print_usage(_stderr())
+        self.print_usage(sys.stderr)
         self.exit(2, gettext("%(prog)s: error: %(message)s\n")
                   % {"prog": self.prog, "message": _translated_argparse_error(message)})
-
-
-def _stderr() -> Any:
-    import sys
-
-    return sys.stderr
