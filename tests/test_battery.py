@@ -91,6 +91,16 @@ def _normalised_rfc() -> str:
     return re.sub(r"\s+", " ", " ".join(lines).replace("\f", " "))
 
 
+def test_lesson_02s_account_of_the_drafts_versions_is_the_rfcs_registry():
+    """Lesson 02: versions 0-8 were drafts 00-08, 9-12 are reserved, 13 is RFC 6455 (section 11.6)."""
+    text = _normalised_rfc()
+    for version in range(9):
+        assert f"| {version} + draft-ietf-hybi-thewebsocketprotocol-0{version} | Interim |" in text
+    for version in range(9, 13):
+        assert f"| {version} + Reserved |" in text
+    assert "| 13 + RFC 6455 | Standard |" in text
+
+
 def _rules():
     yield from ((c.name, c.rule) for c in CASES)
     yield "(notes)", CLOSE_FRAME_FIRST
