@@ -340,3 +340,11 @@ def test_a_websockets_send_has_no_per_message_compression_switch():
     from websockets.asyncio.connection import Connection
 
     assert list(inspect.signature(Connection.send).parameters) == ["self", "message", "text"]
+
+
+@pytest.mark.skipif(__import__("sys").platform != "linux", reason="the lesson's claim is about Linux")
+def test_perf_counter_is_the_machine_wide_monotonic_clock_on_linux():
+    """Lesson 05 subtracts time.perf_counter() stamps taken in two processes: on Linux it reads CLOCK_MONOTONIC."""
+    import time
+
+    assert time.get_clock_info("perf_counter").implementation == "clock_gettime(CLOCK_MONOTONIC)"
